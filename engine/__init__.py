@@ -1,0 +1,101 @@
+"""stepsaga's engine: the saga model, the rules, stepping and breakpoints.
+
+Define sagas from :class:`Stage` and the composites, run them with a
+:class:`Runtime`, step them, and read their events. See ``README.md``.
+"""
+
+from __future__ import annotations
+
+from .breakpoints import Breakpoint
+from .clock import Clock, ManualClock, SystemClock
+from .context import Failure, StageContext
+from .definitions import (
+    MISSING,
+    Abort,
+    Branch,
+    Forward,
+    Guard,
+    Loop,
+    Map,
+    Observer,
+    Parallel,
+    RetryTransaction,
+    Saga,
+    SagaRef,
+    Sleep,
+    Stage,
+    Wait,
+)
+from .errors import (
+    DefinitionError,
+    EngineError,
+    ExpressionError,
+    ServiceError,
+    StageFailure,
+    UnknownSagaError,
+    UnknownWorkError,
+    WorkStateError,
+)
+from .events import Event, RecordedEvent
+from .expressions import Expression, parse_expression
+from .plan import Plan, compile_saga
+from .retry import RetryPolicy
+from .runner import DryRun, StepReport, WorkRunner
+from .runtime import Runtime, WorkResult
+from .services import Service, ServiceScope
+from .state import StageState, WorkState, apply, replay
+from .stepping import Call, Emit, ScheduleRetry, decide
+
+__all__ = [
+    "MISSING",
+    "Abort",
+    "Branch",
+    "Breakpoint",
+    "Call",
+    "Clock",
+    "DefinitionError",
+    "DryRun",
+    "Emit",
+    "EngineError",
+    "Event",
+    "Expression",
+    "ExpressionError",
+    "Failure",
+    "Forward",
+    "Guard",
+    "Loop",
+    "ManualClock",
+    "Map",
+    "Observer",
+    "Parallel",
+    "Plan",
+    "RecordedEvent",
+    "RetryPolicy",
+    "RetryTransaction",
+    "Runtime",
+    "Saga",
+    "SagaRef",
+    "ScheduleRetry",
+    "Service",
+    "ServiceError",
+    "ServiceScope",
+    "Sleep",
+    "Stage",
+    "StageContext",
+    "StageFailure",
+    "StageState",
+    "StepReport",
+    "SystemClock",
+    "UnknownSagaError",
+    "UnknownWorkError",
+    "Wait",
+    "WorkResult",
+    "WorkRunner",
+    "WorkState",
+    "WorkStateError",
+    "apply",
+    "compile_saga",
+    "decide",
+    "parse_expression",
+    "replay",
+]

@@ -1,0 +1,554 @@
+"""The runner: executes the actions ``decide`` picks for one work and records the results.
+
+One :class:`WorkRunner` owns one work's state. It can drive the work freely
+(:meth:`WorkRunner.run`, running independent user calls concurrently), or be
+stepped (:meth:`WorkRunner.step`: exactly one decide, execute, record cycle;
+:meth:`WorkRunner.mstep`: until a breakpoint matches or the work ends). User code
+never escapes: every exception it raises is recorded as data, and timeouts cancel
+the user coroutine and record that they did.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from . import events as ev
+from .breakpoints import Breakpoint
+from .clock import Clock
+from .context import Failure, StageContext, error_data, jsonable
+from .definitions import MISSING, Abort, Branch, Forward, Loop, Map, RetryTransaction, Stage
+from .errors import StageFailure, WorkStateError
+from .events import Event, RecordedEvent
+from .plan import Plan
+from .services import ServiceScope
+from .state import WorkState, evolve
+from .stepping import Action, Call, Emit, ScheduleRetry, decide
+
+__all__ = ["DryRun", "StepReport", "WorkRunner"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DryRun:
+    """Run with each stage's example output instead of its transaction.
+
+    Stages whose path matches one of ``fail`` (globs) fail instead, so people can
+    rehearse compensation paths. Compensations are not called (they are recorded
+    as done); guards and conditions run for real, since they decide the path.
+    """
+
+    fail: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class StepReport:
+    """What ``mstep`` did: the events it recorded and why it stopped."""
+
+    events: list[RecordedEvent] = field(default_factory=list)
+    reason: str = "finished"  # breakpoint, finished, waiting, max_steps
+    breakpoint: Breakpoint | None = None
+    when: str | None = None
+    pending: Event | None = None  # the event a 'before' breakpoint stopped in front of
+
+
+def _schema_errors(schema: Any, value: Any) -> str | None:
+    import jsonschema  # imported lazily: only sagas with schemas pay for it
+
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.path))
+    if not errors:
+        return None
+    first = errors[0]
+    where = "/".join(str(p) for p in first.path) or "(root)"
+    return f"{where}: {first.message}"
+
+
+class WorkRunner:
+    """Owns the state of one work and moves it forward."""
+
+    def __init__(self, plan: Plan, work_id: str, *, clock: Clock, services: ServiceScope,
+                 worker: str | None = None, dry_run: DryRun | None = None,
+                 on_event: Callable[[RecordedEvent], None] | None = None,
+                 history: Iterable[RecordedEvent] = ()) -> None:
+        self.plan = plan
+        self.work_id = work_id
+        self.clock = clock
+        self.services = services
+        self.worker = worker
+        self.dry_run = dry_run
+        self.on_event = on_event
+        self.state = WorkState()
+        self.events: list[RecordedEvent] = []
+        for recorded in history:
+            evolve(self.state, recorded)
+            self.events.append(recorded)
+        self._inflight: set[tuple[str, str]] = set()
+        self._wake = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._finished = anyio.Event()
+        self._step_lock = anyio.Lock()
+        self._breakpoints: dict[str, Breakpoint] = {}
+        self._skip_before: tuple[str, str, int] | None = None
+        self._driving = False
+        if self.state.terminal:
+            self._finished.set()
+
+    # ------------------------------------------------------------ recording
+
+    async def record(self, event: Event, *, observe: bool = True) -> RecordedEvent:
+        """Append ``event`` to the work's stream and fold it into the state."""
+        state = self.state
+        recorded = RecordedEvent(work_id=self.work_id, seq=state.seq + 1, time=self.clock.now(),
+                                 event=event, worker=self.worker)
+        evolve(state, recorded)
+        self.events.append(recorded)
+        if self.on_event is not None:
+            self.on_event(recorded)
+        if observe and self.plan.has_observers and self.dry_run is None:
+            await self._observe(recorded)
+        if state.terminal:
+            self._finished.set()
+        self._wake.set()
+        return recorded
+
+    async def _observe(self, recorded: RecordedEvent) -> None:
+        event = recorded.event
+        try:
+            observers = self.plan.info(event.path).observers
+        except KeyError:
+            return
+        for observer in observers:
+            if not any(fnmatchcase(event.type, p) for p in observer.events):
+                continue
+            if not any(fnmatchcase(event.path, p) for p in observer.paths):
+                continue
+            try:
+                value = observer.notify(self._context(event.path, event.attempt, "observer"),
+                                        recorded)
+                if inspect.isawaitable(value):
+                    value = await value
+            except Exception as exc:  # observers are never fatal: record and go on
+                await self.record(Event(
+                    type=ev.OBSERVER_FAILED, path=event.path, attempt=event.attempt,
+                    payload={"observer": observer.name, "seq": recorded.seq,
+                             "error": error_data(exc, retryable=False)}), observe=False)
+                continue
+            if value is not None:
+                if not jsonable(value):
+                    value = repr(value)
+                await self.record(Event(
+                    type=ev.OBSERVER_PRODUCED, path=event.path, attempt=event.attempt,
+                    payload={"observer": observer.name, "seq": recorded.seq, "value": value}),
+                    observe=False)
+
+    def _context(self, path: str, attempt: int, kind: str) -> StageContext:
+        return StageContext(work_id=self.work_id, saga=self.plan.name, path=path,
+                            attempt=attempt, kind=kind, services=self.services,
+                            dry_run=self.dry_run is not None)
+
+    # ------------------------------------------------------------ breakpoints
+
+    def _active(self, extra: Sequence[Breakpoint]) -> list[Breakpoint]:
+        stored = self.state.breakpoints
+        if len(self._breakpoints) != len(stored) or any(k not in self._breakpoints
+                                                        for k in stored):
+            self._breakpoints = {k: Breakpoint.from_dict(v) for k, v in stored.items()}
+        if not extra:
+            return list(self._breakpoints.values())
+        return [*self._breakpoints.values(), *extra]
+
+    def _match(self, when: str, event: Event, bps: Sequence[Breakpoint]) -> Breakpoint | None:
+        if when == "before":
+            ident = (event.type, event.path, event.attempt)
+            if ident == self._skip_before:
+                return None
+            past = self.state.resume_past
+            if past is not None and (past["type"], past["path"], past["attempt"]) == ident:
+                return None
+        for bp in bps:
+            if bp.matches(when, event, self.state):
+                return bp
+        return None
+
+    # ------------------------------------------------------------ executing
+
+    async def _perform(self, action: Action) -> RecordedEvent:
+        if isinstance(action, Emit):
+            return await self.record(action.event)
+        if isinstance(action, ScheduleRetry):
+            return await self.record(self._schedule(action))
+        return await self.record(await self._execute(action))
+
+    def _schedule(self, action: ScheduleRetry) -> Event:
+        node = self.plan.info(action.path).node
+        policy = node.retry if action.what == "transaction" else node.compensation_retry
+        delay = 0.0 if self.dry_run is not None else policy.delay(attempt=action.attempt)
+        payload: dict[str, Any] = {"what": action.what, "delay": delay,
+                                   "not_before": self.clock.now() + delay}
+        if action.budget is not None:
+            payload["budget"] = action.budget
+        return Event(type=ev.RETRY_SCHEDULED, path=action.path, attempt=action.attempt,
+                     payload=payload)
+
+    async def _execute(self, call: Call) -> Event:
+        st = self.state.stages[call.path]
+        node = self.plan.info(call.path).node
+        if call.kind == "transaction":
+            return await self._transaction(call, node, st.input)
+        if call.kind == "guard":
+            return await self._guard(call, st)
+        if call.kind == "condition":
+            return await self._condition(call, node, st)
+        return await self._compensation(call, node, st)
+
+    async def _invoke(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                      timeout: float | None) -> tuple[Any, BaseException | None, bool]:
+        """Run user code: (result, exception, timed_out). Never raises for user errors."""
+        try:
+            if timeout is None:
+                result = fn(*args)
+                if inspect.isawaitable(result):
+                    result = await result
+                return result, None, False
+            with anyio.move_on_after(timeout) as scope:
+                result = fn(*args)
+                if inspect.isawaitable(result):
+                    result = await result
+                return result, None, False
+            return None, TimeoutError(f"timed out after {timeout}s"), True
+        except Exception as exc:
+            return None, exc, False
+
+    async def _transaction(self, call: Call, node: Stage, inp: Any) -> Event:
+        path, attempt = call.path, call.attempt
+        if node.input_schema is not None:
+            problem = _schema_errors(node.input_schema, inp)
+            if problem is not None:
+                return self._failed(call, {"type": "InputSchemaError", "retryable": False,
+                                           "message": f"input of stage {path!r} does not match "
+                                                      f"its schema: {problem}"})
+        if self.dry_run is not None:
+            if any(fnmatchcase(path, p) for p in self.dry_run.fail):
+                return self._failed(call, error_data(
+                    StageFailure(f"forced failure of {path!r} (dry run)"), retryable=False))
+            output = node.example if node.example is not MISSING else inp
+        else:
+            ctx = self._context(path, attempt, "transaction")
+            output, exc, timed_out = await self._invoke(node.transaction, (ctx, inp),
+                                                        node.timeout)
+            if exc is not None:
+                retryable = True if timed_out else node.retry.is_retryable(exc)
+                return self._failed(call, error_data(exc, retryable=retryable,
+                                                     timed_out=timed_out))
+        if not jsonable(output):
+            return self._failed(call, {"type": "OutputError", "retryable": False,
+                                       "message": f"output of stage {path!r} is not JSON-"
+                                                  f"serialisable: {output!r:.200}"})
+        if node.output_schema is not None:
+            problem = _schema_errors(node.output_schema, output)
+            if problem is not None:
+                return self._failed(call, {"type": "OutputSchemaError", "retryable": False,
+                                           "message": f"output of stage {path!r} does not "
+                                                      f"match its schema: {problem}"})
+        payload: dict[str, Any] = {"output": output}
+        if call.final:
+            payload["final"] = True
+        return Event(type=ev.TRANSACTION_COMPLETED, path=path, attempt=attempt, payload=payload)
+
+    @staticmethod
+    def _failed(call: Call, error: dict[str, Any]) -> Event:
+        return Event(type=ev.TRANSACTION_FAILED, path=call.path, attempt=call.attempt,
+                     payload={"error": error})
+
+    async def _guard(self, call: Call, st: Any) -> Event:
+        info = self.plan.info(call.path)
+        pre = st.guard_when == "pre"
+        guard = (info.pre_guards if pre else info.post_guards)[st.guard]
+        ctx = self._context(call.path, call.attempt, "guard")
+        result, exc, _ = await self._invoke(guard.check, (ctx, st.input if pre else st.output),
+                                            None)
+        payload: dict[str, Any] = {"guard": st.guard, "name": guard.name, "passed": bool(result)}
+        if exc is not None:
+            payload["passed"] = False
+            payload["error"] = error_data(exc, retryable=False)
+        elif not result:
+            payload["error"] = {"type": "GuardVeto", "retryable": False,
+                                "message": f"{st.guard_when}-guard {guard.name!r} vetoed "
+                                           f"stage {call.path!r}"}
+        return Event(type=ev.GUARD_COMPLETED, path=call.path, attempt=call.attempt,
+                     payload=payload)
+
+    async def _condition(self, call: Call, node: Any, st: Any) -> Event:
+        ctx = self._context(call.path, call.attempt, "condition")
+        what = st.cond_what
+        if what == "items":
+            assert isinstance(node, Map) and node.items is not None
+            fn, arg = node.items, st.input
+        elif what == "choose":
+            assert isinstance(node, Branch)
+            fn, arg = node.choose, st.input
+        else:
+            assert isinstance(node, Loop)
+            body = self.state.stages[f"{call.path}[{st.started_children - 1}]/{node.body.name}"]
+            fn, arg = node.until, body.output
+        result, exc, _ = await self._invoke(fn, (ctx, arg), None)
+        problem: dict[str, Any] | None = None
+        if exc is not None:
+            problem = error_data(exc, retryable=False)
+        elif what == "items":
+            if not isinstance(result, list | tuple) or not jsonable(list(result)):
+                problem = {"type": "ConditionError", "retryable": False,
+                           "message": f"items of map {call.path!r} must be a JSON-serialisable "
+                                      f"list, got {type(result).__name__}"}
+            else:
+                result = list(result)
+        elif what == "choose":
+            if not isinstance(result, str):
+                problem = {"type": "ConditionError", "retryable": False,
+                           "message": f"branch {call.path!r} must choose a case name (str), "
+                                      f"got {result!r:.100}"}
+        else:
+            result = bool(result)
+        if problem is not None:
+            return Event(type=ev.CONDITION_FAILED, path=call.path, attempt=call.attempt,
+                         payload={"what": what, "error": problem})
+        return Event(type=ev.CONDITION_COMPLETED, path=call.path, attempt=call.attempt,
+                     payload={"what": what, "result": result})
+
+    async def _compensation(self, call: Call, node: Stage, st: Any) -> Event:
+        assert node.compensation is not None
+        cleanup = st.comp_mode == "cleanup"
+        if cleanup:
+            reason = Failure.from_data(call.path, st.error)
+            output = st.output if st.done else None
+        else:
+            failure = self.state.failure or {}
+            reason = Failure.from_data(str(failure.get("path", "")), failure.get("error"))
+            output = st.output
+        if self.dry_run is not None:
+            return Event(type=ev.COMPENSATION_COMPLETED, path=call.path, attempt=call.attempt,
+                         payload={"outcome": "done", "dry_run": True})
+        ctx = self._context(call.path, call.attempt, "compensation")
+        result, exc, timed_out = await self._invoke(
+            node.compensation, (ctx, st.input, output, reason), node.compensation_timeout)
+        if exc is not None:
+            retryable = True if timed_out else node.compensation_retry.is_retryable(exc)
+            return Event(type=ev.COMPENSATION_FAILED, path=call.path, attempt=call.attempt,
+                         payload={"error": error_data(exc, retryable=retryable,
+                                                      timed_out=timed_out)})
+        payload: dict[str, Any] = {"outcome": "done"}
+        if isinstance(result, Abort):
+            payload = {"outcome": "abort", "reason": result.reason}
+        elif cleanup and isinstance(result, RetryTransaction):
+            payload = {"outcome": "retry", "reason": result.reason}
+        elif cleanup and isinstance(result, Forward):
+            if not jsonable(result.output):
+                return Event(type=ev.COMPENSATION_FAILED, path=call.path, attempt=call.attempt,
+                             payload={"error": {"type": "OutputError", "retryable": False,
+                                                "message": f"forward output of {call.path!r} "
+                                                           "is not JSON-serialisable"}})
+            payload = {"outcome": "forward", "output": result.output}
+        return Event(type=ev.COMPENSATION_COMPLETED, path=call.path, attempt=call.attempt,
+                     payload=payload)
+
+    # ------------------------------------------------------------ driving
+
+    async def run(self) -> None:
+        """Drive the work until it ends; idle while it is paused or waits for a signal."""
+        self._driving = True
+        try:
+            async with anyio.create_task_group() as tg:
+                while not self.state.terminal:
+                    if self.state.paused:
+                        await self._sleep(None)
+                        continue
+                    due = await self._advance(tg)
+                    if due is not True:
+                        await self._sleep(due)
+                tg.cancel_scope.cancel()
+        finally:
+            self._driving = False
+
+    async def _advance(self, tg: anyio.abc.TaskGroup) -> bool | float | None:
+        """One pass: record one due event or launch calls. True if something happened,
+        else the time the next action is due (None: wait for something from outside)."""
+        actions = decide(self.plan, self.state)
+        now = self.clock.now()
+        due: float | None = None
+        calls: list[Call] = []
+        for action in actions:
+            if isinstance(action, Call):
+                if (action.path, action.kind) not in self._inflight:
+                    calls.append(action)
+                continue
+            not_before = action.not_before if isinstance(action, Emit) else None
+            if not_before is not None and not_before > now:
+                due = not_before if due is None else min(due, not_before)
+                continue
+            if isinstance(action, Emit):
+                bps = self._active(())
+                if bps:
+                    bp = self._match("before", action.event, bps)
+                    if bp is not None:
+                        await self._pause_at(bp, "before", action.event)
+                        return True
+            recorded = await self._perform(action)
+            await self._check_after(recorded)
+            return True
+        if calls:
+            if len(calls) == 1 and not self._inflight:
+                recorded = await self._perform(calls[0])
+                await self._check_after(recorded)
+                return True
+            for call in calls:
+                self._inflight.add((call.path, call.kind))
+                self._idle = anyio.Event()
+                tg.start_soon(self._run_call, call)
+            return True
+        if due is None and self._inflight:
+            return None
+        return due
+
+    async def _run_call(self, call: Call) -> None:
+        try:
+            recorded = await self._perform(call)
+        finally:
+            self._inflight.discard((call.path, call.kind))
+            if not self._inflight:
+                self._idle.set()
+            self._wake.set()
+        if not self.state.paused:
+            await self._check_after(recorded)
+
+    async def _check_after(self, recorded: RecordedEvent) -> None:
+        if recorded.type in (ev.WORK_PAUSED, ev.WORK_RESUMED):
+            return
+        bps = self._active(())
+        if bps:
+            bp = self._match("after", recorded.event, bps)
+            if bp is not None and not self.state.terminal:
+                await self._pause_at(bp, "after", recorded.event, recorded.seq)
+
+    async def _pause_at(self, bp: Breakpoint, when: str, event: Event,
+                        seq: int | None = None) -> None:
+        payload: dict[str, Any] = {"reason": "breakpoint", "breakpoint": bp.id, "when": when}
+        if when == "before":
+            payload["pending"] = {"type": event.type, "path": event.path,
+                                  "attempt": event.attempt}
+        else:
+            payload["seq"] = seq
+        await self.record(Event(type=ev.WORK_PAUSED, payload=payload), observe=False)
+
+    async def _sleep(self, deadline: float | None) -> None:
+        wake = self._wake
+        if not wake.is_set():
+            if deadline is None:
+                await wake.wait()
+            else:
+                async with anyio.create_task_group() as tg:
+                    async def timer() -> None:
+                        await self.clock.sleep_until(deadline)
+                        tg.cancel_scope.cancel()
+
+                    async def waiter() -> None:
+                        await wake.wait()
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(timer)
+                    tg.start_soon(waiter)
+        if self._wake is wake and wake.is_set():
+            self._wake = anyio.Event()
+
+    def poke(self) -> None:
+        """Wake the driver: something from outside changed the state."""
+        self._wake.set()
+
+    def reopen(self) -> None:
+        """The work is to move again after it ended (a retried compensation)."""
+        self._finished = anyio.Event()
+
+    async def wait_finished(self) -> None:
+        await self._finished.wait()
+
+    # ------------------------------------------------------------ stepping
+
+    def _check_steppable(self) -> None:
+        if self._driving and not self.state.paused:
+            raise WorkStateError(
+                f"work {self.work_id} is running; pause it before stepping it"
+            )
+
+    async def step(self) -> RecordedEvent | None:
+        """Exactly one decide, execute, record cycle; ``None`` when nothing can happen now."""
+        self._check_steppable()
+        async with self._step_lock:
+            await self._idle.wait()
+            return await self._step_once()
+
+    async def _step_once(self, bps: Sequence[Breakpoint] = (),
+                         report: StepReport | None = None) -> RecordedEvent | None:
+        actions = decide(self.plan, self.state)
+        if not actions:
+            return None
+        now = self.clock.now()
+        chosen: Action | None = None
+        earliest: tuple[float, Action] | None = None
+        for action in actions:
+            not_before = action.not_before if isinstance(action, Emit) else None
+            if not_before is None or not_before <= now:
+                chosen = action
+                break
+            if earliest is None or not_before < earliest[0]:
+                earliest = (not_before, action)
+        if chosen is None:
+            assert earliest is not None
+            await self.clock.sleep_until(earliest[0])
+            chosen = earliest[1]
+        if bps and isinstance(chosen, Emit) and report is not None:
+            bp = self._match("before", chosen.event, bps)
+            if bp is not None:
+                report.reason, report.breakpoint, report.when = "breakpoint", bp, "before"
+                report.pending = chosen.event
+                self._skip_before = (chosen.event.type, chosen.event.path, chosen.event.attempt)
+                return None
+        self._skip_before = None
+        recorded = await self._perform(chosen)
+        if report is not None:
+            report.events.append(recorded)
+            if bps and recorded.type not in (ev.WORK_PAUSED, ev.WORK_RESUMED):
+                bp = self._match("after", recorded.event, bps)
+                if bp is not None:
+                    report.reason, report.breakpoint, report.when = "breakpoint", bp, "after"
+        return recorded
+
+    async def mstep(self, until: Sequence[Breakpoint] = (),
+                    max_steps: int | None = None) -> StepReport:
+        """Step until a breakpoint (stored, or one of ``until``) matches or the work ends."""
+        self._check_steppable()
+        report = StepReport()
+        async with self._step_lock:
+            await self._idle.wait()
+            steps = 0
+            while True:
+                if self.state.terminal:
+                    report.reason = "finished"
+                    return report
+                if max_steps is not None and steps >= max_steps:
+                    report.reason = "max_steps"
+                    return report
+                bps = self._active(until)
+                report.reason = ""
+                recorded = await self._step_once(bps, report)
+                steps += 1
+                if report.reason == "breakpoint":
+                    return report
+                if recorded is None:
+                    report.reason = "finished" if self.state.terminal else "waiting"
+                    return report

@@ -1,0 +1,301 @@
+"""The in-memory runtime: registered sagas, their works, and the operations on them.
+
+>>> import anyio
+>>> async def add_one(ctx, n): return n + 1
+>>> saga = Saga(name="count", stages=[Stage(name="a", transaction=add_one),
+...                                   Stage(name="b", transaction=add_one)])
+>>> async def main():
+...     async with Runtime(sagas=[saga]) as runtime:
+...         return await runtime.run("count", 1)
+>>> anyio.run(main).output
+3
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from . import events as ev
+from .breakpoints import Breakpoint
+from .clock import Clock, SystemClock
+from .definitions import MISSING, Saga
+from .errors import DefinitionError, UnknownSagaError, UnknownWorkError, WorkStateError
+from .events import Event, RecordedEvent
+from .plan import Plan, compile_saga
+from .runner import DryRun, StepReport, WorkRunner
+from .services import Service, ServiceScope, check_services
+from .state import WorkState, replay
+
+__all__ = ["Runtime", "WorkResult"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkResult:
+    """How a work ended. ``failure`` is the original reason, kept through compensation."""
+
+    work_id: str
+    status: str
+    output: Any = None
+    error: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+    compensated: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def of(cls, state: WorkState) -> WorkResult:
+        return cls(work_id=state.work_id, status=state.display_status, output=state.output,
+                   error=state.error, failure=state.failure,
+                   compensated=tuple(state.compensated))
+
+
+class Runtime:
+    """Runs works of the registered sagas in this process, in memory.
+
+    Use it as an async context manager: it owns the task group in which works
+    run, and closes every work's services when it exits.
+    """
+
+    def __init__(self, sagas: Sequence[Saga] = (), *, services: Iterable[Service] = (),
+                 clock: Clock | None = None, worker: str | None = None,
+                 on_event: Callable[[RecordedEvent], None] | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.worker = worker
+        self.on_event = on_event
+        self._sagas: dict[str, Saga] = {}
+        for saga in sagas:
+            if not isinstance(saga, Saga):
+                raise DefinitionError(f"expected Saga definitions, got {saga!r}")
+            if saga.name in self._sagas:
+                raise DefinitionError(f"two sagas are registered as {saga.name!r}")
+            self._sagas[saga.name] = saga
+        self._services = {s.name: s for s in services}
+        self._plans = {name: compile_saga(saga, self._sagas) for name, saga in self._sagas.items()}
+        self._works: dict[str, WorkRunner] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> Runtime:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool | None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        try:
+            return await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            self._tg = None
+            with anyio.CancelScope(shield=True):
+                for runner in self._works.values():
+                    await runner.services.aclose()
+
+    # ------------------------------------------------------------ lookup
+
+    def plan(self, saga: str) -> Plan:
+        try:
+            return self._plans[saga]
+        except KeyError:
+            raise UnknownSagaError(
+                f"no saga is registered as {saga!r} (registered: {sorted(self._plans)})"
+            ) from None
+
+    def _runner(self, work_id: str) -> WorkRunner:
+        try:
+            return self._works[work_id]
+        except KeyError:
+            raise UnknownWorkError(f"no work has id {work_id!r}") from None
+
+    def state(self, work_id: str) -> WorkState:
+        """The current state of a work (a copy)."""
+        return self._runner(work_id).state.copy()
+
+    def events(self, work_id: str) -> list[RecordedEvent]:
+        return list(self._runner(work_id).events)
+
+    def state_at(self, work_id: str, seq: int) -> WorkState:
+        """Time travel: the state of a work right after event ``seq``."""
+        stream = self._runner(work_id).events
+        if not 0 <= seq <= len(stream):
+            raise ValueError(f"work {work_id} has events 1..{len(stream)}; no seq {seq}")
+        return replay(stream[:seq])
+
+    def works(self) -> list[str]:
+        return list(self._works)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self, saga: str, input: Any = None, *, paused: bool = False,
+                    work_id: str | None = None, breakpoints: Sequence[Breakpoint] = (),
+                    dry_run: DryRun | None = None) -> str:
+        """Create a work of ``saga`` and run it (or leave it paused, to be stepped)."""
+        if self._tg is None:
+            raise RuntimeError("use the Runtime as 'async with Runtime(...) as runtime'")
+        plan = self.plan(saga)
+        if dry_run is None:
+            check_services(self._services, plan.services)
+        work_id = work_id or uuid.uuid4().hex
+        if work_id in self._works:
+            raise WorkStateError(f"a work with id {work_id!r} exists already")
+        runner = WorkRunner(plan, work_id, clock=self.clock,
+                            services=ServiceScope(self._services), worker=self.worker,
+                            dry_run=dry_run, on_event=self.on_event)
+        self._works[work_id] = runner
+        payload: dict[str, Any] = {"saga": saga, "input": input, "paused": paused,
+                                   "breakpoints": [b.to_dict() for b in breakpoints]}
+        if dry_run is not None:
+            payload["dry_run"] = {"fail": list(dry_run.fail)}
+        await runner.record(Event(type=ev.WORK_CREATED, payload=payload))
+        self._tg.start_soon(self._drive, runner)
+        return work_id
+
+    async def _drive(self, runner: WorkRunner) -> None:
+        try:
+            await runner.run()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if runner.state.terminal:
+                    await runner.services.aclose()
+
+    async def wait(self, work_id: str) -> WorkResult:
+        """Wait until the work ends."""
+        runner = self._runner(work_id)
+        await runner.wait_finished()
+        return WorkResult.of(runner.state)
+
+    async def run(self, saga: str, input: Any = None) -> WorkResult:
+        """Start a work and wait for its end."""
+        return await self.wait(await self.start(saga, input))
+
+    async def dry_run(self, saga: str, input: Any = None, *, fail: Sequence[str] = ()) -> WorkResult:
+        """Run ``saga`` with each stage's example output; stages matching ``fail`` fail."""
+        return await self.wait(await self.start(saga, input, dry_run=DryRun(fail=tuple(fail))))
+
+    # ------------------------------------------------------------ steering
+
+    async def _record(self, runner: WorkRunner, event: Event) -> RecordedEvent:
+        recorded = await runner.record(event, observe=False)
+        runner.poke()
+        return recorded
+
+    def _alive(self, runner: WorkRunner, what: str) -> None:
+        if runner.state.terminal:
+            raise WorkStateError(
+                f"work {runner.work_id} is {runner.state.status}; cannot {what} it"
+            )
+
+    async def pause(self, work_id: str, *, by: str = "", reason: str = "") -> None:
+        runner = self._runner(work_id)
+        self._alive(runner, "pause")
+        if runner.state.paused:
+            return
+        await self._record(runner, Event(type=ev.WORK_PAUSED, payload={
+            "reason": "requested", "by": by, "note": reason}))
+
+    async def resume(self, work_id: str, *, by: str = "") -> None:
+        runner = self._runner(work_id)
+        self._alive(runner, "resume")
+        if not runner.state.paused:
+            raise WorkStateError(f"work {work_id} is not paused; cannot resume it")
+        await self._record(runner, Event(type=ev.WORK_RESUMED, payload={"by": by}))
+
+    async def step(self, work_id: str) -> RecordedEvent | None:
+        return await self._runner(work_id).step()
+
+    async def mstep(self, work_id: str, *, until: Sequence[Breakpoint] = (),
+                    max_steps: int | None = None) -> StepReport:
+        return await self._runner(work_id).mstep(until, max_steps)
+
+    async def signal(self, work_id: str, name: str, payload: Any = None) -> None:
+        """Deliver signal ``name``; kept until a Wait stage consumes it."""
+        runner = self._runner(work_id)
+        self._alive(runner, f"signal {name!r} to")
+        await self._record(runner, Event(type=ev.SIGNAL_RECEIVED,
+                                         payload={"name": name, "payload": payload}))
+
+    async def add_breakpoint(self, work_id: str, breakpoint: Breakpoint) -> str:
+        runner = self._runner(work_id)
+        self._alive(runner, "set a breakpoint on")
+        await self._record(runner, Event(type=ev.WORK_BREAKPOINT_SET,
+                                         payload=breakpoint.to_dict()))
+        return breakpoint.id
+
+    async def remove_breakpoint(self, work_id: str, breakpoint_id: str) -> None:
+        runner = self._runner(work_id)
+        if breakpoint_id not in runner.state.breakpoints:
+            raise KeyError(f"work {work_id} has no breakpoint {breakpoint_id!r}")
+        await self._record(runner, Event(type=ev.WORK_BREAKPOINT_CLEARED,
+                                         payload={"id": breakpoint_id}))
+
+    async def edit(self, work_id: str, *, path: str, by: str, reason: str,
+                   output: Any = MISSING, input: Any = MISSING) -> None:
+        """While paused: change a stage's recorded output, or the input of a stage to come."""
+        runner = self._runner(work_id)
+        state = runner.state
+        self._alive(runner, "edit")
+        if not state.paused:
+            raise WorkStateError(f"work {work_id} must be paused to be edited")
+        if (output is MISSING) == (input is MISSING):
+            raise ValueError("edit exactly one of output= or input=")
+        if not by or not reason:
+            raise ValueError("an edit needs who made it (by=) and why (reason=)")
+        try:
+            runner.plan.info(path)
+        except KeyError:
+            raise ValueError(f"saga {state.saga!r} has no stage at path {path!r}") from None
+        if output is not MISSING:
+            st = state.stages.get(path)
+            if st is None or st.status != "completed":
+                raise WorkStateError(
+                    f"stage {path!r} of work {work_id} has no recorded output to edit")
+            target, value, previous = "output", output, st.output
+        else:
+            if path in state.stages:
+                raise WorkStateError(
+                    f"stage {path!r} of work {work_id} has started; its input is recorded")
+            target, value, previous = "input", input, state.input_overrides.get(path)
+        await self._record(runner, Event(type=ev.WORK_EDITED, payload={
+            "by": by, "reason": reason, "target": target, "path": path, "value": value,
+            "previous": previous}))
+
+    async def cancel(self, work_id: str, *, by: str = "", reason: str = "",
+                     compensate: bool = True) -> None:
+        """Stop a work; by default its completed stages are compensated first."""
+        runner = self._runner(work_id)
+        state = runner.state
+        self._alive(runner, "cancel")
+        error = {"type": "Cancelled", "message": reason or "cancelled", "retryable": False,
+                 "by": by}
+        if state.paused:
+            await self._record(runner, Event(type=ev.WORK_RESUMED, payload={"by": by}))
+        if not compensate or state.status == "pending":
+            await self._record(runner, Event(type=ev.WORK_CANCELLED, payload={"error": error}))
+        elif state.phase == "forward":
+            await self._record(runner, Event(type=ev.WORK_COMPENSATING, payload={
+                "failure": {"path": "", "error": error}, "cancelled": True}))
+
+    async def retry_compensation(self, work_id: str, *, by: str) -> None:
+        """A person fixed the cause: run the failed compensation again."""
+        runner = self._runner(work_id)
+        if runner.state.status != "compensation_failed":
+            raise WorkStateError(f"work {work_id} is {runner.state.status}, "
+                                 "not compensation_failed")
+        runner.reopen()
+        await self._record(runner, Event(type=ev.WORK_COMPENSATION_RETRIED, payload={"by": by}))
+        assert self._tg is not None
+        self._tg.start_soon(self._drive, runner)
+
+    async def resolve(self, work_id: str, *, by: str, reason: str) -> None:
+        """A person cleaned up by hand: the work ends as failed, resolved."""
+        runner = self._runner(work_id)
+        if runner.state.status != "compensation_failed":
+            raise WorkStateError(f"work {work_id} is {runner.state.status}, "
+                                 "not compensation_failed")
+        await self._record(runner, Event(type=ev.WORK_RESOLVED,
+                                         payload={"by": by, "reason": reason}))

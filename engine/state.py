@@ -1,0 +1,536 @@
+"""The state of a work, and ``apply``: the only rule that changes it.
+
+``apply(state, event)`` is pure: it returns a new state and leaves its argument
+untouched. ``evolve(state, event)`` is the same rule done in place, for the one
+owner of a state (a runner) that does not need the old value any more; it is
+what makes the hot path cheap. Both only read the event and its envelope, never
+the clock or the saga definition, so replaying a stream rebuilds the same state
+on any machine.
+
+>>> from engine.events import Event, RecordedEvent
+>>> s = replay([RecordedEvent(work_id="w1", seq=1, time=0.0,
+...     event=Event(type="work.created", payload={"saga": "order", "input": 1}))])
+>>> s.status, s.saga, s.input
+('pending', 'order', 1)
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import events as ev
+from .events import RecordedEvent
+
+__all__ = [
+    "TERMINAL",
+    "StageState",
+    "WorkState",
+    "apply",
+    "evolve",
+    "join_path",
+    "parent_path",
+    "replay",
+]
+
+TERMINAL = frozenset({"completed", "failed", "compensation_failed", "cancelled"})
+
+
+def join_path(parent: str, name: str, index: int | None = None) -> str:
+    """The path of child ``name`` of ``parent``; ``index`` marks a loop iteration or map item."""
+    head = parent if index is None else f"{parent}[{index}]"
+    return f"{head}/{name}" if head else name
+
+
+def parent_path(path: str) -> str | None:
+    """The path of the stage that contains ``path`` (``""`` is the root; it has none)."""
+    if not path:
+        return None
+    cut = path.rfind("/")
+    if cut < 0:
+        return ""
+    head = path[:cut]
+    if head.endswith("]"):
+        head = head[: head.rfind("[")]
+    return head
+
+
+def item_index(path: str) -> int:
+    """The ``[i]`` index of a map item or loop iteration path such as ``ship[7]/pack``."""
+    cut = path.rfind("/")
+    head = path[:cut]
+    return int(head[head.rfind("[") + 1 : -1])
+
+
+@dataclass(slots=True, kw_only=True)
+class StageState:
+    """What is known of one stage path of a work."""
+
+    path: str
+    status: str = "running"  # running, completed, failed, compensated
+    input: Any = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    attempt: int = 0
+    call: str | None = None  # the user call in flight: transaction, guard, condition, compensation
+    started_at: float | None = None
+    finished_at: float | None = None
+    not_before: float | None = None  # a retry (of transaction or compensation) is due then
+    done: bool = False  # the transaction completed: its effects exist and may need undoing
+    order: int = -1  # completion order among all stages of the work
+    # guards
+    guard_when: str | None = None
+    guard: int = -1
+    vetoed: bool = False
+    # compensation
+    comp_mode: str | None = None  # cleanup (of this stage's own failure) or rollback
+    comp_attempt: int = 0
+    comp_error: dict[str, Any] | None = None
+    comp_outcome: str | None = None
+    comp_output: Any = None
+    cleaned: bool = False  # its compensation already ran as clean-up; rollback skips it
+    # composites
+    started_children: int = 0
+    completed_children: int = 0
+    running: dict[str, None] = field(default_factory=dict)
+    failed_child: str | None = None
+    cond_what: str | None = None
+    items: list[Any] | None = None
+    choice: str | None = None
+    checked: int = 0  # loop: iterations whose condition was evaluated
+    until: bool = False
+    # waits and timers
+    deadline: float | None = None
+    timed_out: bool = False
+
+    def copy(self) -> StageState:
+        clone = copy.copy(self)
+        clone.running = dict(self.running)
+        return clone
+
+
+@dataclass(slots=True, kw_only=True)
+class WorkState:
+    """What is known of one work, rebuilt from its events alone."""
+
+    work_id: str = ""
+    saga: str = ""
+    status: str = "pending"  # pending, running, completed, failed, compensation_failed, cancelled
+    paused: bool = False
+    phase: str = "forward"  # forward, compensating
+    input: Any = None
+    output: Any = None
+    failure: dict[str, Any] | None = None  # the original reason of the failure, never lost
+    error: dict[str, Any] | None = None  # why the work ended badly (may add to ``failure``)
+    aborted: bool = False
+    cancelling: bool = False
+    resolved: bool = False
+    seq: int = 0
+    created_at: float | None = None
+    updated_at: float | None = None
+    stages: dict[str, StageState] = field(default_factory=dict)
+    open_calls: dict[str, str] = field(default_factory=dict)
+    signals: list[dict[str, Any]] = field(default_factory=list)
+    breakpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stopped_at: dict[str, Any] | None = None
+    resume_past: dict[str, Any] | None = None
+    input_overrides: dict[str, Any] = field(default_factory=dict)
+    edits: list[dict[str, Any]] = field(default_factory=list)
+    retries_used: dict[str, int] = field(default_factory=dict)
+    completions: int = 0
+    compensated: list[str] = field(default_factory=list)
+    observations: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def display_status(self) -> str:
+        """The status people see: ``paused`` while paused and not finished."""
+        if self.paused and not self.terminal:
+            return "paused"
+        return self.status
+
+    def copy(self) -> WorkState:
+        """A deep copy: the result shares nothing mutable with this state."""
+        clone = copy.copy(self)
+        clone.stages = {p: s.copy() for p, s in self.stages.items()}
+        clone.open_calls = dict(self.open_calls)
+        clone.signals = list(self.signals)
+        clone.breakpoints = dict(self.breakpoints)
+        clone.input_overrides = dict(self.input_overrides)
+        clone.edits = list(self.edits)
+        clone.retries_used = dict(self.retries_used)
+        clone.compensated = list(self.compensated)
+        clone.observations = dict(self.observations)
+        return clone
+
+
+def apply(state: WorkState, recorded: RecordedEvent) -> WorkState:
+    """The state after ``recorded``; ``state`` itself is left as it was."""
+    return evolve(state.copy(), recorded)
+
+
+def replay(stream: Iterable[RecordedEvent], state: WorkState | None = None) -> WorkState:
+    """The state rebuilt from a stream of events (optionally on top of ``state``, a snapshot)."""
+    current = WorkState() if state is None else state.copy()
+    for recorded in stream:
+        evolve(current, recorded)
+    return current
+
+
+# ------------------------------------------------------------------ evolve
+
+
+def _stage(state: WorkState, path: str, time: float, payload: Any) -> StageState:
+    st = state.stages.get(path)
+    if st is None:
+        st = StageState(path=path, started_at=time)
+        if "input" in payload:
+            st.input = payload["input"]
+        state.stages[path] = st
+        parent = parent_path(path)
+        if parent is not None:
+            pst = state.stages.get(parent)
+            if pst is not None:
+                pst.running[path] = None
+                pst.started_children += 1
+    return st
+
+
+def _finish(state: WorkState, st: StageState, status: str, time: float) -> None:
+    st.status = status
+    st.finished_at = time
+    st.order = state.completions
+    state.completions += 1
+    parent = parent_path(st.path)
+    if parent is not None:
+        pst = state.stages.get(parent)
+        if pst is not None:
+            pst.running.pop(st.path, None)
+            if status == "completed":
+                pst.completed_children += 1
+            elif pst.failed_child is None:
+                pst.failed_child = st.path
+
+
+def _open(state: WorkState, st: StageState, call: str) -> None:
+    st.call = call
+    state.open_calls[st.path] = call
+
+
+def _close(state: WorkState, st: StageState) -> None:
+    st.call = None
+    state.open_calls.pop(st.path, None)
+
+
+def evolve(state: WorkState, recorded: RecordedEvent) -> WorkState:
+    """Apply ``recorded`` to ``state`` in place and return it."""
+    event = recorded.event
+    kind = event.type
+    payload = event.payload
+    time = recorded.time
+    state.seq = recorded.seq
+    state.updated_at = time
+    if state.resume_past is not None and kind != ev.WORK_RESUMED:
+        state.resume_past = None
+    handler = _HANDLERS.get(kind)
+    if handler is None:
+        raise ValueError(f"unknown event type {kind!r} at seq {recorded.seq} of work "
+                         f"{recorded.work_id!r}")
+    handler(state, recorded, payload, time)
+    return state
+
+
+def _work_created(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.work_id = r.work_id
+    state.saga = p["saga"]
+    state.input = p.get("input")
+    state.paused = bool(p.get("paused", False))
+    state.created_at = t
+    for bp in p.get("breakpoints", ()):
+        state.breakpoints[bp["id"]] = bp
+
+
+def _work_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.status = "running"
+    state.stages[""] = StageState(path="", input=state.input, started_at=t)
+
+
+def _work_paused(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.paused = True
+    state.stopped_at = dict(p) if p else None
+
+
+def _work_resumed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.paused = False
+    state.resume_past = state.stopped_at.get("pending") if state.stopped_at else None
+    state.stopped_at = None
+
+
+def _work_completed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.status = "completed"
+    state.output = p.get("output")
+    root = state.stages.get("")
+    if root is not None:
+        root.status = "completed"
+        root.output = state.output
+        root.finished_at = t
+
+
+def _work_compensating(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.phase = "compensating"
+    if p.get("cancelled"):
+        state.cancelling = True
+    if state.failure is None:
+        state.failure = dict(p["failure"])
+
+
+def _work_failed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.status = "failed"
+    state.error = p.get("error")
+
+
+def _work_compensation_failed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.status = "compensation_failed"
+    state.error = p.get("error")
+
+
+def _work_compensation_retried(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.status = "running"
+    state.error = None
+    for st in state.stages.values():
+        if st.comp_error is not None and st.call is None and st.status != "compensated":
+            st.comp_attempt = 0
+            st.comp_error = None
+            st.not_before = None
+
+
+def _work_resolved(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.status = "failed"
+    state.resolved = True
+
+
+def _work_cancelled(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.status = "cancelled"
+    state.error = p.get("error")
+
+
+def _work_edited(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.edits.append(dict(p))
+    target = p["target"]
+    if target == "output":
+        state.stages[p["path"]].output = p["value"]
+    else:
+        state.input_overrides[p["path"]] = p["value"]
+
+
+def _breakpoint_set(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.breakpoints[p["id"]] = dict(p)
+
+
+def _breakpoint_cleared(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.breakpoints.pop(p["id"], None)
+
+
+def _signal_received(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.signals.append({"name": p["name"], "payload": p.get("payload"), "seq": r.seq})
+
+
+def _stage_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    _stage(state, r.event.path, t, p)
+
+
+def _stage_completed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = _stage(state, r.event.path, t, p)
+    st.output = p.get("output")
+    if p.get("forward"):
+        st.cleaned = True
+    signal_seq = p.get("signal_seq")
+    if signal_seq is not None:
+        state.signals = [s for s in state.signals if s["seq"] != signal_seq]
+    _finish(state, st, "completed", t)
+
+
+def _stage_failed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = _stage(state, r.event.path, t, p)
+    st.error = p.get("error")
+    _finish(state, st, "failed", t)
+
+
+def _transaction_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = _stage(state, r.event.path, t, p)
+    st.attempt = r.event.attempt
+    st.error = None
+    st.vetoed = False
+    st.not_before = None
+    st.comp_mode = None
+    st.comp_outcome = None
+    st.comp_attempt = 0
+    st.comp_error = None
+    st.guard_when = None
+    _open(state, st, "transaction")
+
+
+def _transaction_completed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = state.stages[r.event.path]
+    _close(state, st)
+    st.output = p.get("output")
+    st.done = True
+    if p.get("final"):
+        _finish(state, st, "completed", t)
+
+
+def _transaction_failed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = state.stages[r.event.path]
+    _close(state, st)
+    st.error = p.get("error")
+
+
+def _retry_scheduled(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = state.stages[r.event.path]
+    st.not_before = p["not_before"]
+    budget = p.get("budget")
+    if budget is not None:
+        state.retries_used[budget] = state.retries_used.get(budget, 0) + 1
+
+
+def _guard_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = _stage(state, r.event.path, t, p)
+    st.guard_when = p["when"]
+    st.guard = p["guard"]
+    if st.attempt == 0:
+        st.attempt = r.event.attempt
+    _open(state, st, "guard")
+
+
+def _guard_completed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = state.stages[r.event.path]
+    _close(state, st)
+    if not p.get("passed"):
+        st.vetoed = True
+        st.error = p.get("error")
+
+
+def _condition_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = _stage(state, r.event.path, t, p)
+    st.cond_what = p["what"]
+    _open(state, st, "condition")
+
+
+def _condition_completed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = state.stages[r.event.path]
+    _close(state, st)
+    result = p.get("result")
+    what = st.cond_what
+    if what == "items":
+        st.items = list(result)
+    elif what == "choose":
+        st.choice = result
+    else:
+        st.checked += 1
+        st.until = bool(result)
+
+
+def _condition_failed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = state.stages[r.event.path]
+    _close(state, st)
+    st.error = p.get("error")
+
+
+def _compensation_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = state.stages[r.event.path]
+    st.comp_mode = p["mode"]
+    st.comp_attempt = r.event.attempt
+    st.comp_error = None
+    st.not_before = None
+    _open(state, st, "compensation")
+
+
+def _compensation_completed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = state.stages[r.event.path]
+    _close(state, st)
+    outcome = p.get("outcome", "done")
+    st.comp_outcome = outcome
+    if outcome == "abort":
+        state.aborted = True
+    if st.comp_mode == "rollback":
+        st.status = "compensated"
+        state.compensated.append(st.path)
+    else:
+        st.cleaned = True
+        st.comp_output = p.get("output")
+
+
+def _compensation_failed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = state.stages[r.event.path]
+    _close(state, st)
+    st.comp_error = p.get("error")
+
+
+def _wait_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = _stage(state, r.event.path, t, p)
+    timeout = p.get("timeout")
+    st.deadline = None if timeout is None else t + timeout
+
+
+def _wait_timed_out(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = state.stages[r.event.path]
+    st.timed_out = True
+    st.error = p.get("error")
+
+
+def _sleep_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    st = _stage(state, r.event.path, t, p)
+    st.deadline = t + p["seconds"]
+
+
+def _observer_produced(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.observations[f"{r.event.path}:{p['observer']}"] = p.get("value")
+
+
+def _observer_failed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    pass  # recorded for people to see; it changes nothing the rules look at
+
+
+_HANDLERS = {
+    ev.WORK_CREATED: _work_created,
+    ev.WORK_STARTED: _work_started,
+    ev.WORK_PAUSED: _work_paused,
+    ev.WORK_RESUMED: _work_resumed,
+    ev.WORK_COMPLETED: _work_completed,
+    ev.WORK_COMPENSATING: _work_compensating,
+    ev.WORK_FAILED: _work_failed,
+    ev.WORK_COMPENSATION_FAILED: _work_compensation_failed,
+    ev.WORK_COMPENSATION_RETRIED: _work_compensation_retried,
+    ev.WORK_RESOLVED: _work_resolved,
+    ev.WORK_CANCELLED: _work_cancelled,
+    ev.WORK_EDITED: _work_edited,
+    ev.WORK_BREAKPOINT_SET: _breakpoint_set,
+    ev.WORK_BREAKPOINT_CLEARED: _breakpoint_cleared,
+    ev.SIGNAL_RECEIVED: _signal_received,
+    ev.STAGE_STARTED: _stage_started,
+    ev.STAGE_COMPLETED: _stage_completed,
+    ev.STAGE_FAILED: _stage_failed,
+    ev.TRANSACTION_STARTED: _transaction_started,
+    ev.TRANSACTION_COMPLETED: _transaction_completed,
+    ev.TRANSACTION_FAILED: _transaction_failed,
+    ev.RETRY_SCHEDULED: _retry_scheduled,
+    ev.GUARD_STARTED: _guard_started,
+    ev.GUARD_COMPLETED: _guard_completed,
+    ev.CONDITION_STARTED: _condition_started,
+    ev.CONDITION_COMPLETED: _condition_completed,
+    ev.CONDITION_FAILED: _condition_failed,
+    ev.COMPENSATION_STARTED: _compensation_started,
+    ev.COMPENSATION_COMPLETED: _compensation_completed,
+    ev.COMPENSATION_FAILED: _compensation_failed,
+    ev.WAIT_STARTED: _wait_started,
+    ev.WAIT_TIMED_OUT: _wait_timed_out,
+    ev.SLEEP_STARTED: _sleep_started,
+    ev.OBSERVER_PRODUCED: _observer_produced,
+    ev.OBSERVER_FAILED: _observer_failed,
+}
+assert set(_HANDLERS) == ev.EVENT_TYPES, set(ev.EVENT_TYPES) ^ set(_HANDLERS)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the tests need into a virtualenv outside the clone (keyed by a
+# hash of pyproject.toml, so a warm run installs nothing) and runs lint, types
+# and the test suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+key=$(sha256sum pyproject.toml | cut -c1-16)
+venv="${STEPSAGA_VENV:-$HOME/.cache/stepsaga/venv-$key}"
+if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip
+    "$venv/bin/pip" install -q -e '.[test]'
+    touch "$venv/.complete"
+else
+    # the package itself may have moved (a new clone): re-link it, no downloads
+    "$venv/bin/pip" install -q --no-deps --no-build-isolation -e . >/dev/null
+fi
+echo "== ruff"; "$venv/bin/ruff" check .
+echo "== mypy"; "$venv/bin/mypy"
+echo "== pytest"; "$venv/bin/python" -m pytest "$@"
