@@ -16,7 +16,7 @@ __all__ = ["RetryPolicy"]
 
 
 def _default_wait() -> Any:
-    return tenacity.wait_exponential_jitter(initial=0.1, max=30.0, exp_base=2, jitter=0.1)
+    return tenacity.wait_exponential_jitter(multiplier=0.1, max=30.0, exp_base=2, jitter=0.1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -371,6 +371,7 @@ def _transaction_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -
     st.comp_outcome = None
     st.comp_attempt = 0
     st.comp_error = None
+    st.cleaned = False
     st.guard_when = None
     _open(state, st, "transaction")
 

@@ -317,31 +317,24 @@ def _retry_allowed(plan: Plan, state: WorkState, path: str, node: Stage,
 
 def _leaf_failure(plan: Plan, state: WorkState, path: str, node: Stage,
                   st: StageState) -> list[Action]:
+    # A failed attempt: the stage's compensation (if any) cleans up first and says what
+    # next: finish (then the retry policy decides), retry, abort, or forward.
     error = st.error or _error("stage failed")
     if st.comp_mode == "cleanup" and st.comp_error is not None:
         return _compensation_retry(state, path, node, st)
     if st.not_before is not None:  # a retry is scheduled
         return [_emit(ev.TRANSACTION_STARTED, path, st.attempt + 1, {"input": st.input},
                       not_before=st.not_before)]
-    if st.comp_mode == "cleanup":
-        outcome = st.comp_outcome
-        if outcome is None:  # a person asked to run the failed clean-up again
-            return [_emit(ev.COMPENSATION_STARTED, path, 1, {"mode": "cleanup"})]
-        if outcome == "forward":
-            return [_emit(ev.STAGE_COMPLETED, path, st.attempt,
-                          {"output": st.comp_output, "forward": True})]
-        if outcome == "retry":
-            allowed, budget = _retry_allowed(plan, state, path, node, st)
-            if allowed:
-                return [ScheduleRetry(path, "transaction", st.attempt, budget)]
-    else:
-        retryable = bool(error.get("retryable")) and not st.vetoed
-        if retryable:
-            allowed, budget = _retry_allowed(plan, state, path, node, st)
-            if allowed:
-                return [ScheduleRetry(path, "transaction", st.attempt, budget)]
-        if node.compensation is not None:
-            return [_emit(ev.COMPENSATION_STARTED, path, 1, {"mode": "cleanup"})]
+    if node.compensation is not None and (st.comp_mode != "cleanup" or st.comp_outcome is None):
+        return [_emit(ev.COMPENSATION_STARTED, path, 1, {"mode": "cleanup"})]
+    outcome = st.comp_outcome
+    if outcome == "forward":
+        return [_emit(ev.STAGE_COMPLETED, path, st.attempt,
+                      {"output": st.comp_output, "forward": True})]
+    if outcome == "retry" or (outcome != "abort" and error.get("retryable") and not st.vetoed):
+        allowed, budget = _retry_allowed(plan, state, path, node, st)
+        if allowed:
+            return [ScheduleRetry(path, "transaction", st.attempt, budget)]
     if node.fallback is not MISSING and not state.aborted:
         return [_emit(ev.STAGE_COMPLETED, path, st.attempt,
                       {"output": node.fallback, "fallback": True})]
