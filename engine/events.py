@@ -104,8 +104,9 @@ _EMPTY: Mapping[str, Any] = {}
 class Event:
     """What happened to a work: ``type`` is stable, ``payload`` is JSON-serialisable.
 
-    >>> Event(type="stage.transaction.started", path="charge", attempt=1, payload={"input": 3})
-    Event(type='stage.transaction.started', path='charge', attempt=1, payload={'input': 3}, version=1)
+    >>> e = Event(type="stage.transaction.started", path="charge", attempt=1, payload={"input": 3})
+    >>> e.type, e.version
+    ('stage.transaction.started', 1)
     """
 
     type: str

@@ -86,14 +86,14 @@ def _resolve(node: Node, registry: Mapping[str, Saga], chain: tuple[str, ...]) -
             )
         resolved = _resolve(target, registry, (*chain, node.saga))
         return dataclasses.replace(resolved, name=node.name, hooks=(*resolved.hooks, *node.hooks))
-    fields = {}
+    fields: dict[str, Any] = {}
     for attr in ("stages", "branches", "cases"):
         if hasattr(node, attr):
             fields[attr] = tuple(_resolve(c, registry, chain) for c in getattr(node, attr))
     for attr in ("stage", "body"):
         if hasattr(node, attr):
             fields[attr] = _resolve(getattr(node, attr), registry, chain)
-    return dataclasses.replace(node, **fields) if fields else node  # type: ignore[arg-type]
+    return dataclasses.replace(node, **fields) if fields else node
 
 
 def compile_saga(saga: Saga, registry: Mapping[str, Saga] | None = None) -> Plan:

@@ -58,7 +58,7 @@ class StepReport:
 
 
 def _schema_errors(schema: Any, value: Any) -> str | None:
-    import jsonschema  # imported lazily: only sagas with schemas pay for it
+    import jsonschema  # type: ignore[import-untyped]  # imported lazily: only sagas with schemas pay for it
 
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(value), key=lambda e: list(e.path))
@@ -209,20 +209,20 @@ class WorkRunner:
         return await self._compensation(call, node, st)
 
     async def _invoke(self, fn: Callable[..., Any], args: tuple[Any, ...],
-                      timeout: float | None) -> tuple[Any, BaseException | None, bool]:
+                      limit: float | None) -> tuple[Any, BaseException | None, bool]:
         """Run user code: (result, exception, timed_out). Never raises for user errors."""
         try:
-            if timeout is None:
+            if limit is None:
                 result = fn(*args)
                 if inspect.isawaitable(result):
                     result = await result
                 return result, None, False
-            with anyio.move_on_after(timeout) as scope:
+            with anyio.move_on_after(limit):
                 result = fn(*args)
                 if inspect.isawaitable(result):
                     result = await result
                 return result, None, False
-            return None, TimeoutError(f"timed out after {timeout}s"), True
+            return None, TimeoutError(f"timed out after {limit}s"), True
         except Exception as exc:
             return None, exc, False
 

@@ -1,6 +1,7 @@
 """The in-memory runtime: registered sagas, their works, and the operations on them.
 
 >>> import anyio
+>>> from engine import Saga, Stage
 >>> async def add_one(ctx, n): return n + 1
 >>> saga = Saga(name="count", stages=[Stage(name="a", transaction=add_one),
 ...                                   Stage(name="b", transaction=add_one)])
@@ -173,7 +174,8 @@ class Runtime:
         """Start a work and wait for its end."""
         return await self.wait(await self.start(saga, input))
 
-    async def dry_run(self, saga: str, input: Any = None, *, fail: Sequence[str] = ()) -> WorkResult:
+    async def dry_run(self, saga: str, input: Any = None, *,
+                      fail: Sequence[str] = ()) -> WorkResult:
         """Run ``saga`` with each stage's example output; stages matching ``fail`` fail."""
         return await self.wait(await self.start(saga, input, dry_run=DryRun(fail=tuple(fail))))
 

@@ -392,9 +392,9 @@ def _undo(plan: Plan, state: WorkState, path: str, node: Any) -> tuple[list[Acti
             paths = [(join_path(path, node.body.name, i), node.body)
                      for i in range(st.started_children)]
         for cpath, child in reversed(paths):
-            acts, done = _undo(plan, state, cpath, child)
+            child_acts, done = _undo(plan, state, cpath, child)
             if not done:
-                return acts, False
+                return child_acts, False
         return [], True
     if isinstance(node, Branch):
         for case in node.cases:
