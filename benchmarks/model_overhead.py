@@ -16,6 +16,10 @@ in one fresh Runtime, timed with ``time.perf_counter``; each figure is the media
 of ``--repeats`` measurements, engine and baseline interleaved, after a warm-up.
 ``overhead_ratio`` is the 5-stage saga's time per stage over the baseline's.
 
+By default the user functions never suspend, so the baseline is little more than
+function calls and the ratio shows the model's whole cost; ``--checkpoint`` makes
+every call yield to the event loop once, as real I/O would, in both.
+
 Run from the repository root::
 
     python benchmarks/model_overhead.py --quick
@@ -51,25 +55,40 @@ GOAL_RATIO = 5.0
 # ------------------------------------------------------------------ user code
 # Shared by the engine's sagas and the baselines: both await exactly these.
 
-
-async def add_one(ctx: Any, value: int) -> int:
-    return value + 1
-
-
-async def undo(ctx: Any, inp: Any, output: Any, reason: Any) -> None:
-    return None
-
-
-async def decline(ctx: Any, value: int) -> int:
-    raise StageFailure("the last stage fails", retryable=False)
-
-
 Transaction = Callable[[Any, Any], Awaitable[Any]]
 Compensation = Callable[[Any, Any, Any, Any], Awaitable[Any]]
 Step = tuple[str, Transaction, Compensation | None]
 
-FIVE: list[Step] = [(f"s{i}", add_one, undo) for i in range(STAGES)]
-FAILING: list[Step] = [*FIVE[:-1], (f"s{STAGES - 1}", decline, None)]
+
+class UserCode:
+    """The transactions and the compensation; with ``checkpoint`` each one yields to the
+    event loop once (``await asyncio.sleep(0)``), as a call doing real I/O would."""
+
+    def __init__(self, checkpoint: bool) -> None:
+        if checkpoint:
+            async def add_one(ctx: Any, value: int) -> int:
+                await asyncio.sleep(0)
+                return value + 1
+
+            async def undo(ctx: Any, inp: Any, output: Any, reason: Any) -> None:
+                await asyncio.sleep(0)
+
+            async def decline(ctx: Any, value: int) -> int:
+                await asyncio.sleep(0)
+                raise StageFailure("the last stage fails", retryable=False)
+        else:
+            async def add_one(ctx: Any, value: int) -> int:
+                return value + 1
+
+            async def undo(ctx: Any, inp: Any, output: Any, reason: Any) -> None:
+                return None
+
+            async def decline(ctx: Any, value: int) -> int:
+                raise StageFailure("the last stage fails", retryable=False)
+
+        self.add_one: Transaction = add_one
+        self.five: list[Step] = [(f"s{i}", add_one, undo) for i in range(STAGES)]
+        self.failing: list[Step] = [*self.five[:-1], (f"s{STAGES - 1}", decline, None)]
 
 
 def engine_saga(name: str, steps: Sequence[Step]) -> Saga:
@@ -77,8 +96,8 @@ def engine_saga(name: str, steps: Sequence[Step]) -> Saga:
                                    for n, t, c in steps])
 
 
-def map_saga(concurrency: int | None) -> Saga:
-    return Saga(name="map", stages=[Map(name="m", stage=Stage(name="inc", transaction=add_one),
+def map_saga(child: Transaction, concurrency: int | None) -> Saga:
+    return Saga(name="map", stages=[Map(name="m", stage=Stage(name="inc", transaction=child),
                                         max_concurrency=concurrency)])
 
 
@@ -109,21 +128,23 @@ async def baseline_saga(steps: Sequence[Step], value: Any) -> tuple[str, Any, li
     return "completed", value, log
 
 
-async def _baseline_item(index: int, item: int, out: list[Any], log: list[Any]) -> None:
+async def _baseline_item(child: Transaction, index: int, item: int, out: list[Any],
+                         log: list[Any]) -> None:
     log.append(("started", index, time.time()))
-    out[index] = await add_one(None, item)
+    out[index] = await child(None, item)
     log.append(("completed", index, time.time()))
 
 
-async def baseline_map_sequential(items: list[int]) -> tuple[str, Any, list[Any]]:
+async def baseline_map_sequential(child: Transaction,
+                                  items: list[int]) -> tuple[str, Any, list[Any]]:
     log: list[Any] = []
     out: list[Any] = [None] * len(items)
     for i, item in enumerate(items):
-        await _baseline_item(i, item, out, log)
+        await _baseline_item(child, i, item, out, log)
     return "completed", out, log
 
 
-async def baseline_map_concurrent(items: list[int],
+async def baseline_map_concurrent(child: Transaction, items: list[int],
                                   concurrency: int | None) -> tuple[str, Any, list[Any]]:
     log: list[Any] = []
     out: list[Any] = [None] * len(items)
@@ -131,7 +152,7 @@ async def baseline_map_concurrent(items: list[int],
 
     async def one(i: int, item: int) -> None:
         async with gate:
-            await _baseline_item(i, item, out, log)
+            await _baseline_item(child, i, item, out, log)
 
     async with asyncio.TaskGroup() as tg:
         for i, item in enumerate(items):
@@ -205,6 +226,10 @@ class Scenario:
         for kind in self.baselines:
             self.baseline_times[kind].append(await self.run_baseline(kind, self.works))
 
+    def ratio(self, kind: str = "main") -> float:
+        """Engine time over baseline time (per work, hence per stage or item too)."""
+        return statistics.median(self.engine_times) / statistics.median(self.baseline_times[kind])
+
     def report(self) -> dict[str, Any]:
         per_unit = f"per_{self.unit}_us"
         eng = statistics.median(self.engine_times)
@@ -234,7 +259,7 @@ class Scenario:
                 "all_s": [round(t, 6) for t in times],
             }
             ratio_key = "ratio" if kind == "main" else f"ratio_vs_{kind}"
-            out[ratio_key] = round(eng / base, 2)
+            out[ratio_key] = round(self.ratio(kind), 2)
         return out
 
 
@@ -244,21 +269,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="fewer repeats and works (well under a minute)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="measurements per scenario; the median is reported "
-                             "(default 7, quick 3)")
+                             "(default 9, quick 5)")
     parser.add_argument("--works", type=int, default=None,
                         help="sagas run one after the other per measurement "
-                             "(default 1000, quick 200)")
+                             "(default 2000, quick 300)")
     parser.add_argument("--map-items", type=int, default=1000, help="items of the Map")
     parser.add_argument("--map-concurrency", type=int, default=10,
                         help="max_concurrency of the Map and of the concurrent baseline "
                              "(0: unbounded)")
     parser.add_argument("--map-works", type=int, default=None,
                         help="Map works per measurement (default 5, quick 1)")
+    parser.add_argument("--checkpoint", action="store_true",
+                        help="transactions and compensations yield to the event loop once "
+                             "(await asyncio.sleep(0)), in the engine and the baselines alike")
     args = parser.parse_args(argv)
     if args.repeats is None:
-        args.repeats = 3 if args.quick else 7
+        args.repeats = 5 if args.quick else 9
     if args.works is None:
-        args.works = 200 if args.quick else 1000
+        args.works = 300 if args.quick else 2000
     if args.map_works is None:
         args.map_works = 1 if args.quick else 5
     for knob in ("repeats", "works", "map_items", "map_works"):
@@ -270,17 +298,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
+    code = UserCode(args.checkpoint)
+    five, failing, child = code.five, code.failing, code.add_one
     items = list(range(args.map_items))
     concurrency = args.map_concurrency or None
     return [
-        Scenario("saga_5_stages", engine_saga("five", FIVE), 0, ("completed", STAGES),
-                 {"main": lambda: baseline_saga(FIVE, 0)}, args.works, STAGES, "stage"),
-        Scenario("map", map_saga(concurrency), items, ("completed", [i + 1 for i in items]),
-                 {"main": lambda: baseline_map_concurrent(items, concurrency),
-                  "sequential": lambda: baseline_map_sequential(items)},
+        Scenario("saga_5_stages", engine_saga("five", five), 0, ("completed", STAGES),
+                 {"main": lambda: baseline_saga(five, 0)}, args.works, STAGES, "stage"),
+        Scenario("map", map_saga(child, concurrency), items,
+                 ("completed", [i + 1 for i in items]),
+                 {"main": lambda: baseline_map_concurrent(child, items, concurrency),
+                  "sequential": lambda: baseline_map_sequential(child, items)},
                  args.map_works, len(items), "item"),
-        Scenario("saga_5_stages_failing", engine_saga("failing", FAILING), 0,
-                 ("failed", None), {"main": lambda: baseline_saga(FAILING, 0)},
+        Scenario("saga_5_stages_failing", engine_saga("failing", failing), 0,
+                 ("failed", None), {"main": lambda: baseline_saga(failing, 0)},
                  args.works, STAGES, "stage"),
     ]
 
@@ -294,8 +325,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for scenario in runs:
             await scenario.measure()
     results = {s.key: s.report() for s in runs}
-    five = results["saga_5_stages"]
-    ratio = five["engine"]["per_stage_us"] / five["baseline"]["per_stage_us"]
+    ratio = runs[0].ratio()  # saga_5_stages: engine per stage over baseline per stage
     results["map"]["baseline_mode"] = (
         f"asyncio tasks, one per item, gated by asyncio.Semaphore({args.map_concurrency or 'n'})"
         " (same concurrency as the Map); baseline_sequential awaits the items in a loop")
@@ -309,14 +339,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "goal_met": ratio <= GOAL_RATIO,
         "params": {"quick": args.quick, "repeats": args.repeats, "works": args.works,
                    "map_items": args.map_items, "map_concurrency": args.map_concurrency,
-                   "map_works": args.map_works, "stages": STAGES},
+                   "map_works": args.map_works, "checkpoint": args.checkpoint,
+                   "stages": STAGES},
         "method": ("per measurement: N works started and awaited one after the other in a fresh "
                    "in-memory Runtime (SystemClock), timed with time.perf_counter; medians of "
                    "the repeats, engine and baselines interleaved, after a warm-up; "
                    "gc.collect() before each measurement, gc left on"),
         "baseline": ("hand-written asyncio saga awaiting the same async functions, appending a "
                      "(kind, name, time.time()) tuple to a list before and after each call, "
-                     "compensating in reverse on failure"),
+                     "compensating in reverse on failure; with checkpoint=false the user "
+                     "functions never suspend, so the baseline is close to bare function calls"),
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),

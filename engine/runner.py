@@ -360,9 +360,11 @@ class WorkRunner:
 
     # ------------------------------------------------------------ driving
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
         """Drive the work until it ends; idle while it is paused or waits for a signal."""
         self._driving = True
+        task_status.started()
         try:
             async with anyio.create_task_group() as tg:
                 while not self.state.terminal:

@@ -153,12 +153,14 @@ class Runtime:
         if dry_run is not None:
             payload["dry_run"] = {"fail": list(dry_run.fail)}
         await runner.record(Event(type=ev.WORK_CREATED, payload=payload))
-        self._tg.start_soon(self._drive, runner)
+        await self._tg.start(self._drive, runner)
         return work_id
 
-    async def _drive(self, runner: WorkRunner) -> None:
+    async def _drive(self, runner: WorkRunner, *,
+                     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                     ) -> None:
         try:
-            await runner.run()
+            await runner.run(task_status=task_status)
         finally:
             with anyio.CancelScope(shield=True):
                 if runner.state.terminal:
@@ -291,7 +293,7 @@ class Runtime:
         runner.reopen()
         await self._record(runner, Event(type=ev.WORK_COMPENSATION_RETRIED, payload={"by": by}))
         assert self._tg is not None
-        self._tg.start_soon(self._drive, runner)
+        await self._tg.start(self._drive, runner)
 
     async def resolve(self, work_id: str, *, by: str, reason: str) -> None:
         """A person cleaned up by hand: the work ends as failed, resolved."""
