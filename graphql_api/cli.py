@@ -1,0 +1,126 @@
+"""The ``stepsaga`` command line.
+
+``stepsaga run demo`` runs the demo saga with a progress bar and prints the
+result as JSON; ``--fail pay/charge`` makes a stage fail to show compensation,
+``--dry-run`` uses each stage's example output instead of its transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import anyio
+
+from engine import RecordedEvent, Runtime, Saga
+from workers.actions import DEMO_ORDER, demo_saga
+
+__all__ = ["ProgressBar", "main"]
+
+_STAGE_END = {"stage.completed", "stage.transaction.completed", "stage.failed",
+              "stage.compensation.completed"}
+
+
+class ProgressBar:
+    """Draws the progress of one work: top-level stages done out of all of them."""
+
+    def __init__(self, saga: Saga, out: TextIO, *, width: int = 30) -> None:
+        self.names = [s.name for s in saga.stages]
+        self.out = out
+        self.width = width
+        self.done: set[str] = set()
+        self.undone: set[str] = set()
+        self.phase = "running"
+        self.last = ""
+        self.tty = out.isatty()
+
+    def on_event(self, recorded: RecordedEvent) -> None:
+        event = recorded.event
+        top = event.path.split("/", 1)[0].split("[", 1)[0]
+        if event.type == "work.compensating":
+            self.phase = "compensating"
+        elif event.type in ("work.completed", "work.failed", "work.cancelled",
+                            "work.compensation_failed"):
+            self.phase = event.type.split(".", 1)[1]
+        elif event.type in _STAGE_END and top in self.names:
+            finished_top = event.path == top
+            if event.type == "stage.compensation.completed":
+                self.undone.add(event.path)
+            elif finished_top and event.type != "stage.failed":
+                self.done.add(top)
+        else:
+            return
+        self.draw(event.path or self.phase)
+
+    def draw(self, current: str) -> None:
+        total = len(self.names)
+        filled = round(self.width * len(self.done) / total) if total else self.width
+        bar = "#" * filled + "." * (self.width - filled)
+        line = f"[{bar}] {len(self.done)}/{total} stages  {self.phase:<12} {current}"
+        if self.undone:
+            line += f"  (compensated {len(self.undone)})"
+        if line == self.last:
+            return
+        self.last = line
+        if self.tty:
+            self.out.write("\r\x1b[2K" + line)
+            if self.phase in ("completed", "failed", "cancelled", "compensation_failed"):
+                self.out.write("\n")
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+
+async def _run(args: argparse.Namespace) -> int:
+    if args.saga != "demo":
+        print(f"stepsaga: unknown saga {args.saga!r}; available: demo", file=sys.stderr)
+        return 2
+    saga = demo_saga(delay=args.delay, fail=tuple(args.fail))
+    order: Any = DEMO_ORDER
+    if args.input is not None:
+        try:
+            order = json.loads(args.input)
+        except json.JSONDecodeError as exc:
+            print(f"stepsaga: --input is not valid JSON: {exc}", file=sys.stderr)
+            return 2
+    bar = ProgressBar(saga, sys.stderr)
+    async with Runtime([saga], on_event=bar.on_event) as runtime:
+        if args.dry_run:
+            result = await runtime.dry_run(saga.name, order, fail=args.fail)
+        else:
+            result = await runtime.run(saga.name, order)
+        events = len(runtime.events(result.work_id))
+    summary = {"work_id": result.work_id, "status": result.status, "output": result.output,
+               "failure": result.failure, "compensated": list(result.compensated),
+               "events": events}
+    if summary["failure"]:
+        summary["failure"] = {k: v for k, v in summary["failure"].items() if k != "traceback"}
+        summary["failure"]["error"] = {k: v for k, v in summary["failure"]["error"].items()
+                                       if k != "traceback"}
+    print(json.dumps(summary, indent=2))
+    return 0 if result.status == "completed" else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stepsaga", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run one saga with a progress bar")
+    run.add_argument("saga", help="the saga to run (available: demo)")
+    run.add_argument("--input", help="the work's input, as JSON")
+    run.add_argument("--fail", action="append", default=[], metavar="PATH",
+                     help="make the stage at PATH fail for good (repeatable)")
+    run.add_argument("--delay", type=float, default=0.05,
+                     help="seconds each demo stage takes (default 0.05)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="use each stage's example output instead of running it")
+    args = parser.parse_args(argv)
+    if args.delay < 0:
+        parser.error("--delay must be >= 0")
+    return anyio.run(_run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

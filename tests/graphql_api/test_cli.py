@@ -1,0 +1,41 @@
+"""``stepsaga run``: the real command in a child process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def stepsaga(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "graphql_api.cli", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_run_demo_completes_with_a_progress_bar() -> None:
+    done = stepsaga("run", "demo", "--delay", "0")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "completed"
+    assert result["output"] == {"shipped": ["box:tea", "box:cups", "box:kettle", "box:tray"]}
+    bar = done.stderr.splitlines()
+    assert bar[-1].startswith("[" + "#" * 30 + "] 4/4 stages  completed")
+
+
+def test_run_demo_with_a_failing_stage_compensates() -> None:
+    done = stepsaga("run", "demo", "--delay", "0", "--fail", "pay/book")
+    assert done.returncode == 1
+    result = json.loads(done.stdout)
+    assert result["status"] == "failed"
+    assert result["failure"]["path"] == "pay/book"
+    assert "reserve" in result["compensated"] and result["compensated"][-1] == "reserve"
+    assert "compensating" in done.stderr
+
+
+def test_bad_input_is_a_clear_error() -> None:
+    done = stepsaga("run", "nope")
+    assert done.returncode == 2 and "unknown saga 'nope'" in done.stderr
+    done = stepsaga("run", "demo", "--input", "{not json")
+    assert done.returncode == 2 and "--input is not valid JSON" in done.stderr
+    done = stepsaga("run", "demo", "--delay", "-1")
+    assert done.returncode == 2 and "--delay must be >= 0" in done.stderr
