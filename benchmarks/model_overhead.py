@@ -163,12 +163,28 @@ async def baseline_map_concurrent(child: Transaction, items: list[int],
 # ------------------------------------------------------------------ measuring
 
 
+class _Collector:
+    """``gc.collect()`` on entry; with ``off``, the collector is disabled until exit."""
+
+    def __init__(self, off: bool) -> None:
+        self.off = off
+
+    def __enter__(self) -> None:
+        gc.collect()
+        if self.off:
+            gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.off:
+            gc.enable()
+
+
 class Scenario:
     """One saga run through the engine and through a baseline with the same input."""
 
     def __init__(self, key: str, saga: Saga, value: Any, expect: tuple[str, Any],
                  baselines: dict[str, Callable[[], Awaitable[tuple[str, Any, list[Any]]]]],
-                 works: int, units: int, unit: str) -> None:
+                 works: int, units: int, unit: str, gc_off: bool = False) -> None:
         self.key = key
         self.saga = saga
         self.value = value
@@ -181,19 +197,21 @@ class Scenario:
         self.baseline_times: dict[str, list[float]] = {k: [] for k in baselines}
         self.events: list[str] = []
         self.records: dict[str, int] = {}
+        self.collector = _Collector(gc_off)
 
     async def run_engine(self, works: int) -> float:
-        gc.collect()
         async with Runtime(sagas=[self.saga], clock=SystemClock()) as rt:
             wid = ""
-            start = time.perf_counter()
-            for _ in range(works):
-                wid = await rt.start(self.saga.name, self.value)
-                result = await rt.wait(wid)
-                if result.status != self.expect[0] or result.output != self.expect[1]:
-                    raise AssertionError(f"{self.key}: engine ended {result.status} "
-                                         f"with {result.output!r:.80}, expected {self.expect}")
-            elapsed = time.perf_counter() - start
+            with self.collector:
+                start = time.perf_counter()
+                for _ in range(works):
+                    wid = await rt.start(self.saga.name, self.value)
+                    result = await rt.wait(wid)
+                    if result.status != self.expect[0] or result.output != self.expect[1]:
+                        raise AssertionError(
+                            f"{self.key}: engine ended {result.status} with "
+                            f"{result.output!r:.80}, expected {self.expect}")
+                elapsed = time.perf_counter() - start
             events = [e.type for e in rt.events(wid)]
         if self.events and events != self.events:
             raise AssertionError(f"{self.key}: works recorded different event streams")
@@ -201,16 +219,16 @@ class Scenario:
         return elapsed
 
     async def run_baseline(self, kind: str, works: int) -> float:
-        gc.collect()
         body = self.baselines[kind]
         log: list[Any] = []
-        start = time.perf_counter()
-        for _ in range(works):
-            status, output, log = await body()
-            if status != self.expect[0] or output != self.expect[1]:
-                raise AssertionError(f"{self.key}: baseline {kind} ended {status} "
-                                     f"with {output!r:.80}, expected {self.expect}")
-        elapsed = time.perf_counter() - start
+        with self.collector:
+            start = time.perf_counter()
+            for _ in range(works):
+                status, output, log = await body()
+                if status != self.expect[0] or output != self.expect[1]:
+                    raise AssertionError(f"{self.key}: baseline {kind} ended {status} "
+                                         f"with {output!r:.80}, expected {self.expect}")
+            elapsed = time.perf_counter() - start
         self.records[kind] = len(log)
         return elapsed
 
@@ -266,29 +284,29 @@ class Scenario:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="fewer repeats and works (well under a minute)")
+                        help="fewer repeats and Map works (a few seconds)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="measurements per scenario; the median is reported "
-                             "(default 9, quick 5)")
-    parser.add_argument("--works", type=int, default=None,
-                        help="sagas run one after the other per measurement "
-                             "(default 2000, quick 300)")
+                             "(default 15, quick 5)")
+    parser.add_argument("--works", type=int, default=500,
+                        help="sagas run one after the other per measurement, all kept by the "
+                             "Runtime (more works: more garbage-collector work per work)")
     parser.add_argument("--map-items", type=int, default=1000, help="items of the Map")
     parser.add_argument("--map-concurrency", type=int, default=10,
                         help="max_concurrency of the Map and of the concurrent baseline "
                              "(0: unbounded)")
     parser.add_argument("--map-works", type=int, default=None,
-                        help="Map works per measurement (default 5, quick 1)")
+                        help="Map works per measurement (default 3, quick 1)")
     parser.add_argument("--checkpoint", action="store_true",
                         help="transactions and compensations yield to the event loop once "
                              "(await asyncio.sleep(0)), in the engine and the baselines alike")
+    parser.add_argument("--no-gc", action="store_true",
+                        help="disable the cyclic garbage collector while measuring")
     args = parser.parse_args(argv)
     if args.repeats is None:
-        args.repeats = 5 if args.quick else 9
-    if args.works is None:
-        args.works = 300 if args.quick else 2000
+        args.repeats = 5 if args.quick else 15
     if args.map_works is None:
-        args.map_works = 1 if args.quick else 5
+        args.map_works = 1 if args.quick else 3
     for knob in ("repeats", "works", "map_items", "map_works"):
         if getattr(args, knob) < 1:
             parser.error(f"--{knob.replace('_', '-')} must be >= 1")
@@ -304,15 +322,16 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     concurrency = args.map_concurrency or None
     return [
         Scenario("saga_5_stages", engine_saga("five", five), 0, ("completed", STAGES),
-                 {"main": lambda: baseline_saga(five, 0)}, args.works, STAGES, "stage"),
+                 {"main": lambda: baseline_saga(five, 0)}, args.works, STAGES, "stage",
+                 args.no_gc),
         Scenario("map", map_saga(child, concurrency), items,
                  ("completed", [i + 1 for i in items]),
                  {"main": lambda: baseline_map_concurrent(child, items, concurrency),
                   "sequential": lambda: baseline_map_sequential(child, items)},
-                 args.map_works, len(items), "item"),
+                 args.map_works, len(items), "item", args.no_gc),
         Scenario("saga_5_stages_failing", engine_saga("failing", failing), 0,
                  ("failed", None), {"main": lambda: baseline_saga(failing, 0)},
-                 args.works, STAGES, "stage"),
+                 args.works, STAGES, "stage", args.no_gc),
     ]
 
 
@@ -340,11 +359,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "params": {"quick": args.quick, "repeats": args.repeats, "works": args.works,
                    "map_items": args.map_items, "map_concurrency": args.map_concurrency,
                    "map_works": args.map_works, "checkpoint": args.checkpoint,
-                   "stages": STAGES},
+                   "gc": not args.no_gc, "stages": STAGES},
         "method": ("per measurement: N works started and awaited one after the other in a fresh "
                    "in-memory Runtime (SystemClock), timed with time.perf_counter; medians of "
                    "the repeats, engine and baselines interleaved, after a warm-up; "
-                   "gc.collect() before each measurement, gc left on"),
+                   "gc.collect() before each measurement"),
         "baseline": ("hand-written asyncio saga awaiting the same async functions, appending a "
                      "(kind, name, time.time()) tuple to a list before and after each call, "
                      "compensating in reverse on failure; with checkpoint=false the user "
