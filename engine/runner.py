@@ -88,7 +88,7 @@ class WorkRunner:
         for recorded in history:
             evolve(self.state, recorded)
             self.events.append(recorded)
-        self._inflight: set[tuple[str, str]] = set()
+        self._inflight: set[str] = set()  # paths whose user call runs in a task
         self._wake = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
@@ -155,8 +155,10 @@ class WorkRunner:
 
     # ------------------------------------------------------------ breakpoints
 
-    def _active(self, extra: Sequence[Breakpoint]) -> list[Breakpoint]:
+    def _active(self, extra: Sequence[Breakpoint]) -> Sequence[Breakpoint]:
         stored = self.state.breakpoints
+        if not stored:
+            return extra
         if len(self._breakpoints) != len(stored) or any(k not in self._breakpoints
                                                         for k in stored):
             self._breakpoints = {k: Breakpoint.from_dict(v) for k, v in stored.items()}
@@ -360,77 +362,90 @@ class WorkRunner:
 
     # ------------------------------------------------------------ driving
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-                  ) -> None:
-        """Drive the work until it ends; idle while it is paused or waits for a signal."""
+    def claim(self) -> None:
+        """Mark the work as driven: from now on stepping needs it paused first."""
         self._driving = True
-        task_status.started()
+
+    async def run(self, tg: anyio.abc.TaskGroup) -> None:
+        """Drive the work until it ends; idle while it is paused or waits for a signal.
+
+        Independent user calls run as tasks in ``tg`` (the caller's task group), so a
+        work costs no task group of its own.
+        """
+        self._driving = True
         try:
-            async with anyio.create_task_group() as tg:
-                while not self.state.terminal:
-                    if self.state.paused:
-                        await self._sleep(None)
-                        continue
-                    due = await self._advance(tg)
-                    if due is not True:
-                        await self._sleep(due)
-                tg.cancel_scope.cancel()
+            while not self.state.terminal:
+                if self.state.paused:
+                    await self._sleep(None)
+                    continue
+                due = await self._advance(tg)
+                if due is not True:
+                    await self._sleep(due)
         finally:
             self._driving = False
 
     async def _advance(self, tg: anyio.abc.TaskGroup) -> bool | float | None:
-        """One pass: record one due event or launch calls. True if something happened,
-        else the time the next action is due (None: wait for something from outside)."""
-        actions = decide(self.plan, self.state)
-        now = self.clock.now()
+        """One pass: launch the calls that may run and record one due event. True if
+        something happened, else when the next action is due (None: when told)."""
+        inflight = self._inflight
+        actions = decide(self.plan, self.state, inflight)
         due: float | None = None
         calls: list[Call] = []
+        emit: Emit | ScheduleRetry | None = None
+        now: float | None = None
         for action in actions:
             if isinstance(action, Call):
-                if (action.path, action.kind) not in self._inflight:
-                    calls.append(action)
+                calls.append(action)
                 continue
-            not_before = action.not_before if isinstance(action, Emit) else None
-            if not_before is not None and not_before > now:
-                due = not_before if due is None else min(due, not_before)
+            if emit is not None:
                 continue
-            if isinstance(action, Emit):
-                bps = self._active(())
-                if bps:
-                    bp = self._match("before", action.event, bps)
-                    if bp is not None:
-                        await self._pause_at(bp, "before", action.event)
-                        return True
-            recorded = await self._perform(action)
-            await self._check_after(recorded)
-            return True
+            if isinstance(action, Emit) and action.not_before is not None:
+                if now is None:
+                    now = self.clock.now()
+                if action.not_before > now:
+                    due = action.not_before if due is None else min(due, action.not_before)
+                    continue
+            emit = action
         if calls:
-            if len(calls) == 1 and not self._inflight:
+            if len(calls) == 1 and emit is None and not inflight:
                 recorded = await self._perform(calls[0])
                 await self._check_after(recorded)
                 return True
-            for call in calls:
-                self._inflight.add((call.path, call.kind))
+            if self._idle.is_set():
                 self._idle = anyio.Event()
+            for call in calls:
+                inflight.add(call.path)
                 tg.start_soon(self._run_call, call)
+        if emit is not None:
+            if isinstance(emit, Emit):
+                bps = self._active(())
+                if bps:
+                    bp = self._match("before", emit.event, bps)
+                    if bp is not None:
+                        await self._pause_at(bp, "before", emit.event)
+                        return True
+            recorded = await self._perform(emit)
+            await self._check_after(recorded)
             return True
-        if due is None and self._inflight:
-            return None
+        if calls:
+            return True
         return due
 
     async def _run_call(self, call: Call) -> None:
         try:
-            recorded = await self._perform(call)
+            event = await self._execute(call)
+            # a work cancelled meanwhile takes no more results
+            recorded = None if self.state.terminal else await self.record(event)
         finally:
-            self._inflight.discard((call.path, call.kind))
+            self._inflight.discard(call.path)
             if not self._inflight:
                 self._idle.set()
             self._wake.set()
-        if not self.state.paused:
+        if recorded is not None and not self.state.paused:
             await self._check_after(recorded)
 
     async def _check_after(self, recorded: RecordedEvent) -> None:
-        if recorded.type in (ev.WORK_PAUSED, ev.WORK_RESUMED):
+        if not self.state.breakpoints or recorded.type in (ev.WORK_PAUSED, ev.WORK_RESUMED):
             return
         bps = self._active(())
         if bps:

@@ -153,18 +153,22 @@ class Runtime:
         if dry_run is not None:
             payload["dry_run"] = {"fail": list(dry_run.fail)}
         await runner.record(Event(type=ev.WORK_CREATED, payload=payload))
-        await self._tg.start(self._drive, runner)
+        self._launch(runner)
         return work_id
 
-    async def _drive(self, runner: WorkRunner, *,
-                     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-                     ) -> None:
+    async def _drive(self, runner: WorkRunner) -> None:
+        assert self._tg is not None
         try:
-            await runner.run(task_status=task_status)
+            await runner.run(self._tg)
         finally:
             with anyio.CancelScope(shield=True):
                 if runner.state.terminal:
                     await runner.services.aclose()
+
+    def _launch(self, runner: WorkRunner) -> None:
+        assert self._tg is not None
+        runner.claim()  # before the task runs: no step may slip in between
+        self._tg.start_soon(self._drive, runner)
 
     async def wait(self, work_id: str) -> WorkResult:
         """Wait until the work ends."""
@@ -292,8 +296,7 @@ class Runtime:
                                  "not compensation_failed")
         runner.reopen()
         await self._record(runner, Event(type=ev.WORK_COMPENSATION_RETRIED, payload={"by": by}))
-        assert self._tg is not None
-        await self._tg.start(self._drive, runner)
+        self._launch(runner)
 
     async def resolve(self, work_id: str, *, by: str, reason: str) -> None:
         """A person cleaned up by hand: the work ends as failed, resolved."""

@@ -15,6 +15,7 @@ An empty list means the work is finished, or waits for something from outside
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,16 +67,20 @@ def failure_of(state: WorkState) -> dict[str, Any] | None:
     return state.failure
 
 
-def decide(plan: Plan, state: WorkState) -> list[Action]:
-    """The actions possible now for this work, the preferred one first."""
+def decide(plan: Plan, state: WorkState, busy: Container[str] = ()) -> list[Action]:
+    """The actions possible now for this work, the preferred one first.
+
+    ``busy`` holds the stage paths whose user call a runner is executing already;
+    their calls are left out.
+    """
     status = state.status
     if status == "pending":
         return [_emit(ev.WORK_STARTED, "")]
     if status != "running":
         return []
     if state.phase == "forward":
-        return _forward(plan, state, "", plan.saga, state.input)
-    return _compensating(plan, state)
+        return _forward(plan, state, busy, "", plan.saga, state.input)
+    return _compensating(plan, state, busy)
 
 
 def _root_failure(state: WorkState) -> dict[str, Any]:
@@ -90,12 +95,13 @@ def _root_failure(state: WorkState) -> dict[str, Any]:
 # ----------------------------------------------------------------- forward
 
 
-def _forward(plan: Plan, state: WorkState, path: str, node: Any, inp: Any) -> list[Action]:
+def _forward(plan: Plan, state: WorkState, busy: Container[str],
+             path: str, node: Any, inp: Any) -> list[Action]:
     st = state.stages.get(path)
     if st is not None and st.status != "running":
         return []
     if isinstance(node, Stage):
-        return _leaf(plan, state, path, node, st, inp)
+        return _leaf(plan, state, busy, path, node, st, inp)
     if st is None:
         if path in state.input_overrides:
             inp = state.input_overrides[path]
@@ -106,17 +112,17 @@ def _forward(plan: Plan, state: WorkState, path: str, node: Any, inp: Any) -> li
             return [_emit(ev.SLEEP_STARTED, path, payload={"input": inp, "seconds": node.seconds})]
         return [_emit(ev.STAGE_STARTED, path, payload={"input": inp})]
     if st.call is not None:
-        return [Call(st.call, path, st.attempt)]
+        return [] if path in busy else [Call(st.call, path, st.attempt)]
     if isinstance(node, Saga):
-        return _saga(plan, state, path, node, st)
+        return _saga(plan, state, busy, path, node, st)
     if isinstance(node, Parallel):
-        return _parallel(plan, state, path, node, st)
+        return _parallel(plan, state, busy, path, node, st)
     if isinstance(node, Map):
-        return _map(plan, state, path, node, st)
+        return _map(plan, state, busy, path, node, st)
     if isinstance(node, Loop):
-        return _loop(plan, state, path, node, st)
+        return _loop(plan, state, busy, path, node, st)
     if isinstance(node, Branch):
-        return _branch(plan, state, path, node, st)
+        return _branch(plan, state, busy, path, node, st)
     if isinstance(node, Wait):
         return _wait(state, path, node, st)
     if isinstance(node, Sleep):
@@ -130,7 +136,8 @@ def _fail_with_child(path: str, state: WorkState, child: str) -> Emit:
     return _emit(ev.STAGE_FAILED, path, payload={"error": cst.error, "child": child})
 
 
-def _saga(plan: Plan, state: WorkState, path: str, node: Saga, st: StageState) -> list[Action]:
+def _saga(plan: Plan, state: WorkState, busy: Container[str],
+             path: str, node: Saga, st: StageState) -> list[Action]:
     # the root saga's end is the work's end: it is recorded as such, not as a stage event
     if st.failed_child is not None:
         if not path:
@@ -148,10 +155,10 @@ def _saga(plan: Plan, state: WorkState, path: str, node: Saga, st: StageState) -
         inp = st.input
     else:
         inp = state.stages[join_path(path, children[k - 1].name)].output
-    return _forward(plan, state, cpath, child, inp)
+    return _forward(plan, state, busy, cpath, child, inp)
 
 
-def _parallel(plan: Plan, state: WorkState, path: str, node: Parallel,
+def _parallel(plan: Plan, state: WorkState, busy: Container[str], path: str, node: Parallel,
               st: StageState) -> list[Action]:
     if st.failed_child is not None:
         return [_fail_with_child(path, state, st.failed_child)]
@@ -176,13 +183,14 @@ def _parallel(plan: Plan, state: WorkState, path: str, node: Parallel,
             else:
                 inp = st.input
             slots -= 1
-            acts.extend(_forward(plan, state, bpath, branch, inp))
-        elif bst.status == "running":
-            acts.extend(_forward(plan, state, bpath, branch, bst.input))
+            acts.extend(_forward(plan, state, busy, bpath, branch, inp))
+        elif bst.status == "running" and bpath not in busy:
+            acts.extend(_forward(plan, state, busy, bpath, branch, bst.input))
     return acts
 
 
-def _map(plan: Plan, state: WorkState, path: str, node: Map, st: StageState) -> list[Action]:
+def _map(plan: Plan, state: WorkState, busy: Container[str],
+             path: str, node: Map, st: StageState) -> list[Action]:
     if st.error is not None:
         return [_emit(ev.STAGE_FAILED, path, payload={"error": st.error})]
     if node.items is not None:
@@ -203,26 +211,29 @@ def _map(plan: Plan, state: WorkState, path: str, node: Map, st: StageState) -> 
         return [_emit(ev.STAGE_COMPLETED, path, payload={"output": out})]
     acts: list[Action] = []
     for cpath in st.running:
-        acts.extend(_forward(plan, state, cpath, child, items[item_index(cpath)]))
+        if cpath not in busy:
+            acts.extend(_forward(plan, state, busy, cpath, child, items[item_index(cpath)]))
     limit = node.max_concurrency or n
     nxt = st.started_children
     while nxt < n and len(st.running) + (nxt - st.started_children) < limit:
-        acts.extend(_forward(plan, state, join_path(path, child.name, nxt), child, items[nxt]))
+        cpath = join_path(path, child.name, nxt)
+        acts.extend(_forward(plan, state, busy, cpath, child, items[nxt]))
         nxt += 1
     return acts
 
 
-def _loop(plan: Plan, state: WorkState, path: str, node: Loop, st: StageState) -> list[Action]:
+def _loop(plan: Plan, state: WorkState, busy: Container[str],
+             path: str, node: Loop, st: StageState) -> list[Action]:
     if st.error is not None:
         return [_emit(ev.STAGE_FAILED, path, payload={"error": st.error})]
     body = node.body
     if st.started_children == 0:
-        return _forward(plan, state, join_path(path, body.name, 0), body, st.input)
+        return _forward(plan, state, busy, join_path(path, body.name, 0), body, st.input)
     cur = st.started_children - 1
     bpath = join_path(path, body.name, cur)
     bst = state.stages[bpath]
     if bst.status == "running":
-        return _forward(plan, state, bpath, body, bst.input)
+        return _forward(plan, state, busy, bpath, body, bst.input)
     if bst.status == "failed":
         return [_fail_with_child(path, state, bpath)]
     if st.checked <= cur:
@@ -235,10 +246,10 @@ def _loop(plan: Plan, state: WorkState, path: str, node: Loop, st: StageState) -
         return [_emit(ev.STAGE_FAILED, path, payload={"error": _error(
             f"loop {path!r} reached its maximum of {node.max_iterations} iterations "
             "before its condition held")})]
-    return _forward(plan, state, join_path(path, body.name, cur + 1), body, bst.output)
+    return _forward(plan, state, busy, join_path(path, body.name, cur + 1), body, bst.output)
 
 
-def _branch(plan: Plan, state: WorkState, path: str, node: Branch,
+def _branch(plan: Plan, state: WorkState, busy: Container[str], path: str, node: Branch,
             st: StageState) -> list[Action]:
     if st.error is not None:
         return [_emit(ev.STAGE_FAILED, path, payload={"error": st.error})]
@@ -257,7 +268,7 @@ def _branch(plan: Plan, state: WorkState, path: str, node: Branch,
         return [_emit(ev.STAGE_COMPLETED, path, payload={"output": cst.output})]
     if cst is not None and cst.status == "failed":
         return [_fail_with_child(path, state, cpath)]
-    return _forward(plan, state, cpath, case, st.input)
+    return _forward(plan, state, busy, cpath, case, st.input)
 
 
 def _wait(state: WorkState, path: str, node: Wait, st: StageState) -> list[Action]:
@@ -276,8 +287,8 @@ def _wait(state: WorkState, path: str, node: Wait, st: StageState) -> list[Actio
     return []
 
 
-def _leaf(plan: Plan, state: WorkState, path: str, node: Stage, st: StageState | None,
-          inp: Any) -> list[Action]:
+def _leaf(plan: Plan, state: WorkState, busy: Container[str], path: str, node: Stage,
+          st: StageState | None, inp: Any) -> list[Action]:
     info = plan.info(path)
     if st is None:
         if path in state.input_overrides:
@@ -287,6 +298,8 @@ def _leaf(plan: Plan, state: WorkState, path: str, node: Stage, st: StageState |
                 "input": inp, "when": "pre", "guard": 0, "name": info.pre_guards[0].name})]
         return [_emit(ev.TRANSACTION_STARTED, path, 1, {"input": inp})]
     if st.call is not None:
+        if path in busy:
+            return []
         return [Call(st.call, path, st.attempt, final=not info.post_guards)]
     if st.error is None and not st.vetoed:
         # between guards, or after the transaction with post-guards to run
@@ -356,14 +369,15 @@ def _compensation_retry(state: WorkState, path: str, node: Stage,
 # ------------------------------------------------------------ compensating
 
 
-def _compensating(plan: Plan, state: WorkState) -> list[Action]:
+def _compensating(plan: Plan, state: WorkState, busy: Container[str]) -> list[Action]:
     # calls of user code still in flight finish first; nothing new starts forward
     forward = [Call(kind, path, state.stages[path].attempt,
                     final=not plan.info(path).post_guards)
-               for path, kind in state.open_calls.items() if kind != "compensation"]
-    if forward:
+               for path, kind in state.open_calls.items()
+               if kind != "compensation" and path not in busy]
+    if forward or any(k != "compensation" for k in state.open_calls.values()):
         return list(forward)
-    acts, done = _undo(plan, state, "", plan.saga)
+    acts, done = _undo(plan, state, busy, "", plan.saga)
     if done:
         failure = state.failure or {}
         payload = {"error": failure.get("error"), "path": failure.get("path"),
@@ -379,12 +393,13 @@ def _path_of(action: Action) -> str:
     return action.event.path if isinstance(action, Emit) else action.path
 
 
-def _undo(plan: Plan, state: WorkState, path: str, node: Any) -> tuple[list[Action], bool]:
+def _undo(plan: Plan, state: WorkState, busy: Container[str],
+             path: str, node: Any) -> tuple[list[Action], bool]:
     st = state.stages.get(path)
     if st is None:
         return [], True
     if isinstance(node, Stage):
-        return _undo_leaf(state, path, node, st)
+        return _undo_leaf(state, busy, path, node, st)
     if isinstance(node, Saga | Loop):
         if isinstance(node, Saga):
             paths = [(join_path(path, c.name), c) for c in node.stages]
@@ -392,7 +407,7 @@ def _undo(plan: Plan, state: WorkState, path: str, node: Any) -> tuple[list[Acti
             paths = [(join_path(path, node.body.name, i), node.body)
                      for i in range(st.started_children)]
         for cpath, child in reversed(paths):
-            child_acts, done = _undo(plan, state, cpath, child)
+            child_acts, done = _undo(plan, state, busy, cpath, child)
             if not done:
                 return child_acts, False
         return [], True
@@ -400,10 +415,11 @@ def _undo(plan: Plan, state: WorkState, path: str, node: Any) -> tuple[list[Acti
         for case in node.cases:
             cpath = join_path(path, case.name)
             if cpath in state.stages:
-                return _undo(plan, state, cpath, case)
+                return _undo(plan, state, busy, cpath, case)
         return [], True
     if isinstance(node, Parallel):
-        results = {b.name: _undo(plan, state, join_path(path, b.name), b) for b in node.branches}
+        results = {b.name: _undo(plan, state, busy, join_path(path, b.name), b)
+                   for b in node.branches}
         dependents: dict[str, list[str]] = {}
         for branch, needs in node.depends_on.items():
             for need in needs:
@@ -419,25 +435,25 @@ def _undo(plan: Plan, state: WorkState, path: str, node: Any) -> tuple[list[Acti
         acts = []
         done_all = True
         limit = node.max_concurrency
-        busy = 0
+        taken = 0
         for i in reversed(range(st.started_children)):
             cpath = join_path(path, node.stage.name, i)
-            item_acts, done = _undo(plan, state, cpath, node.stage)
+            item_acts, done = _undo(plan, state, busy, cpath, node.stage)
             if not done:
                 done_all = False
-                if limit is None or busy < limit:
-                    busy += 1
+                if limit is None or taken < limit:
+                    taken += 1
                     acts.extend(item_acts)
         return acts, done_all
     return [], True  # Wait and Sleep have nothing to undo
 
 
-def _undo_leaf(state: WorkState, path: str, node: Stage,
+def _undo_leaf(state: WorkState, busy: Container[str], path: str, node: Stage,
                st: StageState) -> tuple[list[Action], bool]:
     if not st.done or st.cleaned or st.status == "compensated" or node.compensation is None:
         return [], True
     if st.call == "compensation":
-        return [Call("compensation", path, st.comp_attempt)], False
+        return ([] if path in busy else [Call("compensation", path, st.comp_attempt)]), False
     if st.comp_mode == "rollback" and st.comp_error is not None:
         return _compensation_retry(state, path, node, st), False
     return [_emit(ev.COMPENSATION_STARTED, path, 1, {"mode": "rollback"})], False
