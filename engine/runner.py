@@ -28,8 +28,8 @@ from .errors import StageFailure, WorkStateError
 from .events import Event, RecordedEvent
 from .plan import Plan
 from .services import ServiceScope
-from .state import WorkState, evolve
-from .stepping import Action, Call, Emit, ScheduleRetry, decide
+from .state import TERMINAL, WorkState, evolve
+from .stepping import Action, Call, Emit, ScheduleRetry, decide, open_call
 
 __all__ = ["DryRun", "StepReport", "WorkRunner"]
 
@@ -89,16 +89,15 @@ class WorkRunner:
             evolve(self.state, recorded)
             self.events.append(recorded)
         self._inflight: set[str] = set()  # paths whose user call runs in a task
-        self._wake = anyio.Event()
-        self._idle = anyio.Event()
-        self._idle.set()
-        self._finished = anyio.Event()
-        self._step_lock = anyio.Lock()
+        # anyio primitives are made only when someone waits: most works never need them
+        self._poked = False  # something changed since the driver last looked
+        self._waiter: anyio.Event | None = None  # the driver sleeps on it
+        self._idle: anyio.Event | None = None  # set when the last call in flight ends
+        self._finished: anyio.Event | None = None
+        self._step_lock: anyio.Lock | None = None
         self._breakpoints: dict[str, Breakpoint] = {}
         self._skip_before: tuple[str, str, int] | None = None
         self._driving = False
-        if self.state.terminal:
-            self._finished.set()
 
     # ------------------------------------------------------------ recording
 
@@ -113,9 +112,11 @@ class WorkRunner:
             self.on_event(recorded)
         if observe and self.plan.has_observers and self.dry_run is None:
             await self._observe(recorded)
-        if state.terminal:
+        self._poked = True
+        if self._waiter is not None:
+            self._waiter.set()
+        if self._finished is not None and state.status in TERMINAL:
             self._finished.set()
-        self._wake.set()
         return recorded
 
     async def _observe(self, recorded: RecordedEvent) -> None:
@@ -411,7 +412,7 @@ class WorkRunner:
                 recorded = await self._perform(calls[0])
                 await self._check_after(recorded)
                 return True
-            if self._idle.is_set():
+            if self._idle is None:
                 self._idle = anyio.Event()
             for call in calls:
                 inflight.add(call.path)
@@ -425,7 +426,15 @@ class WorkRunner:
                         await self._pause_at(bp, "before", emit.event)
                         return True
             recorded = await self._perform(emit)
-            await self._check_after(recorded)
+            state = self.state
+            if state.breakpoints:
+                await self._check_after(recorded)
+            elif len(actions) == 1 and not inflight and not state.paused:
+                # the event just recorded opened a user call and nothing else can happen:
+                # run it now, exactly the Call the next decide would return
+                call = open_call(self.plan, state, recorded.event.path)
+                if call is not None:
+                    await self._perform(call)
             return True
         if calls:
             return True
@@ -438,9 +447,10 @@ class WorkRunner:
             recorded = None if self.state.terminal else await self.record(event)
         finally:
             self._inflight.discard(call.path)
-            if not self._inflight:
+            if not self._inflight and self._idle is not None:
                 self._idle.set()
-            self._wake.set()
+                self._idle = None
+            self.poke()
         if recorded is not None and not self.state.paused:
             await self._check_after(recorded)
 
@@ -464,8 +474,12 @@ class WorkRunner:
         await self.record(Event(type=ev.WORK_PAUSED, payload=payload), observe=False)
 
     async def _sleep(self, deadline: float | None) -> None:
-        wake = self._wake
-        if not wake.is_set():
+        """Wait until poked, or until ``deadline`` on the clock."""
+        if self._poked:
+            self._poked = False
+            return
+        wake = self._waiter = anyio.Event()
+        try:
             if deadline is None:
                 await wake.wait()
             else:
@@ -480,19 +494,35 @@ class WorkRunner:
 
                     tg.start_soon(timer)
                     tg.start_soon(waiter)
-        if self._wake is wake and wake.is_set():
-            self._wake = anyio.Event()
+        finally:
+            self._waiter = None
+            self._poked = False
 
     def poke(self) -> None:
-        """Wake the driver: something from outside changed the state."""
-        self._wake.set()
+        """Wake the driver: something changed the state."""
+        self._poked = True
+        if self._waiter is not None:
+            self._waiter.set()
 
     def reopen(self) -> None:
         """The work is to move again after it ended (a retried compensation)."""
-        self._finished = anyio.Event()
+        self._finished = None
 
     async def wait_finished(self) -> None:
+        if self.state.status in TERMINAL:
+            return
+        if self._finished is None:
+            self._finished = anyio.Event()
         await self._finished.wait()
+
+    async def _until_idle(self) -> None:
+        while self._idle is not None:
+            await self._idle.wait()
+
+    def _lock(self) -> anyio.Lock:
+        if self._step_lock is None:
+            self._step_lock = anyio.Lock()
+        return self._step_lock
 
     # ------------------------------------------------------------ stepping
 
@@ -505,8 +535,8 @@ class WorkRunner:
     async def step(self) -> RecordedEvent | None:
         """Exactly one decide, execute, record cycle; ``None`` when nothing can happen now."""
         self._check_steppable()
-        async with self._step_lock:
-            await self._idle.wait()
+        async with self._lock():
+            await self._until_idle()
             return await self._step_once()
 
     async def _step_once(self, bps: Sequence[Breakpoint] = (),
@@ -550,8 +580,8 @@ class WorkRunner:
         """Step until a breakpoint (stored, or one of ``until``) matches or the work ends."""
         self._check_steppable()
         report = StepReport()
-        async with self._step_lock:
-            await self._idle.wait()
+        async with self._lock():
+            await self._until_idle()
             steps = 0
             while True:
                 if self.state.terminal:

@@ -25,7 +25,7 @@ from .events import Event
 from .plan import Plan
 from .state import StageState, WorkState, item_index, join_path
 
-__all__ = ["Action", "Call", "Emit", "ScheduleRetry", "decide", "failure_of"]
+__all__ = ["Action", "Call", "Emit", "ScheduleRetry", "decide", "failure_of", "open_call"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,18 @@ def _emit(kind: str, path: str, attempt: int = 0, payload: dict[str, Any] | None
 
 def _error(message: str, type_: str = "StageError", retryable: bool = False) -> dict[str, Any]:
     return {"type": type_, "message": message, "retryable": retryable}
+
+
+def open_call(plan: Plan, state: WorkState, path: str) -> Call | None:
+    """The call ``decide`` would return for a user call opened at ``path`` (or None)."""
+    st = state.stages.get(path)
+    if st is None or st.call is None:
+        return None
+    if st.call == "compensation":
+        return Call("compensation", path, st.comp_attempt)
+    if st.call == "condition":
+        return Call("condition", path, st.attempt)
+    return Call(st.call, path, st.attempt, final=not plan.info(path).post_guards)
 
 
 def failure_of(state: WorkState) -> dict[str, Any] | None:
@@ -112,7 +124,7 @@ def _forward(plan: Plan, state: WorkState, busy: Container[str],
             return [_emit(ev.SLEEP_STARTED, path, payload={"input": inp, "seconds": node.seconds})]
         return [_emit(ev.STAGE_STARTED, path, payload={"input": inp})]
     if st.call is not None:
-        return [] if path in busy else [Call(st.call, path, st.attempt)]
+        return [] if path in busy else [Call("condition", path, st.attempt)]
     if isinstance(node, Saga):
         return _saga(plan, state, busy, path, node, st)
     if isinstance(node, Parallel):
