@@ -432,9 +432,9 @@ class WorkRunner:
             elif len(actions) == 1 and not inflight and not state.paused:
                 # the event just recorded opened a user call and nothing else can happen:
                 # run it now, exactly the Call the next decide would return
-                call = open_call(self.plan, state, recorded.event.path)
-                if call is not None:
-                    await self._perform(call)
+                opened = open_call(self.plan, state, recorded.event.path)
+                if opened is not None:
+                    await self._perform(opened)
             return True
         if calls:
             return True
