@@ -125,7 +125,7 @@ class RecordedEvent:
     time: float
     event: Event
     worker: str | None = None
-    position: int | None = None
+    position: int | None = field(default=None, compare=False)  # set by a store when read
 
     @property
     def type(self) -> str:

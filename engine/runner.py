@@ -58,7 +58,7 @@ class StepReport:
 
 
 def _schema_errors(schema: Any, value: Any) -> str | None:
-    import jsonschema  # type: ignore[import-untyped]  # imported lazily: only sagas with schemas pay for it
+    import jsonschema  # imported lazily: only sagas with schemas pay for it
 
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(value), key=lambda e: list(e.path))

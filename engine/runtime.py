@@ -149,6 +149,7 @@ class Runtime:
                             dry_run=dry_run, on_event=self.on_event)
         self._works[work_id] = runner
         payload: dict[str, Any] = {"saga": saga, "input": input, "paused": paused,
+                                   "stages": len(plan.saga.stages),
                                    "breakpoints": [b.to_dict() for b in breakpoints]}
         if dry_run is not None:
             payload["dry_run"] = {"fail": list(dry_run.fail)}

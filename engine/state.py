@@ -142,6 +142,9 @@ class WorkState:
     completions: int = 0
     compensated: list[str] = field(default_factory=list)
     observations: dict[str, Any] = field(default_factory=dict)
+    stages_total: int = 0  # stages of the root saga, for progress
+    parent_work_id: str | None = None  # set when this work was forked (rewound) from another
+    forked_at_seq: int | None = None
 
     @property
     def terminal(self) -> bool:
@@ -251,6 +254,11 @@ def _work_created(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     state.input = p.get("input")
     state.paused = bool(p.get("paused", False))
     state.created_at = t
+    state.stages_total = int(p.get("stages", 0))
+    fork = p.get("forked_from")
+    if fork is not None:
+        state.parent_work_id = fork["work_id"]
+        state.forked_at_seq = fork["seq"]
     for bp in p.get("breakpoints", ()):
         state.breakpoints[bp["id"]] = bp
 

@@ -1,0 +1,52 @@
+"""The rows of the ``works`` and ``stage_runs`` projections, derived from a work's state.
+
+Both are pure functions of the state, so rows written while the work ran and
+rows rebuilt later by replaying its events are identical.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..state import StageState, WorkState
+from .codec import dumps
+
+__all__ = ["stage_row", "work_row"]
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else dumps(value)
+
+
+def _wake_at(state: WorkState) -> float | None:
+    times = [t for st in state.stages.values() if st.status == "running"
+             for t in (st.not_before, st.deadline) if t is not None]
+    return min(times) if times else None
+
+
+def work_row(state: WorkState, current_stage: str | None) -> dict[str, Any]:
+    root = state.stages.get("")
+    return {
+        "work_id": state.work_id, "saga": state.saga, "status": state.display_status,
+        "paused": state.paused, "phase": state.phase, "input": _json(state.input),
+        "output": _json(state.output), "error": _json(state.error),
+        "failure": _json(state.failure), "current_stage": current_stage or None,
+        "stages_done": root.completed_children if root is not None else 0,
+        "stages_total": state.stages_total,
+        "breakpoints": dumps(sorted(state.breakpoints.values(), key=lambda b: b["id"])),
+        "last_seq": state.seq, "wake_at": _wake_at(state),
+        "parent_work_id": state.parent_work_id, "forked_at_seq": state.forked_at_seq,
+        "created_at": state.created_at or 0.0, "updated_at": state.updated_at or 0.0,
+    }
+
+
+def stage_row(work_id: str, st: StageState) -> dict[str, Any]:
+    duration = None
+    if st.started_at is not None and st.finished_at is not None:
+        duration = st.finished_at - st.started_at
+    attempts = st.attempt
+    return {
+        "work_id": work_id, "path": st.path, "status": st.status, "attempts": attempts,
+        "started_at": st.started_at, "finished_at": st.finished_at, "duration": duration,
+        "error": _json(st.error),
+    }

@@ -1,0 +1,80 @@
+"""The store's tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
+
+``events`` is the truth: append-only, keyed by ``(work_id, seq)`` with a global
+``position`` for ordered reading. ``works`` and ``stage_runs`` are projections,
+written in the same transaction as the events they derive from and rebuildable
+from the events alone. ``snapshots`` hold a work's state at some seq so loading a
+long work costs only the events after it.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = ["events", "metadata", "snapshots", "stage_runs", "works"]
+
+metadata = sa.MetaData()
+
+_ID = sa.String(64)
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL needs a 64-bit identity
+_POSITION = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column("position", _POSITION, primary_key=True, autoincrement=True),
+    sa.Column("work_id", _ID, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("type", sa.String(80), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # JSON text: byte-exact on both databases
+    sa.Column("time", sa.Float(precision=53), nullable=False),
+    sa.Column("worker", sa.String(200)),
+    sa.UniqueConstraint("work_id", "seq", name="events_work_seq"),
+)
+
+works = sa.Table(
+    "works", metadata,
+    sa.Column("work_id", _ID, primary_key=True),
+    sa.Column("saga", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(40), nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False),
+    sa.Column("phase", sa.String(20), nullable=False),
+    sa.Column("input", sa.Text),
+    sa.Column("output", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("failure", sa.Text),
+    sa.Column("current_stage", sa.Text),
+    sa.Column("stages_done", sa.Integer, nullable=False),
+    sa.Column("stages_total", sa.Integer, nullable=False),
+    sa.Column("breakpoints", sa.Text, nullable=False),
+    sa.Column("last_seq", sa.Integer, nullable=False),
+    sa.Column("wake_at", sa.Float(precision=53)),
+    sa.Column("parent_work_id", _ID),
+    sa.Column("forked_at_seq", sa.Integer),
+    sa.Column("created_at", sa.Float(precision=53), nullable=False),
+    sa.Column("updated_at", sa.Float(precision=53), nullable=False),
+    sa.Index("works_status", "status"),
+    sa.Index("works_saga", "saga"),
+)
+
+stage_runs = sa.Table(
+    "stage_runs", metadata,
+    sa.Column("work_id", _ID, primary_key=True),
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("status", sa.String(40), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float(precision=53)),
+    sa.Column("finished_at", sa.Float(precision=53)),
+    sa.Column("duration", sa.Float(precision=53)),
+    sa.Column("error", sa.Text),
+)
+
+snapshots = sa.Table(
+    "snapshots", metadata,
+    sa.Column("work_id", _ID, primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+)
