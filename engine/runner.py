@@ -11,7 +11,7 @@ the user coroutine and record that they did.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
@@ -75,6 +75,8 @@ class WorkRunner:
     def __init__(self, plan: Plan, work_id: str, *, clock: Clock, services: ServiceScope,
                  worker: str | None = None, dry_run: DryRun | None = None,
                  on_event: Callable[[RecordedEvent], None] | None = None,
+                 sink: Callable[[RecordedEvent, WorkState], Awaitable[None]] | None = None,
+                 snapshot: WorkState | None = None,
                  history: Iterable[RecordedEvent] = ()) -> None:
         self.plan = plan
         self.work_id = work_id
@@ -83,7 +85,8 @@ class WorkRunner:
         self.worker = worker
         self.dry_run = dry_run
         self.on_event = on_event
-        self.state = WorkState()
+        self.sink = sink  # makes each event durable before the work goes on
+        self.state = WorkState() if snapshot is None else snapshot.copy()
         self.events: list[RecordedEvent] = []
         for recorded in history:
             evolve(self.state, recorded)
@@ -98,6 +101,7 @@ class WorkRunner:
         self._breakpoints: dict[str, Breakpoint] = {}
         self._skip_before: tuple[str, str, int] | None = None
         self._driving = False
+        self.stopped: BaseException | None = None
 
     # ------------------------------------------------------------ recording
 
@@ -108,6 +112,8 @@ class WorkRunner:
                                  event=event, worker=self.worker)
         evolve(state, recorded)
         self.events.append(recorded)
+        if self.sink is not None:
+            await self.sink(recorded, state)
         if self.on_event is not None:
             self.on_event(recorded)
         if observe and self.plan.has_observers and self.dry_run is None:
@@ -508,12 +514,19 @@ class WorkRunner:
         """The work is to move again after it ended (a retried compensation)."""
         self._finished = None
 
+    def stop_with(self, error: BaseException) -> None:
+        """The driver stopped on an error it cannot handle; waiters get it."""
+        self.stopped = error
+        if self._finished is not None:
+            self._finished.set()
+
     async def wait_finished(self) -> None:
-        if self.state.status in TERMINAL:
-            return
-        if self._finished is None:
-            self._finished = anyio.Event()
-        await self._finished.wait()
+        if self.state.status not in TERMINAL and self.stopped is None:
+            if self._finished is None:
+                self._finished = anyio.Event()
+            await self._finished.wait()
+        if self.stopped is not None and self.state.status not in TERMINAL:
+            raise self.stopped
 
     async def _until_idle(self) -> None:
         while self._idle is not None:

@@ -14,11 +14,12 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -27,14 +28,37 @@ from . import events as ev
 from .breakpoints import Breakpoint
 from .clock import Clock, SystemClock
 from .definitions import MISSING, Saga
-from .errors import DefinitionError, UnknownSagaError, UnknownWorkError, WorkStateError
+from .errors import (
+    DefinitionError,
+    EngineError,
+    UnknownSagaError,
+    UnknownWorkError,
+    WorkStateError,
+)
 from .events import Event, RecordedEvent
 from .plan import Plan, compile_saga
 from .runner import DryRun, StepReport, WorkRunner
 from .services import Service, ServiceScope, check_services
 from .state import WorkState, replay
 
-__all__ = ["Runtime", "WorkResult"]
+__all__ = ["Runtime", "Store", "WorkResult"]
+
+_LOG = logging.getLogger("stepsaga.runtime")
+
+
+class Store(Protocol):
+    """What the runtime needs of a durable event store (see :mod:`engine.store`)."""
+
+    async def append(self, work_id: str, records: list[RecordedEvent],
+                     state: WorkState | None = None) -> None: ...
+
+    async def read(self, work_id: str, *, after: int = 0,
+                   until: int | None = None) -> list[RecordedEvent]: ...
+
+    async def load(self, work_id: str) -> tuple[WorkState | None, list[RecordedEvent]]: ...
+
+    async def works(self, *, status: Sequence[str] | None = None, saga: str | None = None,
+                    limit: int = 1000) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,8 +88,10 @@ class Runtime:
 
     def __init__(self, sagas: Sequence[Saga] = (), *, services: Iterable[Service] = (),
                  clock: Clock | None = None, worker: str | None = None,
-                 on_event: Callable[[RecordedEvent], None] | None = None) -> None:
+                 on_event: Callable[[RecordedEvent], None] | None = None,
+                 store: Store | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
+        self.store = store
         self.worker = worker
         self.on_event = on_event
         self._sagas: dict[str, Saga] = {}
@@ -144,9 +170,7 @@ class Runtime:
         work_id = work_id or uuid.uuid4().hex
         if work_id in self._works:
             raise WorkStateError(f"a work with id {work_id!r} exists already")
-        runner = WorkRunner(plan, work_id, clock=self.clock,
-                            services=ServiceScope(self._services), worker=self.worker,
-                            dry_run=dry_run, on_event=self.on_event)
+        runner = self._new_runner(plan, work_id, dry_run=dry_run)
         self._works[work_id] = runner
         payload: dict[str, Any] = {"saga": saga, "input": input, "paused": paused,
                                    "stages": len(plan.saga.stages),
@@ -157,10 +181,125 @@ class Runtime:
         self._launch(runner)
         return work_id
 
+    def _new_runner(self, plan: Plan, work_id: str, *, dry_run: DryRun | None = None,
+                    snapshot: WorkState | None = None,
+                    history: Sequence[RecordedEvent] = ()) -> WorkRunner:
+        sink = None
+        if self.store is not None and dry_run is None:
+            store = self.store
+
+            async def sink(recorded: RecordedEvent, state: WorkState) -> None:
+                await store.append(recorded.work_id, [recorded], state)
+
+        return WorkRunner(plan, work_id, clock=self.clock, services=ServiceScope(self._services),
+                          worker=self.worker, dry_run=dry_run, on_event=self.on_event, sink=sink,
+                          snapshot=snapshot, history=history)
+
+    async def recover(self) -> list[str]:
+        """Load every unfinished work from the store and go on running it.
+
+        A user call that was started but whose result was not recorded runs again,
+        with the same attempt number (a crash does not count as an attempt), hence the
+        same idempotency key. Paused works stay paused.
+        """
+        if self.store is None:
+            raise RuntimeError("recover() needs a Runtime with a store")
+        if self._tg is None:
+            raise RuntimeError("use the Runtime as 'async with Runtime(...) as runtime'")
+        rows = await self.store.works(status=["pending", "running", "paused"], limit=10**9)
+        recovered = []
+        for row in rows:
+            work_id = row["work_id"]
+            if work_id in self._works:
+                continue
+            plan = self.plan(row["saga"])
+            snapshot, rest = await self.store.load(work_id)
+            runner = self._new_runner(plan, work_id, snapshot=snapshot, history=rest)
+            if runner.state.terminal:
+                continue
+            self._works[work_id] = runner
+            self._launch(runner)
+            recovered.append(work_id)
+        return recovered
+
+    async def history(self, work_id: str) -> list[RecordedEvent]:
+        """Every event of a work, from the store when there is one."""
+        if self.store is not None:
+            stream = await self.store.read(work_id)
+            if stream:
+                return stream
+        return self.events(work_id)
+
+    async def travel(self, work_id: str, seq: int) -> WorkState:
+        """Time travel: the state of a work right after event ``seq`` (store or memory)."""
+        stream = await self.history(work_id)
+        if not 0 <= seq <= len(stream):
+            raise ValueError(f"work {work_id} has events 1..{len(stream)}; no seq {seq}")
+        return replay(stream[:seq])
+
+    async def rewind(self, work_id: str, seq: int, *, paused: bool = True,
+                     new_work_id: str | None = None) -> str:
+        """A new work forked from the first ``seq`` events of ``work_id``, to run again
+        (after a fix). It starts paused unless asked otherwise."""
+        if self._tg is None:
+            raise RuntimeError("use the Runtime as 'async with Runtime(...) as runtime'")
+        stream = await self.history(work_id)
+        if not 1 <= seq <= len(stream):
+            raise ValueError(f"work {work_id} has events 1..{len(stream)}; cannot rewind to "
+                             f"seq {seq}")
+        first = stream[0].event
+        plan = self.plan(first.payload["saga"])
+        new_id = new_work_id or uuid.uuid4().hex
+        if new_id in self._works:
+            raise WorkStateError(f"a work with id {new_id!r} exists already")
+        runner = self._new_runner(plan, new_id)
+        self._works[new_id] = runner
+        for recorded in stream[:seq]:
+            event = recorded.event
+            if event.type == ev.WORK_CREATED:
+                payload = {**event.payload, "paused": paused or event.payload.get("paused"),
+                           "forked_from": {"work_id": work_id, "seq": seq}}
+                event = Event(type=event.type, path=event.path, attempt=event.attempt,
+                              payload=payload, version=event.version)
+            await runner.record(event, observe=False)
+        if paused and not runner.state.paused and not runner.state.terminal:
+            await runner.record(Event(type=ev.WORK_PAUSED, payload={
+                "reason": "rewound", "from": work_id, "seq": seq}), observe=False)
+        if not runner.state.terminal:
+            self._launch(runner)
+        return new_id
+
+    async def compare(self, a: str, b: str) -> tuple[int, RecordedEvent | None,
+                                                     RecordedEvent | None] | None:
+        """The first seq where two works' events differ (type, path, attempt, payload),
+        ignoring how each was created; None when one stream is a copy of the other."""
+        left, right = await self.history(a), await self.history(b)
+        for index in range(max(len(left), len(right))):
+            x = left[index] if index < len(left) else None
+            y = right[index] if index < len(right) else None
+            if x is None or y is None:
+                return index + 1, x, y
+            ex, ey = x.event, y.event
+            if ex.type == ey.type == ev.WORK_CREATED:
+                same = ex.payload.get("input") == ey.payload.get("input") and \
+                    ex.payload.get("saga") == ey.payload.get("saga")
+            else:
+                same = (ex.type, ex.path, ex.attempt, ex.payload) == \
+                    (ey.type, ey.path, ey.attempt, ey.payload)
+            if not same:
+                return index + 1, x, y
+        return None
+
     async def _drive(self, runner: WorkRunner) -> None:
         assert self._tg is not None
         try:
             await runner.run(self._tg)
+        except EngineError as exc:
+            # the store refused an event (another writer, or the database is gone): this
+            # process's copy of the work is stale; drop it, the store keeps the truth
+            _LOG.error("work %s stopped here: %s", runner.work_id, exc)
+            self._works.pop(runner.work_id, None)
+            runner.stop_with(exc)
         finally:
             with anyio.CancelScope(shield=True):
                 if runner.state.terminal:

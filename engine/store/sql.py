@@ -55,8 +55,9 @@ class StoreConfig:
 class _Append:
     work_id: str
     records: list[RecordedEvent]
-    state: WorkState | None
-    snapshot: str | None = None
+    work_row: dict[str, Any] | None = None
+    stage_rows: list[dict[str, Any]] = field(default_factory=list)
+    snapshot: dict[str, Any] | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     error: BaseException | None = None
 
@@ -122,12 +123,18 @@ class SqlStore:
         from ``state``, the work's state after them; return once it is durable."""
         if self._closed:
             raise EngineError("the store is closed")
-        item = _Append(work_id, records, state)
+        item = _Append(work_id, records)
         if state is not None and records:
+            # rows are computed now, from this state: the writer may flush later
+            item.work_row = work_row(state, records[-1].event.path)
+            paths = {r.event.path for r in records}
+            item.stage_rows = [stage_row(work_id, state.stages[p]) for p in paths
+                               if p and p in state.stages]
             every = self.config.snapshot_every
             first, last = records[0].seq, records[-1].seq
             if every and last // every > (first - 1) // every:
-                item.snapshot = encode_state(state)
+                item.snapshot = {"work_id": work_id, "seq": state.seq,
+                                 "state": encode_state(state), "version": STATE_VERSION}
         self._queue.append(item)
         self._wake.set()
         await item.done.wait()
@@ -285,19 +292,13 @@ def _write_batch(conn: Connection, batch: Sequence[_Append]) -> None:
     work_rows: dict[str, dict[str, Any]] = {}
     stage_rows: dict[tuple[str, str], dict[str, Any]] = {}
     snaps: dict[str, dict[str, Any]] = {}
-    for item in batch:
-        state = item.state
-        if state is None or not item.records:
-            continue
-        work_rows[item.work_id] = work_row(state, item.records[-1].event.path)
-        for recorded in item.records:
-            path = recorded.event.path
-            st = state.stages.get(path) if path else None
-            if st is not None:
-                stage_rows[(item.work_id, path)] = stage_row(item.work_id, st)
+    for item in batch:  # in append order: the last row of a work wins
+        if item.work_row is not None:
+            work_rows[item.work_id] = item.work_row
+        for row in item.stage_rows:
+            stage_rows[(item.work_id, row["path"])] = row
         if item.snapshot is not None:
-            snaps[item.work_id] = {"work_id": item.work_id, "seq": state.seq,
-                                   "state": item.snapshot, "version": STATE_VERSION}
+            snaps[item.work_id] = item.snapshot
     _upsert(conn, works, list(work_rows.values()), ["work_id"])
     _upsert(conn, stage_runs, list(stage_rows.values()), ["work_id", "path"])
     _upsert(conn, snapshots, list(snaps.values()), ["work_id"])
