@@ -104,6 +104,31 @@ async def _run(args: argparse.Namespace) -> int:
     return 0 if result.status == "completed" else 1
 
 
+DEFAULT_STORE = "sqlite+aiosqlite:///stepsaga.sqlite"
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    from engine.store import SqlStore
+    from engine.store.migrate import copy_store
+
+    try:
+        async with SqlStore.open(args.url) as source:
+            if args.to is None:
+                print(json.dumps({"migrated": args.url}))
+                return 0
+            async with SqlStore.open(args.to) as target:
+                if await target.work_ids():
+                    print(f"stepsaga: {args.to} already holds works; copy into an empty store",
+                          file=sys.stderr)
+                    return 2
+                summary = await copy_store(source, target)
+    except (ValueError, OSError) as exc:
+        print(f"stepsaga: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"from": args.url, "to": args.to, **summary}))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stepsaga", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -116,7 +141,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="seconds each demo stage takes (default 0.05)")
     run.add_argument("--dry-run", action="store_true",
                      help="use each stage's example output instead of running it")
+    migrate = commands.add_parser(
+        "migrate", help="apply the store's schema migrations, or copy it to another database")
+    migrate.add_argument("--url", default=DEFAULT_STORE,
+                         help=f"the store to migrate (default {DEFAULT_STORE})")
+    migrate.add_argument("--to", metavar="URL",
+                         help="copy every event stream to this (empty) store, e.g. "
+                              "postgresql+asyncpg://user@host/db, and rebuild its projections")
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        return anyio.run(_migrate, args)
     if args.delay < 0:
         parser.error("--delay must be >= 0")
     return anyio.run(_run, args)

@@ -31,7 +31,7 @@ from ..events import RecordedEvent
 from ..state import WorkState
 from .codec import STATE_VERSION, decode_event, decode_state, encode_event, encode_state
 from .projection import stage_row, work_row
-from .schema import events, metadata, snapshots, stage_runs, works
+from .schema import events, snapshots, stage_runs, works
 
 __all__ = ["ConflictError", "SqlStore", "StoreConfig"]
 
@@ -111,9 +111,10 @@ class SqlStore:
             await engine.dispose()
 
     async def create_schema(self) -> None:
-        """Create the tables that do not exist yet (migrations manage upgrades)."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        """Apply the schema migrations the database lacks (alembic)."""
+        from .migrate import migrate_engine  # alembic is loaded only when migrating
+
+        await migrate_engine(self.engine)
 
     # ------------------------------------------------------------ writing
 
