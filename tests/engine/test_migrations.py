@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
@@ -16,6 +17,11 @@ from engine.store import SqlStore
 from engine.store.schema import metadata
 
 from .helpers import Ledger
+
+
+def stepsaga_migrate(source: str, target: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "graphql_api.cli", "migrate", "--url", source,
+                           "--to", target], capture_output=True, text=True, timeout=60)
 
 
 def _diff(conn: Connection) -> list[object]:
@@ -37,16 +43,12 @@ async def test_migrate_command_copies_every_stream(tmp_path: Path) -> None:
         ids = [(await rt.run("s", i)).work_id for i in range(5)]
         before = {wid: await store.read(wid) for wid in ids}
         rows_before = {wid: await store.work(wid) for wid in ids}
-    done = subprocess.run([sys.executable, "-m", "graphql_api.cli", "migrate", "--url",
-                           source_url, "--to", target_url], capture_output=True, text=True,
-                          timeout=60)
+    done = await anyio.to_thread.run_sync(stepsaga_migrate, source_url, target_url)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["works"] == 5
     async with SqlStore.open(target_url) as store:
         for wid in ids:
             assert await store.read(wid) == before[wid]
             assert await store.work(wid) == rows_before[wid]
-    again = subprocess.run([sys.executable, "-m", "graphql_api.cli", "migrate", "--url",
-                            source_url, "--to", target_url], capture_output=True, text=True,
-                           timeout=60)
+    again = await anyio.to_thread.run_sync(stepsaga_migrate, source_url, target_url)
     assert again.returncode == 2 and "already holds works" in again.stderr
