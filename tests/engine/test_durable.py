@@ -115,3 +115,23 @@ async def test_time_travel_rewind_and_compare_from_the_store(tmp_path: Path) -> 
         assert types(rt, forked)[:4] == [e.type for e in stream[:4]]
         with pytest.raises(ValueError, match="cannot rewind to seq 99"):
             await rt.rewind(first.work_id, 99)
+
+
+async def test_two_runners_on_one_work_one_wins_the_other_conflicts(tmp_path: Path) -> None:
+    from engine.store import ConflictError
+
+    ledger = Ledger()
+    saga = Saga(name="s", stages=[Stage(name="a", transaction=ledger.tx()),
+                                  Stage(name="b", transaction=ledger.tx())])
+    url = url_of(tmp_path)
+    async with SqlStore.open(url) as store_a, SqlStore.open(url) as store_b:
+        async with Runtime([saga], store=store_a) as first:
+            wid = await first.start("s", 1, paused=True)
+            async with Runtime([saga], store=store_b) as second:
+                assert await second.recover() == [wid]  # both now hold the work
+                assert await first.step(wid) is not None
+                with pytest.raises(ConflictError, match=f"work {wid}: seq 2 is taken"):
+                    await second.step(wid)
+                stream = await store_a.read(wid)
+                assert [e.type for e in stream] == ["work.created", "work.started"]
+                assert replay(stream).status == "running"
