@@ -75,7 +75,7 @@ class WorkRunner:
     def __init__(self, plan: Plan, work_id: str, *, clock: Clock, services: ServiceScope,
                  worker: str | None = None, dry_run: DryRun | None = None,
                  on_event: Callable[[RecordedEvent], None] | None = None,
-                 sink: Callable[[RecordedEvent, WorkState], Awaitable[None]] | None = None,
+                 sink: Callable[[list[RecordedEvent], WorkState], Awaitable[None]] | None = None,
                  snapshot: WorkState | None = None,
                  history: Iterable[RecordedEvent] = ()) -> None:
         self.plan = plan
@@ -85,7 +85,8 @@ class WorkRunner:
         self.worker = worker
         self.dry_run = dry_run
         self.on_event = on_event
-        self.sink = sink  # makes each event durable before the work goes on
+        self.sink = sink  # makes events durable before the work goes on
+        self._pending: list[tuple[RecordedEvent, bool]] = []
         self.state = WorkState() if snapshot is None else snapshot.copy()
         self.events: list[RecordedEvent] = []
         for recorded in history:
@@ -105,25 +106,44 @@ class WorkRunner:
 
     # ------------------------------------------------------------ recording
 
-    async def record(self, event: Event, *, observe: bool = True) -> RecordedEvent:
-        """Append ``event`` to the work's stream and fold it into the state."""
+    async def record(self, event: Event, *, observe: bool = True,
+                     flush: bool = True) -> RecordedEvent:
+        """Append ``event`` to the work's stream and fold it into the state.
+
+        With ``flush=False`` the event waits for the next :meth:`flush`, so several
+        events go to the store in one commit; the runner flushes before any user code
+        runs, before it sleeps and before it returns, so nothing outside the process
+        ever depends on an event that is not durable.
+        """
         state = self.state
         recorded = RecordedEvent(work_id=self.work_id, seq=state.seq + 1, time=self.clock.now(),
                                  event=event, worker=self.worker)
         evolve(state, recorded)
         self.events.append(recorded)
+        self._pending.append((recorded, observe))
+        if flush:
+            await self.flush()
+        return recorded
+
+    async def flush(self) -> None:
+        """Make the recorded events durable, then tell whoever listens."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        state = self.state
         if self.sink is not None:
-            await self.sink(recorded, state)
-        if self.on_event is not None:
-            self.on_event(recorded)
-        if observe and self.plan.has_observers and self.dry_run is None:
-            await self._observe(recorded)
+            await self.sink([recorded for recorded, _ in pending], state)
+        for recorded, observe in pending:
+            if self.on_event is not None:
+                self.on_event(recorded)
+            if observe and self.plan.has_observers and self.dry_run is None:
+                await self._observe(recorded)
         self._poked = True
         if self._waiter is not None:
             self._waiter.set()
         if self._finished is not None and state.status in TERMINAL:
             self._finished.set()
-        return recorded
 
     async def _observe(self, recorded: RecordedEvent) -> None:
         event = recorded.event
@@ -188,12 +208,12 @@ class WorkRunner:
 
     # ------------------------------------------------------------ executing
 
-    async def _perform(self, action: Action) -> RecordedEvent:
+    async def _perform(self, action: Action, *, flush: bool = True) -> RecordedEvent:
         if isinstance(action, Emit):
-            return await self.record(action.event)
+            return await self.record(action.event, flush=flush)
         if isinstance(action, ScheduleRetry):
-            return await self.record(self._schedule(action))
-        return await self.record(await self._execute(action))
+            return await self.record(self._schedule(action), flush=flush)
+        return await self.record(await self._execute(action), flush=flush)
 
     def _schedule(self, action: ScheduleRetry) -> Event:
         node = self.plan.info(action.path).node
@@ -383,11 +403,13 @@ class WorkRunner:
         try:
             while not self.state.terminal:
                 if self.state.paused:
+                    await self.flush()
                     await self._sleep(None)
                     continue
                 due = await self._advance(tg)
                 if due is not True:
                     await self._sleep(due)
+            await self.flush()
         finally:
             self._driving = False
 
@@ -414,9 +436,13 @@ class WorkRunner:
                     continue
             emit = action
         if calls:
+            await self.flush()  # user code runs only on durable state
             if len(calls) == 1 and emit is None and not inflight:
-                recorded = await self._perform(calls[0])
-                await self._check_after(recorded)
+                # its result shares the next commit with the events it leads to
+                recorded = await self._perform(calls[0], flush=False)
+                if self.state.breakpoints:
+                    await self.flush()
+                    await self._check_after(recorded)
                 return True
             if self._idle is None:
                 self._idle = anyio.Event()
@@ -431,19 +457,22 @@ class WorkRunner:
                     if bp is not None:
                         await self._pause_at(bp, "before", emit.event)
                         return True
-            recorded = await self._perform(emit)
+            recorded = await self._perform(emit, flush=False)
             state = self.state
             if state.breakpoints:
+                await self.flush()
                 await self._check_after(recorded)
             elif len(actions) == 1 and not inflight and not state.paused:
                 # the event just recorded opened a user call and nothing else can happen:
                 # run it now, exactly the Call the next decide would return
                 opened = open_call(self.plan, state, recorded.event.path)
                 if opened is not None:
-                    await self._perform(opened)
+                    await self.flush()
+                    await self._perform(opened, flush=False)
             return True
         if calls:
             return True
+        await self.flush()  # before the driver sleeps
         return due
 
     async def _run_call(self, call: Call) -> None:

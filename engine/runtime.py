@@ -188,8 +188,8 @@ class Runtime:
         if self.store is not None and dry_run is None:
             store = self.store
 
-            async def sink(recorded: RecordedEvent, state: WorkState) -> None:
-                await store.append(recorded.work_id, [recorded], state)
+            async def sink(records: list[RecordedEvent], state: WorkState) -> None:
+                await store.append(work_id, records, state)
 
         return WorkRunner(plan, work_id, clock=self.clock, services=ServiceScope(self._services),
                           worker=self.worker, dry_run=dry_run, on_event=self.on_event, sink=sink,
