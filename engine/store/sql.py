@@ -48,18 +48,31 @@ class StoreConfig:
     sqlite_synchronous: str = "FULL"  # durable commits: fsync at every commit
     busy_timeout_ms: int = 10_000
     snapshot_every: int = 200  # events between snapshots of a work's state
-    max_batch: int = 2_000  # appends per group commit at most
+    max_batch: int = 256  # appends per group commit at most: smaller batches let the
+    # event loop prepare the next one while the last one is being written
+
+
+class _Flush:
+    """One group commit: every append in it waits on the same event."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
 
 
 @dataclass(slots=True)
 class _Append:
     work_id: str
     records: list[RecordedEvent]
+    flush: _Flush
     work_row: dict[str, Any] | None = None
     stage_rows: list[dict[str, Any]] = field(default_factory=list)
     snapshot: dict[str, Any] | None = None
-    done: anyio.Event = field(default_factory=anyio.Event)
     error: BaseException | None = None
+
+
+_UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
 
 def _upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
@@ -67,10 +80,15 @@ def _upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
     if not rows:
         return
     dialect = conn.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table)
-    updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-    conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=updates), rows)
+    cache_key = (dialect, table.name, tuple(keys))
+    stmt = _UPSERTS.get(cache_key)
+    if stmt is None:  # built once: building one costs more than running it
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        base = insert(table)
+        updates = {c.name: base.excluded[c.name] for c in table.columns if c.name not in keys}
+        stmt = _UPSERTS[cache_key] = base.on_conflict_do_update(index_elements=list(keys),
+                                                                set_=updates)
+    conn.execute(stmt, rows)
 
 
 class SqlStore:
@@ -80,11 +98,16 @@ class SqlStore:
     writer for as long as the store is open.
     """
 
-    def __init__(self, engine: AsyncEngine, config: StoreConfig) -> None:
+    def __init__(self, engine: AsyncEngine, config: StoreConfig,
+                 sync_engine: sa.Engine | None = None) -> None:
         self.engine = engine
         self.config = config
         self.dialect = engine.dialect.name
+        # SQLite commits go through a synchronous engine in a worker thread: one thread
+        # hand-off per group commit instead of one per statement (see NOTES.md)
+        self._sync_engine = sync_engine
         self._queue: list[_Append] = []
+        self._next = _Flush()  # the flush that takes the appends queued now
         self._wake = anyio.Event()
         self._closed = False
 
@@ -96,7 +119,8 @@ class SqlStore:
         if url is not None:
             config = StoreConfig(**{**_fields(config), "url": url})
         engine = _make_engine(config)
-        store = cls(engine, config)
+        sync_engine = _make_sync_engine(config) if engine.dialect.name == "sqlite" else None
+        store = cls(engine, config, sync_engine)
         try:
             if create:
                 await store.create_schema()
@@ -109,6 +133,8 @@ class SqlStore:
                     store._wake.set()
         finally:
             await engine.dispose()
+            if sync_engine is not None:
+                sync_engine.dispose()
 
     async def create_schema(self) -> None:
         """Apply the schema migrations the database lacks (alembic)."""
@@ -124,7 +150,9 @@ class SqlStore:
         from ``state``, the work's state after them; return once it is durable."""
         if self._closed:
             raise EngineError("the store is closed")
-        item = _Append(work_id, records)
+        if not self._queue:
+            self._next = _Flush()
+        item = _Append(work_id, records, self._next)
         if state is not None and records:
             # rows are computed now, from this state: the writer may flush later
             item.work_row = work_row(state, records[-1].event.path)
@@ -137,8 +165,10 @@ class SqlStore:
                 item.snapshot = {"work_id": work_id, "seq": state.seq,
                                  "state": encode_state(state), "version": STATE_VERSION}
         self._queue.append(item)
+        if len(self._queue) >= self.config.max_batch:
+            self._next = _Flush()  # the writer takes at most max_batch at once
         self._wake.set()
-        await item.done.wait()
+        await item.flush.done.wait()
         if item.error is not None:
             raise item.error
 
@@ -154,18 +184,27 @@ class SqlStore:
             if self._closed and not self._queue:
                 return
 
-    async def _commit(self, batch: list[_Append]) -> None:
-        try:
-            with anyio.CancelScope(shield=True):
+    async def _write(self, batch: list[_Append]) -> None:
+        with anyio.CancelScope(shield=True):
+            if self._sync_engine is not None:
+                await anyio.to_thread.run_sync(self._write_sync, batch)
+            else:
                 async with self.engine.begin() as conn:
                     await conn.run_sync(_write_batch, batch)
+
+    def _write_sync(self, batch: list[_Append]) -> None:
+        assert self._sync_engine is not None
+        with self._sync_engine.begin() as conn:
+            _write_batch(conn, batch)
+
+    async def _commit(self, batch: list[_Append]) -> None:
+        try:
+            await self._write(batch)
         except IntegrityError:
             # someone else took a seq: find out which appends conflict, commit the others
             for item in batch:
                 try:
-                    with anyio.CancelScope(shield=True):
-                        async with self.engine.begin() as conn:
-                            await conn.run_sync(_write_batch, [item])
+                    await self._write([item])
                 except IntegrityError:
                     item.error = ConflictError(
                         f"work {item.work_id}: seq {item.records[0].seq} is taken; another "
@@ -175,8 +214,8 @@ class SqlStore:
         except Exception as exc:
             for item in batch:
                 item.error = exc
-        for item in batch:
-            item.done.set()
+        for flush in {id(item.flush): item.flush for item in batch}.values():
+            flush.done.set()
 
     # ------------------------------------------------------------ reading
 
@@ -259,24 +298,41 @@ def _fields(config: StoreConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in StoreConfig.__slots__}
 
 
+def _sqlite_pragmas(engine: sa.Engine, config: StoreConfig) -> None:
+    @sa_event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={config.sqlite_synchronous}")
+        cursor.execute(f"PRAGMA busy_timeout={int(config.busy_timeout_ms)}")
+        cursor.close()
+
+
+def _sqlite_file(config: StoreConfig) -> str:
+    url = sa.make_url(config.url)
+    if url.database in (None, "", ":memory:"):
+        raise ValueError("the SQLite store needs a file: concurrent sessions on :memory: "
+                         "silently share one connection")
+    return url.database
+
+
 def _make_engine(config: StoreConfig) -> AsyncEngine:
     url = sa.make_url(config.url)
     if url.get_backend_name() == "sqlite":
-        if url.database in (None, "", ":memory:"):
-            raise ValueError("the SQLite store needs a file: concurrent sessions on :memory: "
-                             "silently share one connection")
+        _sqlite_file(config)
         engine = create_async_engine(url, connect_args={"timeout": config.busy_timeout_ms / 1000})
-
-        @sa_event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_connection: Any, record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA synchronous={config.sqlite_synchronous}")
-            cursor.execute(f"PRAGMA busy_timeout={int(config.busy_timeout_ms)}")
-            cursor.close()
-
+        _sqlite_pragmas(engine.sync_engine, config)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10)
+
+
+def _make_sync_engine(config: StoreConfig) -> sa.Engine:
+    path = _sqlite_file(config)
+    engine = sa.create_engine(f"sqlite+pysqlite:///{path}",
+                              connect_args={"timeout": config.busy_timeout_ms / 1000,
+                                            "check_same_thread": False})
+    _sqlite_pragmas(engine, config)
+    return engine
 
 
 def _write_projection(conn: Connection, state: WorkState, current: str,
