@@ -57,7 +57,8 @@ class StepReport:
     pending: Event | None = None  # the event a 'before' breakpoint stopped in front of
 
 
-def _schema_errors(schema: Any, value: Any) -> str | None:
+def schema_problem(schema: Any, value: Any) -> str | None:
+    """The first way ``value`` breaks the JSON schema, or None."""
     import jsonschema  # imported lazily: only sagas with schemas pay for it
 
     validator = jsonschema.Draft202012Validator(schema)
@@ -258,7 +259,7 @@ class WorkRunner:
     async def _transaction(self, call: Call, node: Stage, inp: Any) -> Event:
         path, attempt = call.path, call.attempt
         if node.input_schema is not None:
-            problem = _schema_errors(node.input_schema, inp)
+            problem = schema_problem(node.input_schema, inp)
             if problem is not None:
                 return self._failed(call, {"type": "InputSchemaError", "retryable": False,
                                            "message": f"input of stage {path!r} does not match "
@@ -281,7 +282,7 @@ class WorkRunner:
                                        "message": f"output of stage {path!r} is not JSON-"
                                                   f"serialisable: {output!r:.200}"})
         if node.output_schema is not None:
-            problem = _schema_errors(node.output_schema, output)
+            problem = schema_problem(node.output_schema, output)
             if problem is not None:
                 return self._failed(call, {"type": "OutputSchemaError", "retryable": False,
                                            "message": f"output of stage {path!r} does not "

@@ -27,6 +27,7 @@ import anyio.abc
 from . import events as ev
 from .breakpoints import Breakpoint
 from .clock import Clock, SystemClock
+from .context import jsonable
 from .definitions import MISSING, Saga
 from .errors import (
     DefinitionError,
@@ -37,7 +38,7 @@ from .errors import (
 )
 from .events import Event, RecordedEvent
 from .plan import Plan, compile_saga
-from .runner import DryRun, StepReport, WorkRunner
+from .runner import DryRun, StepReport, WorkRunner, schema_problem
 from .services import Service, ServiceScope, check_services
 from .state import WorkState, replay
 
@@ -167,9 +168,17 @@ class Runtime:
         plan = self.plan(saga)
         if dry_run is None:
             check_services(self._services, plan.services)
+        if plan.saga.input_schema is not None:
+            problem = schema_problem(plan.saga.input_schema, input)
+            if problem is not None:
+                raise ValueError(f"input of saga {saga!r} does not match its schema: {problem}")
+        if not jsonable(input):
+            raise ValueError(f"input of saga {saga!r} is not JSON-serialisable: {input!r:.200}")
         work_id = work_id or uuid.uuid4().hex
         if work_id in self._works:
             raise WorkStateError(f"a work with id {work_id!r} exists already")
+        if self.store is not None and await self.store.read(work_id, until=1):
+            raise WorkStateError(f"a work with id {work_id!r} exists already in the store")
         runner = self._new_runner(plan, work_id, dry_run=dry_run)
         self._works[work_id] = runner
         payload: dict[str, Any] = {"saga": saga, "input": input, "paused": paused,

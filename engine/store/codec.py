@@ -54,10 +54,17 @@ def encode_event(recorded: RecordedEvent) -> dict[str, Any]:
     }
 
 
-def decode_event(row: Mapping[str, Any]) -> RecordedEvent:
+def decode_event(row: Mapping[str, Any], *,
+                 versions: Mapping[str, int] | None = None,
+                 upcasters: Mapping[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]]
+                 | None = None) -> RecordedEvent:
+    """A stored row as an event of the current version (``versions`` and ``upcasters``
+    default to this engine's)."""
+    versions = CURRENT_VERSIONS if versions is None else versions
+    upcasters = UPCASTERS if upcasters is None else upcasters
     where = f"event seq {row['seq']} of work {row['work_id']!r}"
     kind = row["type"]
-    current = CURRENT_VERSIONS.get(kind)
+    current = versions.get(kind)
     if current is None:
         raise CorruptEventError(f"{where} has unknown type {kind!r}")
     try:
@@ -71,7 +78,7 @@ def decode_event(row: Mapping[str, Any]) -> RecordedEvent:
         raise CorruptEventError(
             f"{where} ({kind}) has version {version}, newer than this engine's {current}")
     while version < current:
-        upcast = UPCASTERS.get((kind, version))
+        upcast = upcasters.get((kind, version))
         if upcast is None:
             raise CorruptEventError(f"{where}: no upcaster for {kind} version {version}")
         payload = upcast(payload)

@@ -135,3 +135,110 @@ async def test_two_runners_on_one_work_one_wins_the_other_conflicts(tmp_path: Pa
                 stream = await store_a.read(wid)
                 assert [e.type for e in stream] == ["work.created", "work.started"]
                 assert replay(stream).status == "running"
+
+
+async def test_a_timer_fires_after_a_restart(tmp_path: Path) -> None:
+    from engine import ManualClock, Sleep
+
+    clock = ManualClock()
+    ledger = Ledger()
+    saga = Saga(name="s", stages=[Sleep(name="nap", seconds=600),
+                                  Stage(name="a", transaction=ledger.tx())])
+    async with SqlStore.open(url_of(tmp_path)) as store:
+        async with Runtime([saga], store=store, clock=clock) as rt:
+            wid = await rt.start("s", 1)
+            with anyio.fail_after(5):
+                while "stage.sleep.started" not in [e.type for e in await store.read(wid)]:
+                    await anyio.lowlevel.checkpoint()
+            row = await store.work(wid)
+            assert row is not None and row["wake_at"] == clock.now() + 600
+    clock.advance(601)  # the process was down when the timer was due
+    async with SqlStore.open(url_of(tmp_path)) as store:
+        async with Runtime([saga], store=store, clock=clock) as rt:
+            await rt.recover()
+            assert (await rt.wait(wid)).output == 2
+
+
+async def test_a_signal_sent_before_the_wait_survives_a_restart(tmp_path: Path) -> None:
+    from engine import Wait
+
+    saga = Saga(name="s", stages=[Stage(name="a", transaction=Ledger().tx()),
+                                  Wait(name="approve", signal="ok")])
+    async with SqlStore.open(url_of(tmp_path)) as store:
+        async with Runtime([saga], store=store) as rt:
+            wid = await rt.start("s", 1, paused=True)
+            await rt.signal(wid, "ok", {"by": "ana"})
+    async with SqlStore.open(url_of(tmp_path)) as store:
+        async with Runtime([saga], store=store) as rt:
+            await rt.recover()
+            await rt.resume(wid)
+            assert (await rt.wait(wid)).output == {"by": "ana"}
+
+
+async def test_recovery_starts_from_a_snapshot(tmp_path: Path) -> None:
+    from engine.store import StoreConfig
+
+    url = url_of(tmp_path)
+    config = StoreConfig(url=url, snapshot_every=4)
+    ledger = Ledger()
+    saga = Saga(name="s", stages=[Stage(name=f"s{i}", transaction=ledger.tx()) for i in range(6)])
+    async with SqlStore.open(config=config) as store:
+        async with Runtime([saga], store=store) as rt:
+            wid = await rt.start("s", 0, paused=True)
+            for _ in range(9):
+                await rt.step(wid)
+    async with SqlStore.open(config=config) as store:
+        snapshot, rest = await store.load(wid)
+        # created + 9 steps = 10 events; the last snapshot was taken at seq 8
+        assert snapshot is not None and snapshot.seq == 8
+        assert [e.seq for e in rest] == [9, 10]
+        assert replay(rest, snapshot) == replay(await store.read(wid))
+        async with Runtime([saga], store=store) as rt:
+            await rt.recover()
+            await rt.resume(wid)
+            result = await rt.wait(wid)
+            assert result.output == 6
+            assert replay(await store.read(wid)) == rt.state(wid)
+
+
+async def test_bad_input_gets_clear_errors_and_changes_nothing(tmp_path: Path) -> None:
+    from engine import UnknownSagaError, WorkStateError
+
+    saga = Saga(name="s", input_schema={"type": "object", "required": ["sku"]},
+                stages=[Stage(name="a", transaction=Ledger().tx())])
+    async with SqlStore.open(url_of(tmp_path)) as store, Runtime([saga], store=store) as rt:
+        done = await rt.run("s", {"sku": "tea"})
+        before = await store.read_all()
+        with pytest.raises(UnknownSagaError, match="no saga is registered as 'nope'"):
+            await rt.start("nope", {})
+        with pytest.raises(ValueError, match="input of saga 's' does not match its schema: "
+                                             "\\(root\\): 'sku' is a required property"):
+            await rt.start("s", {"qty": 1})
+        with pytest.raises(ValueError, match="not JSON-serialisable"):
+            await rt.start("s", {"sku": object()})
+        with pytest.raises(WorkStateError, match="completed; cannot signal 'go'"):
+            await rt.signal(done.work_id, "go")
+        with pytest.raises(WorkStateError, match="exists already"):
+            await rt.start("s", {"sku": "x"}, work_id=done.work_id)
+        assert await store.read_all() == before
+
+
+def test_old_event_versions_are_upcast_step_by_step() -> None:
+    from engine.store.codec import CorruptEventError, decode_event
+
+    row = {"work_id": "w", "seq": 3, "type": "signal.received", "version": 1, "path": "",
+           "attempt": 0, "payload": '{"signal": "go", "data": 5}', "time": 1.0}
+
+    def v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+        return {"name": payload["signal"], "data": payload["data"]}
+
+    def v2_to_v3(payload: dict[str, Any]) -> dict[str, Any]:
+        return {"name": payload["name"], "payload": payload["data"]}
+
+    upcasters = {("signal.received", 1): v1_to_v2, ("signal.received", 2): v2_to_v3}
+    event = decode_event(row, versions={"signal.received": 3}, upcasters=upcasters)
+    assert event.event.version == 3
+    assert event.event.payload == {"name": "go", "payload": 5}
+    with pytest.raises(CorruptEventError, match=r"no upcaster for signal\.received version 2"):
+        decode_event(row, versions={"signal.received": 3}, upcasters={
+            ("signal.received", 1): v1_to_v2})
