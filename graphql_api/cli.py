@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from typing import Any, TextIO
 
 import anyio
@@ -87,7 +88,14 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"stepsaga: --input is not valid JSON: {exc}", file=sys.stderr)
             return 2
     bar = ProgressBar(saga, sys.stderr)
-    async with Runtime([saga], on_event=bar.on_event) as runtime:
+    async with AsyncExitStack() as stack:
+        store = None
+        if args.store is not None:
+            from engine.store import SqlStore
+
+            store = await stack.enter_async_context(SqlStore.open(args.store))
+        runtime = await stack.enter_async_context(
+            Runtime([saga], on_event=bar.on_event, store=store))
         if args.dry_run:
             result = await runtime.dry_run(saga.name, order, fail=args.fail)
         else:
@@ -141,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="seconds each demo stage takes (default 0.05)")
     run.add_argument("--dry-run", action="store_true",
                      help="use each stage's example output instead of running it")
+    run.add_argument("--store", metavar="URL",
+                     help="record the work durably in this store, e.g. "
+                          f"{DEFAULT_STORE} (default: in memory)")
     migrate = commands.add_parser(
         "migrate", help="apply the store's schema migrations, or copy it to another database")
     migrate.add_argument("--url", default=DEFAULT_STORE,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 
 def stepsaga(*args: str) -> subprocess.CompletedProcess[str]:
@@ -39,3 +41,16 @@ def test_bad_input_is_a_clear_error() -> None:
     assert done.returncode == 2 and "--input is not valid JSON" in done.stderr
     done = stepsaga("run", "demo", "--delay", "-1")
     assert done.returncode == 2 and "--delay must be >= 0" in done.stderr
+
+
+def test_run_demo_on_a_durable_store(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/demo.sqlite"
+    done = stepsaga("run", "demo", "--delay", "0", "--store", url)
+    assert done.returncode == 0, done.stderr
+    work_id = json.loads(done.stdout)["work_id"]
+    with sqlite3.connect(tmp_path / "demo.sqlite") as conn:
+        status = conn.execute("SELECT status FROM works WHERE work_id = ?", (work_id,)).fetchone()
+        kinds = [r[0] for r in conn.execute(
+            "SELECT type FROM events WHERE work_id = ? ORDER BY seq", (work_id,))]
+    assert status == ("completed",)
+    assert kinds[0] == "work.created" and kinds[-1] == "work.completed"
