@@ -364,7 +364,7 @@ class WorkRunner:
             output = st.output
         if self.dry_run is not None:
             return Event(type=ev.COMPENSATION_COMPLETED, path=call.path, attempt=call.attempt,
-                         payload={"outcome": "done", "dry_run": True})
+                         payload={"mode": st.comp_mode, "outcome": "done", "dry_run": True})
         ctx = self._context(call.path, call.attempt, "compensation")
         result, exc, timed_out = await self._invoke(
             node.compensation, (ctx, st.input, output, reason), node.compensation_timeout)
@@ -386,7 +386,7 @@ class WorkRunner:
                                                            "is not JSON-serialisable"}})
             payload = {"outcome": "forward", "output": result.output}
         return Event(type=ev.COMPENSATION_COMPLETED, path=call.path, attempt=call.attempt,
-                     payload=payload)
+                     payload={"mode": st.comp_mode, **payload})
 
     # ------------------------------------------------------------ driving
 
@@ -436,6 +436,10 @@ class WorkRunner:
                     due = action.not_before if due is None else min(due, action.not_before)
                     continue
             emit = action
+        if calls and emit is not None and self.state.breakpoints:
+            # with breakpoints set, record first and launch later: a pause at this event
+            # must find no call of this pass already running
+            calls = []
         if calls:
             await self.flush()  # user code runs only on durable state
             if len(calls) == 1 and emit is None and not inflight:

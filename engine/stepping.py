@@ -178,27 +178,38 @@ def _parallel(plan: Plan, state: WorkState, busy: Container[str], path: str, nod
     if st.completed_children == len(node.branches):
         out = {b.name: stages[join_path(path, b.name)].output for b in node.branches}
         return [_emit(ev.STAGE_COMPLETED, path, payload={"output": out})]
+    # branches under way first, so a failure is recorded before anything new starts
     acts: list[Action] = []
+    for bpath in st.running:
+        if bpath not in busy:
+            branch = node.branches[_branch_index(node, bpath)]
+            acts.extend(_forward(plan, state, busy, bpath, branch, stages[bpath].input))
     slots = (node.max_concurrency or len(node.branches)) - len(st.running)
     for branch in node.branches:
+        if slots <= 0:
+            break
         bpath = join_path(path, branch.name)
-        bst = stages.get(bpath)
-        if bst is None:
-            if slots <= 0:
+        if bpath in stages:
+            continue
+        needs = node.depends_on.get(branch.name, ())
+        if needs:
+            done = [stages.get(join_path(path, n)) for n in needs]
+            if not all(d is not None and d.status == "completed" for d in done):
                 continue
-            needs = node.depends_on.get(branch.name, ())
-            if needs:
-                done = [stages.get(join_path(path, n)) for n in needs]
-                if not all(d is not None and d.status == "completed" for d in done):
-                    continue
-                inp: Any = {n: d.output for n, d in zip(needs, done, strict=True) if d}
-            else:
-                inp = st.input
-            slots -= 1
-            acts.extend(_forward(plan, state, busy, bpath, branch, inp))
-        elif bst.status == "running" and bpath not in busy:
-            acts.extend(_forward(plan, state, busy, bpath, branch, bst.input))
+            inp: Any = {n: d.output for n, d in zip(needs, done, strict=True) if d}
+        else:
+            inp = st.input
+        slots -= 1
+        acts.extend(_forward(plan, state, busy, bpath, branch, inp))
     return acts
+
+
+def _branch_index(node: Parallel, bpath: str) -> int:
+    name = bpath.rsplit("/", 1)[-1]
+    for i, branch in enumerate(node.branches):
+        if branch.name == name:
+            return i
+    raise KeyError(bpath)
 
 
 def _map(plan: Plan, state: WorkState, busy: Container[str],
@@ -432,15 +443,13 @@ def _undo(plan: Plan, state: WorkState, busy: Container[str],
     if isinstance(node, Parallel):
         results = {b.name: _undo(plan, state, busy, join_path(path, b.name), b)
                    for b in node.branches}
-        dependents: dict[str, list[str]] = {}
-        for branch, needs in node.depends_on.items():
-            for need in needs:
-                dependents.setdefault(need, []).append(branch)
         acts: list[Action] = []
         for name, (branch_acts, done) in results.items():
             if done:
                 continue
-            if all(results[d][1] for d in dependents.get(name, ())):
+            # every branch that ran after this one (through any chain of dependencies,
+            # even via branches with nothing to undo) is undone first
+            if all(results[d][1] for d in _dependents(node, name)):
                 acts.extend(branch_acts)
         return acts, all(done for _, done in results.values())
     if isinstance(node, Map):
@@ -458,6 +467,19 @@ def _undo(plan: Plan, state: WorkState, busy: Container[str],
                     acts.extend(item_acts)
         return acts, done_all
     return [], True  # Wait and Sleep have nothing to undo
+
+
+def _dependents(node: Parallel, name: str) -> set[str]:
+    """The branches that depend on ``name``, directly or through others."""
+    found: set[str] = set()
+    todo = [name]
+    while todo:
+        current = todo.pop()
+        for branch, needs in node.depends_on.items():
+            if current in needs and branch not in found:
+                found.add(branch)
+                todo.append(branch)
+    return found
 
 
 def _undo_leaf(state: WorkState, busy: Container[str], path: str, node: Stage,

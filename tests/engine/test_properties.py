@@ -6,6 +6,12 @@ nested sagas, parallels (with a random ``depends_on`` DAG and
 transaction logs ``("tx", path)``; the one drawn failure point (if any) raises a
 non-retryable ``StageFailure``; every compensation logs ``("comp", path)``.
 
+Properties: (1) exactly the stages whose transaction completed are compensated,
+each once; (2) compensation runs in reverse causal order, and stepped one action
+at a time in exactly reversed completion order; (3) replaying the events (all of
+them, every prefix, one ``apply`` at a time) rebuilds the state; (4) stepping past
+breakpoints, or pausing at stored ones and resuming, changes nothing the work does.
+
 The tests are plain functions that call ``anyio.run``: hypothesis drives
 synchronous tests, so each example gets its own event loop.
 """
@@ -50,7 +56,7 @@ MAX_DEPTH = 3  # composites nested at most this deep, the root saga included
 RETRY = RetryPolicy(attempts=3, wait=tenacity.wait_fixed(0))
 ENDS = frozenset({"work.completed", "work.failed", "work.compensation_failed",
                   "work.cancelled"})
-PROPERTY = settings(max_examples=80, deadline=None,
+PROPERTY = settings(max_examples=100, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 # ------------------------------------------------------------------ shapes
@@ -234,9 +240,8 @@ def scenarios(draw: st.DrawFn, *, yields: bool = True) -> Scenario:
     root = named(SagaShape(tuple(children), name=SAGA), itertools.count())
     assert isinstance(root, SagaShape)
     paths = [leaf.path for leaf in layout(root)[0]]
-    # mostly a failing run: that is where compensation happens (shrinks towards none)
-    fails = draw(st.sampled_from([False, True, True, True]))
-    failing = draw(st.sampled_from(paths)) if paths and fails else None
+    # mostly a failing run: that is where compensation happens
+    failing = draw(st.sampled_from([*paths, None]))
     if failing is not None and "[" not in failing:
         # the failing stage's own clean-up would add a compensation that is no rollback;
         # outside maps take it away. In a map the stage definition is shared by every
@@ -259,9 +264,10 @@ CONDITIONS = [None, None, "event.attempt >= 1", "state.phase == 'compensating'"]
 
 
 @st.composite
-def with_breakpoints(draw: st.DrawFn, scenarios: st.SearchStrategy[Scenario],
+def with_breakpoints(draw: st.DrawFn, base: st.SearchStrategy[Scenario],
                      most: int = 2) -> tuple[Scenario, list[Breakpoint]]:
-    scenario = draw(scenarios)
+    """A scenario and 1..``most`` breakpoints on its event types and stage paths."""
+    scenario = draw(base)
     leaves, containers = layout(scenario.root)
     paths = ["*", *(leaf.path for leaf in leaves), *containers,
              *(f"{p}*" for p in containers if p)]
@@ -333,16 +339,18 @@ class Recorder:
 
     def __init__(self, *, snapshots: bool = False) -> None:
         self.runtime: Runtime | None = None
-        self.snapshots: dict[str, list[WorkState]] | None = (
-            defaultdict(list) if snapshots else None)
+        # per work: the live state by its seq, as seen whenever the runtime reports events
+        self.snapshots: dict[str, dict[int, WorkState]] | None = (
+            defaultdict(dict) if snapshots else None)
         self._gate: anyio.Event | None = None
 
     def __call__(self, recorded: RecordedEvent) -> None:
         if self.snapshots is not None:
             assert self.runtime is not None
+            # events may be reported in batches, after the state took in the whole batch;
             # deep: the live state is changed in place by the events that follow
             live = self.runtime.state(recorded.work_id)
-            self.snapshots[recorded.work_id].append(copy.deepcopy(live))
+            self.snapshots[recorded.work_id][live.seq] = copy.deepcopy(live)
         if (recorded.type == "work.paused" or recorded.type in ENDS) and self._gate:
             self._gate.set()
 
@@ -470,7 +478,8 @@ async def _compensated_once(scenario: Scenario, stepped: bool) -> None:
 # ------------------------------------------------------------------ 2: in which order
 
 
-@PROPERTY
+# cheap, and the shapes that break it (a chain of dependencies) are rare: more examples
+@settings(PROPERTY, max_examples=300)
 @given(scenario=scenarios())
 def test_compensation_reverses_causal_order(scenario: Scenario) -> None:
     anyio.run(_reverses_causal_order, scenario)
@@ -533,12 +542,13 @@ async def _replays(scenario: Scenario, bps: list[Breakpoint]) -> None:
     assert replay(events) == final
     assert recorder.snapshots is not None
     live = recorder.snapshots[wid]
-    assert len(live) == len(events)
+    assert live and max(live) == len(events)
     state = WorkState()
     assert prefixes[0] == state
     for k, recorded in enumerate(events, start=1):
         assert prefixes[k] == replay(events[:k])
-        assert live[k - 1] == prefixes[k], f"live state differs from replay after seq {k}"
+        if k in live:
+            assert live[k] == prefixes[k], f"live state differs from replay after seq {k}"
         # deep, since WorkState.copy shares nested values, which apply must not change either
         before = copy.deepcopy(state)
         after = apply(state, recorded)
@@ -570,7 +580,7 @@ async def _mstep_same_events(scenario: Scenario, bps: list[Breakpoint]) -> None:
     assert log.calls[wid] == log.calls[plain]
     # every stop is at an event the breakpoint matches, in the state of that moment
     (bp,) = bps
-    seen = 0
+    seen = 1  # work.created is recorded by start, not by a step
     for report in reports[:-1]:
         seen += len(report.events)
         assert report.breakpoint is not None and report.breakpoint.id == bp.id
@@ -609,7 +619,9 @@ async def _free_same_events(scenario: Scenario, bps: list[Breakpoint]) -> None:
     pauses = [e for e in events if e.type == "work.paused"]
     assert len(pauses) == resumes == sum(e.type == "work.resumed" for e in events)
     assert all(e.event.payload["reason"] == "breakpoint" for e in pauses)
-    assert anonymous(result) == anonymous(expected)
+    # independent compensations run concurrently: the order they end in is not fixed
+    assert dataclasses.replace(anonymous(result), compensated=sorted(result.compensated)) == \
+        dataclasses.replace(anonymous(expected), compensated=sorted(expected.compensated))
     assert state.status == plain_state.status and state.output == plain_state.output
     assert {p: (s.status, s.output) for p, s in state.stages.items()} == {
         p: (s.status, s.output) for p, s in plain_state.stages.items()}
