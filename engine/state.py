@@ -142,6 +142,7 @@ class WorkState:
     completions: int = 0
     compensated: list[str] = field(default_factory=list)
     observations: dict[str, Any] = field(default_factory=dict)
+    timers: dict[str, float] = field(default_factory=dict)  # path -> when it is due
     stages_total: int = 0  # stages of the root saga, for progress
     parent_work_id: str | None = None  # set when this work was forked (rewound) from another
     forked_at_seq: int | None = None
@@ -169,7 +170,13 @@ class WorkState:
         clone.retries_used = dict(self.retries_used)
         clone.compensated = list(self.compensated)
         clone.observations = dict(self.observations)
+        clone.timers = dict(self.timers)
         return clone
+
+    @property
+    def wake_at(self) -> float | None:
+        """When the earliest timer of the work (retry, wait timeout, sleep) is due."""
+        return min(self.timers.values()) if self.timers else None
 
 
 def apply(state: WorkState, recorded: RecordedEvent) -> WorkState:
@@ -205,6 +212,7 @@ def _stage(state: WorkState, path: str, time: float, payload: Any) -> StageState
 
 
 def _finish(state: WorkState, st: StageState, status: str, time: float) -> None:
+    state.timers.pop(st.path, None)
     st.status = status
     st.finished_at = time
     st.order = state.completions
@@ -315,6 +323,7 @@ def _work_compensation_retried(state: WorkState, r: RecordedEvent, p: Any, t: fl
             st.comp_attempt = 0
             st.comp_error = None
             st.not_before = None
+            state.timers.pop(st.path, None)
 
 
 def _work_resolved(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
@@ -381,6 +390,7 @@ def _transaction_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -
     st.comp_error = None
     st.cleaned = False
     st.guard_when = None
+    state.timers.pop(st.path, None)
     _open(state, st, "transaction")
 
 
@@ -402,6 +412,7 @@ def _transaction_failed(state: WorkState, r: RecordedEvent, p: Any, t: float) ->
 def _retry_scheduled(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     st = state.stages[r.event.path]
     st.not_before = p["not_before"]
+    state.timers[st.path] = st.not_before
     budget = p.get("budget")
     if budget is not None:
         state.retries_used[budget] = state.retries_used.get(budget, 0) + 1
@@ -456,6 +467,7 @@ def _compensation_started(state: WorkState, r: RecordedEvent, p: Any, t: float) 
     st.comp_attempt = r.event.attempt
     st.comp_error = None
     st.not_before = None
+    state.timers.pop(st.path, None)
     _open(state, st, "compensation")
 
 
@@ -484,17 +496,21 @@ def _wait_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     st = _stage(state, r.event.path, t, p)
     timeout = p.get("timeout")
     st.deadline = None if timeout is None else t + timeout
+    if st.deadline is not None:
+        state.timers[st.path] = st.deadline
 
 
 def _wait_timed_out(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     st = state.stages[r.event.path]
     st.timed_out = True
+    state.timers.pop(st.path, None)
     st.error = p.get("error")
 
 
 def _sleep_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     st = _stage(state, r.event.path, t, p)
     st.deadline = t + p["seconds"]
+    state.timers[st.path] = st.deadline
 
 
 def _observer_produced(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:

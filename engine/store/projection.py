@@ -18,23 +18,22 @@ def _json(value: Any) -> str | None:
     return None if value is None else dumps(value)
 
 
-def _wake_at(state: WorkState) -> float | None:
-    times = [t for st in state.stages.values() if st.status == "running"
-             for t in (st.not_before, st.deadline) if t is not None]
-    return min(times) if times else None
-
-
-def work_row(state: WorkState, current_stage: str | None) -> dict[str, Any]:
+def work_row(state: WorkState, current_stage: str | None,
+             input_json: str | None = None) -> dict[str, Any]:
+    """The ``works`` row; ``input_json`` may pass the input already encoded (it never
+    changes during a work)."""
     root = state.stages.get("")
+    breakpoints = "[]" if not state.breakpoints else dumps(
+        sorted(state.breakpoints.values(), key=lambda b: b["id"]))
     return {
         "work_id": state.work_id, "saga": state.saga, "status": state.display_status,
-        "paused": state.paused, "phase": state.phase, "input": _json(state.input),
+        "paused": state.paused, "phase": state.phase,
+        "input": _json(state.input) if input_json is None else input_json,
         "output": _json(state.output), "error": _json(state.error),
         "failure": _json(state.failure), "current_stage": current_stage or None,
         "stages_done": root.completed_children if root is not None else 0,
         "stages_total": state.stages_total,
-        "breakpoints": dumps(sorted(state.breakpoints.values(), key=lambda b: b["id"])),
-        "last_seq": state.seq, "wake_at": _wake_at(state),
+        "breakpoints": breakpoints, "last_seq": state.seq, "wake_at": state.wake_at,
         "parent_work_id": state.parent_work_id, "forked_at_seq": state.forked_at_seq,
         "created_at": state.created_at or 0.0, "updated_at": state.updated_at or 0.0,
     }

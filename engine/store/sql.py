@@ -28,8 +28,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..errors import EngineError
 from ..events import RecordedEvent
-from ..state import WorkState
-from .codec import STATE_VERSION, decode_event, decode_state, encode_event, encode_state
+from ..state import TERMINAL, WorkState
+from .codec import (
+    STATE_VERSION,
+    decode_event,
+    decode_state,
+    dumps,
+    encode_event,
+    encode_state,
+)
 from .projection import stage_row, work_row
 from .schema import events, snapshots, stage_runs, works
 
@@ -107,6 +114,7 @@ class SqlStore:
         # hand-off per group commit instead of one per statement (see NOTES.md)
         self._sync_engine = sync_engine
         self._queue: list[_Append] = []
+        self._inputs: dict[str, tuple[Any, str]] = {}  # work id -> (input, its JSON)
         self._next = _Flush()  # the flush that takes the appends queued now
         self._wake = anyio.Event()
         self._closed = False
@@ -155,7 +163,12 @@ class SqlStore:
         item = _Append(work_id, records, self._next)
         if state is not None and records:
             # rows are computed now, from this state: the writer may flush later
-            item.work_row = work_row(state, records[-1].event.path)
+            cached = self._inputs.get(work_id)
+            if cached is None or cached[0] is not state.input:
+                cached = self._inputs[work_id] = (state.input, dumps(state.input))
+            item.work_row = work_row(state, records[-1].event.path, cached[1])
+            if state.status in TERMINAL:
+                self._inputs.pop(work_id, None)
             paths = {r.event.path for r in records}
             item.stage_rows = [stage_row(work_id, state.stages[p]) for p in paths
                                if p and p in state.stages]
