@@ -118,6 +118,11 @@ class Runtime:
         self._tg.cancel_scope.cancel()
         try:
             return await self._tg.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # an error of the 'async with' body comes out as itself, not in a group
+            if len(group.exceptions) == 1 and group.exceptions[0] is exc:
+                return False
+            raise
         finally:
             self._tg = None
             with anyio.CancelScope(shield=True):

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..errors import EngineError
@@ -40,7 +40,13 @@ from .codec import (
 from .projection import stage_row, work_row
 from .schema import events, snapshots, stage_runs, works
 
-__all__ = ["ConflictError", "SqlStore", "StoreConfig"]
+__all__ = ["APPEND_LOCK", "ConflictError", "SqlStore", "StoreConfig"]
+
+
+# On PostgreSQL every append transaction takes this advisory lock first, so positions
+# (from a sequence, taken at insert time) follow commit order: a reader tailing events
+# by position never skips one that commits later with an earlier position.
+APPEND_LOCK = 0x5A6A_0001
 
 
 class ConflictError(EngineError):
@@ -132,13 +138,19 @@ class SqlStore:
         try:
             if create:
                 await store.create_schema()
-            async with anyio.create_task_group() as tg:
-                await tg.start(store._writer)
-                try:
-                    yield store
-                finally:
-                    store._closed = True
-                    store._wake.set()
+            try:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(store._writer)
+                    try:
+                        yield store
+                    finally:
+                        store._closed = True
+                        store._wake.set()
+            except BaseExceptionGroup as group:
+                # an error of the 'async with' body comes out as itself, not in a group
+                if len(group.exceptions) == 1:
+                    raise group.exceptions[0] from None
+                raise
         finally:
             await engine.dispose()
             if sync_engine is not None:
@@ -213,8 +225,9 @@ class SqlStore:
     async def _commit(self, batch: list[_Append]) -> None:
         try:
             await self._write(batch)
-        except IntegrityError:
-            # someone else took a seq: find out which appends conflict, commit the others
+        except DBAPIError:
+            # someone else took a seq (or the database aborted us to break a deadlock with
+            # another writer): try the appends one by one, so only the conflicting fail
             for item in batch:
                 try:
                     await self._write([item])
@@ -291,20 +304,41 @@ class SqlStore:
             return sorted(r[0] for r in rows)
 
     async def rebuild_projections(self) -> int:
-        """Rebuild ``works`` and ``stage_runs`` from the events alone; returns the works."""
-        from ..state import replay
-
-        ids = await self.work_ids()
+        """Rebuild ``works`` and ``stage_runs`` from the events alone, in one transaction
+        that holds the append lock, so no append interleaves; returns the works."""
+        if self._sync_engine is not None:
+            return await anyio.to_thread.run_sync(self._rebuild_sync)
         async with self.engine.begin() as conn:
-            await conn.execute(sa.delete(stage_runs))
-            await conn.execute(sa.delete(works))
-        for work_id in ids:
-            stream = await self.read(work_id)
-            state = replay(stream)
-            async with self.engine.begin() as conn:
-                await conn.run_sync(_write_projection, state, stream[-1].event.path,
-                                    list(state.stages))
-        return len(ids)
+            return await conn.run_sync(_rebuild)
+
+    def _rebuild_sync(self) -> int:
+        assert self._sync_engine is not None
+        with self._sync_engine.begin() as conn:
+            return _rebuild(conn)
+
+
+def _rebuild(conn: Connection) -> int:
+    from ..state import replay
+
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({APPEND_LOCK})"))
+    # on SQLite the first delete takes the write lock: no append slips in before the read
+    conn.execute(sa.delete(stage_runs))
+    conn.execute(sa.delete(works))
+    rows = conn.execute(sa.select(events).order_by(events.c.work_id, events.c.seq)).mappings()
+    count = 0
+    stream: list[RecordedEvent] = []
+    for row in rows:
+        recorded = decode_event(dict(row))
+        if stream and recorded.work_id != stream[0].work_id:
+            _write_projection(conn, replay(stream), stream[-1].event.path)
+            count += 1
+            stream = []
+        stream.append(recorded)
+    if stream:
+        _write_projection(conn, replay(stream), stream[-1].event.path)
+        count += 1
+    return count
 
 
 def _fields(config: StoreConfig) -> dict[str, Any]:
@@ -321,12 +355,12 @@ def _sqlite_pragmas(engine: sa.Engine, config: StoreConfig) -> None:
         cursor.close()
 
 
-def _sqlite_file(config: StoreConfig) -> str:
+def _sqlite_file(config: StoreConfig) -> sa.URL:
     url = sa.make_url(config.url)
-    if url.database in (None, "", ":memory:"):
-        raise ValueError("the SQLite store needs a file: concurrent sessions on :memory: "
-                         "silently share one connection")
-    return url.database
+    if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+        raise ValueError("the SQLite store needs a file: concurrent sessions on an in-memory "
+                         f"database silently share one connection (got {config.url!r})")
+    return url
 
 
 def _make_engine(config: StoreConfig) -> AsyncEngine:
@@ -340,23 +374,26 @@ def _make_engine(config: StoreConfig) -> AsyncEngine:
 
 
 def _make_sync_engine(config: StoreConfig) -> sa.Engine:
-    path = _sqlite_file(config)
-    engine = sa.create_engine(f"sqlite+pysqlite:///{path}",
+    url = _sqlite_file(config).set(drivername="sqlite+pysqlite")
+    engine = sa.create_engine(url,
                               connect_args={"timeout": config.busy_timeout_ms / 1000,
                                             "check_same_thread": False})
     _sqlite_pragmas(engine, config)
     return engine
 
 
-def _write_projection(conn: Connection, state: WorkState, current: str,
-                      paths: Sequence[str]) -> None:
+def _write_projection(conn: Connection, state: WorkState, current: str) -> None:
     _upsert(conn, works, [work_row(state, current)], ["work_id"])
-    rows = [stage_row(state.work_id, state.stages[p]) for p in paths if p and p in state.stages]
+    rows = [stage_row(state.work_id, st) for p, st in state.stages.items() if p]
     _upsert(conn, stage_runs, rows, ["work_id", "path"])
 
 
 def _write_batch(conn: Connection, batch: Sequence[_Append]) -> None:
-    rows = [encode_event(r) for item in batch for r in item.records]
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({APPEND_LOCK})"))
+    # in (work_id, seq) order: two writers then take row locks in the same order
+    rows = sorted((encode_event(r) for item in batch for r in item.records),
+                  key=lambda row: (row["work_id"], row["seq"]))
     if rows:
         conn.execute(events.insert(), rows)
     work_rows: dict[str, dict[str, Any]] = {}
