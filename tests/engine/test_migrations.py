@@ -34,21 +34,39 @@ async def test_migrated_schema_matches_the_tables_in_code(tmp_path: Path) -> Non
             assert await conn.run_sync(_diff) == []
 
 
-async def test_migrate_command_copies_every_stream(tmp_path: Path) -> None:
+async def test_migrate_command_copies_every_stream_to_postgresql(
+        tmp_path: Path, postgres_url: str) -> None:
+    await _copy_and_check(tmp_path, postgres_url)
+
+
+async def test_migrate_command_copies_every_stream_to_another_sqlite_file(
+        tmp_path: Path) -> None:
+    await _copy_and_check(tmp_path, f"sqlite+aiosqlite:///{tmp_path}/to.sqlite")
+
+
+async def _copy_and_check(tmp_path: Path, target_url: str) -> None:
     source_url = f"sqlite+aiosqlite:///{tmp_path}/from.sqlite"
-    target_url = f"sqlite+aiosqlite:///{tmp_path}/to.sqlite"
     ledger = Ledger()
-    saga = Saga(name="s", stages=[Stage(name="a", transaction=ledger.tx())])
-    async with SqlStore.open(source_url) as store, Runtime([saga], store=store) as rt:
-        ids = [(await rt.run("s", i)).work_id for i in range(5)]
+    ledger.fail("b")
+    saga = Saga(name="s", stages=[Stage(name="a", transaction=ledger.tx(),
+                                        compensation=ledger.comp()),
+                                  Stage(name="b", transaction=ledger.tx())])
+    ok = Saga(name="ok", stages=[Stage(name="a", transaction=ledger.tx())])
+    async with SqlStore.open(source_url) as store, Runtime([saga, ok], store=store) as rt:
+        ids = [(await rt.run("ok", i)).work_id for i in range(4)]
+        ids.append((await rt.run("s", 1)).work_id)  # a failed, compensated one too
+        ids.append(await rt.start("ok", 9, paused=True))  # and one not finished
+        runs_before = {wid: await store.stage_runs(wid) for wid in ids}
         before = {wid: await store.read(wid) for wid in ids}
         rows_before = {wid: await store.work(wid) for wid in ids}
     done = await anyio.to_thread.run_sync(stepsaga_migrate, source_url, target_url)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["works"] == 5
+    assert json.loads(done.stdout)["works"] == 6
     async with SqlStore.open(target_url) as store:
+        assert sorted(await store.work_ids()) == sorted(ids)
         for wid in ids:
             assert await store.read(wid) == before[wid]
             assert await store.work(wid) == rows_before[wid]
+            assert await store.stage_runs(wid) == runs_before[wid]
     again = await anyio.to_thread.run_sync(stepsaga_migrate, source_url, target_url)
     assert again.returncode == 2 and "already holds works" in again.stderr
