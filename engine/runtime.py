@@ -179,10 +179,11 @@ class Runtime:
                 raise ValueError(f"input of saga {saga!r} does not match its schema: {problem}")
         if not jsonable(input):
             raise ValueError(f"input of saga {saga!r} is not JSON-serialisable: {input!r:.200}")
-        work_id = work_id or uuid.uuid4().hex
-        if work_id in self._works:
+        if work_id is None:
+            work_id = uuid.uuid4().hex  # random: no need to ask the store
+        elif work_id in self._works:
             raise WorkStateError(f"a work with id {work_id!r} exists already")
-        if self.store is not None and await self.store.read(work_id, until=1):
+        elif self.store is not None and await self.store.read(work_id, until=1):
             raise WorkStateError(f"a work with id {work_id!r} exists already in the store")
         runner = self._new_runner(plan, work_id, dry_run=dry_run)
         self._works[work_id] = runner

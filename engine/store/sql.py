@@ -86,6 +86,34 @@ class _Append:
 
 
 _UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+_SQLITE_SQL: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
+
+
+def _sqlite_sql(table: sa.Table, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """Plain SQLite SQL for an insert (no keys) or an upsert, and its column order.
+
+    The group commit of the embedded store runs these through ``exec_driver_sql``: on
+    SQLite, SQLAlchemy's per-row parameter processing costs more than the write itself.
+    The autoincrementing ``position`` is left to SQLite.
+    """
+    found = _SQLITE_SQL.get((table.name, keys))
+    if found is None:
+        columns = tuple(c.name for c in table.columns if c.name != "position")
+        sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
+               f"VALUES ({', '.join('?' for _ in columns)})")
+        if keys:
+            updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+            sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+        found = _SQLITE_SQL[(table.name, keys)] = (sql, columns)
+    return found
+
+
+def _insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    if conn.dialect.name == "sqlite":
+        sql, columns = _sqlite_sql(table, ())
+        conn.exec_driver_sql(sql, [tuple(row.get(c) for c in columns) for row in rows])
+    else:
+        conn.execute(table.insert(), rows)
 
 
 def _upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
@@ -93,6 +121,10 @@ def _upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
     if not rows:
         return
     dialect = conn.dialect.name
+    if dialect == "sqlite":
+        sql, columns = _sqlite_sql(table, tuple(keys))
+        conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
+        return
     cache_key = (dialect, table.name, tuple(keys))
     stmt = _UPSERTS.get(cache_key)
     if stmt is None:  # built once: building one costs more than running it
@@ -395,7 +427,7 @@ def _write_batch(conn: Connection, batch: Sequence[_Append]) -> None:
     rows = sorted((encode_event(r) for item in batch for r in item.records),
                   key=lambda row: (row["work_id"], row["seq"]))
     if rows:
-        conn.execute(events.insert(), rows)
+        _insert(conn, events, rows)
     work_rows: dict[str, dict[str, Any]] = {}
     stage_rows: dict[tuple[str, str], dict[str, Any]] = {}
     snaps: dict[str, dict[str, Any]] = {}
