@@ -126,6 +126,20 @@ class WorkRunner:
             await self.flush()
         return recorded
 
+    async def prime(self) -> None:
+        """Record, without flushing, the events that must follow now whatever happens:
+        while ``decide`` offers exactly one due event and nothing stops there (a pause,
+        a breakpoint). They then go to the store in the same commit as what came before.
+        """
+        state = self.state
+        while not state.paused and not state.breakpoints and state.status not in TERMINAL:
+            actions = decide(self.plan, state, self._inflight)
+            if len(actions) != 1 or not isinstance(actions[0], Emit):
+                return
+            if actions[0].not_before is not None:
+                return
+            await self.record(actions[0].event, flush=False)
+
     async def flush(self) -> None:
         """Make the recorded events durable, then tell whoever listens."""
         pending = self._pending

@@ -192,7 +192,9 @@ class Runtime:
                                    "breakpoints": [b.to_dict() for b in breakpoints]}
         if dry_run is not None:
             payload["dry_run"] = {"fail": list(dry_run.fail)}
-        await runner.record(Event(type=ev.WORK_CREATED, payload=payload))
+        await runner.record(Event(type=ev.WORK_CREATED, payload=payload), flush=False)
+        await runner.prime()  # the events that follow for sure share the creation's commit
+        await runner.flush()
         self._launch(runner)
         return work_id
 
