@@ -244,12 +244,7 @@ class SqlStore:
     async def _write(self, batch: list[_Append]) -> None:
         with anyio.CancelScope(shield=True):
             if self._sync_engine is not None:
-                if len(batch) <= 2 and not self._queue:
-                    # a lone work (sequential use): the thread hand-off would cost more
-                    # than the write itself, so write here
-                    self._write_sync(batch)
-                else:
-                    await anyio.to_thread.run_sync(self._write_sync, batch)
+                await anyio.to_thread.run_sync(self._write_sync, batch)
             elif self.dialect == "postgresql":
                 await self._write_postgres(batch)
             else:
