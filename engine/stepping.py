@@ -25,7 +25,7 @@ from .events import Event
 from .plan import Plan
 from .state import StageState, WorkState, item_index, join_path
 
-__all__ = ["Action", "Call", "Emit", "ScheduleRetry", "decide", "failure_of", "open_call"]
+__all__ = ["Action", "Call", "Emit", "ScheduleRetry", "decide", "open_call"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +72,6 @@ def open_call(plan: Plan, state: WorkState, path: str) -> Call | None:
     if st.call == "condition":
         return Call("condition", path, st.attempt)
     return Call(st.call, path, st.attempt, final=not plan.info(path).post_guards)
-
-
-def failure_of(state: WorkState) -> dict[str, Any] | None:
-    """The original failure of a work (stage path and error), if it failed."""
-    return state.failure
 
 
 def decide(plan: Plan, state: WorkState, busy: Container[str] = ()) -> list[Action]:
