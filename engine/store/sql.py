@@ -151,6 +151,7 @@ class SqlStore:
         # SQLite commits go through a synchronous engine in a worker thread: one thread
         # hand-off per group commit instead of one per statement (see NOTES.md)
         self._sync_engine = sync_engine
+        self.commits = 0  # group commits written: a measure for benchmarks and metrics
         self._queue: list[_Append] = []
         self._inputs: dict[str, tuple[Any, str]] = {}  # work id -> (input, its JSON)
         self._next = _Flush()  # the flush that takes the appends queued now
@@ -250,6 +251,7 @@ class SqlStore:
             else:
                 async with self.engine.begin() as conn:
                     await conn.run_sync(_write_batch, batch)
+        self.commits += 1
 
     async def _write_postgres(self, batch: list[_Append]) -> None:
         # One statement, hence one round trip and its own transaction: the append lock,
