@@ -116,6 +116,8 @@ DEFAULT_STORE = "sqlite+aiosqlite:///stepsaga.sqlite"
 
 
 async def _migrate(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from engine.store import SqlStore
     from engine.store.migrate import copy_store
 
@@ -130,8 +132,8 @@ async def _migrate(args: argparse.Namespace) -> int:
                           file=sys.stderr)
                     return 2
                 summary = await copy_store(source, target)
-    except (ValueError, OSError) as exc:
-        print(f"stepsaga: {exc}", file=sys.stderr)
+    except (ValueError, OSError, SQLAlchemyError) as exc:
+        print(f"stepsaga: cannot migrate {args.url}: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"from": args.url, "to": args.to, **summary}))
     return 0

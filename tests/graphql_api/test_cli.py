@@ -54,3 +54,13 @@ def test_run_demo_on_a_durable_store(tmp_path: Path) -> None:
             "SELECT type FROM events WHERE work_id = ? ORDER BY seq", (work_id,))]
     assert status == ("completed",)
     assert kinds[0] == "work.created" and kinds[-1] == "work.completed"
+
+
+def test_migrate_with_a_bad_store_url_is_a_clear_error(tmp_path: Path) -> None:
+    done = stepsaga("migrate", "--url", f"sqlite+aiosqlite:///{tmp_path}/no/such/dir/x.sqlite")
+    assert done.returncode == 2 and "unable to open database file" in done.stderr
+    done = stepsaga("migrate", "--url", "sqlite+aiosqlite:///:memory:")
+    assert done.returncode == 2 and "needs a file" in done.stderr
+    url = f"sqlite+aiosqlite:///{tmp_path}/ok.sqlite"
+    done = stepsaga("migrate", "--url", url)
+    assert done.returncode == 0 and json.loads(done.stdout) == {"migrated": url}
