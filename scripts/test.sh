@@ -6,15 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 key=$(sha256sum pyproject.toml | cut -c1-16)
 venv="${STEPSAGA_VENV:-$HOME/.cache/stepsaga/venv-$key}"
-if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
+setup() {
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --upgrade pip
+    "$venv/bin/pip" install -q --upgrade pip setuptools wheel
     "$venv/bin/pip" install -q -e '.[test]'
     touch "$venv/.complete"
-else
-    # the package itself may have moved (a new clone): re-link it, no downloads
-    "$venv/bin/pip" install -q --no-deps --no-build-isolation -e . >/dev/null
+}
+if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
+    setup
+elif ! "$venv/bin/pip" install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1; then
+    # the package moved to another clone and could not be re-linked offline: start over
+    setup
 fi
 echo "== ruff"; "$venv/bin/ruff" check .
 echo "== mypy"; "$venv/bin/mypy"
