@@ -181,6 +181,8 @@ class Runtime:
             raise ValueError(f"input of saga {saga!r} is not JSON-serialisable: {input!r:.200}")
         if work_id is None:
             work_id = uuid.uuid4().hex  # random: no need to ask the store
+        elif not isinstance(work_id, str) or not 0 < len(work_id) <= 64:
+            raise ValueError(f"work_id must be a string of 1 to 64 characters, got {work_id!r}")
         elif work_id in self._works:
             raise WorkStateError(f"a work with id {work_id!r} exists already")
         elif self.store is not None and await self.store.read(work_id, until=1):
@@ -192,9 +194,13 @@ class Runtime:
                                    "breakpoints": [b.to_dict() for b in breakpoints]}
         if dry_run is not None:
             payload["dry_run"] = {"fail": list(dry_run.fail)}
-        await runner.record(Event(type=ev.WORK_CREATED, payload=payload), flush=False)
-        await runner.prime()  # the events that follow for sure share the creation's commit
-        await runner.flush()
+        try:
+            await runner.record(Event(type=ev.WORK_CREATED, payload=payload), flush=False)
+            await runner.prime()  # the events that follow for sure share the creation's commit
+            await runner.flush()
+        except BaseException:
+            del self._works[work_id]  # not durable: the work does not exist
+            raise
         self._launch(runner)
         return work_id
 

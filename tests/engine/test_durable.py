@@ -242,3 +242,17 @@ def test_old_event_versions_are_upcast_step_by_step() -> None:
     with pytest.raises(CorruptEventError, match=r"no upcaster for signal\.received version 2"):
         decode_event(row, versions={"signal.received": 3}, upcasters={
             ("signal.received", 1): v1_to_v2})
+
+
+async def test_a_work_whose_creation_fails_to_commit_does_not_exist(tmp_path: Path) -> None:
+    from engine import EngineError
+
+    saga = Saga(name="s", stages=[Stage(name="a", transaction=Ledger().tx())])
+    async with SqlStore.open(url_of(tmp_path)) as store:
+        pass  # closed from here on: every append fails
+    async with Runtime([saga], store=store) as rt:
+        with pytest.raises(EngineError, match="the store is closed"):
+            await rt.start("s", 1)
+        assert rt.works() == []  # nothing half-created is left behind
+        with pytest.raises(ValueError, match="1 to 64 characters"):
+            await rt.start("s", 1, work_id="x" * 65)
