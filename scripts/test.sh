@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# Installs what the tests need into a virtualenv outside the clone (keyed by a
-# hash of pyproject.toml, so a warm run installs nothing) and runs lint, types
-# and the test suite. Extra arguments go to pytest.
+# Installs what the tests need (Debian's PostgreSQL when missing; Python packages
+# into a virtualenv outside the clone, keyed by a hash of pyproject.toml, so a warm
+# run installs nothing) and runs lint, types and the test suite. Extra arguments
+# go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The store's contract tests start a throwaway PostgreSQL 15 (tests/pg.py); without
+# its binaries they fail, so install Debian's package when they are missing.
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+        sudo="sudo"
+    fi
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
+fi
 key=$(sha256sum pyproject.toml | cut -c1-16)
 venv="${STEPSAGA_VENV:-$HOME/.cache/stepsaga/venv-$key}"
 setup() {
