@@ -66,10 +66,6 @@ class Plan:
                 self._by_path[path] = found
         return found
 
-    def stages(self) -> list[tuple[str, Stage]]:
-        """Every leaf :class:`Stage` with its template path."""
-        return [(t, i.node) for t, i in self.nodes.items() if isinstance(i.node, Stage)]
-
 
 def _resolve(node: Node, registry: Mapping[str, Saga], chain: tuple[str, ...]) -> Node:
     if isinstance(node, SagaRef):

@@ -351,9 +351,7 @@ class Runtime:
     # ------------------------------------------------------------ steering
 
     async def _record(self, runner: WorkRunner, event: Event) -> RecordedEvent:
-        recorded = await runner.record(event, observe=False)
-        runner.poke()
-        return recorded
+        return await runner.record(event, observe=False)  # its flush wakes the driver
 
     def _alive(self, runner: WorkRunner, what: str) -> None:
         if runner.state.terminal:

@@ -22,7 +22,7 @@ import anyio
 import anyio.abc
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -93,8 +93,9 @@ _SQLITE_SQL: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
 def _sqlite_sql(table: sa.Table, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
     """Plain SQLite SQL for an insert (no keys) or an upsert, and its column order.
 
-    The group commit of the embedded store runs these through ``exec_driver_sql``: on
-    SQLite, SQLAlchemy's per-row parameter processing costs more than the write itself.
+    The group commit runs these on the writer's DBAPI connection, and a rebuild through
+    ``exec_driver_sql``: on SQLite, SQLAlchemy's per-row parameter processing costs more
+    than the write itself.
     The autoincrementing ``position`` is left to SQLite.
     """
     found = _SQLITE_SQL.get((table.name, keys))
@@ -109,14 +110,6 @@ def _sqlite_sql(table: sa.Table, keys: tuple[str, ...]) -> tuple[str, tuple[str,
     return found
 
 
-def _insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    if conn.dialect.name == "sqlite":
-        sql, columns = _sqlite_sql(table, ())
-        conn.exec_driver_sql(sql, [tuple(row.get(c) for c in columns) for row in rows])
-    else:
-        conn.execute(table.insert(), rows)
-
-
 def _upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
             keys: Sequence[str]) -> None:
     if not rows:
@@ -129,8 +122,7 @@ def _upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
     cache_key = (dialect, table.name, tuple(keys))
     stmt = _UPSERTS.get(cache_key)
     if stmt is None:  # built once: building one costs more than running it
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        base = insert(table)
+        base = postgresql.insert(table)
         updates = {c.name: base.excluded[c.name] for c in table.columns if c.name not in keys}
         stmt = _UPSERTS[cache_key] = base.on_conflict_do_update(index_elements=list(keys),
                                                                 set_=updates)
@@ -250,11 +242,8 @@ class SqlStore:
         with anyio.CancelScope(shield=True):
             if self._sync_engine is not None:
                 await anyio.to_thread.run_sync(self._write_sync, batch)
-            elif self.dialect == "postgresql":
-                await self._write_postgres(batch)
             else:
-                async with self.engine.begin() as conn:
-                    await conn.run_sync(_write_batch, batch)
+                await self._write_postgres(batch)
         self.commits += 1
 
     async def _write_postgres(self, batch: list[_Append]) -> None:
@@ -285,19 +274,17 @@ class SqlStore:
     async def _commit(self, batch: list[_Append]) -> None:
         try:
             await self._write(batch)
-        except Exception:
-            # someone else took a seq (or the database aborted us to break a deadlock with
-            # another writer): try the appends one by one, so only the conflicting fail
-            for item in batch:
-                try:
-                    await self._write([item])
-                except Exception as exc:
-                    if not _unique_violation(exc):
-                        item.error = exc
-                        continue
-                    item.error = ConflictError(
-                        f"work {item.work_id}: seq {item.records[0].seq} is taken; another "
-                        "writer appended to this work first")
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = _append_error(batch[0], exc)
+            else:
+                # someone else took a seq (or the database aborted us to break a deadlock
+                # with another writer): try the appends one by one, so only those fail
+                for item in batch:
+                    try:
+                        await self._write([item])
+                    except Exception as alone:
+                        item.error = _append_error(item, alone)
         for flush in {id(item.flush): item.flush for item in batch}.values():
             flush.done.set()
 
@@ -428,6 +415,9 @@ def _make_engine(config: StoreConfig) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": config.busy_timeout_ms / 1000})
         _sqlite_pragmas(engine.sync_engine, config)
         return engine
+    if url.get_backend_name() != "postgresql":
+        raise ValueError(f"the store runs on SQLite or PostgreSQL, not {url.get_backend_name()!r} "
+                         f"(got {config.url!r})")
     return create_async_engine(url, pool_size=10, max_overflow=10)
 
 
@@ -446,6 +436,14 @@ def _write_projection(conn: Connection, state: WorkState, current: str) -> None:
     _upsert(conn, stage_runs, rows, ["work_id", "path"])
 
 
+def _append_error(item: _Append, exc: Exception) -> Exception:
+    """What the caller of an append that failed gets: a conflict, or the database's error."""
+    if not _unique_violation(exc):
+        return exc
+    return ConflictError(f"work {item.work_id}: seq {item.records[0].seq} is taken; another "
+                         "writer appended to this work first")
+
+
 def _unique_violation(exc: BaseException) -> bool:
     """Whether the database refused a row because its key is taken (SQLSTATE 23505)."""
     if isinstance(exc, IntegrityError):
@@ -455,15 +453,15 @@ def _unique_violation(exc: BaseException) -> bool:
     return getattr(exc, "sqlstate", None) == "23505"
 
 
-_PG_TYPES = {sa.Integer: "int4", sa.BigInteger: "int8", sa.Float: "float8", sa.Boolean: "bool"}
-
-
 def _pg_type(column: sa.Column[Any]) -> str:
-    for kind, name in _PG_TYPES.items():
-        if type(column.type) is kind:
-            return name
-    if isinstance(column.type, sa.BigInteger):
-        return "int8"
+    """The PostgreSQL array element type for a column of the schema."""
+    kind = column.type
+    if isinstance(kind, sa.Boolean):
+        return "bool"
+    if isinstance(kind, sa.Float):
+        return "float8"
+    if isinstance(kind, sa.Integer):
+        return "int8" if isinstance(kind, sa.BigInteger) else "int4"
     return "text"
 
 
@@ -527,17 +525,3 @@ def _write_sqlite(dbapi: Any, batch: Sequence[_Append]) -> None:
         if table_rows:
             sql, columns = _sqlite_sql(table, keys)
             dbapi.executemany(sql, [tuple(row[c] for c in columns) for row in table_rows])
-
-
-def _write_batch(conn: Connection, batch: Sequence[_Append]) -> None:
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({APPEND_LOCK})"))
-    # in (work_id, seq) order: two writers then take row locks in the same order
-    rows = sorted((encode_event(r) for item in batch for r in item.records),
-                  key=lambda row: (row["work_id"], row["seq"]))
-    if rows:
-        _insert(conn, events, rows)
-    work_rows, stage_rows, snaps = _projection_rows(batch)
-    _upsert(conn, works, work_rows, ["work_id"])
-    _upsert(conn, stage_runs, stage_rows, ["work_id", "path"])
-    _upsert(conn, snapshots, snaps, ["work_id"])
