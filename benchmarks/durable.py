@@ -24,7 +24,9 @@ the server's defaults ``fsync=on`` and ``synchronous_commit=on``, both systems o
 the same server, each in a fresh database. DBOS's ``pool_pre_ping`` is turned off,
 as stepsaga's pools do not ping either.
 
-Each measurement runs in a fresh child process, one at a time, so the systems do
+Both sides call ``gc.freeze()`` once warmed up, as a long-running server does once
+started: the objects of the imported modules then stay out of every later garbage
+collection. Each measurement runs in a fresh child process, one at a time, so the systems do
 not share a core, an interpreter or leftover threads. Commits are counted with
 SQLAlchemy's ``commit`` event on DBOS's engines, and by stepsaga's store itself
 (``SqlStore.commits``: on PostgreSQL a group commit is one statement sent straight
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import gc
 import importlib.util
 import json
 import multiprocessing
@@ -188,12 +191,12 @@ def run_stepsaga(url: str, seq: int, sagas: int, inflight: int, warmup: int,
                 result = await runtime.run("five", 0)
                 if result.status != "completed" or result.output != STAGES:
                     raise RuntimeError(f"saga ended {result.status} with {result.output!r}")
-                count = len(runtime.events(result.work_id))
-                counted += count
-                return count
+                counted += result.events
+                return result.events
 
             for _ in range(warmup):
                 await one()
+            gc.freeze()  # as a long-running server does once started; DBOS gets the same
             before = store.commits
             times = []
             for _ in range(seq):
@@ -289,6 +292,7 @@ def run_dbos(url: str, seq: int, sagas: int, inflight: int, warmup: int, mode: s
 
         for _ in range(warmup):
             one()
+        gc.freeze()
         commits.count = 0
         times = []
         for _ in range(seq):

@@ -404,6 +404,11 @@ class WorkRunner:
 
     # ------------------------------------------------------------ driving
 
+    @property
+    def driving(self) -> bool:
+        """A task drives the work (see :meth:`claim`)."""
+        return self._driving
+
     def claim(self) -> None:
         """Mark the work as driven: from now on stepping needs it paused first."""
         self._driving = True

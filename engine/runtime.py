@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -72,12 +73,13 @@ class WorkResult:
     error: dict[str, Any] | None = None
     failure: dict[str, Any] | None = None
     compensated: tuple[str, ...] = field(default_factory=tuple)
+    events: int = 0  # how many events its stream holds
 
     @classmethod
     def of(cls, state: WorkState) -> WorkResult:
         return cls(work_id=state.work_id, status=state.display_status, output=state.output,
                    error=state.error, failure=state.failure,
-                   compensated=tuple(state.compensated))
+                   compensated=tuple(state.compensated), events=state.seq)
 
 
 class Runtime:
@@ -90,9 +92,15 @@ class Runtime:
     def __init__(self, sagas: Sequence[Saga] = (), *, services: Iterable[Service] = (),
                  clock: Clock | None = None, worker: str | None = None,
                  on_event: Callable[[RecordedEvent], None] | None = None,
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, keep_finished: int = 256) -> None:
+        if not isinstance(keep_finished, int) or keep_finished < 0:
+            raise ValueError(f"keep_finished must be an integer >= 0, got {keep_finished!r}")
         self.clock: Clock = clock or SystemClock()
         self.store = store
+        # with a store, a finished work leaves memory (the store has it) once this many
+        # more recent ones have finished: a long-running process stays the same size
+        self.keep_finished = keep_finished
+        self._retired: deque[str] = deque()
         self.worker = worker
         self.on_event = on_event
         self._sagas: dict[str, Saga] = {}
@@ -143,7 +151,40 @@ class Runtime:
         try:
             return self._works[work_id]
         except KeyError:
+            if self.store is not None:
+                raise UnknownWorkError(
+                    f"work {work_id!r} is not in this process's memory (a finished work "
+                    "leaves it; read it with 'await runtime.history()' or 'travel()')"
+                ) from None
             raise UnknownWorkError(f"no work has id {work_id!r}") from None
+
+    async def _get(self, work_id: str) -> WorkRunner:
+        """The work's runner; a finished work that left memory is loaded from the store."""
+        runner = self._works.get(work_id)
+        if runner is not None or self.store is None:
+            return self._runner(work_id)
+        snapshot, rest = await self.store.load(work_id)
+        if snapshot is None and not rest:
+            raise UnknownWorkError(f"no work has id {work_id!r} in this runtime or its store")
+        saga = snapshot.saga if snapshot is not None else replay(rest[:1]).saga
+        runner = self._new_runner(self.plan(saga), work_id, snapshot=snapshot, history=rest)
+        if not runner.state.terminal:
+            raise UnknownWorkError(f"work {work_id!r} is {runner.state.status} but not run by "
+                                   "this process (recover() takes over unfinished works)")
+        self._works[work_id] = runner
+        self._retire(runner)
+        return runner
+
+    def _retire(self, runner: WorkRunner) -> None:
+        """A durable work ended: forget the oldest finished ones beyond keep_finished."""
+        if runner.sink is None:
+            return  # memory is its only copy
+        retired = self._retired
+        retired.append(runner.work_id)
+        while len(retired) > self.keep_finished:
+            old = self._works.get(retired.popleft())
+            if old is not None and old.state.terminal and not old.driving:
+                del self._works[old.work_id]
 
     def state(self, work_id: str) -> WorkState:
         """The current state of a work (a copy)."""
@@ -327,6 +368,8 @@ class Runtime:
             with anyio.CancelScope(shield=True):
                 if runner.state.terminal:
                     await runner.services.aclose()
+            if runner.state.terminal:
+                self._retire(runner)
 
     def _launch(self, runner: WorkRunner) -> None:
         assert self._tg is not None
@@ -335,7 +378,7 @@ class Runtime:
 
     async def wait(self, work_id: str) -> WorkResult:
         """Wait until the work ends."""
-        runner = self._runner(work_id)
+        runner = await self._get(work_id)
         await runner.wait_finished()
         return WorkResult.of(runner.state)
 
@@ -360,7 +403,7 @@ class Runtime:
             )
 
     async def pause(self, work_id: str, *, by: str = "", reason: str = "") -> None:
-        runner = self._runner(work_id)
+        runner = await self._get(work_id)
         self._alive(runner, "pause")
         if runner.state.paused:
             return
@@ -368,35 +411,35 @@ class Runtime:
             "reason": "requested", "by": by, "note": reason}))
 
     async def resume(self, work_id: str, *, by: str = "") -> None:
-        runner = self._runner(work_id)
+        runner = await self._get(work_id)
         self._alive(runner, "resume")
         if not runner.state.paused:
             raise WorkStateError(f"work {work_id} is not paused; cannot resume it")
         await self._record(runner, Event(type=ev.WORK_RESUMED, payload={"by": by}))
 
     async def step(self, work_id: str) -> RecordedEvent | None:
-        return await self._runner(work_id).step()
+        return await (await self._get(work_id)).step()
 
     async def mstep(self, work_id: str, *, until: Sequence[Breakpoint] = (),
                     max_steps: int | None = None) -> StepReport:
-        return await self._runner(work_id).mstep(until, max_steps)
+        return await (await self._get(work_id)).mstep(until, max_steps)
 
     async def signal(self, work_id: str, name: str, payload: Any = None) -> None:
         """Deliver signal ``name``; kept until a Wait stage consumes it."""
-        runner = self._runner(work_id)
+        runner = await self._get(work_id)
         self._alive(runner, f"signal {name!r} to")
         await self._record(runner, Event(type=ev.SIGNAL_RECEIVED,
                                          payload={"name": name, "payload": payload}))
 
     async def add_breakpoint(self, work_id: str, breakpoint: Breakpoint) -> str:
-        runner = self._runner(work_id)
+        runner = await self._get(work_id)
         self._alive(runner, "set a breakpoint on")
         await self._record(runner, Event(type=ev.WORK_BREAKPOINT_SET,
                                          payload=breakpoint.to_dict()))
         return breakpoint.id
 
     async def remove_breakpoint(self, work_id: str, breakpoint_id: str) -> None:
-        runner = self._runner(work_id)
+        runner = await self._get(work_id)
         if breakpoint_id not in runner.state.breakpoints:
             raise KeyError(f"work {work_id} has no breakpoint {breakpoint_id!r}")
         await self._record(runner, Event(type=ev.WORK_BREAKPOINT_CLEARED,
@@ -405,7 +448,7 @@ class Runtime:
     async def edit(self, work_id: str, *, path: str, by: str, reason: str,
                    output: Any = MISSING, input: Any = MISSING) -> None:
         """While paused: change a stage's recorded output, or the input of a stage to come."""
-        runner = self._runner(work_id)
+        runner = await self._get(work_id)
         state = runner.state
         self._alive(runner, "edit")
         if not state.paused:
@@ -436,7 +479,7 @@ class Runtime:
     async def cancel(self, work_id: str, *, by: str = "", reason: str = "",
                      compensate: bool = True) -> None:
         """Stop a work; by default its completed stages are compensated first."""
-        runner = self._runner(work_id)
+        runner = await self._get(work_id)
         state = runner.state
         self._alive(runner, "cancel")
         error = {"type": "Cancelled", "message": reason or "cancelled", "retryable": False,
@@ -451,7 +494,7 @@ class Runtime:
 
     async def retry_compensation(self, work_id: str, *, by: str) -> None:
         """A person fixed the cause: run the failed compensation again."""
-        runner = self._runner(work_id)
+        runner = await self._get(work_id)
         if runner.state.status != "compensation_failed":
             raise WorkStateError(f"work {work_id} is {runner.state.status}, "
                                  "not compensation_failed")
@@ -461,7 +504,7 @@ class Runtime:
 
     async def resolve(self, work_id: str, *, by: str, reason: str) -> None:
         """A person cleaned up by hand: the work ends as failed, resolved."""
-        runner = self._runner(work_id)
+        runner = await self._get(work_id)
         if runner.state.status != "compensation_failed":
             raise WorkStateError(f"work {work_id} is {runner.state.status}, "
                                  "not compensation_failed")

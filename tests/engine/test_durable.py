@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from engine import Runtime, Saga, Stage, replay
+from engine import RetryPolicy, Runtime, Saga, Stage, UnknownWorkError, replay
 from engine.store import SqlStore
 
 from .helpers import Ledger, types
@@ -256,3 +256,39 @@ async def test_a_work_whose_creation_fails_to_commit_does_not_exist(tmp_path: Pa
         assert rt.works() == []  # nothing half-created is left behind
         with pytest.raises(ValueError, match="1 to 64 characters"):
             await rt.start("s", 1, work_id="x" * 65)
+
+
+async def test_finished_works_leave_memory_and_are_loaded_back_from_the_store(
+        tmp_path: Path) -> None:
+    broken = {"on": True}
+
+    async def refund(ctx: Any, value: Any, output: Any, reason: Any) -> None:
+        if broken["on"]:
+            raise ConnectionError("refund service down")
+
+    ledger = Ledger()
+    saga = Saga(name="s", stages=[
+        Stage(name="a", transaction=ledger.tx(), compensation=refund,
+              compensation_retry=RetryPolicy(attempts=1)),
+        Stage(name="b", transaction=ledger.fatal())])
+    ok = Saga(name="ok", stages=[Stage(name="a", transaction=ledger.tx())])
+    async with SqlStore.open(url_of(tmp_path)) as store, \
+            Runtime([saga, ok], store=store, keep_finished=1) as rt:
+        stuck = await rt.run("s", 1)
+        assert stuck.status == "compensation_failed"
+        first = await rt.run("ok", 1)
+        assert rt.works() == [first.work_id]  # only the most recent finished one is kept
+        with pytest.raises(UnknownWorkError, match="history"):
+            rt.events(stuck.work_id)
+        # still there for everything that can read the store
+        assert (await rt.wait(stuck.work_id)).status == "compensation_failed"
+        assert (await rt.history(stuck.work_id))[-1].type == "work.compensation_failed"
+        broken["on"] = False
+        await rt.retry_compensation(stuck.work_id, by="ops")
+        again = await rt.wait(stuck.work_id)
+        assert (again.status, again.compensated) == ("failed", ("a",))
+        assert replay(await store.read(stuck.work_id)).status == "failed"
+        with pytest.raises(UnknownWorkError, match="no work has id 'nope'"):
+            await rt.wait("nope")
+    with pytest.raises(ValueError, match="keep_finished must be an integer >= 0, got -1"):
+        Runtime([saga], keep_finished=-1)
