@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from .errors import (
     WorkStateError,
 )
 from .events import Event, RecordedEvent
+from .ids import new_work_id as make_work_id
 from .plan import Plan, compile_saga
 from .runner import DryRun, StepReport, WorkRunner, schema_problem
 from .services import Service, ServiceScope, check_services
@@ -221,7 +221,7 @@ class Runtime:
         if not jsonable(input):
             raise ValueError(f"input of saga {saga!r} is not JSON-serialisable: {input!r:.200}")
         if work_id is None:
-            work_id = uuid.uuid4().hex  # random: no need to ask the store
+            work_id = make_work_id()  # time-ordered and random: no need to ask the store
         elif not isinstance(work_id, str) or not 0 < len(work_id) <= 64:
             raise ValueError(f"work_id must be a string of 1 to 64 characters, got {work_id!r}")
         elif work_id in self._works:
@@ -313,7 +313,7 @@ class Runtime:
                              f"seq {seq}")
         first = stream[0].event
         plan = self.plan(first.payload["saga"])
-        new_id = new_work_id or uuid.uuid4().hex
+        new_id = new_work_id or make_work_id()
         if new_id in self._works:
             raise WorkStateError(f"a work with id {new_id!r} exists already")
         runner = self._new_runner(plan, new_id)

@@ -31,11 +31,13 @@ from ..errors import EngineError
 from ..events import RecordedEvent
 from ..state import TERMINAL, WorkState
 from .codec import (
+    EVENT_ROW,
     STATE_VERSION,
     decode_event,
     decode_state,
     dumps,
     encode_event,
+    encode_event_row,
     encode_state,
 )
 from .projection import stage_row, work_row
@@ -516,10 +518,12 @@ def _projection_rows(batch: Sequence[_Append]) -> tuple[list[dict[str, Any]], ..
 
 def _write_sqlite(dbapi: Any, batch: Sequence[_Append]) -> None:
     """A group commit on SQLite, on a plain DBAPI connection (the caller commits)."""
-    rows = sorted((encode_event(r) for item in batch for r in item.records),
-                  key=lambda row: (row["work_id"], row["seq"]))
+    sql, columns = _sqlite_sql(events, ())
+    assert columns == EVENT_ROW
+    # in (work, seq) order: each work's index entries go in as one run
+    dbapi.executemany(sql, sorted(encode_event_row(r) for item in batch for r in item.records))
     work_rows, stage_rows, snaps = _projection_rows(batch)
-    for table, keys, table_rows in ((events, (), rows), (works, ("work_id",), work_rows),
+    for table, keys, table_rows in ((works, ("work_id",), work_rows),
                                     (stage_runs, ("work_id", "path"), stage_rows),
                                     (snapshots, ("work_id",), snaps)):
         if table_rows:
