@@ -13,6 +13,7 @@ seq is taken fails with :class:`ConflictError` and writes nothing.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -131,6 +132,10 @@ def _upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
     conn.execute(stmt, rows)
 
 
+_INLINE_BATCH = 4  # at most this many appends ...
+_INLINE_COST = 0.0005  # ... on a SQLite disk whose small commits take under 0.5 ms on average
+
+
 class SqlStore:
     """An event store on a SQLite file or a PostgreSQL database.
 
@@ -147,6 +152,8 @@ class SqlStore:
         # hand-off per group commit instead of one per statement (see NOTES.md)
         self._sync_engine = sync_engine
         self._writer_connection: Any = None
+        # what a small SQLite commit took lately (seconds, moving average): see _write
+        self._commit_cost = 0.0
         self.commits = 0  # group commits written: a measure for benchmarks and metrics
         self._queue: list[_Append] = []
         self._inputs: dict[str, tuple[Any, str]] = {}  # work id -> (input, its JSON)
@@ -242,10 +249,13 @@ class SqlStore:
 
     async def _write(self, batch: list[_Append]) -> None:
         with anyio.CancelScope(shield=True):
-            if self._sync_engine is not None:
-                await anyio.to_thread.run_sync(self._write_sync, batch)
-            else:
+            if self._sync_engine is None:
                 await self._write_postgres(batch)
+            elif not (len(batch) <= _INLINE_BATCH and self._commit_cost < _INLINE_COST
+                      and self._write_now(batch)):
+                await anyio.to_thread.run_sync(self._write_sync, batch)
+                if len(batch) <= _INLINE_BATCH:  # a slow disk may have become fast again
+                    self._commit_cost *= 0.9
         self.commits += 1
 
     async def _write_postgres(self, batch: list[_Append]) -> None:
@@ -258,14 +268,45 @@ class SqlStore:
             raw = await conn.get_raw_connection()
             await raw.driver_connection.execute(sql, *args)  # type: ignore[union-attr]
 
+    def _write_now(self, batch: list[_Append]) -> bool:
+        """Commit a few appends right here, on the event loop, if SQLite's write lock is
+        free now; False (nothing written) if another connection holds it.
+
+        The hand-off to a thread and back costs more than a small commit on a fast disk
+        (a sequential saga: 2.6 ms -> 1.7 ms). The loop must never wait here, so the lock
+        is taken without waiting, and a disk whose small commits average more than
+        _INLINE_COST gets the thread.
+        """
+        dbapi = self._dbapi()
+        dbapi.execute("PRAGMA busy_timeout=0")
+        try:
+            dbapi.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # SQLITE_BUSY: another writer has the lock
+            return False
+        finally:
+            dbapi.execute(f"PRAGMA busy_timeout={int(self.config.busy_timeout_ms)}")
+        start = time.perf_counter()
+        try:
+            _write_sqlite(dbapi, batch)
+            dbapi.commit()
+        except BaseException:
+            dbapi.rollback()
+            raise
+        finally:
+            self._commit_cost = 0.8 * self._commit_cost + 0.2 * (time.perf_counter() - start)
+        return True
+
+    def _dbapi(self) -> Any:
+        assert self._sync_engine is not None
+        if self._writer_connection is None:
+            self._writer_connection = self._sync_engine.raw_connection()
+        return self._writer_connection.driver_connection
+
     def _write_sync(self, batch: list[_Append]) -> None:
         # The writer keeps one DBAPI connection for the store's life: checking one out of
         # the pool and opening a SQLAlchemy transaction per group commit cost about as much
         # as the commit itself. Only the writer (one task, so one thread at a time) uses it.
-        assert self._sync_engine is not None
-        if self._writer_connection is None:
-            self._writer_connection = self._sync_engine.raw_connection()
-        dbapi = self._writer_connection.driver_connection
+        dbapi = self._dbapi()
         try:
             _write_sqlite(dbapi, batch)
             dbapi.commit()
