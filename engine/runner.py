@@ -103,6 +103,7 @@ class WorkRunner:
         self._breakpoints: dict[str, Breakpoint] = {}
         self._skip_before: tuple[str, str, int] | None = None
         self._driving = False
+        self._stopping = False  # stop driving at the next step boundary
         self.stopped: BaseException | None = None
 
     # ------------------------------------------------------------ recording
@@ -422,6 +423,9 @@ class WorkRunner:
         self._driving = True
         try:
             while not self.state.terminal:
+                if self._stopping:
+                    await self._until_idle()  # the calls in flight end and are recorded
+                    break
                 if self.state.paused:
                     await self.flush()
                     await self._sleep(None)
@@ -562,6 +566,12 @@ class WorkRunner:
         self._poked = True
         if self._waiter is not None:
             self._waiter.set()
+
+    def stop(self) -> None:
+        """Stop driving at the next step boundary: the calls in flight finish and their
+        results are recorded, nothing new starts. (A worker draining hands the work on.)"""
+        self._stopping = True
+        self.poke()
 
     def reopen(self) -> None:
         """The work is to move again after it ended (a retried compensation)."""

@@ -38,6 +38,7 @@ from .errors import (
 )
 from .events import Event, RecordedEvent
 from .ids import new_work_id as make_work_id
+from .lease import Lease
 from .plan import Plan, compile_saga
 from .runner import DryRun, StepReport, WorkRunner, schema_problem
 from .services import Service, ServiceScope, check_services
@@ -52,7 +53,7 @@ class Store(Protocol):
     """What the runtime needs of a durable event store (see :mod:`engine.store`)."""
 
     async def append(self, work_id: str, records: list[RecordedEvent],
-                     state: WorkState | None = None) -> None: ...
+                     state: WorkState | None = None, *, lease: Lease | None = None) -> None: ...
 
     async def read(self, work_id: str, *, after: int = 0,
                    until: int | None = None) -> list[RecordedEvent]: ...
@@ -92,7 +93,8 @@ class Runtime:
     def __init__(self, sagas: Sequence[Saga] = (), *, services: Iterable[Service] = (),
                  clock: Clock | None = None, worker: str | None = None,
                  on_event: Callable[[RecordedEvent], None] | None = None,
-                 store: Store | None = None, keep_finished: int = 256) -> None:
+                 store: Store | None = None, keep_finished: int = 256,
+                 lease: Lease | None = None) -> None:
         if not isinstance(keep_finished, int) or keep_finished < 0:
             raise ValueError(f"keep_finished must be an integer >= 0, got {keep_finished!r}")
         self.clock: Clock = clock or SystemClock()
@@ -101,6 +103,11 @@ class Runtime:
         # more recent ones have finished: a long-running process stays the same size
         self.keep_finished = keep_finished
         self._retired: deque[str] = deque()
+        if lease is not None and store is None:
+            raise ValueError("a lease needs a store: leases are rows in it")
+        # the works this runtime creates are leased to it in their creation's commit
+        self.lease = lease
+        self._driven: dict[str, anyio.Event] = {}  # work id -> set when its driver ends
         self.worker = worker
         self.on_event = on_event
         self._sagas: dict[str, Saga] = {}
@@ -163,17 +170,22 @@ class Runtime:
         runner = self._works.get(work_id)
         if runner is not None or self.store is None:
             return self._runner(work_id)
-        snapshot, rest = await self.store.load(work_id)
-        if snapshot is None and not rest:
-            raise UnknownWorkError(f"no work has id {work_id!r} in this runtime or its store")
-        saga = snapshot.saga if snapshot is not None else replay(rest[:1]).saga
-        runner = self._new_runner(self.plan(saga), work_id, snapshot=snapshot, history=rest)
+        runner = await self._load(work_id)
         if not runner.state.terminal:
             raise UnknownWorkError(f"work {work_id!r} is {runner.state.status} but not run by "
                                    "this process (recover() takes over unfinished works)")
         self._works[work_id] = runner
         self._retire(runner)
         return runner
+
+    async def _load(self, work_id: str) -> WorkRunner:
+        """A runner for a work as the store has it (not registered, not driven)."""
+        assert self.store is not None
+        snapshot, rest = await self.store.load(work_id)
+        if snapshot is None and not rest:
+            raise UnknownWorkError(f"no work has id {work_id!r} in this runtime or its store")
+        saga = snapshot.saga if snapshot is not None else replay(rest[:1]).saga
+        return self._new_runner(self.plan(saga), work_id, snapshot=snapshot, history=rest)
 
     def _retire(self, runner: WorkRunner) -> None:
         """A durable work ended: forget the oldest finished ones beyond keep_finished."""
@@ -252,8 +264,10 @@ class Runtime:
         if self.store is not None and dry_run is None:
             store = self.store
 
+            lease = self.lease
+
             async def sink(records: list[RecordedEvent], state: WorkState) -> None:
-                await store.append(work_id, records, state)
+                await store.append(work_id, records, state, lease=lease)
 
         return WorkRunner(plan, work_id, clock=self.clock, services=ServiceScope(self._services),
                           worker=self.worker, dry_run=dry_run, on_event=self.on_event, sink=sink,
@@ -365,16 +379,54 @@ class Runtime:
             self._works.pop(runner.work_id, None)
             runner.stop_with(exc)
         finally:
+            terminal = runner.state.terminal
+            if not terminal and not runner.driving:  # released: another process goes on
+                self._works.pop(runner.work_id, None)
             with anyio.CancelScope(shield=True):
-                if runner.state.terminal:
+                if terminal or runner.work_id not in self._works:
                     await runner.services.aclose()
-            if runner.state.terminal:
+            if terminal:
                 self._retire(runner)
+            done = self._driven.pop(runner.work_id, None)
+            if done is not None:
+                done.set()
 
     def _launch(self, runner: WorkRunner) -> None:
         assert self._tg is not None
         runner.claim()  # before the task runs: no step may slip in between
+        self._driven[runner.work_id] = anyio.Event()
         self._tg.start_soon(self._drive, runner)
+
+    @property
+    def running(self) -> int:
+        """How many works this runtime drives now."""
+        return len(self._driven)
+
+    async def adopt(self, work_id: str) -> bool:
+        """Load a work from the store and drive it here (a worker claimed it); False if
+        it has ended."""
+        if self.store is None:
+            raise RuntimeError("adopt() needs a Runtime with a store")
+        if self._tg is None:
+            raise RuntimeError("use the Runtime as 'async with Runtime(...) as runtime'")
+        if work_id in self._driven:
+            return True
+        runner = await self._load(work_id)
+        if runner.state.terminal:
+            return False
+        self._works[work_id] = runner
+        self._launch(runner)
+        return True
+
+    async def release(self, work_id: str) -> None:
+        """Stop driving a work at its next step boundary and forget it: the calls in
+        flight finish and are recorded first. The store keeps it for whoever goes on."""
+        runner = self._works.get(work_id)
+        done = self._driven.get(work_id)
+        if runner is None or done is None:
+            return
+        runner.stop()
+        await done.wait()
 
     async def wait(self, work_id: str) -> WorkResult:
         """Wait until the work ends."""

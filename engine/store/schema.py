@@ -5,13 +5,19 @@
 written in the same transaction as the events they derive from and rebuildable
 from the events alone. ``snapshots`` hold a work's state at some seq so loading a
 long work costs only the events after it.
+
+``leases`` say which worker node runs which unfinished work, until when (renewed
+by heartbeat), with a token that grows at every claim. ``workers`` is the
+projection of ``worker_events``: the named workers of every node, their
+concurrency and state.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["events", "metadata", "snapshots", "stage_runs", "works"]
+__all__ = ["events", "leases", "metadata", "snapshots", "stage_runs", "worker_events",
+           "workers", "works"]
 
 metadata = sa.MetaData()
 
@@ -77,4 +83,41 @@ snapshots = sa.Table(
     sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("state", sa.Text, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
+)
+
+leases = sa.Table(
+    "leases", metadata,
+    sa.Column("work_id", _ID, primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),  # the worker node
+    sa.Column("worker", sa.String(200), nullable=False),  # its named worker
+    sa.Column("token", sa.Integer, nullable=False),  # +1 at every claim
+    sa.Column("expires_at", sa.Float(precision=53), nullable=False),
+    sa.Column("claimed_at", sa.Float(precision=53), nullable=False),
+    sa.Index("leases_owner", "owner"),
+)
+
+worker_events = sa.Table(
+    "worker_events", metadata,
+    sa.Column("position", _POSITION, primary_key=True, autoincrement=True),
+    sa.Column("worker_id", sa.String(200), nullable=False),
+    sa.Column("type", sa.String(80), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("time", sa.Float(precision=53), nullable=False),
+    sa.Index("worker_events_worker", "worker_id"),
+)
+
+workers = sa.Table(
+    "workers", metadata,
+    sa.Column("worker_id", sa.String(200), primary_key=True),  # node/name
+    sa.Column("node", sa.String(200), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # active, draining, removed
+    sa.Column("concurrency", sa.Integer, nullable=False),
+    sa.Column("sagas", sa.Text),  # JSON list of saga names, or NULL for all
+    sa.Column("host", sa.String(200), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("running", sa.Integer, nullable=False),
+    sa.Column("registered_at", sa.Float(precision=53), nullable=False),
+    sa.Column("heartbeat_at", sa.Float(precision=53), nullable=False),
+    sa.Column("updated_at", sa.Float(precision=53), nullable=False),
 )

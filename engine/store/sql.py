@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..errors import EngineError
 from ..events import RecordedEvent
+from ..lease import Lease
 from ..state import TERMINAL, WorkState
 from .codec import (
     EVENT_ROW,
@@ -42,7 +43,7 @@ from .codec import (
     encode_state,
 )
 from .projection import stage_row, work_row
-from .schema import events, snapshots, stage_runs, works
+from .schema import events, leases, snapshots, stage_runs, works
 
 __all__ = ["APPEND_LOCK", "ConflictError", "SqlStore", "StoreConfig"]
 
@@ -86,6 +87,8 @@ class _Append:
     work_row: dict[str, Any] | None = None
     stage_rows: list[dict[str, Any]] = field(default_factory=list)
     snapshot: dict[str, Any] | None = None
+    lease: dict[str, Any] | None = None  # a leases row taken with the work's creation
+    release: str | None = None  # the lease owner whose lease ends with this append
     error: BaseException | None = None
 
 
@@ -203,9 +206,14 @@ class SqlStore:
     # ------------------------------------------------------------ writing
 
     async def append(self, work_id: str, records: list[RecordedEvent],
-                     state: WorkState | None = None) -> None:
+                     state: WorkState | None = None, *, lease: Lease | None = None) -> None:
         """Append ``records`` (consecutive seqs of one work) and update the projections
-        from ``state``, the work's state after them; return once it is durable."""
+        from ``state``, the work's state after them; return once it is durable.
+
+        With ``lease``, the appender runs the work under that lease: the work's first
+        append takes it (in the same commit, so no other node can claim the new work in
+        between), and an append that ends the work drops it.
+        """
         if self._closed:
             raise EngineError("the store is closed")
         if not self._queue:
@@ -219,6 +227,12 @@ class SqlStore:
             item.work_row = work_row(state, records[-1].event.path, cached[1])
             if state.status in TERMINAL:
                 self._inputs.pop(work_id, None)
+                if lease is not None:
+                    item.release = lease.owner
+            elif lease is not None and records[0].seq == 1:
+                now = time.time()
+                item.lease = {"work_id": work_id, "owner": lease.owner, "worker": lease.worker,
+                              "token": 1, "expires_at": now + lease.ttl, "claimed_at": now}
             paths = {r.event.path for r in records}
             item.stage_rows = [stage_row(work_id, state.stages[p]) for p in paths
                                if p and p in state.stages]
@@ -514,7 +528,7 @@ _PG_SQL: list[str] = []
 def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:
     """The one statement that writes a group commit on PostgreSQL, and its arguments."""
     tables = ((events, ()), (works, ("work_id",)), (stage_runs, ("work_id", "path")),
-              (snapshots, ("work_id",)))
+              (snapshots, ("work_id",)), (leases, ("work_id",)))
     if not _PG_SQL:
         parts = [f"lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({APPEND_LOCK}) AS held)"]
         number = 1
@@ -532,14 +546,21 @@ def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:
                                     if c.name not in keys)
                 conflict = f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
             parts.append(f"t{index} AS (INSERT INTO {table.name} ({names}) {source}{conflict})")
+        parts.append(f"released AS (DELETE FROM leases USING lock, unnest(${number}::text[], "
+                     f"${number + 1}::text[]) AS r(work_id, owner) "
+                     "WHERE leases.work_id = r.work_id AND leases.owner = r.owner)")
         _PG_SQL.append("WITH " + ",\n".join(parts) + "\nSELECT 1")
     event_rows = [encode_event(r) for item in batch for r in item.records]
     work_rows, stage_rows, snaps = _projection_rows(batch)
+    taken, released = _lease_rows(batch)
     args: list[Any] = []
-    for (table, _), rows in zip(tables, (event_rows, work_rows, stage_rows, snaps), strict=True):
+    for (table, _), rows in zip(tables, (event_rows, work_rows, stage_rows, snaps, taken),
+                                strict=True):
         for column in table.columns:
             if column.name != "position":
                 args.append([row.get(column.name) for row in rows])
+    args.append([work_id for work_id, _ in released])
+    args.append([owner for _, owner in released])
     return _PG_SQL[0], args
 
 
@@ -570,3 +591,19 @@ def _write_sqlite(dbapi: Any, batch: Sequence[_Append]) -> None:
         if table_rows:
             sql, columns = _sqlite_sql(table, keys)
             dbapi.executemany(sql, [tuple(row[c] for c in columns) for row in table_rows])
+    taken, released = _lease_rows(batch)
+    if taken:
+        sql, columns = _sqlite_sql(leases, ("work_id",))
+        dbapi.executemany(sql, [tuple(row[c] for c in columns) for row in taken])
+    if released:
+        dbapi.executemany("DELETE FROM leases WHERE work_id = ? AND owner = ?", released)
+
+
+def _lease_rows(batch: Sequence[_Append]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """The leases a group commit takes (new works) and drops (works that ended); a work
+    that starts and ends in one commit needs neither."""
+    released = [(item.work_id, item.release) for item in batch if item.release is not None]
+    ended = {work_id for work_id, _ in released}
+    taken = [item.lease for item in batch
+             if item.lease is not None and item.work_id not in ended]
+    return taken, released

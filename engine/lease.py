@@ -1,0 +1,32 @@
+"""Who runs a work when several processes share a store.
+
+A worker node claims a work by writing a lease row: its node id (``owner``), the
+named worker that runs it, a token that grows at every claim, and an expiry that
+the node pushes forward by heartbeat. A node that dies stops renewing, its leases
+expire, and another node claims the works and goes on from their events. The
+claiming itself lives in :mod:`workers.leases`; the engine only takes a lease with
+a work's creation and drops it with the work's end, in the same commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Lease"]
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who runs a work: a worker node (``owner``), its named ``worker``, and for how long
+    a lease lasts unless renewed (``ttl``, seconds)."""
+
+    owner: str
+    worker: str
+    ttl: float
+
+    def __post_init__(self) -> None:
+        if not self.owner or not self.worker:
+            raise ValueError("a lease needs an owner (the node) and a worker")
+        if not self.ttl > 0:
+            raise ValueError(f"a lease's ttl must be a positive number of seconds, "
+                             f"got {self.ttl!r}")

@@ -1,0 +1,65 @@
+"""Worker nodes: leases on works, worker events and their projection.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+ID = sa.String(64)
+NAME = sa.String(200)
+POSITION = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+TIME = sa.Float(precision=53)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "leases",
+        sa.Column("work_id", ID, primary_key=True),
+        sa.Column("owner", NAME, nullable=False),
+        sa.Column("worker", NAME, nullable=False),
+        sa.Column("token", sa.Integer, nullable=False),
+        sa.Column("expires_at", TIME, nullable=False),
+        sa.Column("claimed_at", TIME, nullable=False),
+    )
+    op.create_index("leases_owner", "leases", ["owner"])
+    op.create_table(
+        "worker_events",
+        sa.Column("position", POSITION, primary_key=True, autoincrement=True),
+        sa.Column("worker_id", NAME, nullable=False),
+        sa.Column("type", sa.String(80), nullable=False),
+        sa.Column("payload", sa.Text, nullable=False),
+        sa.Column("time", TIME, nullable=False),
+    )
+    op.create_index("worker_events_worker", "worker_events", ["worker_id"])
+    op.create_table(
+        "workers",
+        sa.Column("worker_id", NAME, primary_key=True),
+        sa.Column("node", NAME, nullable=False),
+        sa.Column("name", NAME, nullable=False),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("concurrency", sa.Integer, nullable=False),
+        sa.Column("sagas", sa.Text),
+        sa.Column("host", NAME, nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("running", sa.Integer, nullable=False),
+        sa.Column("registered_at", TIME, nullable=False),
+        sa.Column("heartbeat_at", TIME, nullable=False),
+        sa.Column("updated_at", TIME, nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("workers")
+    op.drop_index("worker_events_worker", table_name="worker_events")
+    op.drop_table("worker_events")
+    op.drop_index("leases_owner", table_name="leases")
+    op.drop_table("leases")
