@@ -108,6 +108,7 @@ class Runtime:
         # the works this runtime creates are leased to it in their creation's commit
         self.lease = lease
         self._driven: dict[str, anyio.Event] = {}  # work id -> set when its driver ends
+        self.on_driver_end: Callable[[str], None] | None = None  # a slot is free again
         self.worker = worker
         self.on_event = on_event
         self._sagas: dict[str, Saga] = {}
@@ -219,8 +220,15 @@ class Runtime:
 
     async def start(self, saga: str, input: Any = None, *, paused: bool = False,
                     work_id: str | None = None, breakpoints: Sequence[Breakpoint] = (),
-                    dry_run: DryRun | None = None) -> str:
-        """Create a work of ``saga`` and run it (or leave it paused, to be stepped)."""
+                    dry_run: DryRun | None = None, run: bool = True) -> str:
+        """Create a work of ``saga`` and run it (or leave it paused, to be stepped).
+
+        With ``run=False`` (a store needed) the work is only created, durably and without
+        a lease, for a worker node to claim; this runtime forgets it.
+        """
+        if not run and (self.store is None or dry_run is not None):
+            raise ValueError("run=False creates a work for worker nodes: it needs a store "
+                             "and no dry run")
         if self._tg is None:
             raise RuntimeError("use the Runtime as 'async with Runtime(...) as runtime'")
         plan = self.plan(saga)
@@ -240,7 +248,8 @@ class Runtime:
             raise WorkStateError(f"a work with id {work_id!r} exists already")
         elif self.store is not None and await self.store.read(work_id, until=1):
             raise WorkStateError(f"a work with id {work_id!r} exists already in the store")
-        runner = self._new_runner(plan, work_id, dry_run=dry_run)
+        # run=False: no lease, whoever claims the work takes one
+        runner = self._new_runner(plan, work_id, dry_run=dry_run, leased=run)
         self._works[work_id] = runner
         payload: dict[str, Any] = {"saga": saga, "input": input, "paused": paused,
                                    "stages": len(plan.saga.stages),
@@ -249,22 +258,26 @@ class Runtime:
             payload["dry_run"] = {"fail": list(dry_run.fail)}
         try:
             await runner.record(Event(type=ev.WORK_CREATED, payload=payload), flush=False)
-            await runner.prime()  # the events that follow for sure share the creation's commit
+            if run:
+                await runner.prime()  # what follows for sure shares the creation's commit
             await runner.flush()
         except BaseException:
             del self._works[work_id]  # not durable: the work does not exist
             raise
-        self._launch(runner)
+        if run:
+            self._launch(runner)
+        else:
+            del self._works[work_id]
         return work_id
 
     def _new_runner(self, plan: Plan, work_id: str, *, dry_run: DryRun | None = None,
                     snapshot: WorkState | None = None,
-                    history: Sequence[RecordedEvent] = ()) -> WorkRunner:
+                    history: Sequence[RecordedEvent] = (), leased: bool = True) -> WorkRunner:
         sink = None
         if self.store is not None and dry_run is None:
             store = self.store
 
-            lease = self.lease
+            lease = self.lease if leased else None
 
             async def sink(records: list[RecordedEvent], state: WorkState) -> None:
                 await store.append(work_id, records, state, lease=lease)
@@ -390,12 +403,18 @@ class Runtime:
             done = self._driven.pop(runner.work_id, None)
             if done is not None:
                 done.set()
+            if self.on_driver_end is not None:
+                self.on_driver_end(runner.work_id)
 
     def _launch(self, runner: WorkRunner) -> None:
         assert self._tg is not None
         runner.claim()  # before the task runs: no step may slip in between
         self._driven[runner.work_id] = anyio.Event()
         self._tg.start_soon(self._drive, runner)
+
+    def driven(self) -> list[str]:
+        """The ids of the works this runtime drives now."""
+        return list(self._driven)
 
     @property
     def running(self) -> int:

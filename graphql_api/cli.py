@@ -139,6 +139,52 @@ async def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_sagas(spec: str) -> list[Saga]:
+    """``module:attribute``: a Saga, a list of them, or a function returning either."""
+    import importlib
+
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"--app {spec!r}: use module:attribute, e.g. myapp.sagas:SAGAS")
+    try:
+        value: Any = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"--app {spec!r}: {exc}") from None
+    if callable(value) and not isinstance(value, Saga):
+        value = value()
+    sagas = [value] if isinstance(value, Saga) else list(value)
+    if not sagas or not all(isinstance(s, Saga) for s in sagas):
+        raise ValueError(f"--app {spec!r} is not a Saga or a list of them")
+    return sagas
+
+
+async def _worker(args: argparse.Namespace, specs: list[Any]) -> int:
+    import signal
+
+    from engine.store import SqlStore
+    from workers.node import WorkerNode
+
+    sagas = load_sagas(args.app)
+    async with SqlStore.open(args.store) as store:
+        node = WorkerNode(store, sagas, specs, node_id=args.node_id, lease_ttl=args.lease_ttl,
+                          drain_deadline=args.drain_deadline)
+        async with anyio.create_task_group() as tg:
+            await tg.start(node.run)
+            print(json.dumps({"ready": node.node_id, "workers": node.workers()}), flush=True)
+
+            async def on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for _ in signals:
+                        await node.drain()
+                        return
+
+            tg.start_soon(on_signal)
+            await node.stopped()
+            tg.cancel_scope.cancel()
+    print(json.dumps({"stopped": node.node_id, "claimed": node.claimed}), flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stepsaga", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -161,7 +207,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrate.add_argument("--to", metavar="URL",
                          help="copy every event stream to this (empty) store, e.g. "
                               "postgresql+asyncpg://user@host/db, and rebuild its projections")
+    worker = commands.add_parser(
+        "worker", help="run a worker node: claim works from the store and run them")
+    worker.add_argument("--store", default=DEFAULT_STORE, metavar="URL",
+                        help=f"the store to take works from (default {DEFAULT_STORE})")
+    worker.add_argument("--app", default="workers.actions:demo_saga",
+                        help="module:attribute holding the sagas to run "
+                             "(default: the product's own)")
+    worker.add_argument("--worker", action="append", default=[], metavar="NAME=N[:SAGAS]",
+                        help="a named worker running up to N works at once, of the listed "
+                             "sagas (comma-separated) or all; repeatable (default main=10)")
+    worker.add_argument("--lease-ttl", type=float, default=10.0,
+                        help="seconds a lease lasts unless renewed (default 10)")
+    worker.add_argument("--drain-deadline", type=float, default=30.0,
+                        help="on SIGTERM, seconds to let works finish their step (default 30)")
+    worker.add_argument("--node-id", help="this node's id (default host:pid:random)")
     args = parser.parse_args(argv)
+    if args.command == "worker":
+        from workers.node import WorkerSpec
+
+        try:
+            specs = [WorkerSpec.parse(w) for w in args.worker or ["main=10"]]
+            if not args.lease_ttl > 0:
+                raise ValueError(f"--lease-ttl must be > 0 seconds, got {args.lease_ttl}")
+            if not args.drain_deadline >= 0:
+                raise ValueError(f"--drain-deadline must be >= 0, got {args.drain_deadline}")
+            load_sagas(args.app)
+        except ValueError as exc:
+            parser.error(str(exc))
+        return anyio.run(_worker, args, specs)
     if args.command == "migrate":
         return anyio.run(_migrate, args)
     if args.delay < 0:

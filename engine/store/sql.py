@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -46,6 +46,8 @@ from .projection import stage_row, work_row
 from .schema import events, leases, snapshots, stage_runs, works
 
 __all__ = ["APPEND_LOCK", "ConflictError", "SqlStore", "StoreConfig"]
+
+_T = TypeVar("_T")
 
 
 # On PostgreSQL every append transaction takes this advisory lock first, so positions
@@ -202,6 +204,41 @@ class SqlStore:
         from .migrate import migrate_engine  # alembic is loaded only when migrating
 
         await migrate_engine(self.engine)
+
+    # ------------------------------------------------------------ for worker nodes
+
+    async def write_sqlite(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn`` on a SQLite connection in one write transaction (BEGIN IMMEDIATE:
+        the write lock first, waiting up to the busy timeout), in a worker thread."""
+        engine = self._sync_engine
+        if engine is None:
+            raise EngineError("write_sqlite() is for a store on SQLite")
+
+        def run() -> _T:
+            raw = engine.raw_connection()
+            try:
+                dbapi: Any = raw.driver_connection
+                dbapi.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(dbapi)
+                    dbapi.commit()
+                except BaseException:
+                    dbapi.rollback()
+                    raise
+                return result
+            finally:
+                raw.close()
+
+        return await anyio.to_thread.run_sync(run)
+
+    @asynccontextmanager
+    async def postgres_connection(self) -> AsyncIterator[Any]:
+        """A plain asyncpg connection from the pool (each statement its own transaction)."""
+        if self.dialect != "postgresql":
+            raise EngineError("postgres_connection() is for a store on PostgreSQL")
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            yield raw.driver_connection
 
     # ------------------------------------------------------------ writing
 

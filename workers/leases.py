@@ -1,0 +1,145 @@
+"""Claiming works, renewing and dropping leases: the only coordination between nodes.
+
+A work is claimable when it has not ended and nobody holds a live lease on it. On
+PostgreSQL a claim locks the candidate ``works`` rows ``FOR UPDATE SKIP LOCKED``, so
+two nodes claiming at once take different works without waiting for each other; on
+SQLite the claim is one write transaction (``BEGIN IMMEDIATE``), so several
+processes on one file take turns. Either way the lease row is written with an
+upsert that only replaces an expired lease, so a lease renewed meanwhile is never
+stolen. Times are the nodes' wall clocks (kept in step by NTP across machines).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.store import SqlStore
+
+__all__ = ["ACTIVE", "CHANNEL", "Claimed", "claim", "notify", "release", "renew"]
+
+# the statuses of a work that has not ended (paused works are run, to be stepped)
+ACTIVE = ("pending", "running", "paused", "waiting")
+CHANNEL = "stepsaga_works"  # NOTIFY channel: claimable works appeared
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    work_id: str
+    token: int  # how many times the work was claimed, this claim included
+
+
+_PG_CLAIM = """
+WITH candidates AS (
+    SELECT w.work_id FROM works w LEFT JOIN leases l ON l.work_id = w.work_id
+    WHERE w.status = ANY($1::text[]) AND (l.work_id IS NULL OR l.expires_at < $2)
+      AND ($6::text[] IS NULL OR w.saga = ANY($6::text[]))
+    ORDER BY w.created_at, w.work_id
+    LIMIT $3
+    FOR UPDATE OF w SKIP LOCKED
+)
+INSERT INTO leases (work_id, owner, worker, token, expires_at, claimed_at)
+SELECT work_id, $4, $5, 1, $7, $2 FROM candidates
+ON CONFLICT (work_id) DO UPDATE SET owner = excluded.owner, worker = excluded.worker,
+    token = leases.token + 1, expires_at = excluded.expires_at,
+    claimed_at = excluded.claimed_at
+    WHERE leases.expires_at < $2
+RETURNING work_id, token
+"""
+
+_SQLITE_CLAIM = """
+INSERT INTO leases (work_id, owner, worker, token, expires_at, claimed_at)
+SELECT w.work_id, ?, ?, 1, ?, ? FROM works w LEFT JOIN leases l ON l.work_id = w.work_id
+WHERE w.status IN ({statuses}) AND (l.work_id IS NULL OR l.expires_at < ?){sagas}
+ORDER BY w.created_at, w.work_id
+LIMIT ?
+ON CONFLICT (work_id) DO UPDATE SET owner = excluded.owner, worker = excluded.worker,
+    token = leases.token + 1, expires_at = excluded.expires_at,
+    claimed_at = excluded.claimed_at
+    WHERE leases.expires_at < excluded.claimed_at
+RETURNING work_id, token
+"""
+
+
+def _check(owner: str, worker: str, ttl: float) -> None:
+    if not owner or not worker:
+        raise ValueError("a claim needs the node (owner) and the worker that claims")
+    if not ttl > 0:
+        raise ValueError(f"a lease's ttl must be a positive number of seconds, got {ttl!r}")
+
+
+async def claim(store: SqlStore, *, owner: str, worker: str, limit: int, ttl: float,
+                sagas: Sequence[str] | None = None) -> list[Claimed]:
+    """Lease up to ``limit`` claimable works (of ``sagas``, or any) to ``worker`` of node
+    ``owner`` for ``ttl`` seconds, oldest first."""
+    _check(owner, worker, ttl)
+    if limit <= 0:
+        return []
+    now = time.time()
+    names = list(sagas) if sagas is not None else None
+    if store.dialect == "postgresql":
+        async with store.postgres_connection() as conn:
+            rows = await conn.fetch(_PG_CLAIM, list(ACTIVE), now, limit, owner, worker,
+                                    names, now + ttl)
+        return [Claimed(r["work_id"], r["token"]) for r in rows]
+    sql = _SQLITE_CLAIM.format(
+        statuses=", ".join("?" for _ in ACTIVE),
+        sagas="" if names is None else f" AND w.saga IN ({', '.join('?' for _ in names)})")
+    args: list[Any] = [owner, worker, now + ttl, now, *ACTIVE, now, *(names or []), limit]
+
+    def run(conn: sqlite3.Connection) -> list[Claimed]:
+        return [Claimed(w, t) for w, t in conn.execute(sql, args).fetchall()]
+
+    return await store.write_sqlite(run)
+
+
+async def renew(store: SqlStore, *, owner: str, ttl: float) -> set[str]:
+    """Push every lease of node ``owner`` ``ttl`` seconds ahead; the works still held
+    (a lease that expired and was claimed by another node is not ours any more)."""
+    if not ttl > 0:
+        raise ValueError(f"a lease's ttl must be a positive number of seconds, got {ttl!r}")
+    until = time.time() + ttl
+    if store.dialect == "postgresql":
+        async with store.postgres_connection() as conn:
+            rows = await conn.fetch(
+                "UPDATE leases SET expires_at = $2 WHERE owner = $1 RETURNING work_id",
+                owner, until)
+        return {r["work_id"] for r in rows}
+
+    def run(conn: sqlite3.Connection) -> set[str]:
+        return {w for (w,) in conn.execute(
+            "UPDATE leases SET expires_at = ? WHERE owner = ? RETURNING work_id",
+            (until, owner)).fetchall()}
+
+    return await store.write_sqlite(run)
+
+
+async def release(store: SqlStore, *, owner: str, work_ids: Sequence[str]) -> int:
+    """Drop node ``owner``'s leases on ``work_ids`` (they become claimable at once)."""
+    ids = list(work_ids)
+    if not ids:
+        return 0
+    if store.dialect == "postgresql":
+        async with store.postgres_connection() as conn:
+            rows = await conn.fetch("DELETE FROM leases WHERE owner = $1 AND work_id = ANY($2) "
+                                    "RETURNING work_id", owner, ids)
+            await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+        return len(rows)
+
+    def run(conn: sqlite3.Connection) -> int:
+        marks = ", ".join("?" for _ in ids)
+        cursor = conn.execute(f"DELETE FROM leases WHERE owner = ? AND work_id IN ({marks})",
+                              (owner, *ids))
+        return int(cursor.rowcount)
+
+    return await store.write_sqlite(run)
+
+
+async def notify(store: SqlStore) -> None:
+    """Wake idle worker nodes: claimable works appeared (PostgreSQL; SQLite nodes poll)."""
+    if store.dialect == "postgresql":
+        async with store.postgres_connection() as conn:
+            await conn.execute("SELECT pg_notify($1, '')", CHANNEL)

@@ -1,0 +1,327 @@
+"""A worker node: named workers that claim works from the store and run them.
+
+Each worker has a concurrency (how many works it runs at once) and optionally the
+sagas it serves. It claims works through leases (:mod:`workers.leases`), runs them
+on its own :class:`engine.Runtime`, and the node renews all its leases by heartbeat.
+A work whose lease expired (its node died) is claimed by another worker and goes on
+from its events. Idle workers on PostgreSQL sleep until a NOTIFY (new works, or
+leases released by a draining node) or, for leases that expire silently, until a
+poll at half the lease time; on SQLite they poll.
+
+Draining (SIGTERM on ``stepsaga worker``) takes nothing new, lets every work finish
+the step it is in, records it, and releases the lease, so another node goes on at
+once; what is still running at the deadline is cut off and re-run elsewhere (at
+least once, with the same idempotency key).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+import sqlalchemy as sa
+
+from engine import Runtime, Saga
+from engine.lease import Lease
+from engine.services import Service
+from engine.store import SqlStore
+
+from . import leases, registry
+
+__all__ = ["WorkerNode", "WorkerSpec"]
+
+_LOG = logging.getLogger("stepsaga.worker")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """A named worker: how many works it runs at once, and which sagas (None: all)."""
+
+    name: str
+    concurrency: int = 10
+    sagas: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ValueError(f"worker name {self.name!r}: use 1 to 64 letters, digits, "
+                             "'_', '.' or '-', starting with a letter or digit")
+        _check_concurrency(self.name, self.concurrency)
+
+    @classmethod
+    def parse(cls, text: str) -> WorkerSpec:
+        """``name=concurrency`` or ``name=concurrency:saga1,saga2`` (the CLI's form)."""
+        name, _, rest = text.partition("=")
+        count, _, sagas = rest.partition(":")
+        try:
+            concurrency = int(count) if count else 10
+        except ValueError:
+            raise ValueError(f"worker {text!r}: concurrency {count!r} is not a whole number")\
+                from None
+        names = tuple(s for s in sagas.split(",") if s) or None
+        return cls(name=name, concurrency=concurrency, sagas=names)
+
+
+def _check_concurrency(name: str, concurrency: object) -> None:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"worker {name!r}: concurrency must be a whole number >= 1, "
+                         f"got {concurrency!r}")
+
+
+@dataclass(eq=False)
+class _Worker:
+    spec: WorkerSpec
+    worker_id: str
+    concurrency: int
+    status: str = "active"  # active, draining, removed
+    runtime: Runtime | None = None
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    ended: anyio.Event = field(default_factory=anyio.Event)
+
+
+class WorkerNode:
+    """Runs named workers against one store until drained; see the module docstring."""
+
+    def __init__(self, store: SqlStore, sagas: Sequence[Saga], workers: Iterable[WorkerSpec],
+                 *, node_id: str | None = None, lease_ttl: float = 10.0,
+                 poll_interval: float | None = None, drain_deadline: float = 30.0,
+                 services: Iterable[Service] = ()) -> None:
+        if not lease_ttl > 0:
+            raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
+        if not drain_deadline >= 0:
+            raise ValueError(f"drain_deadline must be >= 0 seconds, got {drain_deadline!r}")
+        self.store = store
+        self.sagas = list(sagas)
+        self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease_ttl = lease_ttl
+        self.drain_deadline = drain_deadline
+        self.services = list(services)
+        # SQLite nodes poll; on PostgreSQL NOTIFY wakes them and the poll only finds
+        # leases that expired without a word (a node died)
+        pg = store.dialect == "postgresql"
+        self.poll_interval = poll_interval or (lease_ttl / 2 if pg else min(0.2, lease_ttl / 4))
+        known = {s.name for s in self.sagas}
+        self._workers: dict[str, _Worker] = {}
+        self._initial = list(workers)
+        for spec in self._initial:
+            unknown = set(spec.sagas or ()) - known
+            if unknown:
+                raise ValueError(f"worker {spec.name!r} serves sagas that are not registered: "
+                                 f"{', '.join(sorted(unknown))}")
+        names = [s.name for s in self._initial]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two workers have the same name: {names}")
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._stop = anyio.Event()
+        self.claimed = 0  # works claimed since start (a lease taken over counts)
+
+    # ------------------------------------------------------------ running
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        """Run until :meth:`drain` or :meth:`stop`; ``task_status.started()`` once every
+        worker is registered."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            for spec in self._initial:
+                await self._start_worker(spec)
+            tg.start_soon(self._heartbeat)
+            if self.store.dialect == "postgresql":
+                await tg.start(self._listen)
+            task_status.started()
+            await self._stop.wait()
+            for worker in list(self._workers.values()):
+                await worker.ended.wait()
+            tg.cancel_scope.cancel()
+        self._tg = None
+
+    async def drain(self, deadline: float | None = None) -> None:
+        """Drain every worker (see the module docstring), then stop the node."""
+        async with anyio.create_task_group() as tg:
+            for worker in list(self._workers.values()):
+                tg.start_soon(self._drain_one, worker, deadline)
+        self._stop.set()
+
+    async def stopped(self) -> None:
+        """Wait until the node was drained or stopped."""
+        await self._stop.wait()
+
+    def stop(self) -> None:
+        """Stop at once, as a crash would (leases expire; for tests and hard exits)."""
+        for worker in self._workers.values():
+            worker.scope.cancel()
+        self._stop.set()
+
+    # ------------------------------------------------------------ changing workers
+
+    async def add_worker(self, spec: WorkerSpec) -> str:
+        if spec.name in self._workers and self._workers[spec.name].status != "removed":
+            raise ValueError(f"node {self.node_id} has a worker {spec.name!r} already")
+        unknown = set(spec.sagas or ()) - {s.name for s in self.sagas}
+        if unknown:
+            raise ValueError(f"worker {spec.name!r} serves sagas that are not registered: "
+                             f"{', '.join(sorted(unknown))}")
+        return (await self._start_worker(spec)).worker_id
+
+    async def set_concurrency(self, name: str, concurrency: int) -> None:
+        _check_concurrency(name, concurrency)
+        worker = self._worker(name)
+        worker.concurrency = concurrency
+        await self._record(worker, "worker.updated", {"concurrency": concurrency})
+        worker.wake.set()
+
+    async def drain_worker(self, name: str, deadline: float | None = None) -> None:
+        await self._drain_one(self._worker(name), deadline)
+
+    async def remove_worker(self, name: str) -> None:
+        """Remove a worker hard: its works stop now and are released to other workers."""
+        worker = self._worker(name)
+        worker.status = "removed"
+        worker.scope.cancel()
+        await worker.ended.wait()
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        return {name: {"worker_id": w.worker_id, "status": w.status,
+                       "concurrency": w.concurrency,
+                       "running": w.runtime.running if w.runtime else 0}
+                for name, w in self._workers.items()}
+
+    def _worker(self, name: str) -> _Worker:
+        worker = self._workers.get(name)
+        if worker is None or worker.status == "removed":
+            raise KeyError(f"node {self.node_id} has no worker {name!r}")
+        return worker
+
+    # ------------------------------------------------------------ internals
+
+    async def _start_worker(self, spec: WorkerSpec) -> _Worker:
+        assert self._tg is not None, "the node is not running"
+        worker = _Worker(spec=spec, worker_id=f"{self.node_id}/{spec.name}",
+                         concurrency=spec.concurrency)
+        self._workers[spec.name] = worker
+        await self._record(worker, "worker.registered", {
+            "concurrency": spec.concurrency, "sagas": list(spec.sagas) if spec.sagas else None})
+        self._tg.start_soon(self._run_worker, worker)
+        return worker
+
+    def _row(self, worker: _Worker) -> dict[str, Any]:
+        spec = worker.spec
+        return {"node": self.node_id, "name": spec.name, "concurrency": worker.concurrency,
+                "sagas": None if spec.sagas is None else ",".join(spec.sagas),
+                "host": socket.gethostname(), "pid": os.getpid(),
+                "running": worker.runtime.running if worker.runtime else 0}
+
+    async def _record(self, worker: _Worker, kind: str, payload: dict[str, Any]) -> None:
+        await registry.record(self.store, worker.worker_id, kind, payload, self._row(worker))
+
+    def _kick(self, _work_id: str = "") -> None:
+        for worker in self._workers.values():
+            worker.wake.set()
+
+    async def _run_worker(self, worker: _Worker) -> None:
+        lease = Lease(owner=self.node_id, worker=worker.worker_id, ttl=self.lease_ttl)
+        held: list[str] = []
+        try:
+            with worker.scope:
+                async with Runtime(self.sagas, store=self.store, worker=worker.worker_id,
+                                   lease=lease, services=self.services) as runtime:
+                    worker.runtime = runtime
+                    runtime.on_driver_end = self._kick
+                    try:
+                        await self._claim_loop(worker, runtime)
+                    finally:
+                        held = runtime.driven()
+        finally:
+            with anyio.CancelScope(shield=True):
+                # whatever this worker still held is free for the others now
+                try:
+                    await leases.release(self.store, owner=self.node_id, work_ids=held)
+                    final = "worker.removed"
+                    await self._record(worker, final, {"released": len(held)})
+                except Exception:  # the store is gone: the leases expire by themselves
+                    _LOG.exception("worker %s could not release its leases", worker.worker_id)
+                worker.status = "removed"
+                worker.runtime = None
+                worker.ended.set()
+
+    async def _claim_loop(self, worker: _Worker, runtime: Runtime) -> None:
+        names = worker.spec.sagas
+        while worker.status == "active":
+            free = worker.concurrency - runtime.running
+            got: list[leases.Claimed] = []
+            if free > 0:
+                worker.wake = anyio.Event()  # a wake-up from now on is not missed
+                got = await leases.claim(self.store, owner=self.node_id,
+                                         worker=worker.worker_id, limit=free,
+                                         ttl=self.lease_ttl, sagas=names)
+                self.claimed += len(got)
+                ended = [c.work_id for c in got if not await runtime.adopt(c.work_id)]
+                if ended:
+                    await leases.release(self.store, owner=self.node_id, work_ids=ended)
+                if len(got) == free and worker.status == "active":
+                    continue  # there may be more
+            else:
+                worker.wake = anyio.Event()
+            with anyio.move_on_after(self.poll_interval):
+                await worker.wake.wait()
+
+    async def _drain_one(self, worker: _Worker, deadline: float | None) -> None:
+        if worker.status != "active":
+            await worker.ended.wait()
+            return
+        worker.status = "draining"
+        worker.wake.set()
+        await self._record(worker, "worker.draining", {})
+        runtime = worker.runtime
+        if runtime is not None:
+            limit = self.drain_deadline if deadline is None else deadline
+            with anyio.move_on_after(limit):
+                async with anyio.create_task_group() as tg:
+                    for work_id in runtime.driven():
+                        tg.start_soon(runtime.release, work_id)
+        worker.scope.cancel()  # what did not stop in time is cut off
+        await worker.ended.wait()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self.lease_ttl / 3)
+            try:
+                held = await leases.renew(self.store, owner=self.node_id, ttl=self.lease_ttl)
+            except Exception:
+                _LOG.exception("node %s could not renew its leases", self.node_id)
+                continue
+            for worker in list(self._workers.values()):
+                runtime = worker.runtime
+                if runtime is None or worker.status == "removed":
+                    continue
+                for work_id in runtime.driven():
+                    if work_id not in held:  # expired and taken over: not ours any more
+                        _LOG.warning("worker %s lost its lease on work %s",
+                                     worker.worker_id, work_id)
+                        assert self._tg is not None
+                        self._tg.start_soon(runtime.release, work_id)
+                await self._record(worker, "worker.heartbeat",
+                                   {"running": runtime.running, "at": time.time()})
+
+    async def _listen(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        import asyncpg
+
+        url = sa.make_url(self.store.config.url).set(drivername="postgresql")
+        conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+        try:
+            await conn.add_listener(leases.CHANNEL, lambda *_: self._kick())
+            task_status.started()
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await conn.close()
