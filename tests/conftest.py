@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,12 @@ def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
     yield url
     # dropped, not left for the shutdown checkpoint to write out (seconds per dozen)
     postgres_cluster.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store on a SQLite file, then on a real PostgreSQL: tests using it run on both."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/store.sqlite"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

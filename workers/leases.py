@@ -117,22 +117,35 @@ async def renew(store: SqlStore, *, owner: str, ttl: float) -> set[str]:
     return await store.write_sqlite(run)
 
 
-async def release(store: SqlStore, *, owner: str, work_ids: Sequence[str]) -> int:
-    """Drop node ``owner``'s leases on ``work_ids`` (they become claimable at once)."""
-    ids = list(work_ids)
-    if not ids:
+async def release(store: SqlStore, *, owner: str, work_ids: Sequence[str] | None = None,
+                  worker: str | None = None) -> int:
+    """Drop node ``owner``'s leases on ``work_ids``, or all those of ``worker``: the works
+    become claimable at once (idle nodes on PostgreSQL are woken)."""
+    if (work_ids is None) == (worker is None):
+        raise ValueError("release the leases of given works or of one worker")
+    ids = list(work_ids or ())
+    if work_ids is not None and not ids:
         return 0
     if store.dialect == "postgresql":
         async with store.postgres_connection() as conn:
-            rows = await conn.fetch("DELETE FROM leases WHERE owner = $1 AND work_id = ANY($2) "
-                                    "RETURNING work_id", owner, ids)
-            await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+            if worker is None:
+                rows = await conn.fetch("DELETE FROM leases WHERE owner = $1 AND "
+                                        "work_id = ANY($2) RETURNING work_id", owner, ids)
+            else:
+                rows = await conn.fetch("DELETE FROM leases WHERE owner = $1 AND worker = $2 "
+                                        "RETURNING work_id", owner, worker)
+            if rows:
+                await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
         return len(rows)
 
     def run(conn: sqlite3.Connection) -> int:
-        marks = ", ".join("?" for _ in ids)
-        cursor = conn.execute(f"DELETE FROM leases WHERE owner = ? AND work_id IN ({marks})",
-                              (owner, *ids))
+        if worker is None:
+            marks = ", ".join("?" for _ in ids)
+            cursor = conn.execute(
+                f"DELETE FROM leases WHERE owner = ? AND work_id IN ({marks})", (owner, *ids))
+        else:
+            cursor = conn.execute("DELETE FROM leases WHERE owner = ? AND worker = ?",
+                                  (owner, worker))
         return int(cursor.rowcount)
 
     return await store.write_sqlite(run)

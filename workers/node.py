@@ -86,6 +86,7 @@ class _Worker:
     runtime: Runtime | None = None
     wake: anyio.Event = field(default_factory=anyio.Event)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    drained: anyio.Event = field(default_factory=anyio.Event)  # its works were handed on
     ended: anyio.Event = field(default_factory=anyio.Event)
 
 
@@ -230,24 +231,21 @@ class WorkerNode:
 
     async def _run_worker(self, worker: _Worker) -> None:
         lease = Lease(owner=self.node_id, worker=worker.worker_id, ttl=self.lease_ttl)
-        held: list[str] = []
         try:
             with worker.scope:
                 async with Runtime(self.sagas, store=self.store, worker=worker.worker_id,
                                    lease=lease, services=self.services) as runtime:
                     worker.runtime = runtime
                     runtime.on_driver_end = self._kick
-                    try:
-                        await self._claim_loop(worker, runtime)
-                    finally:
-                        held = runtime.driven()
+                    await self._claim_loop(worker, runtime)
         finally:
             with anyio.CancelScope(shield=True):
-                # whatever this worker still held is free for the others now
+                # what this worker still held (or handed on when draining) is free now
                 try:
-                    await leases.release(self.store, owner=self.node_id, work_ids=held)
-                    final = "worker.removed"
-                    await self._record(worker, final, {"released": len(held)})
+                    released = await leases.release(self.store, owner=self.node_id,
+                                                    worker=worker.worker_id)
+                    worker.runtime = None
+                    await self._record(worker, "worker.removed", {"released": released})
                 except Exception:  # the store is gone: the leases expire by themselves
                     _LOG.exception("worker %s could not release its leases", worker.worker_id)
                 worker.status = "removed"
@@ -274,14 +272,16 @@ class WorkerNode:
                 worker.wake = anyio.Event()
             with anyio.move_on_after(self.poll_interval):
                 await worker.wake.wait()
+        if worker.status == "draining":
+            await worker.drained.wait()  # the runtime stays up while its works stop
 
     async def _drain_one(self, worker: _Worker, deadline: float | None) -> None:
         if worker.status != "active":
             await worker.ended.wait()
             return
+        await self._record(worker, "worker.draining", {})
         worker.status = "draining"
         worker.wake.set()
-        await self._record(worker, "worker.draining", {})
         runtime = worker.runtime
         if runtime is not None:
             limit = self.drain_deadline if deadline is None else deadline
@@ -289,6 +289,7 @@ class WorkerNode:
                 async with anyio.create_task_group() as tg:
                     for work_id in runtime.driven():
                         tg.start_soon(runtime.release, work_id)
+        worker.drained.set()
         worker.scope.cancel()  # what did not stop in time is cut off
         await worker.ended.wait()
 
