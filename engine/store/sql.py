@@ -45,7 +45,7 @@ from .codec import (
 from .projection import stage_row, work_row
 from .schema import events, leases, snapshots, stage_runs, works
 
-__all__ = ["APPEND_LOCK", "ConflictError", "SqlStore", "StoreConfig"]
+__all__ = ["APPEND_LOCK", "ConflictError", "LeaseLostError", "SqlStore", "StoreConfig"]
 
 _T = TypeVar("_T")
 
@@ -58,6 +58,11 @@ APPEND_LOCK = 0x5A6A_0001
 
 class ConflictError(EngineError):
     """Another writer appended to this work first: the seq is taken. Nothing was written."""
+
+
+class LeaseLostError(EngineError):
+    """The appender's lease on the work expired and another worker holds it now: it must
+    stop running the work. Nothing was written."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +96,7 @@ class _Append:
     snapshot: dict[str, Any] | None = None
     lease: dict[str, Any] | None = None  # a leases row taken with the work's creation
     release: str | None = None  # the lease owner whose lease ends with this append
+    fence: tuple[str, str] | None = None  # (owner, worker) that must hold the lease
     error: BaseException | None = None
 
 
@@ -264,12 +270,6 @@ class SqlStore:
             item.work_row = work_row(state, records[-1].event.path, cached[1])
             if state.status in TERMINAL:
                 self._inputs.pop(work_id, None)
-                if lease is not None:
-                    item.release = lease.owner
-            elif lease is not None and records[0].seq == 1:
-                now = time.time()
-                item.lease = {"work_id": work_id, "owner": lease.owner, "worker": lease.worker,
-                              "token": 1, "expires_at": now + lease.ttl, "claimed_at": now}
             paths = {r.event.path for r in records}
             item.stage_rows = [stage_row(work_id, state.stages[p]) for p in paths
                                if p and p in state.stages]
@@ -278,6 +278,16 @@ class SqlStore:
             if every and last // every > (first - 1) // every:
                 item.snapshot = {"work_id": work_id, "seq": state.seq,
                                  "state": encode_state(state), "version": STATE_VERSION}
+        if lease is not None and records:
+            ended = state is not None and state.status in TERMINAL
+            if records[0].seq > 1:  # written only while the lease is still ours
+                item.fence = (lease.owner, lease.worker)
+            elif not ended:
+                now = time.time()
+                item.lease = {"work_id": work_id, "owner": lease.owner, "worker": lease.worker,
+                              "token": 1, "expires_at": now + lease.ttl, "claimed_at": now}
+            if ended:
+                item.release = lease.owner
         self._queue.append(item)
         if len(self._queue) >= self.config.max_batch:
             self._next = _Flush()  # the writer takes at most max_batch at once
@@ -317,7 +327,12 @@ class SqlStore:
         sql, args = _postgres_batch(batch)
         async with self.engine.connect() as conn:
             raw = await conn.get_raw_connection()
-            await raw.driver_connection.execute(sql, *args)  # type: ignore[union-attr]
+            lost = await raw.driver_connection.fetchval(sql, *args)  # type: ignore[union-attr]
+        if lost:
+            ids = [item.work_id for item in batch if item.fence is not None]
+            which = f"work {ids[0]}" if len(ids) == 1 else f"one of the works {ids[:5]}"
+            raise LeaseLostError(f"the lease on {which} is not held by this worker any more; "
+                                 "another worker runs it")
 
     def _write_now(self, batch: list[_Append]) -> bool:
         """Commit a few appends right here, on the event loop, if SQLite's write lock is
@@ -358,6 +373,7 @@ class SqlStore:
         # the pool and opening a SQLAlchemy transaction per group commit cost about as much
         # as the commit itself. Only the writer (one task, so one thread at a time) uses it.
         dbapi = self._dbapi()
+        dbapi.execute("BEGIN IMMEDIATE")  # the write lock first: the lease check holds
         try:
             _write_sqlite(dbapi, batch)
             dbapi.commit()
@@ -567,14 +583,21 @@ def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:
     tables = ((events, ()), (works, ("work_id",)), (stage_runs, ("work_id", "path")),
               (snapshots, ("work_id",)), (leases, ("work_id",)))
     if not _PG_SQL:
-        parts = [f"lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({APPEND_LOCK}) AS held)"]
-        number = 1
+        # $1..$3: (work, owner, worker) whose lease must still be held; if one is not,
+        # 'ok' is empty and nothing is written (the caller then raises LeaseLostError)
+        parts = [f"lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({APPEND_LOCK}) AS held)",
+                 "fence AS MATERIALIZED (SELECT count(*) AS lost FROM lock, "
+                 "unnest($1::text[], $2::text[], $3::text[]) AS f(work_id, owner, worker) "
+                 "WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.work_id = f.work_id "
+                 "AND l.owner = f.owner AND l.worker = f.worker))",
+                 "ok AS MATERIALIZED (SELECT lost FROM fence WHERE lost = 0)"]
+        number = 4
         for index, (table, keys) in enumerate(tables):
             columns = [c for c in table.columns if c.name != "position"]
             names = ", ".join(c.name for c in columns)
             arrays = ", ".join(f"${number + i}::{_pg_type(c)}[]" for i, c in enumerate(columns))
             number += len(columns)
-            source = f"SELECT {names} FROM lock, unnest({arrays}) AS u({names})"
+            source = f"SELECT {names} FROM ok, unnest({arrays}) AS u({names})"
             if table is events:  # positions are taken under the lock, in (work, seq) order
                 source += " ORDER BY work_id, seq"
             conflict = ""
@@ -583,14 +606,15 @@ def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:
                                     if c.name not in keys)
                 conflict = f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
             parts.append(f"t{index} AS (INSERT INTO {table.name} ({names}) {source}{conflict})")
-        parts.append(f"released AS (DELETE FROM leases USING lock, unnest(${number}::text[], "
+        parts.append(f"released AS (DELETE FROM leases USING ok, unnest(${number}::text[], "
                      f"${number + 1}::text[]) AS r(work_id, owner) "
                      "WHERE leases.work_id = r.work_id AND leases.owner = r.owner)")
-        _PG_SQL.append("WITH " + ",\n".join(parts) + "\nSELECT 1")
+        _PG_SQL.append("WITH " + ",\n".join(parts) + "\nSELECT lost FROM fence")
     event_rows = [encode_event(r) for item in batch for r in item.records]
     work_rows, stage_rows, snaps = _projection_rows(batch)
     taken, released = _lease_rows(batch)
-    args: list[Any] = []
+    fenced = [(item.work_id, *item.fence) for item in batch if item.fence is not None]
+    args: list[Any] = [[f[0] for f in fenced], [f[1] for f in fenced], [f[2] for f in fenced]]
     for (table, _), rows in zip(tables, (event_rows, work_rows, stage_rows, snaps, taken),
                                 strict=True):
         for column in table.columns:
@@ -616,7 +640,18 @@ def _projection_rows(batch: Sequence[_Append]) -> tuple[list[dict[str, Any]], ..
 
 
 def _write_sqlite(dbapi: Any, batch: Sequence[_Append]) -> None:
-    """A group commit on SQLite, on a plain DBAPI connection (the caller commits)."""
+    """A group commit on SQLite, on a plain DBAPI connection in a write transaction
+    (the caller began it with BEGIN IMMEDIATE and commits)."""
+    fenced = [(item.work_id, *item.fence) for item in batch if item.fence is not None]
+    if fenced:
+        marks = ", ".join("?" for _ in fenced)
+        held = set(dbapi.execute(f"SELECT work_id, owner, worker FROM leases WHERE work_id "
+                                 f"IN ({marks})", [w for w, _, _ in fenced]).fetchall())
+        lost = [work_id for work_id, owner, worker in fenced
+                if (work_id, owner, worker) not in held]
+        if lost:
+            raise LeaseLostError(f"the lease on work {lost[0]} is not held by this worker "
+                                 "any more; another worker runs it")
     sql, columns = _sqlite_sql(events, ())
     assert columns == EVENT_ROW
     # in (work, seq) order: each work's index entries go in as one run

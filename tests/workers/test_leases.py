@@ -1,0 +1,115 @@
+"""Leases on a SQLite file and on a real PostgreSQL: claims, renewal, takeover, fencing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from engine import Runtime, Saga, Stage, replay
+from engine.lease import Lease
+from engine.store import SqlStore
+from engine.store.sql import LeaseLostError
+from workers import leases
+from workers.node import WorkerNode, WorkerSpec
+
+
+async def _inc(ctx: Any, value: int) -> int:
+    return value + 1
+
+
+ONE = Saga(name="one", stages=[Stage(name="a", transaction=_inc)])
+OTHER = Saga(name="other", stages=[Stage(name="a", transaction=_inc)])
+
+
+async def test_claims_take_the_oldest_free_works_once(store_url: str) -> None:
+    async with SqlStore.open(store_url) as store, Runtime([ONE, OTHER], store=store) as rt:
+        ids = [await rt.start("one", i, run=False) for i in range(5)]
+        other = await rt.start("other", 0, run=False)
+        first = await leases.claim(store, owner="n1", worker="n1/w", limit=3, ttl=30,
+                                   sagas=["one"])
+        assert [c.work_id for c in first] == ids[:3]
+        assert all(c.token == 1 for c in first)
+        # a live lease is never taken; the filter keeps to the worker's sagas
+        second = await leases.claim(store, owner="n2", worker="n2/w", limit=10, ttl=30,
+                                    sagas=["one"])
+        assert [c.work_id for c in second] == ids[3:]
+        rest = await leases.claim(store, owner="n2", worker="n2/w", limit=10, ttl=30)
+        assert [c.work_id for c in rest] == [other]
+        assert await leases.claim(store, owner="n3", worker="n3/w", limit=10, ttl=30) == []
+        # renewal answers what is still held; release frees works at once
+        assert await leases.renew(store, owner="n1", ttl=30) == set(ids[:3])
+        assert await leases.release(store, owner="n1", work_ids=ids[:1]) == 1
+        again = await leases.claim(store, owner="n3", worker="n3/w", limit=10, ttl=30)
+        assert [(c.work_id, c.token) for c in again] == [(ids[0], 1)]
+
+
+async def test_an_expired_lease_is_taken_over_with_a_higher_token(store_url: str) -> None:
+    async with SqlStore.open(store_url) as store, Runtime([ONE], store=store) as rt:
+        work = await rt.start("one", 0, run=False)
+        (mine,) = await leases.claim(store, owner="n1", worker="n1/w", limit=1, ttl=0.05)
+        await anyio.sleep(0.1)
+        (theirs,) = await leases.claim(store, owner="n2", worker="n2/w", limit=1, ttl=30)
+        assert (mine.work_id, theirs.work_id, theirs.token) == (work, work, 2)
+        assert await leases.renew(store, owner="n1", ttl=30) == set()  # not ours any more
+
+
+async def test_a_worker_that_lost_its_lease_cannot_append(store_url: str) -> None:
+    """Fencing: a worker paused past its lease (here: a stage that hangs) finds on its
+    next append that another worker took the work over; nothing of it is written and
+    the new owner finishes the work."""
+    go = anyio.Event()
+
+    async def slow(ctx: Any, value: int) -> int:
+        if ctx.attempt == 1 and not go.is_set():
+            await go.wait()
+        return value + 1
+
+    saga = Saga(name="slow", stages=[Stage(name="a", transaction=slow),
+                                     Stage(name="b", transaction=_inc)])
+    first = Lease(owner="n1", worker="n1/w", ttl=0.05)
+    second = Lease(owner="n2", worker="n2/w", ttl=30)
+    async with SqlStore.open(store_url) as store:
+        async with Runtime([saga], store=store, lease=first, worker="n1/w") as old:
+            work = await old.start("slow", 1)
+            await anyio.sleep(0.1)  # n1's lease expires while stage a runs
+            (claimed,) = await leases.claim(store, owner="n2", worker="n2/w", limit=1, ttl=30)
+            assert claimed.work_id == work
+            before = await store.read(work)
+            go.set()
+            with pytest.raises(LeaseLostError, match=f"work {work}"):
+                await old.wait(work)
+            assert await store.read(work) == before  # n1 wrote nothing more
+        async with Runtime([saga], store=store, lease=second, worker="n2/w") as new:
+            assert await new.adopt(work)
+            result = await new.wait(work)
+        assert (result.status, result.output) == ("completed", 3)
+        stream = await store.read(work)
+        assert replay(stream).status == "completed"
+        assert {e.worker for e in stream[len(before):]} == {"n2/w"}
+        # the work ended: its lease went with its last commit
+        assert await leases.renew(store, owner="n2", ttl=30) == set()
+
+
+async def test_bad_worker_settings_are_refused_with_the_reason(tmp_path: Any) -> None:
+    with pytest.raises(ValueError, match="concurrency must be a whole number >= 1, got -2"):
+        WorkerSpec(name="w", concurrency=-2)
+    with pytest.raises(ValueError, match="concurrency 'x' is not a whole number"):
+        WorkerSpec.parse("w=x")
+    with pytest.raises(ValueError, match="worker name ''"):
+        WorkerSpec(name="")
+    with pytest.raises(ValueError, match="ttl must be a positive number of seconds, got 0"):
+        Lease(owner="n", worker="n/w", ttl=0)
+    async with SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/s.sqlite") as store:
+        with pytest.raises(ValueError, match="ttl must be a positive number of seconds, got 0"):
+            await leases.claim(store, owner="n", worker="n/w", limit=1, ttl=0)
+        with pytest.raises(ValueError, match="lease_ttl must be a positive number"):
+            WorkerNode(store, [ONE], [WorkerSpec(name="w")], lease_ttl=0)
+        with pytest.raises(ValueError, match="serves sagas that are not registered: nope"):
+            WorkerNode(store, [ONE], [WorkerSpec(name="w", sagas=("nope",))])
+        with pytest.raises(ValueError, match="two workers have the same name"):
+            WorkerNode(store, [ONE], [WorkerSpec(name="w"), WorkerSpec(name="w")])
+        with pytest.raises(ValueError, match="run=False creates a work for worker nodes"):
+            async with Runtime([ONE]) as rt:
+                await rt.start("one", 1, run=False)
