@@ -53,12 +53,16 @@ class Store(Protocol):
     """What the runtime needs of a durable event store (see :mod:`engine.store`)."""
 
     async def append(self, work_id: str, records: list[RecordedEvent],
-                     state: WorkState | None = None, *, lease: Lease | None = None) -> None: ...
+                     state: WorkState | None = None, *, lease: Lease | None = None,
+                     queue: bool = False) -> None: ...
 
     async def read(self, work_id: str, *, after: int = 0,
                    until: int | None = None) -> list[RecordedEvent]: ...
 
     async def load(self, work_id: str) -> tuple[WorkState | None, list[RecordedEvent]]: ...
+
+    async def load_many(self, work_ids: Sequence[str]
+                        ) -> dict[str, tuple[WorkState | None, list[RecordedEvent]]]: ...
 
     async def works(self, *, status: Sequence[str] | None = None, saga: str | None = None,
                     limit: int = 1000) -> list[dict[str, Any]]: ...
@@ -248,8 +252,8 @@ class Runtime:
             raise WorkStateError(f"a work with id {work_id!r} exists already")
         elif self.store is not None and await self.store.read(work_id, until=1):
             raise WorkStateError(f"a work with id {work_id!r} exists already in the store")
-        # run=False: no lease, whoever claims the work takes one
-        runner = self._new_runner(plan, work_id, dry_run=dry_run, leased=run)
+        # run=False: no lease, the work waits in the leases table for a worker node
+        runner = self._new_runner(plan, work_id, dry_run=dry_run, queued=not run)
         self._works[work_id] = runner
         payload: dict[str, Any] = {"saga": saga, "input": input, "paused": paused,
                                    "stages": len(plan.saga.stages),
@@ -272,15 +276,15 @@ class Runtime:
 
     def _new_runner(self, plan: Plan, work_id: str, *, dry_run: DryRun | None = None,
                     snapshot: WorkState | None = None,
-                    history: Sequence[RecordedEvent] = (), leased: bool = True) -> WorkRunner:
+                    history: Sequence[RecordedEvent] = (), queued: bool = False) -> WorkRunner:
         sink = None
         if self.store is not None and dry_run is None:
             store = self.store
 
-            lease = self.lease if leased else None
+            lease = None if queued else self.lease
 
             async def sink(records: list[RecordedEvent], state: WorkState) -> None:
-                await store.append(work_id, records, state, lease=lease)
+                await store.append(work_id, records, state, lease=lease, queue=queued)
 
         return WorkRunner(plan, work_id, clock=self.clock, services=ServiceScope(self._services),
                           worker=self.worker, dry_run=dry_run, on_event=self.on_event, sink=sink,
@@ -424,18 +428,33 @@ class Runtime:
     async def adopt(self, work_id: str) -> bool:
         """Load a work from the store and drive it here (a worker claimed it); False if
         it has ended."""
+        return (await self.adopt_many([work_id]))[0]
+
+    async def adopt_many(self, work_ids: Sequence[str]) -> list[bool]:
+        """:meth:`adopt` for many works, loaded together."""
         if self.store is None:
             raise RuntimeError("adopt() needs a Runtime with a store")
         if self._tg is None:
             raise RuntimeError("use the Runtime as 'async with Runtime(...) as runtime'")
-        if work_id in self._driven:
-            return True
-        runner = await self._load(work_id)
-        if runner.state.terminal:
-            return False
-        self._works[work_id] = runner
-        self._launch(runner)
-        return True
+        loaded = await self.store.load_many([w for w in work_ids if w not in self._driven])
+        adopted = []
+        for work_id in work_ids:
+            if work_id in self._driven:
+                adopted.append(True)
+                continue
+            snapshot, rest = loaded[work_id]
+            if snapshot is None and not rest:
+                raise UnknownWorkError(f"no work has id {work_id!r} in the store")
+            saga = snapshot.saga if snapshot is not None else replay(rest[:1]).saga
+            runner = self._new_runner(self.plan(saga), work_id, snapshot=snapshot,
+                                      history=rest)
+            if runner.state.terminal:
+                adopted.append(False)
+                continue
+            self._works[work_id] = runner
+            self._launch(runner)
+            adopted.append(True)
+        return adopted
 
     async def release(self, work_id: str) -> None:
         """Stop driving a work at its next step boundary and forget it: the calls in

@@ -1,12 +1,14 @@
 """Claiming works, renewing and dropping leases: the only coordination between nodes.
 
-A work is claimable when it has not ended and nobody holds a live lease on it. On
-PostgreSQL a claim locks the candidate ``works`` rows ``FOR UPDATE SKIP LOCKED``, so
-two nodes claiming at once take different works without waiting for each other; on
-SQLite the claim is one write transaction (``BEGIN IMMEDIATE``), so several
-processes on one file take turns. Either way the lease row is written with an
-upsert that only replaces an expired lease, so a lease renewed meanwhile is never
-stolen. Times are the nodes' wall clocks (kept in step by NTP across machines).
+Every unfinished work meant for worker nodes has a row in ``leases``: free
+(``expires_at`` 0: created with ``Runtime.start(run=False)``, or handed back by a
+draining node), or held by a node until ``expires_at``. A work is claimable when its
+row is free or its lease expired, found through the index on ``expires_at`` (the
+works being run are never scanned). On PostgreSQL a claim locks the candidate rows
+``FOR UPDATE SKIP LOCKED``, so two nodes claiming at once take different works
+without waiting for each other; on SQLite the claim is one write transaction, so
+several processes on one file take turns. A work's last commit deletes its row.
+Times are the nodes' wall clocks (kept in step by NTP across machines).
 """
 
 from __future__ import annotations
@@ -19,10 +21,8 @@ from typing import Any
 
 from engine.store import SqlStore
 
-__all__ = ["ACTIVE", "CHANNEL", "Claimed", "claim", "notify", "release", "renew"]
+__all__ = ["CHANNEL", "Claimed", "claim", "notify", "release", "renew"]
 
-# the statuses of a work that has not ended (paused works are run, to be stepped)
-ACTIVE = ("pending", "running", "paused", "waiting")
 CHANNEL = "stepsaga_works"  # NOTIFY channel: claimable works appeared
 
 
@@ -34,34 +34,28 @@ class Claimed:
 
 _PG_CLAIM = """
 WITH candidates AS (
-    SELECT w.work_id FROM works w LEFT JOIN leases l ON l.work_id = w.work_id
-    WHERE w.status = ANY($1::text[]) AND (l.work_id IS NULL OR l.expires_at < $2)
-      AND ($6::text[] IS NULL OR w.saga = ANY($6::text[]))
-    ORDER BY w.created_at, w.work_id
-    LIMIT $3
-    FOR UPDATE OF w SKIP LOCKED
+    SELECT work_id FROM leases
+    WHERE expires_at < $1 AND ($5::text[] IS NULL OR saga = ANY($5::text[]))
+    ORDER BY work_id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
 )
-INSERT INTO leases (work_id, owner, worker, token, expires_at, claimed_at)
-SELECT work_id, $4, $5, 1, $7, $2 FROM candidates
-ON CONFLICT (work_id) DO UPDATE SET owner = excluded.owner, worker = excluded.worker,
-    token = leases.token + 1, expires_at = excluded.expires_at,
-    claimed_at = excluded.claimed_at
-    WHERE leases.expires_at < $2
-RETURNING work_id, token
+UPDATE leases SET owner = $3, worker = $4, token = leases.token + 1, expires_at = $6,
+    claimed_at = $1
+FROM candidates WHERE leases.work_id = candidates.work_id
+RETURNING leases.work_id, leases.token
 """
 
 _SQLITE_CLAIM = """
-INSERT INTO leases (work_id, owner, worker, token, expires_at, claimed_at)
-SELECT w.work_id, ?, ?, 1, ?, ? FROM works w LEFT JOIN leases l ON l.work_id = w.work_id
-WHERE w.status IN ({statuses}) AND (l.work_id IS NULL OR l.expires_at < ?){sagas}
-ORDER BY w.created_at, w.work_id
-LIMIT ?
-ON CONFLICT (work_id) DO UPDATE SET owner = excluded.owner, worker = excluded.worker,
-    token = leases.token + 1, expires_at = excluded.expires_at,
-    claimed_at = excluded.claimed_at
-    WHERE leases.expires_at < excluded.claimed_at
+UPDATE leases SET owner = ?, worker = ?, token = token + 1, expires_at = ?, claimed_at = ?
+WHERE work_id IN (
+    SELECT work_id FROM leases WHERE expires_at < ?{sagas} ORDER BY work_id LIMIT ?
+)
 RETURNING work_id, token
 """
+
+
+_FREE = "UPDATE leases SET owner = NULL, worker = NULL, expires_at = 0"
 
 
 def _check(owner: str, worker: str, ttl: float) -> None:
@@ -82,16 +76,16 @@ async def claim(store: SqlStore, *, owner: str, worker: str, limit: int, ttl: fl
     names = list(sagas) if sagas is not None else None
     if store.dialect == "postgresql":
         async with store.postgres_connection() as conn:
-            rows = await conn.fetch(_PG_CLAIM, list(ACTIVE), now, limit, owner, worker,
-                                    names, now + ttl)
-        return [Claimed(r["work_id"], r["token"]) for r in rows]
+            rows = await conn.fetch(_PG_CLAIM, now, limit, owner, worker, names, now + ttl)
+        return sorted((Claimed(r["work_id"], r["token"]) for r in rows),
+                      key=lambda c: c.work_id)
     sql = _SQLITE_CLAIM.format(
-        statuses=", ".join("?" for _ in ACTIVE),
-        sagas="" if names is None else f" AND w.saga IN ({', '.join('?' for _ in names)})")
-    args: list[Any] = [owner, worker, now + ttl, now, *ACTIVE, now, *(names or []), limit]
+        sagas="" if names is None else f" AND saga IN ({', '.join('?' for _ in names)})")
+    args: list[Any] = [owner, worker, now + ttl, now, now, *(names or []), limit]
 
     def run(conn: sqlite3.Connection) -> list[Claimed]:
-        return [Claimed(w, t) for w, t in conn.execute(sql, args).fetchall()]
+        return sorted((Claimed(w, t) for w, t in conn.execute(sql, args).fetchall()),
+                      key=lambda c: c.work_id)
 
     return await store.write_sqlite(run)
 
@@ -119,8 +113,8 @@ async def renew(store: SqlStore, *, owner: str, ttl: float) -> set[str]:
 
 async def release(store: SqlStore, *, owner: str, work_ids: Sequence[str] | None = None,
                   worker: str | None = None) -> int:
-    """Drop node ``owner``'s leases on ``work_ids``, or all those of ``worker``: the works
-    become claimable at once (idle nodes on PostgreSQL are woken)."""
+    """Hand back node ``owner``'s leases on ``work_ids``, or all those of ``worker``: the
+    works are free to claim at once (idle nodes on PostgreSQL are woken)."""
     if (work_ids is None) == (worker is None):
         raise ValueError("release the leases of given works or of one worker")
     ids = list(work_ids or ())
@@ -129,10 +123,10 @@ async def release(store: SqlStore, *, owner: str, work_ids: Sequence[str] | None
     if store.dialect == "postgresql":
         async with store.postgres_connection() as conn:
             if worker is None:
-                rows = await conn.fetch("DELETE FROM leases WHERE owner = $1 AND "
-                                        "work_id = ANY($2) RETURNING work_id", owner, ids)
+                rows = await conn.fetch(f"{_FREE} WHERE owner = $1 AND work_id = ANY($2) "
+                                        "RETURNING work_id", owner, ids)
             else:
-                rows = await conn.fetch("DELETE FROM leases WHERE owner = $1 AND worker = $2 "
+                rows = await conn.fetch(f"{_FREE} WHERE owner = $1 AND worker = $2 "
                                         "RETURNING work_id", owner, worker)
             if rows:
                 await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
@@ -141,11 +135,10 @@ async def release(store: SqlStore, *, owner: str, work_ids: Sequence[str] | None
     def run(conn: sqlite3.Connection) -> int:
         if worker is None:
             marks = ", ".join("?" for _ in ids)
-            cursor = conn.execute(
-                f"DELETE FROM leases WHERE owner = ? AND work_id IN ({marks})", (owner, *ids))
+            cursor = conn.execute(f"{_FREE} WHERE owner = ? AND work_id IN ({marks})",
+                                  (owner, *ids))
         else:
-            cursor = conn.execute("DELETE FROM leases WHERE owner = ? AND worker = ?",
-                                  (owner, worker))
+            cursor = conn.execute(f"{_FREE} WHERE owner = ? AND worker = ?", (owner, worker))
         return int(cursor.rowcount)
 
     return await store.write_sqlite(run)

@@ -254,24 +254,28 @@ class WorkerNode:
 
     async def _claim_loop(self, worker: _Worker, runtime: Runtime) -> None:
         names = worker.spec.sagas
+        timed_out = True
         while worker.status == "active":
+            worker.wake = anyio.Event()  # a wake-up from now on is not missed
             free = worker.concurrency - runtime.running
-            got: list[leases.Claimed] = []
-            if free > 0:
-                worker.wake = anyio.Event()  # a wake-up from now on is not missed
+            # claims come in batches (each one is a query): when a few slots are free
+            # and works are still running, more slots free up soon
+            batch = max(1, worker.concurrency // 8)
+            if free > 0 and (free >= batch or timed_out or not runtime.running):
                 got = await leases.claim(self.store, owner=self.node_id,
                                          worker=worker.worker_id, limit=free,
                                          ttl=self.lease_ttl, sagas=names)
                 self.claimed += len(got)
-                ended = [c.work_id for c in got if not await runtime.adopt(c.work_id)]
+                adopted = await runtime.adopt_many([c.work_id for c in got])
+                ended = [c.work_id for c, ok in zip(got, adopted, strict=True) if not ok]
                 if ended:
                     await leases.release(self.store, owner=self.node_id, work_ids=ended)
                 if len(got) == free and worker.status == "active":
+                    timed_out = False
                     continue  # there may be more
-            else:
-                worker.wake = anyio.Event()
-            with anyio.move_on_after(self.poll_interval):
+            with anyio.move_on_after(self.poll_interval) as waited:
                 await worker.wake.wait()
+            timed_out = waited.cancelled_caught
         if worker.status == "draining":
             await worker.drained.wait()  # the runtime stays up while its works stop
 

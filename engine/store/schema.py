@@ -6,8 +6,10 @@ written in the same transaction as the events they derive from and rebuildable
 from the events alone. ``snapshots`` hold a work's state at some seq so loading a
 long work costs only the events after it.
 
-``leases`` say which worker node runs which unfinished work, until when (renewed
-by heartbeat), with a token that grows at every claim. ``workers`` is the
+``leases`` hold the unfinished works that worker nodes run: free ones (created for
+the nodes, or handed back by a draining node) and claimed ones, with the node that
+runs it, until when (renewed by heartbeat), and a token that grows at every claim.
+A work run by a plain runtime of its own has no row. ``workers`` is the
 projection of ``worker_events``: the named workers of every node, their
 concurrency and state.
 """
@@ -88,11 +90,13 @@ snapshots = sa.Table(
 leases = sa.Table(
     "leases", metadata,
     sa.Column("work_id", _ID, primary_key=True),
-    sa.Column("owner", sa.String(200), nullable=False),  # the worker node
-    sa.Column("worker", sa.String(200), nullable=False),  # its named worker
+    sa.Column("saga", sa.String(200), nullable=False),
+    sa.Column("owner", sa.String(200)),  # the worker node; NULL: free to claim
+    sa.Column("worker", sa.String(200)),  # its named worker
     sa.Column("token", sa.Integer, nullable=False),  # +1 at every claim
-    sa.Column("expires_at", sa.Float(precision=53), nullable=False),
-    sa.Column("claimed_at", sa.Float(precision=53), nullable=False),
+    sa.Column("expires_at", sa.Float(precision=53), nullable=False),  # 0: free
+    sa.Column("claimed_at", sa.Float(precision=53)),
+    sa.Index("leases_expires", "expires_at"),
     sa.Index("leases_owner", "owner"),
 )
 

@@ -249,13 +249,16 @@ class SqlStore:
     # ------------------------------------------------------------ writing
 
     async def append(self, work_id: str, records: list[RecordedEvent],
-                     state: WorkState | None = None, *, lease: Lease | None = None) -> None:
+                     state: WorkState | None = None, *, lease: Lease | None = None,
+                     queue: bool = False) -> None:
         """Append ``records`` (consecutive seqs of one work) and update the projections
         from ``state``, the work's state after them; return once it is durable.
 
         With ``lease``, the appender runs the work under that lease: the work's first
         append takes it (in the same commit, so no other node can claim the new work in
-        between), and an append that ends the work drops it.
+        between), later ones are written only while it is still held, and an append
+        that ends the work drops it. With ``queue``, the work's first append leaves it
+        free for worker nodes to claim.
         """
         if self._closed:
             raise EngineError("the store is closed")
@@ -278,15 +281,22 @@ class SqlStore:
             if every and last // every > (first - 1) // every:
                 item.snapshot = {"work_id": work_id, "seq": state.seq,
                                  "state": encode_state(state), "version": STATE_VERSION}
-        if lease is not None and records:
+        if (lease is not None or queue) and records:
             ended = state is not None and state.status in TERMINAL
-            if records[0].seq > 1:  # written only while the lease is still ours
-                item.fence = (lease.owner, lease.worker)
+            if records[0].seq > 1:
+                if lease is not None:  # written only while the lease is still ours
+                    item.fence = (lease.owner, lease.worker)
             elif not ended:
+                if state is None:
+                    raise ValueError("a work's first append with a lease needs its state")
                 now = time.time()
-                item.lease = {"work_id": work_id, "owner": lease.owner, "worker": lease.worker,
-                              "token": 1, "expires_at": now + lease.ttl, "claimed_at": now}
-            if ended:
+                item.lease = {"work_id": work_id, "saga": state.saga, "owner": None,
+                              "worker": None, "token": 0, "expires_at": 0.0,
+                              "claimed_at": None}
+                if lease is not None:
+                    item.lease.update(owner=lease.owner, worker=lease.worker, token=1,
+                                      expires_at=now + lease.ttl, claimed_at=now)
+            if ended and lease is not None:
                 item.release = lease.owner
         self._queue.append(item)
         if len(self._queue) >= self.config.max_batch:
@@ -427,6 +437,37 @@ class SqlStore:
         if row is None or row["version"] != STATE_VERSION:
             return None, await self.read(work_id)
         return decode_state(row["state"]), await self.read(work_id, after=row["seq"])
+
+    async def load_many(self, work_ids: Sequence[str]
+                        ) -> dict[str, tuple[WorkState | None, list[RecordedEvent]]]:
+        """:meth:`load` for many works in two queries (a worker adopting claimed works)."""
+        ids = list(dict.fromkeys(work_ids))
+        found: dict[str, tuple[WorkState | None, list[RecordedEvent]]] = {}
+        if not ids:
+            return found
+        async with self.engine.connect() as conn:
+            snaps = {row["work_id"]: row for row in (await conn.execute(
+                sa.select(snapshots).where(snapshots.c.work_id.in_(ids)))).mappings()}
+            after = {w: (r["seq"] if r["version"] == STATE_VERSION else 0)
+                     for w, r in snaps.items()}
+            if self.dialect == "postgresql":
+                # one index lookup per work, whatever the planner's statistics say (a
+                # table that grew fast since its last ANALYZE got a full scan for IN)
+                rows = (await conn.execute(_PG_STREAMS, {"ids": ids})).mappings()
+            else:
+                rows = (await conn.execute(sa.select(events).where(events.c.work_id.in_(ids))
+                                           .order_by(events.c.work_id, events.c.seq))
+                        ).mappings()
+            streams: dict[str, list[RecordedEvent]] = {w: [] for w in ids}
+            for row in rows:
+                if row["seq"] > after.get(row["work_id"], 0):
+                    streams[row["work_id"]].append(decode_event(dict(row)))
+        for work_id in ids:
+            snap = snaps.get(work_id)
+            state = (decode_state(snap["state"])
+                     if snap is not None and snap["version"] == STATE_VERSION else None)
+            found[work_id] = (state, streams[work_id])
+        return found
 
     async def work(self, work_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
@@ -576,6 +617,11 @@ def _pg_type(column: sa.Column[Any]) -> str:
 
 
 _PG_SQL: list[str] = []
+
+_PG_STREAMS = sa.text(
+    "SELECT e.* FROM unnest(:ids) AS w(work_id) CROSS JOIN LATERAL "
+    "(SELECT * FROM events WHERE events.work_id = w.work_id ORDER BY seq) AS e"
+).bindparams(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Text)))
 
 
 def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:

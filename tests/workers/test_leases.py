@@ -37,12 +37,18 @@ async def test_claims_take_the_oldest_free_works_once(store_url: str) -> None:
         assert [c.work_id for c in second] == ids[3:]
         rest = await leases.claim(store, owner="n2", worker="n2/w", limit=10, ttl=30)
         assert [c.work_id for c in rest] == [other]
+        # a work run by a plain runtime of its own is never offered to worker nodes
+        mine = await rt.start("one", 1)
+        assert (await rt.wait(mine)).status == "completed"
+        private = await rt.start("one", 1, paused=True)
+        assert await leases.claim(store, owner="n3", worker="n3/w", limit=10, ttl=30) == []
+        await rt.resume(private)
         assert await leases.claim(store, owner="n3", worker="n3/w", limit=10, ttl=30) == []
         # renewal answers what is still held; release frees works at once
         assert await leases.renew(store, owner="n1", ttl=30) == set(ids[:3])
         assert await leases.release(store, owner="n1", work_ids=ids[:1]) == 1
         again = await leases.claim(store, owner="n3", worker="n3/w", limit=10, ttl=30)
-        assert [(c.work_id, c.token) for c in again] == [(ids[0], 1)]
+        assert [(c.work_id, c.token) for c in again] == [(ids[0], 2)]  # its second claim
 
 
 async def test_an_expired_lease_is_taken_over_with_a_higher_token(store_url: str) -> None:

@@ -1,4 +1,4 @@
-"""Worker nodes: leases on works, worker events and their projection.
+"""Worker nodes: the leases on (and queue of) works, worker events and their projection.
 
 Revision ID: 0002
 Revises: 0001
@@ -24,12 +24,14 @@ def upgrade() -> None:
     op.create_table(
         "leases",
         sa.Column("work_id", ID, primary_key=True),
-        sa.Column("owner", NAME, nullable=False),
-        sa.Column("worker", NAME, nullable=False),
+        sa.Column("saga", NAME, nullable=False),
+        sa.Column("owner", NAME),
+        sa.Column("worker", NAME),
         sa.Column("token", sa.Integer, nullable=False),
         sa.Column("expires_at", TIME, nullable=False),
-        sa.Column("claimed_at", TIME, nullable=False),
+        sa.Column("claimed_at", TIME),
     )
+    op.create_index("leases_expires", "leases", ["expires_at"])
     op.create_index("leases_owner", "leases", ["owner"])
     op.create_table(
         "worker_events",
@@ -62,4 +64,5 @@ def downgrade() -> None:
     op.drop_index("worker_events_worker", table_name="worker_events")
     op.drop_table("worker_events")
     op.drop_index("leases_owner", table_name="leases")
+    op.drop_index("leases_expires", table_name="leases")
     op.drop_table("leases")
