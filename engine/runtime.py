@@ -224,15 +224,25 @@ class Runtime:
 
     async def start(self, saga: str, input: Any = None, *, paused: bool = False,
                     work_id: str | None = None, breakpoints: Sequence[Breakpoint] = (),
-                    dry_run: DryRun | None = None, run: bool = True) -> str:
+                    dry_run: DryRun | None = None, run: bool = True, priority: int = 0,
+                    start_at: float | None = None) -> str:
         """Create a work of ``saga`` and run it (or leave it paused, to be stepped).
 
         With ``run=False`` (a store needed) the work is only created, durably and without
-        a lease, for a worker node to claim; this runtime forgets it.
+        a lease, for a worker node to claim (higher ``priority`` first, not before
+        ``start_at``, a Unix time); this runtime forgets it.
         """
         if not run and (self.store is None or dry_run is not None):
             raise ValueError("run=False creates a work for worker nodes: it needs a store "
                              "and no dry run")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ValueError(f"priority must be a whole number, got {priority!r}")
+        if start_at is not None:
+            if run:
+                raise ValueError("start_at delays a work for worker nodes: use run=False")
+            if isinstance(start_at, bool) or not isinstance(start_at, int | float) \
+                    or start_at != start_at:
+                raise ValueError(f"start_at must be a Unix time in seconds, got {start_at!r}")
         if self._tg is None:
             raise RuntimeError("use the Runtime as 'async with Runtime(...) as runtime'")
         plan = self.plan(saga)
@@ -260,6 +270,10 @@ class Runtime:
                                    "breakpoints": [b.to_dict() for b in breakpoints]}
         if dry_run is not None:
             payload["dry_run"] = {"fail": list(dry_run.fail)}
+        if priority:
+            payload["priority"] = priority
+        if start_at is not None:
+            payload["start_at"] = float(start_at)
         try:
             await runner.record(Event(type=ev.WORK_CREATED, payload=payload), flush=False)
             if run:

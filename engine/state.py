@@ -130,6 +130,8 @@ class WorkState:
     seq: int = 0
     created_at: float | None = None
     updated_at: float | None = None
+    priority: int = 0  # worker nodes claim higher priorities first
+    start_at: float | None = None  # a delayed work: not claimed before this time
     stages: dict[str, StageState] = field(default_factory=dict)
     open_calls: dict[str, str] = field(default_factory=dict)
     signals: list[dict[str, Any]] = field(default_factory=list)
@@ -263,6 +265,8 @@ def _work_created(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     state.paused = bool(p.get("paused", False))
     state.created_at = t
     state.stages_total = int(p.get("stages", 0))
+    state.priority = int(p.get("priority", 0))
+    state.start_at = p.get("start_at")
     fork = p.get("forked_from")
     if fork is not None:
         state.parent_work_id = fork["work_id"]

@@ -36,7 +36,7 @@ _PG_CLAIM = """
 WITH candidates AS (
     SELECT work_id FROM leases
     WHERE expires_at < $1 AND ($5::text[] IS NULL OR saga = ANY($5::text[]))
-    ORDER BY work_id
+    ORDER BY priority DESC, work_id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
@@ -49,7 +49,8 @@ RETURNING leases.work_id, leases.token
 _SQLITE_CLAIM = """
 UPDATE leases SET owner = ?, worker = ?, token = token + 1, expires_at = ?, claimed_at = ?
 WHERE work_id IN (
-    SELECT work_id FROM leases WHERE expires_at < ?{sagas} ORDER BY work_id LIMIT ?
+    SELECT work_id FROM leases WHERE expires_at < ?{sagas} ORDER BY priority DESC, work_id
+    LIMIT ?
 )
 RETURNING work_id, token
 """
@@ -68,7 +69,8 @@ def _check(owner: str, worker: str, ttl: float) -> None:
 async def claim(store: SqlStore, *, owner: str, worker: str, limit: int, ttl: float,
                 sagas: Sequence[str] | None = None) -> list[Claimed]:
     """Lease up to ``limit`` claimable works (of ``sagas``, or any) to ``worker`` of node
-    ``owner`` for ``ttl`` seconds, oldest first."""
+    ``owner`` for ``ttl`` seconds: higher priorities first, then the oldest (in any
+    order among those: adopt them together)."""
     _check(owner, worker, ttl)
     if limit <= 0:
         return []
@@ -77,15 +79,13 @@ async def claim(store: SqlStore, *, owner: str, worker: str, limit: int, ttl: fl
     if store.dialect == "postgresql":
         async with store.postgres_connection() as conn:
             rows = await conn.fetch(_PG_CLAIM, now, limit, owner, worker, names, now + ttl)
-        return sorted((Claimed(r["work_id"], r["token"]) for r in rows),
-                      key=lambda c: c.work_id)
+        return [Claimed(r["work_id"], r["token"]) for r in rows]
     sql = _SQLITE_CLAIM.format(
         sagas="" if names is None else f" AND saga IN ({', '.join('?' for _ in names)})")
     args: list[Any] = [owner, worker, now + ttl, now, now, *(names or []), limit]
 
     def run(conn: sqlite3.Connection) -> list[Claimed]:
-        return sorted((Claimed(w, t) for w, t in conn.execute(sql, args).fetchall()),
-                      key=lambda c: c.work_id)
+        return [Claimed(w, t) for w, t in conn.execute(sql, args).fetchall()]
 
     return await store.write_sqlite(run)
 

@@ -91,10 +91,12 @@ leases = sa.Table(
     "leases", metadata,
     sa.Column("work_id", _ID, primary_key=True),
     sa.Column("saga", sa.String(200), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),  # higher first
     sa.Column("owner", sa.String(200)),  # the worker node; NULL: free to claim
     sa.Column("worker", sa.String(200)),  # its named worker
     sa.Column("token", sa.Integer, nullable=False),  # +1 at every claim
-    sa.Column("expires_at", sa.Float(precision=53), nullable=False),  # 0: free
+    # 0: free; a delayed work is free from its start time on
+    sa.Column("expires_at", sa.Float(precision=53), nullable=False),
     sa.Column("claimed_at", sa.Float(precision=53)),
     sa.Index("leases_expires", "expires_at"),
     sa.Index("leases_owner", "owner"),

@@ -290,8 +290,9 @@ class SqlStore:
                 if state is None:
                     raise ValueError("a work's first append with a lease needs its state")
                 now = time.time()
-                item.lease = {"work_id": work_id, "saga": state.saga, "owner": None,
-                              "worker": None, "token": 0, "expires_at": 0.0,
+                item.lease = {"work_id": work_id, "saga": state.saga,
+                              "priority": state.priority, "owner": None, "worker": None,
+                              "token": 0, "expires_at": state.start_at or 0.0,
                               "claimed_at": None}
                 if lease is not None:
                     item.lease.update(owner=lease.owner, worker=lease.worker, token=1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio
@@ -29,12 +30,12 @@ async def test_claims_take_the_oldest_free_works_once(store_url: str) -> None:
         other = await rt.start("other", 0, run=False)
         first = await leases.claim(store, owner="n1", worker="n1/w", limit=3, ttl=30,
                                    sagas=["one"])
-        assert [c.work_id for c in first] == ids[:3]
+        assert sorted(c.work_id for c in first) == ids[:3]
         assert all(c.token == 1 for c in first)
         # a live lease is never taken; the filter keeps to the worker's sagas
         second = await leases.claim(store, owner="n2", worker="n2/w", limit=10, ttl=30,
                                     sagas=["one"])
-        assert [c.work_id for c in second] == ids[3:]
+        assert sorted(c.work_id for c in second) == ids[3:]
         rest = await leases.claim(store, owner="n2", worker="n2/w", limit=10, ttl=30)
         assert [c.work_id for c in rest] == [other]
         # a work run by a plain runtime of its own is never offered to worker nodes
@@ -49,6 +50,28 @@ async def test_claims_take_the_oldest_free_works_once(store_url: str) -> None:
         assert await leases.release(store, owner="n1", work_ids=ids[:1]) == 1
         again = await leases.claim(store, owner="n3", worker="n3/w", limit=10, ttl=30)
         assert [(c.work_id, c.token) for c in again] == [(ids[0], 2)]  # its second claim
+
+
+async def test_higher_priorities_first_and_delayed_works_wait_for_their_time(
+        store_url: str) -> None:
+    async with SqlStore.open(store_url) as store, Runtime([ONE], store=store) as rt:
+        low = await rt.start("one", 0, run=False)
+        high = await rt.start("one", 0, run=False, priority=5)
+        later = await rt.start("one", 0, run=False, start_at=time.time() + 0.3, priority=9)
+        assert rt.works() == []  # nothing of them runs here
+        (first,) = await leases.claim(store, owner="n", worker="n/w", limit=1, ttl=30)
+        assert first.work_id == high
+        rest = await leases.claim(store, owner="n", worker="n/w", limit=5, ttl=30)
+        assert [c.work_id for c in rest] == [low]  # the delayed one is not due yet
+        await anyio.sleep(0.35)
+        due = await leases.claim(store, owner="n", worker="n/w", limit=5, ttl=30)
+        assert [c.work_id for c in due] == [later]
+        with pytest.raises(ValueError, match="priority must be a whole number, got 'x'"):
+            await rt.start("one", 0, run=False, priority="x")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="start_at delays a work for worker nodes"):
+            await rt.start("one", 0, start_at=time.time())
+        with pytest.raises(ValueError, match="start_at must be a Unix time"):
+            await rt.start("one", 0, run=False, start_at="soon")  # type: ignore[arg-type]
 
 
 async def test_an_expired_lease_is_taken_over_with_a_higher_token(store_url: str) -> None:

@@ -25,6 +25,7 @@ def upgrade() -> None:
         "leases",
         sa.Column("work_id", ID, primary_key=True),
         sa.Column("saga", NAME, nullable=False),
+        sa.Column("priority", sa.Integer, nullable=False),
         sa.Column("owner", NAME),
         sa.Column("worker", NAME),
         sa.Column("token", sa.Integer, nullable=False),
