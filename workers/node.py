@@ -96,7 +96,7 @@ class WorkerNode:
     def __init__(self, store: SqlStore, sagas: Sequence[Saga], workers: Iterable[WorkerSpec],
                  *, node_id: str | None = None, lease_ttl: float = 10.0,
                  poll_interval: float | None = None, drain_deadline: float = 30.0,
-                 services: Iterable[Service] = ()) -> None:
+                 services: Iterable[Service] = (), schedules: bool = True) -> None:
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         if not drain_deadline >= 0:
@@ -107,6 +107,7 @@ class WorkerNode:
         self.lease_ttl = lease_ttl
         self.drain_deadline = drain_deadline
         self.services = list(services)
+        self.schedules = schedules  # this node fires the schedules' ticks too
         # SQLite nodes poll; on PostgreSQL NOTIFY wakes them and the poll only finds
         # leases that expired without a word (a node died)
         pg = store.dialect == "postgresql"
@@ -137,6 +138,8 @@ class WorkerNode:
             for spec in self._initial:
                 await self._start_worker(spec)
             tg.start_soon(self._heartbeat)
+            if self.schedules:
+                tg.start_soon(self._schedule)
             if self.store.dialect == "postgresql":
                 await tg.start(self._listen)
             task_status.started()
@@ -317,6 +320,19 @@ class WorkerNode:
                         self._tg.start_soon(runtime.release, work_id)
                 await self._record(worker, "worker.heartbeat",
                                    {"running": runtime.running, "at": time.time()})
+
+    async def _schedule(self) -> None:
+        from .schedules import Scheduler
+
+        async with Runtime(self.sagas, store=self.store, worker=self.node_id) as runtime:
+            scheduler = Scheduler(runtime)
+            while True:
+                try:
+                    wait = await scheduler.run_due()
+                except Exception:  # the store is busy or gone: try again later
+                    _LOG.exception("node %s could not fire schedules", self.node_id)
+                    wait = 1.0
+                await anyio.sleep(wait)
 
     async def _listen(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         import asyncpg

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["events", "leases", "metadata", "snapshots", "stage_runs", "worker_events",
-           "workers", "works"]
+__all__ = ["events", "leases", "metadata", "schedules", "snapshots", "stage_runs",
+           "worker_events", "workers", "works"]
 
 metadata = sa.MetaData()
 
@@ -125,5 +125,25 @@ workers = sa.Table(
     sa.Column("running", sa.Integer, nullable=False),
     sa.Column("registered_at", sa.Float(precision=53), nullable=False),
     sa.Column("heartbeat_at", sa.Float(precision=53), nullable=False),
+    sa.Column("updated_at", sa.Float(precision=53), nullable=False),
+)
+
+schedules = sa.Table(
+    "schedules", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("saga", sa.String(200), nullable=False),
+    sa.Column("input", sa.Text, nullable=False),  # JSON
+    sa.Column("cron", sa.String(200), nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("overlap", sa.String(10), nullable=False),  # skip, queue, allow
+    sa.Column("catch_up", sa.String(10), nullable=False),  # last, none
+    sa.Column("paused", sa.Boolean, nullable=False),
+    sa.Column("next_at", sa.Float(precision=53), nullable=False),  # the next tick
+    sa.Column("queued", sa.Text, nullable=False),  # JSON list of ticks waiting (queue)
+    sa.Column("last_tick", sa.Float(precision=53)),
+    sa.Column("last_work_id", _ID),
+    sa.Column("fired", sa.Integer, nullable=False),  # works created so far
+    sa.Column("version", sa.Integer, nullable=False),  # +1 at every change: compare-and-set
+    sa.Column("created_at", sa.Float(precision=53), nullable=False),
     sa.Column("updated_at", sa.Float(precision=53), nullable=False),
 )

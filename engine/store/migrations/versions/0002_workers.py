@@ -1,4 +1,5 @@
-"""Worker nodes: the leases on (and queue of) works, worker events and their projection.
+"""Worker nodes: the leases on (and queue of) works, worker events and their projection,
+schedules.
 
 Revision ID: 0002
 Revises: 0001
@@ -60,7 +61,29 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "schedules",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("saga", NAME, nullable=False),
+        sa.Column("input", sa.Text, nullable=False),
+        sa.Column("cron", NAME, nullable=False),
+        sa.Column("timezone", sa.String(64), nullable=False),
+        sa.Column("overlap", sa.String(10), nullable=False),
+        sa.Column("catch_up", sa.String(10), nullable=False),
+        sa.Column("paused", sa.Boolean, nullable=False),
+        sa.Column("next_at", TIME, nullable=False),
+        sa.Column("queued", sa.Text, nullable=False),
+        sa.Column("last_tick", TIME),
+        sa.Column("last_work_id", ID),
+        sa.Column("fired", sa.Integer, nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("created_at", TIME, nullable=False),
+        sa.Column("updated_at", TIME, nullable=False),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("schedules")
     op.drop_table("workers")
     op.drop_index("worker_events_worker", table_name="worker_events")
     op.drop_table("worker_events")
