@@ -31,6 +31,7 @@ __all__ = [
     "STAGE_COMPLETED",
     "STAGE_FAILED",
     "STAGE_STARTED",
+    "STAGE_WAITING",
     "TRANSACTION_COMPLETED",
     "TRANSACTION_FAILED",
     "TRANSACTION_STARTED",
@@ -75,6 +76,7 @@ SIGNAL_RECEIVED = "signal.received"
 STAGE_STARTED = "stage.started"
 STAGE_COMPLETED = "stage.completed"
 STAGE_FAILED = "stage.failed"
+STAGE_WAITING = "stage.waiting"  # a call waits to be let through (a lock, a rate, a service)
 TRANSACTION_STARTED = "stage.transaction.started"
 TRANSACTION_COMPLETED = "stage.transaction.completed"
 TRANSACTION_FAILED = "stage.transaction.failed"

@@ -24,8 +24,9 @@ from .breakpoints import Breakpoint
 from .clock import Clock
 from .context import Failure, StageContext, error_data, jsonable
 from .definitions import MISSING, Abort, Branch, Forward, Loop, Map, RetryTransaction, Stage
-from .errors import StageFailure, WorkStateError
+from .errors import DefinitionError, StageFailure, WorkStateError
 from .events import Event, RecordedEvent
+from .gate import Admission, Gate, fill_key
 from .plan import Plan
 from .services import ServiceScope
 from .state import TERMINAL, WorkState, evolve
@@ -78,7 +79,7 @@ class WorkRunner:
                  on_event: Callable[[RecordedEvent], None] | None = None,
                  sink: Callable[[list[RecordedEvent], WorkState], Awaitable[None]] | None = None,
                  snapshot: WorkState | None = None,
-                 history: Iterable[RecordedEvent] = ()) -> None:
+                 history: Iterable[RecordedEvent] = (), gate: Gate | None = None) -> None:
         self.plan = plan
         self.work_id = work_id
         self.clock = clock
@@ -87,6 +88,7 @@ class WorkRunner:
         self.dry_run = dry_run
         self.on_event = on_event
         self.sink = sink  # makes events durable before the work goes on
+        self.gate = gate  # admits transactions that need a lock, a rate or a service
         self._pending: list[tuple[RecordedEvent, bool]] = []
         self.state = WorkState() if snapshot is None else snapshot.copy()
         self.events: list[RecordedEvent] = []
@@ -286,8 +288,35 @@ class WorkRunner:
             output = node.example if node.example is not MISSING else inp
         else:
             ctx = self._context(path, attempt, "transaction")
-            output, exc, timed_out = await self._invoke(node.transaction, (ctx, inp),
-                                                        node.timeout)
+            if self.gate is not None and (node.services or node.lock_key
+                                          or node.rate_limit_key):
+                state = self.state
+                try:
+                    request = Admission(
+                        work_id=self.work_id, saga=state.saga, path=path, attempt=attempt,
+                        stage=node, lock_key=node.lock_key and fill_key(
+                            node.lock_key, inp, work_id=self.work_id, saga=state.saga),
+                        rate_limit_key=node.rate_limit_key and fill_key(
+                            node.rate_limit_key, inp, work_id=self.work_id, saga=state.saga))
+                except DefinitionError as bad_key:
+                    return self._failed(call, error_data(bad_key, retryable=False))
+                reasons: list[str] = []
+
+                async def waiting(reason: str) -> None:
+                    if reason not in reasons[-1:]:  # once per reason in a row
+                        reasons.append(reason)
+                        await self.record(Event(type=ev.STAGE_WAITING, path=path,
+                                                attempt=attempt, payload={"reason": reason}))
+
+                try:
+                    async with self.gate.admit(request, waiting):
+                        output, exc, timed_out = await self._invoke(
+                            node.transaction, (ctx, inp), node.timeout)
+                except Exception as gate_error:  # the gate failed (a lock wait timed out)
+                    return self._failed(call, error_data(gate_error, retryable=True))
+            else:
+                output, exc, timed_out = await self._invoke(node.transaction, (ctx, inp),
+                                                            node.timeout)
             if exc is not None:
                 retryable = True if timed_out else node.retry.is_retryable(exc)
                 return self._failed(call, error_data(exc, retryable=retryable,

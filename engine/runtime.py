@@ -37,6 +37,7 @@ from .errors import (
     WorkStateError,
 )
 from .events import Event, RecordedEvent
+from .gate import Gate
 from .ids import new_work_id as make_work_id
 from .lease import Lease
 from .plan import Plan, compile_saga
@@ -98,7 +99,7 @@ class Runtime:
                  clock: Clock | None = None, worker: str | None = None,
                  on_event: Callable[[RecordedEvent], None] | None = None,
                  store: Store | None = None, keep_finished: int = 256,
-                 lease: Lease | None = None) -> None:
+                 lease: Lease | None = None, gate: Gate | None = None) -> None:
         if not isinstance(keep_finished, int) or keep_finished < 0:
             raise ValueError(f"keep_finished must be an integer >= 0, got {keep_finished!r}")
         self.clock: Clock = clock or SystemClock()
@@ -111,6 +112,7 @@ class Runtime:
             raise ValueError("a lease needs a store: leases are rows in it")
         # the works this runtime creates are leased to it in their creation's commit
         self.lease = lease
+        self.gate = gate  # admits the transactions of stages with services, locks, rates
         self._driven: dict[str, anyio.Event] = {}  # work id -> set when its driver ends
         self.on_driver_end: Callable[[str], None] | None = None  # a slot is free again
         self.worker = worker
@@ -302,7 +304,7 @@ class Runtime:
 
         return WorkRunner(plan, work_id, clock=self.clock, services=ServiceScope(self._services),
                           worker=self.worker, dry_run=dry_run, on_event=self.on_event, sink=sink,
-                          snapshot=snapshot, history=history)
+                          snapshot=snapshot, history=history, gate=self.gate)
 
     async def recover(self) -> list[str]:
         """Load every unfinished work from the store and go on running it.

@@ -140,6 +140,7 @@ class WorkState:
     resume_past: dict[str, Any] | None = None
     input_overrides: dict[str, Any] = field(default_factory=dict)
     edits: list[dict[str, Any]] = field(default_factory=list)
+    waiting: dict[str, str] = field(default_factory=dict)  # path -> why its call waits
     retries_used: dict[str, int] = field(default_factory=dict)
     completions: int = 0
     compensated: list[str] = field(default_factory=list)
@@ -158,6 +159,8 @@ class WorkState:
         """The status people see: ``paused`` while paused and not finished."""
         if self.paused and not self.terminal:
             return "paused"
+        if self.waiting and not self.terminal:
+            return "waiting"
         return self.status
 
     def copy(self) -> WorkState:
@@ -167,6 +170,7 @@ class WorkState:
         clone.open_calls = dict(self.open_calls)
         clone.signals = list(self.signals)
         clone.breakpoints = dict(self.breakpoints)
+        clone.waiting = dict(self.waiting)
         clone.input_overrides = dict(self.input_overrides)
         clone.edits = list(self.edits)
         clone.retries_used = dict(self.retries_used)
@@ -238,6 +242,11 @@ def _open(state: WorkState, st: StageState, call: str) -> None:
 def _close(state: WorkState, st: StageState) -> None:
     st.call = None
     state.open_calls.pop(st.path, None)
+    state.waiting.pop(st.path, None)
+
+
+def _stage_waiting(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    state.waiting[r.event.path] = str(p.get("reason", ""))
 
 
 def evolve(state: WorkState, recorded: RecordedEvent) -> WorkState:
@@ -545,6 +554,7 @@ _HANDLERS = {
     ev.STAGE_COMPLETED: _stage_completed,
     ev.STAGE_FAILED: _stage_failed,
     ev.TRANSACTION_STARTED: _transaction_started,
+    ev.STAGE_WAITING: _stage_waiting,
     ev.TRANSACTION_COMPLETED: _transaction_completed,
     ev.TRANSACTION_FAILED: _transaction_failed,
     ev.RETRY_SCHEDULED: _retry_scheduled,

@@ -35,6 +35,7 @@ def work_row(state: WorkState, current_stage: str | None,
         "stages_total": state.stages_total,
         "breakpoints": breakpoints, "last_seq": state.seq, "wake_at": state.wake_at,
         "parent_work_id": state.parent_work_id, "forked_at_seq": state.forked_at_seq,
+        "waiting": _json(state.waiting) if state.waiting else None,
         "created_at": state.created_at or 0.0, "updated_at": state.updated_at or 0.0,
     }
 

@@ -61,6 +61,7 @@ works = sa.Table(
     sa.Column("wake_at", sa.Float(precision=53)),
     sa.Column("parent_work_id", _ID),
     sa.Column("forked_at_seq", sa.Integer),
+    sa.Column("waiting", sa.Text),  # JSON {stage path: why its call waits}, or NULL
     sa.Column("created_at", sa.Float(precision=53), nullable=False),
     sa.Column("updated_at", sa.Float(precision=53), nullable=False),
     sa.Index("works_status", "status"),

@@ -22,6 +22,7 @@ TIME = sa.Float(precision=53)
 
 
 def upgrade() -> None:
+    op.add_column("works", sa.Column("waiting", sa.Text))
     op.create_table(
         "leases",
         sa.Column("work_id", ID, primary_key=True),
@@ -83,6 +84,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_column("works", "waiting")
     op.drop_table("schedules")
     op.drop_table("workers")
     op.drop_index("worker_events_worker", table_name="worker_events")
