@@ -22,7 +22,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,9 @@ from engine.services import Service
 from engine.store import SqlStore
 
 from . import leases, registry
+from .gate import NodeGate
+from .health import Health, HealthCheck
+from .limits import RateLimit
 
 __all__ = ["WorkerNode", "WorkerSpec"]
 
@@ -96,7 +99,11 @@ class WorkerNode:
     def __init__(self, store: SqlStore, sagas: Sequence[Saga], workers: Iterable[WorkerSpec],
                  *, node_id: str | None = None, lease_ttl: float = 10.0,
                  poll_interval: float | None = None, drain_deadline: float = 30.0,
-                 services: Iterable[Service] = (), schedules: bool = True) -> None:
+                 services: Iterable[Service] = (), schedules: bool = True,
+                 health_checks: Iterable[HealthCheck] = (), health_interval: float = 2.0,
+                 rate_limits: Mapping[str, RateLimit] | None = None,
+                 lock_limits: Mapping[str, int] | None = None, lock_ttl: float = 30.0,
+                 ) -> None:
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         if not drain_deadline >= 0:
@@ -108,6 +115,12 @@ class WorkerNode:
         self.drain_deadline = drain_deadline
         self.services = list(services)
         self.schedules = schedules  # this node fires the schedules' ticks too
+        checks = list(health_checks)
+        self.health = (Health(store, checks, node=self.node_id, interval=health_interval)
+                       if checks else None)
+        self.gate = NodeGate(store, holder=self.node_id, health=self.health,
+                             rate_limits=rate_limits, lock_limits=lock_limits,
+                             lock_ttl=lock_ttl)
         # SQLite nodes poll; on PostgreSQL NOTIFY wakes them and the poll only finds
         # leases that expired without a word (a node died)
         pg = store.dialect == "postgresql"
@@ -135,6 +148,9 @@ class WorkerNode:
         worker is registered."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            if self.health is not None:
+                await self.health.check_all()  # works wait for what is down from the start
+                tg.start_soon(self._check_health, self.health)
             for spec in self._initial:
                 await self._start_worker(spec)
             tg.start_soon(self._heartbeat)
@@ -237,7 +253,8 @@ class WorkerNode:
         try:
             with worker.scope:
                 async with Runtime(self.sagas, store=self.store, worker=worker.worker_id,
-                                   lease=lease, services=self.services) as runtime:
+                                   lease=lease, services=self.services,
+                                   gate=self.gate) as runtime:
                     worker.runtime = runtime
                     runtime.on_driver_end = self._kick
                     await self._claim_loop(worker, runtime)
@@ -320,6 +337,14 @@ class WorkerNode:
                         self._tg.start_soon(runtime.release, work_id)
                 await self._record(worker, "worker.heartbeat",
                                    {"running": runtime.running, "at": time.time()})
+
+    async def _check_health(self, health: Health) -> None:
+        while True:
+            await anyio.sleep(health.interval)
+            try:
+                await health.check_all()
+            except Exception:  # the store is busy or gone: the next round tries again
+                _LOG.exception("node %s could not record its health checks", self.node_id)
 
     async def _schedule(self) -> None:
         from .schedules import Scheduler

@@ -24,7 +24,16 @@ def _config(connection: Connection) -> Config:
     return config
 
 
+# taken by whoever migrates a PostgreSQL database, so processes starting together on a
+# new database migrate it one after the other (the later ones find it up to date)
+MIGRATE_LOCK = 0x5A6A_0002
+
+
 def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK})")
+    else:  # SQLite: the write lock first, so nobody migrates between our look and our DDL
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
     command.upgrade(_config(connection), "head")
 
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["events", "leases", "metadata", "schedules", "snapshots", "stage_runs",
-           "worker_events", "workers", "works"]
+__all__ = ["events", "health_checks", "leases", "lock_holders", "lock_waiters", "metadata",
+           "rate_buckets", "schedules", "snapshots", "stage_runs", "worker_events", "workers",
+           "works"]
 
 metadata = sa.MetaData()
 
@@ -147,4 +148,41 @@ schedules = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),  # +1 at every change: compare-and-set
     sa.Column("created_at", sa.Float(precision=53), nullable=False),
     sa.Column("updated_at", sa.Float(precision=53), nullable=False),
+)
+
+lock_holders = sa.Table(  # a named lock held by up to its limit of holders at once
+    "lock_holders", metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("holder", sa.String(200), primary_key=True),
+    sa.Column("acquired_at", sa.Float(precision=53), nullable=False),
+    sa.Column("expires_at", sa.Float(precision=53), nullable=False),
+)
+
+lock_waiters = sa.Table(  # first come, first served: by position
+    "lock_waiters", metadata,
+    sa.Column("position", _POSITION, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("since", sa.Float(precision=53), nullable=False),
+    sa.Column("expires_at", sa.Float(precision=53), nullable=False),  # a dead waiter leaves
+    sa.Index("lock_waiters_name", "name", "position"),
+)
+
+rate_buckets = sa.Table(  # token buckets shared by every node
+    "rate_buckets", metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("tokens", sa.Float(precision=53), nullable=False),
+    sa.Column("updated_at", sa.Float(precision=53), nullable=False),
+)
+
+health_checks = sa.Table(  # the history of service health checks
+    "health_checks", metadata,
+    sa.Column("position", _POSITION, primary_key=True, autoincrement=True),
+    sa.Column("service", sa.String(200), nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("available", sa.Boolean, nullable=False),  # its own check and its dependencies
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("node", sa.String(200), nullable=False),
+    sa.Column("time", sa.Float(precision=53), nullable=False),
+    sa.Index("health_checks_service", "service", "position"),
 )

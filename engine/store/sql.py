@@ -237,6 +237,28 @@ class SqlStore:
 
         return await anyio.to_thread.run_sync(run)
 
+    async def transaction(self, fn: Callable[[Connection], _T]) -> _T:
+        """Run ``fn`` (SQLAlchemy Core, synchronous) in one write transaction: on SQLite
+        in a thread with the write lock taken first (BEGIN IMMEDIATE), on PostgreSQL
+        through the async engine. For short read-modify-write steps (locks, buckets)."""
+        if self._sync_engine is None:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(fn)
+        engine = self._sync_engine
+
+        def run() -> _T:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                    conn.commit()
+                except BaseException:
+                    conn.rollback()
+                    raise
+                return result
+
+        return await anyio.to_thread.run_sync(run)
+
     @asynccontextmanager
     async def postgres_connection(self) -> AsyncIterator[Any]:
         """A plain asyncpg connection from the pool (each statement its own transaction)."""

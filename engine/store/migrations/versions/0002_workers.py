@@ -1,5 +1,5 @@
 """Worker nodes: the leases on (and queue of) works, worker events and their projection,
-schedules.
+schedules, global locks, rate-limit buckets, health check history.
 
 Revision ID: 0002
 Revises: 0001
@@ -81,9 +81,44 @@ def upgrade() -> None:
         sa.Column("created_at", TIME, nullable=False),
         sa.Column("updated_at", TIME, nullable=False),
     )
+    op.create_table(
+        "lock_holders",
+        sa.Column("name", NAME, primary_key=True),
+        sa.Column("holder", NAME, primary_key=True),
+        sa.Column("acquired_at", TIME, nullable=False),
+        sa.Column("expires_at", TIME, nullable=False),
+    )
+    op.create_table(
+        "lock_waiters",
+        sa.Column("position", POSITION, primary_key=True, autoincrement=True),
+        sa.Column("name", NAME, nullable=False),
+        sa.Column("holder", NAME, nullable=False),
+        sa.Column("since", TIME, nullable=False),
+        sa.Column("expires_at", TIME, nullable=False),
+    )
+    op.create_index("lock_waiters_name", "lock_waiters", ["name", "position"])
+    op.create_table(
+        "rate_buckets",
+        sa.Column("key", NAME, primary_key=True),
+        sa.Column("tokens", TIME, nullable=False),
+        sa.Column("updated_at", TIME, nullable=False),
+    )
+    op.create_table(
+        "health_checks",
+        sa.Column("position", POSITION, primary_key=True, autoincrement=True),
+        sa.Column("service", NAME, nullable=False),
+        sa.Column("ok", sa.Boolean, nullable=False),
+        sa.Column("available", sa.Boolean, nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+        sa.Column("node", NAME, nullable=False),
+        sa.Column("time", TIME, nullable=False),
+    )
+    op.create_index("health_checks_service", "health_checks", ["service", "position"])
 
 
 def downgrade() -> None:
+    for table in ("health_checks", "rate_buckets", "lock_waiters", "lock_holders"):
+        op.drop_table(table)
     op.drop_column("works", "waiting")
     op.drop_table("schedules")
     op.drop_table("workers")

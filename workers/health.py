@@ -1,0 +1,141 @@
+"""Service health: checks, a dependency graph, and a history in the store.
+
+Each :class:`HealthCheck` names a service (a database, an SMTP server, a vault), an
+async check that raises when the service is unhealthy, and the services it depends
+on. A service is *available* when its own check passes and every service it depends
+on is available: a failing vault makes what needs it unavailable, and nothing else.
+Every round of checks is written to ``health_checks``, the history a health page and
+``/healthz`` read.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import sqlalchemy as sa
+
+from engine.store import SqlStore
+from engine.store.schema import health_checks
+
+__all__ = ["Health", "HealthCheck", "history"]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    name: str
+    check: Callable[[], Awaitable[None] | None]
+    depends_on: tuple[str, ...] = ()
+    timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a health check needs a service name, got {self.name!r}")
+        if not callable(self.check):
+            raise ValueError(f"the check of service {self.name!r} is not callable")
+        if not self.timeout > 0:
+            raise ValueError(f"the check of service {self.name!r} needs a timeout > 0")
+        object.__setattr__(self, "depends_on", tuple(self.depends_on))
+
+
+class Health:
+    """The health of a set of services, checked every ``interval`` seconds."""
+
+    def __init__(self, store: SqlStore, checks: Iterable[HealthCheck], *, node: str,
+                 interval: float = 2.0) -> None:
+        self.store = store
+        self.node = node
+        self.interval = interval
+        self.checks = {c.name: c for c in checks}
+        for check in self.checks.values():
+            for dep in check.depends_on:
+                if dep not in self.checks:
+                    raise ValueError(f"service {check.name!r} depends on {dep!r}, which has "
+                                     "no health check")
+        self._order = self._topological()
+        # until the first round, every service counts as available
+        self.status: dict[str, tuple[bool, str]] = {n: (True, "") for n in self.checks}
+        self._changed = anyio.Event()
+
+    def _topological(self) -> list[str]:
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def visit(name: str, trail: list[str]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                cycle = [*trail[trail.index(name):], name]
+                raise ValueError(f"service dependency cycle: {' -> '.join(cycle)}")
+            state[name] = 1
+            for dep in self.checks[name].depends_on:
+                visit(dep, [*trail, name])
+            state[name] = 2
+            order.append(name)
+
+        for name in sorted(self.checks):
+            visit(name, [])
+        return order
+
+    def available(self, name: str) -> tuple[bool, str]:
+        """(available, why not); a service without a check is always available."""
+        return self.status.get(name, (True, ""))
+
+    async def changed(self) -> None:
+        """Wait for the next round of checks that changes something."""
+        await self._changed.wait()
+
+    async def _one(self, check: HealthCheck) -> tuple[bool, str]:
+        try:
+            with anyio.fail_after(check.timeout):
+                result = check.check()
+                if inspect.isawaitable(result):
+                    await result
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, ""
+
+    async def check_all(self) -> dict[str, tuple[bool, str]]:
+        """One round: every check, availability through the dependencies, history."""
+        own: dict[str, tuple[bool, str]] = {}
+        async with anyio.create_task_group() as tg:
+            async def run(check: HealthCheck) -> None:
+                own[check.name] = await self._one(check)
+
+            for check in self.checks.values():
+                tg.start_soon(run, check)
+        status: dict[str, tuple[bool, str]] = {}
+        for name in self._order:  # dependencies first
+            ok, detail = own[name]
+            if not ok:
+                status[name] = (False, f"{name} failed its check: {detail}")
+                continue
+            down = [d for d in self.checks[name].depends_on if not status[d][0]]
+            status[name] = ((False, f"{name} needs {down[0]}: {status[down[0]][1]}")
+                            if down else (True, ""))
+        now = time.time()
+        rows = [{"service": n, "ok": own[n][0], "available": status[n][0],
+                 "detail": own[n][1] or status[n][1], "node": self.node, "time": now}
+                for n in self._order]
+        if rows:
+            async with self.store.engine.begin() as conn:
+                await conn.execute(health_checks.insert(), rows)
+        if status != self.status:
+            self.status = status
+            self._changed.set()
+            self._changed = anyio.Event()
+        return status
+
+
+async def history(store: SqlStore, service: str | None = None,
+                  limit: int = 100) -> list[dict[str, Any]]:
+    """The latest health check results, newest first."""
+    query = sa.select(health_checks).order_by(health_checks.c.position.desc()).limit(limit)
+    if service is not None:
+        query = query.where(health_checks.c.service == service)
+    async with store.engine.connect() as conn:
+        return [dict(r) for r in (await conn.execute(query)).mappings()]
