@@ -1,0 +1,110 @@
+"""A node's workers changed at run time, and draining that hands works on at a step
+boundary, in process on a SQLite file (the multi-process runs are in test_nodes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from engine import Runtime, Saga, Stage
+from engine.store import SqlStore
+from workers import registry
+from workers.node import WorkerNode, WorkerSpec
+
+calls: list[str] = []
+
+
+async def _step(ctx: Any, value: int) -> int:
+    calls.append(ctx.idempotency_key)
+    await anyio.sleep(0.1)
+    return value + 1
+
+
+SLOW = Saga(name="slow", stages=[Stage(name=f"s{i}", transaction=_step) for i in range(4)])
+
+
+async def _statuses(store: SqlStore, ids: list[str]) -> list[str]:
+    return [(await store.work(w) or {}).get("status", "?") for w in ids]
+
+
+async def _until(check: Any, seconds: float = 20) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if await check():
+            return
+        await anyio.sleep(0.05)
+
+
+async def test_draining_hands_works_on_at_a_step_boundary(tmp_path: Path) -> None:
+    calls.clear()
+    async with SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/s.sqlite") as store:
+        async with Runtime([SLOW], store=store) as client:
+            ids = [await client.start("slow", 0, run=False) for _ in range(6)]
+        first = WorkerNode(store, [SLOW], [WorkerSpec(name="w", concurrency=10)],
+                           node_id="first", drain_deadline=10)
+        second = WorkerNode(store, [SLOW], [WorkerSpec(name="w", concurrency=10)],
+                            node_id="second", drain_deadline=10)
+        async with anyio.create_task_group() as tg:
+            await tg.start(first.run)
+
+            async def started() -> bool:
+                return len(calls) >= 6
+
+            await _until(started)
+            await tg.start(second.run)
+            await first.drain()  # finish the step in flight, record it, hand the work on
+
+            async def ended() -> bool:
+                return await _statuses(store, ids) == ["completed"] * 6
+
+            await _until(ended)
+            await second.drain()
+        assert await _statuses(store, ids) == ["completed"] * 6
+        # no step ran twice: the handover came between steps, not in the middle of one
+        assert len(calls) == len(set(calls)) == 6 * 4
+        for work in ids:
+            owners = [e.worker for e in await store.read(work) if e.worker]
+            assert owners[0] == "first/w" and owners[-1] == "second/w"
+        kinds = [e["type"] for e in await registry.worker_events_of(store, "first/w")]
+        assert kinds[-2:] == ["worker.draining", "worker.removed"]
+
+
+async def test_workers_are_added_changed_and_removed_at_run_time(tmp_path: Path) -> None:
+    calls.clear()
+    async with SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/s.sqlite") as store:
+        node = WorkerNode(store, [SLOW], [WorkerSpec(name="a", concurrency=1)], node_id="n")
+        async with anyio.create_task_group() as tg:
+            await tg.start(node.run)
+            async with Runtime([SLOW], store=store) as client:
+                ids = [await client.start("slow", 0, run=False) for _ in range(4)]
+
+            async def one_running() -> bool:
+                return node.workers()["a"]["running"] == 1
+
+            await _until(one_running)
+            assert node.workers()["a"]["running"] == 1  # its concurrency is 1
+            await node.set_concurrency("a", 3)
+            await node.add_worker(WorkerSpec(name="b", concurrency=2))
+
+            async def all_running() -> bool:
+                info = node.workers()
+                return info["a"]["running"] + info["b"]["running"] == 4
+
+            await _until(all_running)
+            await node.remove_worker("b")  # hard: its works go back to the queue
+
+            async def ended() -> bool:
+                return await _statuses(store, ids) == ["completed"] * 4
+
+            await _until(ended)
+            await node.drain()
+        assert await _statuses(store, ids) == ["completed"] * 4
+        listed = {w["worker_id"]: (w["status"], w["concurrency"])
+                  for w in await registry.list_workers(store)}
+        assert listed == {"n/a": ("removed", 3), "n/b": ("removed", 2)}
+        kinds = [e["type"] for e in await registry.worker_events_of(store, "n/a")]
+        assert kinds[0] == "worker.registered" and "worker.updated" in kinds
+        updates = [e["payload"] for e in await registry.worker_events_of(store, "n/a")
+                   if e["type"] == "worker.updated"]
+        assert updates == [{"concurrency": 3}]
