@@ -42,8 +42,12 @@ class CorruptEventError(EngineError, ValueError):
     """A stored event cannot be read back: names the work, the seq and what is wrong."""
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    """Compact JSON (one encoder for all: json.dumps with options builds one per call)."""
+    return _ENCODER.encode(value)
 
 
 def encode_event(recorded: RecordedEvent) -> dict[str, Any]:
