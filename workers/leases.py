@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from engine.store import SqlStore
 
@@ -36,6 +35,7 @@ _PG_CLAIM = """
 WITH candidates AS (
     SELECT work_id FROM leases
     WHERE expires_at < $1 AND ($5::text[] IS NULL OR saga = ANY($5::text[]))
+      AND NOT (saga = ANY($7::text[]))
     ORDER BY priority DESC, work_id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -49,8 +49,8 @@ RETURNING leases.work_id, leases.token
 _SQLITE_CLAIM = """
 UPDATE leases SET owner = ?, worker = ?, token = token + 1, expires_at = ?, claimed_at = ?
 WHERE work_id IN (
-    SELECT work_id FROM leases WHERE expires_at < ?{sagas} ORDER BY priority DESC, work_id
-    LIMIT ?
+    SELECT work_id FROM leases WHERE expires_at < ?{sagas}{exclude}
+    ORDER BY priority DESC, work_id LIMIT ?
 )
 RETURNING work_id, token
 """
@@ -67,24 +67,67 @@ def _check(owner: str, worker: str, ttl: float) -> None:
 
 
 async def claim(store: SqlStore, *, owner: str, worker: str, limit: int, ttl: float,
-                sagas: Sequence[str] | None = None) -> list[Claimed]:
+                sagas: Sequence[str] | None = None,
+                saga_limits: Mapping[str, int] | None = None) -> list[Claimed]:
     """Lease up to ``limit`` claimable works (of ``sagas``, or any) to ``worker`` of node
     ``owner`` for ``ttl`` seconds: higher priorities first, then the oldest (in any
-    order among those: adopt them together)."""
+    order among those: adopt them together). A saga in ``saga_limits`` never has more
+    works leased at once, across all nodes, than its limit."""
     _check(owner, worker, ttl)
+    limits = dict(saga_limits or {})
+    for saga, cap in limits.items():
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ValueError(f"the concurrency limit of saga {saga!r} must be a whole number "
+                             f">= 1, got {cap!r}")
+    names = list(sagas) if sagas is not None else None
+    limited = [s for s in limits if names is None or s in names]
+    got = await _claim(store, owner, worker, limit, ttl, names, limited)
+    for saga in limited:
+        if len(got) >= limit:
+            break
+        got += await _claim(store, owner, worker, limit - len(got), ttl, [saga], [],
+                            cap=limits[saga])
+    return got
+
+
+async def _claim(store: SqlStore, owner: str, worker: str, limit: int, ttl: float,
+                 names: list[str] | None, exclude: list[str], cap: int | None = None,
+                 ) -> list[Claimed]:
+    """One claim; with ``cap`` (one saga in ``names``), in a transaction that counts the
+    saga's live leases first, serialised with every other capped claim of that saga."""
     if limit <= 0:
         return []
     now = time.time()
-    names = list(sagas) if sagas is not None else None
+    live = "SELECT count(*) FROM leases WHERE saga = {} AND owner IS NOT NULL AND " \
+           "expires_at >= {}"
     if store.dialect == "postgresql":
         async with store.postgres_connection() as conn:
-            rows = await conn.fetch(_PG_CLAIM, now, limit, owner, worker, names, now + ttl)
+            if cap is None:
+                rows = await conn.fetch(_PG_CLAIM, now, limit, owner, worker, names,
+                                        now + ttl, exclude)
+            else:
+                assert names is not None
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
+                                       "saga:" + names[0])
+                    held = await conn.fetchval(live.format("$1", "$2"), names[0], now)
+                    room = min(limit, cap - held)
+                    rows = [] if room <= 0 else await conn.fetch(
+                        _PG_CLAIM, now, room, owner, worker, names, now + ttl, exclude)
         return [Claimed(r["work_id"], r["token"]) for r in rows]
     sql = _SQLITE_CLAIM.format(
-        sagas="" if names is None else f" AND saga IN ({', '.join('?' for _ in names)})")
-    args: list[Any] = [owner, worker, now + ttl, now, now, *(names or []), limit]
+        sagas="" if names is None else f" AND saga IN ({', '.join('?' for _ in names)})",
+        exclude="" if not exclude else f" AND saga NOT IN ({', '.join('?' for _ in exclude)})")
 
     def run(conn: sqlite3.Connection) -> list[Claimed]:
+        room = limit
+        if cap is not None:
+            assert names is not None
+            (held,) = conn.execute(live.format("?", "?"), (names[0], now)).fetchone()
+            room = min(limit, cap - held)
+            if room <= 0:
+                return []
+        args = [owner, worker, now + ttl, now, now, *(names or []), *exclude, room]
         return [Claimed(w, t) for w, t in conn.execute(sql, args).fetchall()]
 
     return await store.write_sqlite(run)

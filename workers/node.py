@@ -103,7 +103,7 @@ class WorkerNode:
                  health_checks: Iterable[HealthCheck] = (), health_interval: float = 2.0,
                  rate_limits: Mapping[str, RateLimit] | None = None,
                  lock_limits: Mapping[str, int] | None = None, lock_ttl: float = 30.0,
-                 ) -> None:
+                 saga_limits: Mapping[str, int] | None = None) -> None:
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         if not drain_deadline >= 0:
@@ -115,6 +115,13 @@ class WorkerNode:
         self.drain_deadline = drain_deadline
         self.services = list(services)
         self.schedules = schedules  # this node fires the schedules' ticks too
+        self.saga_limits = dict(saga_limits or {})  # works of a saga leased at once, at most
+        for saga, cap in self.saga_limits.items():
+            if saga not in {s.name for s in self.sagas}:
+                raise ValueError(f"saga_limits names saga {saga!r}, which is not registered")
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+                raise ValueError(f"the concurrency limit of saga {saga!r} must be a whole "
+                                 f"number >= 1, got {cap!r}")
         checks = list(health_checks)
         self.health = (Health(store, checks, node=self.node_id, interval=health_interval)
                        if checks else None)
@@ -284,7 +291,8 @@ class WorkerNode:
             if free > 0 and (free >= batch or timed_out or not runtime.running):
                 got = await leases.claim(self.store, owner=self.node_id,
                                          worker=worker.worker_id, limit=free,
-                                         ttl=self.lease_ttl, sagas=names)
+                                         ttl=self.lease_ttl, sagas=names,
+                                         saga_limits=self.saga_limits)
                 self.claimed += len(got)
                 adopted = await runtime.adopt_many([c.work_id for c in got])
                 ended = [c.work_id for c, ok in zip(got, adopted, strict=True) if not ok]

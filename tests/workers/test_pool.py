@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from engine import Runtime, Saga, Stage
 from engine.store import SqlStore
@@ -108,3 +109,42 @@ async def test_workers_are_added_changed_and_removed_at_run_time(tmp_path: Path)
         updates = [e["payload"] for e in await registry.worker_events_of(store, "n/a")
                    if e["type"] == "worker.updated"]
         assert updates == [{"concurrency": 3}]
+
+
+async def test_a_saga_concurrency_limit_holds_across_nodes(store_url: str) -> None:
+    now = {"report": 0, "quick": 0}
+    most = {"report": 0, "quick": 0}
+
+    def counted(kind: str) -> Any:
+        async def run(ctx: Any, value: int) -> int:
+            now[kind] += 1
+            most[kind] = max(most[kind], now[kind])
+            await anyio.sleep(0.15)
+            now[kind] -= 1
+            return value
+
+        return run
+
+    report = Saga(name="report", stages=[Stage(name="a", transaction=counted("report"))])
+    quick = Saga(name="quick", stages=[Stage(name="a", transaction=counted("quick"))])
+    async with SqlStore.open(store_url) as store:
+        async with Runtime([report, quick], store=store) as client:
+            ids = [await client.start(s, 0, run=False) for s in ["report", "quick"] * 6]
+        nodes = [WorkerNode(store, [report, quick], [WorkerSpec(name="w", concurrency=10)],
+                            node_id=f"n{i}", saga_limits={"report": 2}, poll_interval=0.02)
+                 for i in range(2)]
+        async with anyio.create_task_group() as tg:
+            for node in nodes:
+                await tg.start(node.run)
+
+            async def ended() -> bool:
+                return await _statuses(store, ids) == ["completed"] * 12
+
+            await _until(ended)
+            for node in nodes:
+                await node.drain()
+        assert await _statuses(store, ids) == ["completed"] * 12
+    assert most["report"] == 2  # never more than its limit, across both nodes
+    assert most["quick"] > 2  # the other saga is not held back
+    with pytest.raises(ValueError, match="concurrency limit of saga 'report' must be"):
+        WorkerNode(store, [report], [WorkerSpec(name="w")], saga_limits={"report": 0})
