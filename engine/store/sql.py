@@ -12,6 +12,7 @@ seq is taken fails with :class:`ConflictError` and writes nothing.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -295,9 +296,11 @@ class SqlStore:
             item.work_row = work_row(state, records[-1].event.path, cached[1])
             if state.status in TERMINAL:
                 self._inputs.pop(work_id, None)
-            paths = {r.event.path for r in records}
-            item.stage_rows = [stage_row(work_id, state.stages[p]) for p in paths
-                               if p and p in state.stages]
+            stages = state.stages
+            paths = {r.event.path for r in records} if len(records) > 1 else \
+                (records[0].event.path,)
+            item.stage_rows = [stage_row(work_id, stages[p]) for p in paths
+                               if p and p in stages]
             every = self.config.snapshot_every
             first, last = records[0].seq, records[-1].seq
             if every and last // every > (first - 1) // every:
@@ -731,7 +734,8 @@ def _write_sqlite(dbapi: Any, batch: Sequence[_Append]) -> None:
                                     (snapshots, ("work_id",), snaps)):
         if table_rows:
             sql, columns = _sqlite_sql(table, keys)
-            dbapi.executemany(sql, [tuple(row[c] for c in columns) for row in table_rows])
+            values = operator.itemgetter(*columns)  # a tuple of them, at C speed
+            dbapi.executemany(sql, [values(row) for row in table_rows])
     taken, released = _lease_rows(batch)
     if taken:
         sql, columns = _sqlite_sql(leases, ("work_id",))
