@@ -232,7 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--lease-ttl must be > 0 seconds, got {args.lease_ttl}")
             if not args.drain_deadline >= 0:
                 raise ValueError(f"--drain-deadline must be >= 0, got {args.drain_deadline}")
-            load_sagas(args.app)
+            names = {saga.name for saga in load_sagas(args.app)}
+            for spec in specs:
+                unknown = sorted(set(spec.sagas or ()) - names)
+                if unknown:
+                    raise ValueError(f"worker {spec.name!r} serves sagas that are not "
+                                     f"registered: {', '.join(unknown)} (have "
+                                     f"{', '.join(sorted(names))})")
         except ValueError as exc:
             parser.error(str(exc))
         return anyio.run(_worker, args, specs)

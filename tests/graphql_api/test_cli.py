@@ -64,3 +64,19 @@ def test_migrate_with_a_bad_store_url_is_a_clear_error(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/ok.sqlite"
     done = stepsaga("migrate", "--url", url)
     assert done.returncode == 0 and json.loads(done.stdout) == {"migrated": url}
+
+
+def test_worker_with_bad_settings_is_a_clear_error(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/w.sqlite"
+    done = stepsaga("worker", "--store", url, "--worker", "main=-3")
+    assert done.returncode == 2
+    assert "worker 'main': concurrency must be a whole number >= 1, got -3" in done.stderr
+    done = stepsaga("worker", "--store", url, "--lease-ttl", "0")
+    assert done.returncode == 2 and "--lease-ttl must be > 0 seconds, got 0.0" in done.stderr
+    done = stepsaga("worker", "--store", url, "--app", "no_such_module:sagas")
+    assert done.returncode == 2 and "--app 'no_such_module:sagas'" in done.stderr
+    done = stepsaga("worker", "--store", url, "--app", "json")
+    assert done.returncode == 2 and "use module:attribute" in done.stderr
+    done = stepsaga("worker", "--store", url, "--worker", "mail=2:nope")
+    assert done.returncode == 2 and "serves sagas that are not registered: nope" in done.stderr
+    assert not (tmp_path / "w.sqlite").exists()  # nothing was created for bad settings
