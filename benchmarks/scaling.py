@@ -43,7 +43,6 @@ if str(ROOT) not in sys.path:
 
 from engine import Runtime, Saga, Stage  # noqa: E402
 from engine.store import SqlStore  # noqa: E402
-from workers import leases  # noqa: E402
 
 STAGES = 5
 GOALS = {"two_process_speedup_postgres": 1.5, "takeover_lease_periods": 2.0}
@@ -160,9 +159,14 @@ async def _first_event_by(url: str, worker: str, works: Sequence[str]) -> float 
 
 
 async def _held_by(url: str, owner: str) -> list[str]:
-    async with SqlStore.open(url) as store:
-        held = await leases.renew(store, owner=owner, ttl=60)  # read, and keep them held
-    return sorted(held)
+    import sqlalchemy as sa
+
+    from engine.store.schema import leases as lease_rows
+
+    async with SqlStore.open(url, create=False) as store, store.engine.connect() as conn:
+        rows = await conn.execute(sa.select(lease_rows.c.work_id).where(
+            lease_rows.c.owner == owner, lease_rows.c.expires_at >= time.time()))
+        return sorted(r[0] for r in rows)
 
 
 def takeover(url: str, ttl: float) -> dict[str, Any]:

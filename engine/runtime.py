@@ -65,6 +65,8 @@ class Store(Protocol):
     async def load_many(self, work_ids: Sequence[str]
                         ) -> dict[str, tuple[WorkState | None, list[RecordedEvent]]]: ...
 
+    async def leased(self, work_ids: Sequence[str]) -> set[str]: ...
+
     async def works(self, *, status: Sequence[str] | None = None, saga: str | None = None,
                     limit: int = 1000) -> list[dict[str, Any]]: ...
 
@@ -114,7 +116,8 @@ class Runtime:
         self.lease = lease
         self.gate = gate  # admits the transactions of stages with services, locks, rates
         self._driven: dict[str, anyio.Event] = {}  # work id -> set when its driver ends
-        self.on_driver_end: Callable[[str], None] | None = None  # a slot is free again
+        # a slot is free again: (work id, whether the work ended)
+        self.on_driver_end: Callable[[str, bool], None] | None = None
         self.worker = worker
         self.on_event = on_event
         self._sagas: dict[str, Saga] = {}
@@ -317,11 +320,14 @@ class Runtime:
             raise RuntimeError("recover() needs a Runtime with a store")
         if self._tg is None:
             raise RuntimeError("use the Runtime as 'async with Runtime(...) as runtime'")
-        rows = await self.store.works(status=["pending", "running", "paused"], limit=10**9)
+        rows = await self.store.works(status=["pending", "running", "paused", "waiting"],
+                                      limit=10**9)
+        # works for worker nodes (queued or leased) are theirs to run, not ours
+        theirs = await self.store.leased([row["work_id"] for row in rows])
         recovered = []
         for row in rows:
             work_id = row["work_id"]
-            if work_id in self._works:
+            if work_id in self._works or work_id in theirs:
                 continue
             plan = self.plan(row["saga"])
             snapshot, rest = await self.store.load(work_id)
@@ -424,7 +430,7 @@ class Runtime:
             if done is not None:
                 done.set()
             if self.on_driver_end is not None:
-                self.on_driver_end(runner.work_id)
+                self.on_driver_end(runner.work_id, terminal)
 
     def _launch(self, runner: WorkRunner) -> None:
         assert self._tg is not None

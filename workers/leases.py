@@ -17,10 +17,13 @@ import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import anyio
 
 from engine.store import SqlStore
 
-__all__ = ["CHANNEL", "Claimed", "claim", "notify", "release", "renew"]
+__all__ = ["CHANNEL", "Claimed", "claim", "drop", "notify", "release", "renew"]
 
 CHANNEL = "stepsaga_works"  # NOTIFY channel: claimable works appeared
 
@@ -107,14 +110,11 @@ async def _claim(store: SqlStore, owner: str, worker: str, limit: int, ttl: floa
                                         now + ttl, exclude)
             else:
                 assert names is not None
-                async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
-                                       "saga:" + names[0])
-                    held = await conn.fetchval(live.format("$1", "$2"), names[0], now)
-                    room = min(limit, cap - held)
-                    rows = [] if room <= 0 else await conn.fetch(
-                        _PG_CLAIM, now, room, owner, worker, names, now + ttl, exclude)
+                with anyio.CancelScope(shield=True):  # never leave it open, holding locks
+                    rows = await _capped_pg(conn, names[0], cap, live, now, limit, owner,
+                                            worker, ttl, exclude)
         return [Claimed(r["work_id"], r["token"]) for r in rows]
+
     sql = _SQLITE_CLAIM.format(
         sagas="" if names is None else f" AND saga IN ({', '.join('?' for _ in names)})",
         exclude="" if not exclude else f" AND saga NOT IN ({', '.join('?' for _ in exclude)})")
@@ -133,23 +133,65 @@ async def _claim(store: SqlStore, owner: str, worker: str, limit: int, ttl: floa
     return await store.write_sqlite(run)
 
 
-async def renew(store: SqlStore, *, owner: str, ttl: float) -> set[str]:
-    """Push every lease of node ``owner`` ``ttl`` seconds ahead; the works still held
-    (a lease that expired and was claimed by another node is not ours any more)."""
+async def _capped_pg(conn: Any, saga: str, cap: int, live: str, now: float, limit: int,
+                     owner: str, worker: str, ttl: float, exclude: list[str]) -> list[Any]:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "saga:" + saga)
+        held = await conn.fetchval(live.format("$1", "$2"), saga, now)
+        room = min(limit, cap - held)
+        if room <= 0:
+            return []
+        return list(await conn.fetch(_PG_CLAIM, now, room, owner, worker, [saga],
+                                     now + ttl, exclude))
+
+
+async def renew(store: SqlStore, *, owner: str, ttl: float,
+                work_ids: Sequence[str]) -> set[str]:
+    """Push node ``owner``'s leases on ``work_ids`` (the works it runs) ``ttl`` seconds
+    ahead; the works still held (a lease that expired and was claimed by another node
+    is not ours any more). Leases the node holds but no longer runs (a previous process
+    with the same node id) are left to expire."""
     if not ttl > 0:
         raise ValueError(f"a lease's ttl must be a positive number of seconds, got {ttl!r}")
+    ids = list(work_ids)
+    if not ids:
+        return set()
     until = time.time() + ttl
     if store.dialect == "postgresql":
         async with store.postgres_connection() as conn:
-            rows = await conn.fetch(
-                "UPDATE leases SET expires_at = $2 WHERE owner = $1 RETURNING work_id",
-                owner, until)
+            rows = await conn.fetch("UPDATE leases SET expires_at = $2 WHERE owner = $1 AND "
+                                    "work_id = ANY($3) RETURNING work_id", owner, until, ids)
         return {r["work_id"] for r in rows}
 
     def run(conn: sqlite3.Connection) -> set[str]:
-        return {w for (w,) in conn.execute(
-            "UPDATE leases SET expires_at = ? WHERE owner = ? RETURNING work_id",
-            (until, owner)).fetchall()}
+        held: set[str] = set()
+        for start in range(0, len(ids), 500):  # SQLite caps the number of parameters
+            part = ids[start:start + 500]
+            marks = ", ".join("?" for _ in part)
+            held.update(w for (w,) in conn.execute(
+                f"UPDATE leases SET expires_at = ? WHERE owner = ? AND work_id IN ({marks}) "
+                "RETURNING work_id", (until, owner, *part)).fetchall())
+        return held
+
+    return await store.write_sqlite(run)
+
+
+async def drop(store: SqlStore, *, owner: str, work_ids: Sequence[str]) -> int:
+    """Delete node ``owner``'s lease rows of works that have ended (found so at adoption:
+    a work run to its end outside the nodes), so nobody claims them again."""
+    ids = list(work_ids)
+    if not ids:
+        return 0
+    if store.dialect == "postgresql":
+        async with store.postgres_connection() as conn:
+            rows = await conn.fetch("DELETE FROM leases WHERE owner = $1 AND "
+                                    "work_id = ANY($2) RETURNING work_id", owner, ids)
+        return len(rows)
+
+    def run(conn: sqlite3.Connection) -> int:
+        marks = ", ".join("?" for _ in ids)
+        return int(conn.execute(f"DELETE FROM leases WHERE owner = ? AND work_id IN ({marks})",
+                                (owner, *ids)).rowcount)
 
     return await store.write_sqlite(run)
 

@@ -14,6 +14,7 @@ an advisory lock), so processes on any machine share the locks.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,6 +28,8 @@ from engine.store import SqlStore
 from engine.store.schema import lock_holders, lock_waiters
 
 __all__ = ["LockService", "LockTimeoutError"]
+
+_LOG = logging.getLogger("stepsaga.locks")
 
 
 class LockTimeoutError(TimeoutError):
@@ -156,7 +159,13 @@ class LockService:
                 async def keep() -> None:
                     while True:
                         await anyio.sleep(ttl / 3)
-                        await self.renew(name, holder, ttl=ttl)
+                        try:
+                            if not await self.renew(name, holder, ttl=ttl):
+                                _LOG.error("lock %r of %s expired while held (the store was "
+                                           "out of reach for longer than its ttl)", name,
+                                           holder)
+                        except Exception:  # the next round tries again
+                            _LOG.exception("lock %r of %s could not be renewed", name, holder)
 
                 tg.start_soon(keep)
                 try:
@@ -165,7 +174,10 @@ class LockService:
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                await self.release(name, holder)
+                try:
+                    await self.release(name, holder)
+                except Exception:  # not the stage's failure: the lock expires by itself
+                    _LOG.exception("lock %r of %s could not be released", name, holder)
 
     async def holders(self, name: str | None = None) -> list[dict[str, Any]]:
         """Who holds which lock, since when, until when (live holders only)."""

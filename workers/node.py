@@ -251,7 +251,20 @@ class WorkerNode:
     async def _record(self, worker: _Worker, kind: str, payload: dict[str, Any]) -> None:
         await registry.record(self.store, worker.worker_id, kind, payload, self._row(worker))
 
-    def _kick(self, _work_id: str = "") -> None:
+    def _driver_ended(self, worker: _Worker, work_id: str, ended: bool) -> None:
+        if not ended and worker.status == "active" and self._tg is not None:
+            # stopped without ending (the store refused an append, or the lease was lost):
+            # hand the lease back if it is still ours, so the work does not wait for expiry
+            self._tg.start_soon(self._hand_back, work_id)
+        self._kick()
+
+    async def _hand_back(self, work_id: str) -> None:
+        try:
+            await leases.release(self.store, owner=self.node_id, work_ids=[work_id])
+        except Exception:  # the lease expires by itself
+            _LOG.exception("node %s could not hand back work %s", self.node_id, work_id)
+
+    def _kick(self) -> None:
         for worker in self._workers.values():
             worker.wake.set()
 
@@ -263,7 +276,8 @@ class WorkerNode:
                                    lease=lease, services=self.services,
                                    gate=self.gate) as runtime:
                     worker.runtime = runtime
-                    runtime.on_driver_end = self._kick
+                    runtime.on_driver_end = lambda work_id, ended: self._driver_ended(
+                        worker, work_id, ended)
                     await self._claim_loop(worker, runtime)
         finally:
             with anyio.CancelScope(shield=True):
@@ -280,7 +294,9 @@ class WorkerNode:
                 worker.ended.set()
 
     async def _claim_loop(self, worker: _Worker, runtime: Runtime) -> None:
-        names = worker.spec.sagas
+        # never a work of a saga this node does not know (another app on the store, or
+        # a newer version rolling out): it would stop the worker
+        names = worker.spec.sagas or tuple(s.name for s in self.sagas)
         timed_out = True
         while worker.status == "active":
             worker.wake = anyio.Event()  # a wake-up from now on is not missed
@@ -296,8 +312,8 @@ class WorkerNode:
                 self.claimed += len(got)
                 adopted = await runtime.adopt_many([c.work_id for c in got])
                 ended = [c.work_id for c, ok in zip(got, adopted, strict=True) if not ok]
-                if ended:
-                    await leases.release(self.store, owner=self.node_id, work_ids=ended)
+                if ended:  # they ended elsewhere: their rows must not be claimed again
+                    await leases.drop(self.store, owner=self.node_id, work_ids=ended)
                 if len(got) == free and worker.status == "active":
                     timed_out = False
                     continue  # there may be more
@@ -318,9 +334,11 @@ class WorkerNode:
         if runtime is not None:
             limit = self.drain_deadline if deadline is None else deadline
             with anyio.move_on_after(limit):
-                async with anyio.create_task_group() as tg:
-                    for work_id in runtime.driven():
-                        tg.start_soon(runtime.release, work_id)
+                # again until none is left: a claim under way may still adopt works
+                while ids := runtime.driven():
+                    async with anyio.create_task_group() as tg:
+                        for work_id in ids:
+                            tg.start_soon(runtime.release, work_id)
         worker.drained.set()
         worker.scope.cancel()  # what did not stop in time is cut off
         await worker.ended.wait()
@@ -328,17 +346,22 @@ class WorkerNode:
     async def _heartbeat(self) -> None:
         while True:
             await anyio.sleep(self.lease_ttl / 3)
+            # the works driven now: one claimed after this look is not checked this round
+            driven = {name: set(w.runtime.driven()) for name, w in self._workers.items()
+                      if w.runtime is not None and w.status != "removed"}
             try:
-                held = await leases.renew(self.store, owner=self.node_id, ttl=self.lease_ttl)
+                held = await leases.renew(self.store, owner=self.node_id, ttl=self.lease_ttl,
+                                          work_ids=[i for ids in driven.values() for i in ids])
             except Exception:
                 _LOG.exception("node %s could not renew its leases", self.node_id)
                 continue
-            for worker in list(self._workers.values()):
+            for name, ids in driven.items():
+                worker = self._workers[name]
                 runtime = worker.runtime
-                if runtime is None or worker.status == "removed":
+                if runtime is None:
                     continue
-                for work_id in runtime.driven():
-                    if work_id not in held:  # expired and taken over: not ours any more
+                for work_id in ids - held:
+                    if work_id in runtime.driven():  # still ours to drive, not our lease
                         _LOG.warning("worker %s lost its lease on work %s",
                                      worker.worker_id, work_id)
                         assert self._tg is not None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from engine.store.schema import schedules, works
 __all__ = ["Schedule", "Scheduler", "create", "delete", "get", "list_schedules", "next_tick",
            "pause", "resume", "tick_work_id", "trigger"]
 
+_LOG = logging.getLogger("stepsaga.schedules")
 OVERLAP = ("skip", "queue", "allow")
 CATCH_UP = ("last", "none")
 _TERMINAL = ("completed", "failed", "compensation_failed", "cancelled")
@@ -189,10 +191,14 @@ def _store(runtime: Runtime) -> SqlStore:
 class Scheduler:
     """Fires the due ticks of every schedule; runs in every worker node."""
 
-    def __init__(self, runtime: Runtime, *, poll_interval: float = 0.5) -> None:
+    def __init__(self, runtime: Runtime, *, poll_interval: float = 0.5,
+                 grace: float | None = None) -> None:
         self.runtime = runtime
         self.store = _store(runtime)
         self.poll_interval = poll_interval
+        # a tick overdue by more than this was missed (every node was down), not just
+        # seen late by a busy scheduler: catch_up decides whether it still fires
+        self.grace = max(1.0, 4 * poll_interval) if grace is None else grace
         self.fired = 0  # works this scheduler created
 
     async def run(self) -> None:
@@ -208,7 +214,10 @@ class Scheduler:
                 schedules.c.paused.is_(False)))).mappings().all()
         soonest = now + self.poll_interval
         for row in rows:
-            await self._fire(dict(row), now)
+            try:
+                await self._fire(dict(row), now)
+            except Exception:  # one broken schedule (an unknown saga...) stops no other
+                _LOG.exception("schedule %r could not fire", row["name"])
         for row in rows:
             soonest = min(soonest, max(row["next_at"], now + 0.01))
         return max(0.01, soonest - now)
@@ -243,10 +252,9 @@ class Scheduler:
         if row["next_at"] > now:
             return
         due, upcoming = row["next_at"], next_tick(row["cron"], row["timezone"], row["next_at"])
-        missed = False
         while upcoming <= now:  # ticks missed while no node ran: keep the latest
-            due, upcoming, missed = upcoming, next_tick(row["cron"], row["timezone"],
-                                                        upcoming), True
+            due, upcoming = upcoming, next_tick(row["cron"], row["timezone"], upcoming)
+        missed = now - due > self.grace
         values: dict[str, Any] = {"next_at": upcoming, "last_tick": due}
         fire = not (missed and row["catch_up"] == "none")
         if fire and not ended and row["overlap"] == "skip":

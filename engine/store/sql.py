@@ -242,10 +242,14 @@ class SqlStore:
         """Run ``fn`` (SQLAlchemy Core, synchronous) in one write transaction: on SQLite
         in a thread with the write lock taken first (BEGIN IMMEDIATE), on PostgreSQL
         through the async engine. For short read-modify-write steps (locks, buckets)."""
-        if self._sync_engine is None:
-            async with self.engine.begin() as conn:
-                return await conn.run_sync(fn)
         engine = self._sync_engine
+        if engine is None:
+            # shielded: a cancel landing mid-transaction could leave it open on the server,
+            # holding its locks, while the connection goes back to the pool
+            with anyio.CancelScope(shield=True):
+                async with self.engine.begin() as conn:
+                    result: _T = await conn.run_sync(fn)
+            return result
 
         def run() -> _T:
             with engine.connect() as conn:
@@ -262,7 +266,8 @@ class SqlStore:
 
     @asynccontextmanager
     async def postgres_connection(self) -> AsyncIterator[Any]:
-        """A plain asyncpg connection from the pool (each statement its own transaction)."""
+        """A plain asyncpg connection from the pool (each statement its own transaction;
+        callers that open a transaction on it shield it from cancellation)."""
         if self.dialect != "postgresql":
             raise EngineError("postgres_connection() is for a store on PostgreSQL")
         async with self.engine.connect() as conn:
@@ -495,6 +500,18 @@ class SqlStore:
             found[work_id] = (state, streams[work_id])
         return found
 
+    async def leased(self, work_ids: Sequence[str]) -> set[str]:
+        """Which of ``work_ids`` belong to worker nodes (a row in ``leases``: queued, or
+        claimed by a node)."""
+        ids = list(work_ids)
+        found: set[str] = set()
+        async with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                rows = await conn.execute(sa.select(leases.c.work_id).where(
+                    leases.c.work_id.in_(ids[start:start + 500])))
+                found.update(r[0] for r in rows)
+        return found
+
     async def work(self, work_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(works).where(
@@ -658,10 +675,13 @@ def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:
         # $1..$3: (work, owner, worker) whose lease must still be held; if one is not,
         # 'ok' is empty and nothing is written (the caller then raises LeaseLostError)
         parts = [f"lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({APPEND_LOCK}) AS held)",
-                 "fence AS MATERIALIZED (SELECT count(*) AS lost FROM lock, "
+                 # FOR SHARE: no claim takes these leases over until this commit ends
+                 "held AS MATERIALIZED (SELECT l.work_id FROM lock, leases l JOIN "
                  "unnest($1::text[], $2::text[], $3::text[]) AS f(work_id, owner, worker) "
-                 "WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.work_id = f.work_id "
-                 "AND l.owner = f.owner AND l.worker = f.worker))",
+                 "ON l.work_id = f.work_id AND l.owner = f.owner AND l.worker = f.worker "
+                 "FOR SHARE OF l)",
+                 "fence AS MATERIALIZED (SELECT cardinality($1::text[]) - "
+                 "(SELECT count(*) FROM held) AS lost)",
                  "ok AS MATERIALIZED (SELECT lost FROM fence WHERE lost = 0)"]
         number = 4
         for index, (table, keys) in enumerate(tables):

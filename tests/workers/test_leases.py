@@ -46,7 +46,7 @@ async def test_claims_take_the_oldest_free_works_once(store_url: str) -> None:
         await rt.resume(private)
         assert await leases.claim(store, owner="n3", worker="n3/w", limit=10, ttl=30) == []
         # renewal answers what is still held; release frees works at once
-        assert await leases.renew(store, owner="n1", ttl=30) == set(ids[:3])
+        assert await leases.renew(store, owner="n1", ttl=30, work_ids=ids) == set(ids[:3])
         assert await leases.release(store, owner="n1", work_ids=ids[:1]) == 1
         again = await leases.claim(store, owner="n3", worker="n3/w", limit=10, ttl=30)
         assert [(c.work_id, c.token) for c in again] == [(ids[0], 2)]  # its second claim
@@ -81,7 +81,8 @@ async def test_an_expired_lease_is_taken_over_with_a_higher_token(store_url: str
         await anyio.sleep(0.1)
         (theirs,) = await leases.claim(store, owner="n2", worker="n2/w", limit=1, ttl=30)
         assert (mine.work_id, theirs.work_id, theirs.token) == (work, work, 2)
-        assert await leases.renew(store, owner="n1", ttl=30) == set()  # not ours any more
+        # not ours any more
+        assert await leases.renew(store, owner="n1", ttl=30, work_ids=[work]) == set()
 
 
 async def test_a_worker_that_lost_its_lease_cannot_append(store_url: str) -> None:
@@ -118,7 +119,7 @@ async def test_a_worker_that_lost_its_lease_cannot_append(store_url: str) -> Non
         assert replay(stream).status == "completed"
         assert {e.worker for e in stream[len(before):]} == {"n2/w"}
         # the work ended: its lease went with its last commit
-        assert await leases.renew(store, owner="n2", ttl=30) == set()
+        assert await leases.renew(store, owner="n2", ttl=30, work_ids=[work]) == set()
 
 
 async def test_bad_worker_settings_are_refused_with_the_reason(tmp_path: Any) -> None:

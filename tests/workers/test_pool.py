@@ -148,3 +148,31 @@ async def test_a_saga_concurrency_limit_holds_across_nodes(store_url: str) -> No
     assert most["quick"] > 2  # the other saga is not held back
     with pytest.raises(ValueError, match="concurrency limit of saga 'report' must be"):
         WorkerNode(store, [report], [WorkerSpec(name="w")], saga_limits={"report": 0})
+
+
+async def test_nodes_leave_works_of_unknown_sagas_and_plain_runtimes_leave_queued_works(
+        tmp_path: Path) -> None:
+    """A node never claims a work of a saga it does not know (another app sharing the
+    store); a plain runtime's recover() does not run works queued for worker nodes."""
+    async def same(ctx: Any, value: int) -> int:
+        return value
+
+    a = Saga(name="a", stages=[Stage(name="s", transaction=same)])
+    b = Saga(name="b", stages=[Stage(name="s", transaction=same)])
+    async with SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/s.sqlite") as store:
+        async with Runtime([a, b], store=store) as client:
+            mine = await client.start("a", 1, run=False)
+            other = await client.start("b", 1, run=False)
+        async with Runtime([a, b], store=store) as plain:
+            assert await plain.recover() == []  # both are queued for nodes
+        node = WorkerNode(store, [a], [WorkerSpec(name="w", concurrency=4)], node_id="n")
+        async with anyio.create_task_group() as tg:
+            await tg.start(node.run)
+
+            async def done() -> bool:
+                return await _statuses(store, [mine]) == ["completed"]
+
+            await _until(done)
+            await anyio.sleep(0.3)  # a few more claim rounds
+            await node.drain()
+        assert await _statuses(store, [mine, other]) == ["completed", "pending"]

@@ -58,22 +58,25 @@ def test_ticks_follow_the_time_zone_across_a_daylight_saving_change() -> None:
 async def test_catch_up_fires_the_last_missed_tick_or_none(tmp_path: Path) -> None:
     async with SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/s.sqlite") as store, \
             Runtime([ONE], store=store) as rt:
-        now = time.time()
-        # every node was down for the last five and a half seconds
-        await schedules.create(store, Schedule(name="last", saga="one", cron="* * * * * *",
-                                               catch_up="last"), after=now - 5.5)
-        await schedules.create(store, Schedule(name="none", saga="one", cron="* * * * * *",
-                                               catch_up="none"), after=now - 5.5)
+        t0 = float(int(time.time()) // 10 * 10 + 20)  # a tick of "every ten seconds"
+        every_10s = "* * * * * */10"
+        # every node was down for the minute before t0, and comes back 3 s after it
+        for policy in ("last", "none"):
+            await schedules.create(store, Schedule(name=policy, saga="one", cron=every_10s,
+                                                   input=0, catch_up=policy, overlap="allow"),
+                                   after=t0 - 60)
         scheduler = Scheduler(rt)
-        await scheduler.run_due(now)
+        await scheduler.run_due(t0 + 3)
         last, none = await schedules.get(store, "last"), await schedules.get(store, "none")
-        latest = int(now)  # the most recent whole second passed
-        assert (last["fired"], last["last_tick"]) == (1, latest)
-        assert last["last_work_id"] == tick_work_id("last", latest)
+        assert (last["fired"], last["last_tick"]) == (1, t0)  # only the latest missed tick
+        assert last["last_work_id"] == tick_work_id("last", t0)
         assert (await store.work(last["last_work_id"]))["status"] == "pending"  # type: ignore
-        assert none["fired"] == 0 and none["last_work_id"] is None
-        assert last["next_at"] == none["next_at"] == latest + 1
-        assert scheduler.fired == 1
+        assert none["fired"] == 0 and none["last_work_id"] is None  # none of the missed
+        assert last["next_at"] == none["next_at"] == t0 + 10
+        # back on time: the next tick fires under both policies
+        await scheduler.run_due(t0 + 10.2)
+        assert [(await schedules.get(store, p))["fired"] for p in ("last", "none")] == [2, 1]
+        assert scheduler.fired == 3
 
 
 async def test_overlap_skip_queue_and_allow(tmp_path: Path) -> None:
