@@ -34,7 +34,7 @@ def _write(db: str, key: str, work_id: str, path: str) -> None:
 async def _effect(ctx: Any, value: int) -> int:
     db = os.environ["STEPSAGA_TEST_LEDGER"]
     await anyio.to_thread.run_sync(_write, db, ctx.idempotency_key, ctx.work_id, ctx.path)
-    await anyio.sleep(0.005)
+    await anyio.sleep(0.02)  # long enough for the test to kill a node mid-run
     return value + 1
 
 

@@ -30,7 +30,7 @@ LEASE_TTL = 1.5
 
 
 class Node:
-    def __init__(self, url: str, ledger: Path, name: str, concurrency: int = 40) -> None:
+    def __init__(self, url: str, ledger: Path, name: str, concurrency: int = 20) -> None:
         env = {**os.environ, "STEPSAGA_TEST_LEDGER": str(ledger)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "graphql_api.cli", "worker", "--store", url,
