@@ -90,6 +90,15 @@ class WorkResult:
                    compensated=tuple(state.compensated), events=state.seq)
 
 
+def _saga_of(stream: Sequence[RecordedEvent]) -> str:
+    """The saga of a work, from its first event (``work.created``)."""
+    first = stream[0].event
+    if first.type != ev.WORK_CREATED:
+        raise UnknownWorkError(f"work {stream[0].work_id!r} does not start with its creation "
+                               f"(seq 1 is {first.type!r})")
+    return str(first.payload["saga"])
+
+
 class Runtime:
     """Runs works of the registered sagas in this process, in memory.
 
@@ -194,7 +203,7 @@ class Runtime:
         snapshot, rest = await self.store.load(work_id)
         if snapshot is None and not rest:
             raise UnknownWorkError(f"no work has id {work_id!r} in this runtime or its store")
-        saga = snapshot.saga if snapshot is not None else replay(rest[:1]).saga
+        saga = snapshot.saga if snapshot is not None else _saga_of(rest)
         return self._new_runner(self.plan(saga), work_id, snapshot=snapshot, history=rest)
 
     def _retire(self, runner: WorkRunner) -> None:
@@ -467,7 +476,7 @@ class Runtime:
             snapshot, rest = loaded[work_id]
             if snapshot is None and not rest:
                 raise UnknownWorkError(f"no work has id {work_id!r} in the store")
-            saga = snapshot.saga if snapshot is not None else replay(rest[:1]).saga
+            saga = snapshot.saga if snapshot is not None else _saga_of(rest)
             runner = self._new_runner(self.plan(saga), work_id, snapshot=snapshot,
                                       history=rest)
             if runner.state.terminal:

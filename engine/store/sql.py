@@ -588,9 +588,14 @@ def _sqlite_pragmas(engine: sa.Engine, config: StoreConfig) -> None:
     @sa_event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={config.sqlite_synchronous}")
         cursor.execute(f"PRAGMA busy_timeout={int(config.busy_timeout_ms)}")
+        # switching to WAL takes an exclusive lock, and SQLite may refuse it at once while
+        # other processes open the same new file: switch only a file not in WAL mode yet
+        cursor.execute("PRAGMA journal_mode")  # (the aiosqlite adapter's execute
+        (mode,) = cursor.fetchone()  # returns no cursor: fetch from this one)
+        if str(mode).lower() != "wal":
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={config.sqlite_synchronous}")
         cursor.close()
 
 
@@ -709,9 +714,12 @@ def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:
     args: list[Any] = [[f[0] for f in fenced], [f[1] for f in fenced], [f[2] for f in fenced]]
     for (table, _), rows in zip(tables, (event_rows, work_rows, stage_rows, snaps, taken),
                                 strict=True):
-        for column in table.columns:
-            if column.name != "position":
-                args.append([row.get(column.name) for row in rows])
+        fields = [c.name for c in table.columns if c.name != "position"]
+        if rows:  # rows to columns: itemgetter and zip run in C
+            args.extend(list(column) for column in zip(
+                *map(operator.itemgetter(*fields), rows), strict=True))
+        else:
+            args.extend([] for _ in fields)
     args.append([work_id for work_id, _ in released])
     args.append([owner for _, owner in released])
     return _PG_SQL[0], args
