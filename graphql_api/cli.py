@@ -139,9 +139,12 @@ async def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_sagas(spec: str) -> list[Saga]:
-    """``module:attribute``: a Saga, a list of them, or a function returning either."""
+def load_app(spec: str) -> Any:
+    """``module:attribute``: a Saga, a list of them, a :class:`workers.node.WorkerApp`,
+    or a function returning one of these; always returned as a WorkerApp."""
     import importlib
+
+    from workers.node import WorkerApp
 
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
@@ -150,24 +153,26 @@ def load_sagas(spec: str) -> list[Saga]:
         value: Any = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"--app {spec!r}: {exc}") from None
-    if callable(value) and not isinstance(value, Saga):
+    if callable(value) and not isinstance(value, Saga | WorkerApp):
         value = value()
-    sagas = [value] if isinstance(value, Saga) else list(value)
-    if not sagas or not all(isinstance(s, Saga) for s in sagas):
-        raise ValueError(f"--app {spec!r} is not a Saga or a list of them")
-    return sagas
+    if isinstance(value, WorkerApp):
+        app = value
+    else:
+        app = WorkerApp(sagas=[value] if isinstance(value, Saga) else list(value))
+    if not app.sagas or not all(isinstance(s, Saga) for s in app.sagas):
+        raise ValueError(f"--app {spec!r} is not a Saga, a list of them or a WorkerApp")
+    return app
 
 
 async def _worker(args: argparse.Namespace, specs: list[Any]) -> int:
     import signal
 
     from engine.store import SqlStore
-    from workers.node import WorkerNode
 
-    sagas = load_sagas(args.app)
+    app = load_app(args.app)
     async with SqlStore.open(args.store) as store:
-        node = WorkerNode(store, sagas, specs, node_id=args.node_id, lease_ttl=args.lease_ttl,
-                          drain_deadline=args.drain_deadline)
+        node = app.node(store, specs, node_id=args.node_id, lease_ttl=args.lease_ttl,
+                        drain_deadline=args.drain_deadline)
         async with anyio.create_task_group() as tg:
             await tg.start(node.run)
             print(json.dumps({"ready": node.node_id, "workers": node.workers()}), flush=True)
@@ -212,8 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--store", default=DEFAULT_STORE, metavar="URL",
                         help=f"the store to take works from (default {DEFAULT_STORE})")
     worker.add_argument("--app", default="workers.actions:demo_saga",
-                        help="module:attribute holding the sagas to run "
-                             "(default: the product's own)")
+                        help="module:attribute holding the sagas to run, or a "
+                             "workers.node.WorkerApp with services, health checks and "
+                             "limits too (default: the product's own)")
     worker.add_argument("--worker", action="append", default=[], metavar="NAME=N[:SAGAS]",
                         help="a named worker running up to N works at once, of the listed "
                              "sagas (comma-separated) or all; repeatable (default main=10)")
@@ -232,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--lease-ttl must be > 0 seconds, got {args.lease_ttl}")
             if not args.drain_deadline >= 0:
                 raise ValueError(f"--drain-deadline must be >= 0, got {args.drain_deadline}")
-            names = {saga.name for saga in load_sagas(args.app)}
+            names = {saga.name for saga in load_app(args.app).sagas}
             for spec in specs:
                 unknown = sorted(set(spec.sagas or ()) - names)
                 if unknown:

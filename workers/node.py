@@ -40,7 +40,7 @@ from .gate import NodeGate
 from .health import Health, HealthCheck
 from .limits import RateLimit
 
-__all__ = ["WorkerNode", "WorkerSpec"]
+__all__ = ["WorkerApp", "WorkerNode", "WorkerSpec"]
 
 _LOG = logging.getLogger("stepsaga.worker")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -78,6 +78,26 @@ def _check_concurrency(name: str, concurrency: object) -> None:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"worker {name!r}: concurrency must be a whole number >= 1, "
                          f"got {concurrency!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerApp:
+    """What ``stepsaga worker --app module:attribute`` runs when it needs more than
+    sagas: the services, health checks and limits of its node."""
+
+    sagas: Sequence[Saga]
+    services: Sequence[Service] = ()
+    health_checks: Sequence[HealthCheck] = ()
+    rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
+    lock_limits: Mapping[str, int] = field(default_factory=dict)
+    saga_limits: Mapping[str, int] = field(default_factory=dict)
+
+    def node(self, store: SqlStore, workers: Iterable[WorkerSpec], **options: Any
+             ) -> WorkerNode:
+        return WorkerNode(store, self.sagas, workers, services=self.services,
+                          health_checks=self.health_checks, rate_limits=self.rate_limits,
+                          lock_limits=self.lock_limits, saga_limits=self.saga_limits,
+                          **options)
 
 
 @dataclass(eq=False)

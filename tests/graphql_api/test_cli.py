@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -80,3 +82,48 @@ def test_worker_with_bad_settings_is_a_clear_error(tmp_path: Path) -> None:
     done = stepsaga("worker", "--store", url, "--worker", "mail=2:nope")
     assert done.returncode == 2 and "serves sagas that are not registered: nope" in done.stderr
     assert not (tmp_path / "w.sqlite").exists()  # nothing was created for bad settings
+
+
+def test_worker_runs_an_app_with_its_limits(tmp_path: Path) -> None:
+    """`--app` may name a WorkerApp: its saga limit holds in a real worker process."""
+    import signal
+
+    from tests.workers.app import prepare
+
+    ledger = tmp_path / "ledger.sqlite"
+    prepare(ledger)
+    url = f"sqlite+aiosqlite:///{tmp_path}/w.sqlite"
+    submit = (
+        "import anyio\nfrom engine import Runtime\nfrom engine.store import SqlStore\n"
+        "from tests.workers.app import sagas\n"
+        "async def main():\n"
+        f"    async with SqlStore.open({url!r}) as store, Runtime(sagas(), store=store) as rt:\n"
+        "        for _ in range(9): await rt.start('ledger', 0, run=False)\n"
+        "anyio.run(main)\n")
+    done = subprocess.run([sys.executable, "-c", submit], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    node = subprocess.Popen(
+        [sys.executable, "-m", "graphql_api.cli", "worker", "--store", url,
+         "--app", "tests.workers.app:limited", "--worker", "main=10"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "STEPSAGA_TEST_LEDGER": str(ledger)},
+        cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert node.stdout is not None and node.stdout.readline()
+        for _ in range(300):  # at most 30 s
+            with sqlite3.connect(tmp_path / "w.sqlite") as conn:
+                statuses = [r[0] for r in conn.execute("SELECT status FROM works")]
+            if statuses == ["completed"] * 9:
+                break
+            time.sleep(0.1)
+    finally:
+        node.send_signal(signal.SIGTERM)
+        node.communicate(timeout=30)
+    assert statuses == ["completed"] * 9
+    with sqlite3.connect(tmp_path / "w.sqlite") as conn:
+        spans = conn.execute("SELECT min(time), max(time) FROM events WHERE worker IS NOT NULL "
+                             "GROUP BY work_id").fetchall()
+    # never more than three works of the saga at once (its limit)
+    most = max(sum(1 for a, b in spans if a <= t <= b) for t, _ in spans)
+    assert most <= 3

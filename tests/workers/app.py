@@ -12,6 +12,8 @@ from typing import Any
 import anyio
 
 from engine import Saga, Stage
+from workers.limits import RateLimit
+from workers.node import WorkerApp
 
 STAGES = ("reserve", "charge", "ship")
 
@@ -40,3 +42,9 @@ async def _effect(ctx: Any, value: int) -> int:
 
 def sagas() -> list[Saga]:
     return [Saga(name="ledger", stages=[Stage(name=n, transaction=_effect) for n in STAGES])]
+
+
+def limited() -> WorkerApp:
+    """The same sagas with their node's settings: `--app tests.workers.app:limited`."""
+    return WorkerApp(sagas=sagas(), rate_limits={"ledger": RateLimit(rate=50, burst=1)},
+                     saga_limits={"ledger": 3})
