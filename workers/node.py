@@ -325,15 +325,11 @@ class WorkerNode:
             # and works are still running, more slots free up soon
             batch = max(1, worker.concurrency // 8)
             if free > 0 and (free >= batch or timed_out or not runtime.running):
-                got = await leases.claim(self.store, owner=self.node_id,
-                                         worker=worker.worker_id, limit=free,
-                                         ttl=self.lease_ttl, sagas=names,
-                                         saga_limits=self.saga_limits)
-                self.claimed += len(got)
-                adopted = await runtime.adopt_many([c.work_id for c in got])
-                ended = [c.work_id for c, ok in zip(got, adopted, strict=True) if not ok]
-                if ended:  # they ended elsewhere: their rows must not be claimed again
-                    await leases.drop(self.store, owner=self.node_id, work_ids=ended)
+                try:
+                    got = await self._claim(worker, runtime, free, names)
+                except Exception:  # the database is away: the works wait, the node stays
+                    _LOG.exception("worker %s could not claim works", worker.worker_id)
+                    got = []
                 if len(got) == free and worker.status == "active":
                     timed_out = False
                     continue  # there may be more
@@ -342,6 +338,18 @@ class WorkerNode:
             timed_out = waited.cancelled_caught
         if worker.status == "draining":
             await worker.drained.wait()  # the runtime stays up while its works stop
+
+    async def _claim(self, worker: _Worker, runtime: Runtime, free: int,
+                     names: Sequence[str]) -> list[leases.Claimed]:
+        got = await leases.claim(self.store, owner=self.node_id, worker=worker.worker_id,
+                                 limit=free, ttl=self.lease_ttl, sagas=names,
+                                 saga_limits=self.saga_limits)
+        self.claimed += len(got)
+        adopted = await runtime.adopt_many([c.work_id for c in got])
+        ended = [c.work_id for c, ok in zip(got, adopted, strict=True) if not ok]
+        if ended:  # they ended elsewhere: their rows must not be claimed again
+            await leases.drop(self.store, owner=self.node_id, work_ids=ended)
+        return got
 
     async def _drain_one(self, worker: _Worker, deadline: float | None) -> None:
         if worker.status != "active":
