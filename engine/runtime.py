@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -255,7 +256,7 @@ class Runtime:
             if run:
                 raise ValueError("start_at delays a work for worker nodes: use run=False")
             if isinstance(start_at, bool) or not isinstance(start_at, int | float) \
-                    or start_at != start_at:
+                    or not math.isfinite(start_at):
                 raise ValueError(f"start_at must be a Unix time in seconds, got {start_at!r}")
         if self._tg is None:
             raise RuntimeError("use the Runtime as 'async with Runtime(...) as runtime'")

@@ -72,6 +72,8 @@ async def test_higher_priorities_first_and_delayed_works_wait_for_their_time(
             await rt.start("one", 0, start_at=time.time())
         with pytest.raises(ValueError, match="start_at must be a Unix time"):
             await rt.start("one", 0, run=False, start_at="soon")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="start_at must be a Unix time in seconds, got inf"):
+            await rt.start("one", 0, run=False, start_at=float("inf"))
 
 
 async def test_an_expired_lease_is_taken_over_with_a_higher_token(store_url: str) -> None:
