@@ -250,8 +250,10 @@ class Runtime:
         if not run and (self.store is None or dry_run is not None):
             raise ValueError("run=False creates a work for worker nodes: it needs a store "
                              "and no dry run")
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise ValueError(f"priority must be a whole number, got {priority!r}")
+        if isinstance(priority, bool) or not isinstance(priority, int) \
+                or not -1_000_000 <= priority <= 1_000_000:
+            raise ValueError(f"priority must be a whole number from -1000000 to 1000000, "
+                             f"got {priority!r}")
         if start_at is not None:
             if run:
                 raise ValueError("start_at delays a work for worker nodes: use run=False")
