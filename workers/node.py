@@ -419,14 +419,36 @@ class WorkerNode:
                 await anyio.sleep(wait)
 
     async def _listen(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """LISTEN for new works; when the connection drops (the server restarted), connect
+        again, and look for works at once in case a NOTIFY was missed meanwhile."""
         import asyncpg
 
         url = sa.make_url(self.store.config.url).set(drivername="postgresql")
-        conn = await asyncpg.connect(url.render_as_string(hide_password=False))
-        try:
-            await conn.add_listener(leases.CHANNEL, lambda *_: self._kick())
-            task_status.started()
-            await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await conn.close()
+        started = False
+        while True:
+            try:
+                conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+            except (OSError, asyncpg.PostgresError):
+                if not started:
+                    raise
+                await anyio.sleep(1.0)
+                continue
+            try:
+                lost = anyio.Event()
+                conn.add_termination_listener(lambda *_, lost=lost: lost.set())
+                await conn.add_listener(leases.CHANNEL, lambda *_: self._kick())
+                if not started:
+                    started = True
+                    task_status.started()
+                else:
+                    self._kick()
+                await lost.wait()
+                _LOG.warning("node %s lost its LISTEN connection; connecting again",
+                             self.node_id)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                if not started:
+                    raise
+                await anyio.sleep(1.0)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await conn.close(timeout=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .codec import CorruptEventError
-from .sql import ConflictError, SqlStore, StoreConfig
+from .sql import ConflictError, LeaseLostError, SqlStore, StoreConfig, StoreError
 
-__all__ = ["ConflictError", "CorruptEventError", "SqlStore", "StoreConfig"]
+__all__ = ["ConflictError", "CorruptEventError", "LeaseLostError", "SqlStore", "StoreConfig",
+           "StoreError"]

@@ -46,7 +46,8 @@ from .codec import (
 from .projection import stage_row, work_row
 from .schema import events, leases, snapshots, stage_runs, works
 
-__all__ = ["APPEND_LOCK", "ConflictError", "LeaseLostError", "SqlStore", "StoreConfig"]
+__all__ = ["APPEND_LOCK", "ConflictError", "LeaseLostError", "SqlStore", "StoreConfig",
+           "StoreError"]
 
 _T = TypeVar("_T")
 
@@ -59,6 +60,12 @@ APPEND_LOCK = 0x5A6A_0001
 
 class ConflictError(EngineError):
     """Another writer appended to this work first: the seq is taken. Nothing was written."""
+
+
+class StoreError(EngineError):
+    """The database could not take an append (it is away, or refused it for a reason other
+    than a taken seq): the runner stops the work here; its events up to the last durable
+    commit are in the store for whoever goes on."""
 
 
 class LeaseLostError(EngineError):
@@ -334,8 +341,12 @@ class SqlStore:
             self._next = _Flush()  # the writer takes at most max_batch at once
         self._wake.set()
         await item.flush.done.wait()
-        if item.error is not None:
-            raise item.error
+        error = item.error
+        if error is not None:
+            if isinstance(error, EngineError):
+                raise error
+            raise StoreError(f"the store could not write the events of work {work_id}: "
+                             f"{error!r:.300}") from error
 
     async def _writer(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         task_status.started()
