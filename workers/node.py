@@ -355,7 +355,10 @@ class WorkerNode:
         if worker.status != "active":
             await worker.ended.wait()
             return
-        await self._record(worker, "worker.draining", {})
+        try:
+            await self._record(worker, "worker.draining", {})
+        except Exception:  # the store is away: drain all the same
+            _LOG.exception("worker %s could not record that it drains", worker.worker_id)
         worker.status = "draining"
         worker.wake.set()
         runtime = worker.runtime
@@ -394,8 +397,12 @@ class WorkerNode:
                                      worker.worker_id, work_id)
                         assert self._tg is not None
                         self._tg.start_soon(runtime.release, work_id)
-                await self._record(worker, "worker.heartbeat",
-                                   {"running": runtime.running, "at": time.time()})
+                try:
+                    await self._record(worker, "worker.heartbeat",
+                                       {"running": runtime.running, "at": time.time()})
+                except Exception:  # the store is away: the next beat records again
+                    _LOG.exception("worker %s could not record its heartbeat",
+                                   worker.worker_id)
 
     async def _check_health(self, health: Health) -> None:
         while True:
