@@ -190,6 +190,25 @@ async def _worker(args: argparse.Namespace, specs: list[Any]) -> int:
     return 0
 
 
+def _exit_when_threads_linger(code: int, grace: float = 5.0) -> None:
+    """A node that has drained exits even if a driver thread outlives its store (a
+    database connection cut off by the shutdown): after ``grace`` seconds, hard."""
+    import os
+    import threading
+    import time
+
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not [t for t in threading.enumerate()
+                if t is not threading.main_thread() and not t.daemon and t.is_alive()]:
+            return
+        time.sleep(0.05)
+    print("stepsaga: threads still running after the node stopped; exiting", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stepsaga", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -247,7 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      f"{', '.join(sorted(names))})")
         except ValueError as exc:
             parser.error(str(exc))
-        return anyio.run(_worker, args, specs)
+        code = anyio.run(_worker, args, specs)
+        _exit_when_threads_linger(code)
+        return code
     if args.command == "migrate":
         return anyio.run(_migrate, args)
     if args.delay < 0:

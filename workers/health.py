@@ -122,8 +122,9 @@ class Health:
                  "detail": own[n][1] or status[n][1], "node": self.node, "time": now}
                 for n in self._order]
         if rows:
-            async with self.store.engine.begin() as conn:
-                await conn.execute(health_checks.insert(), rows)
+            with anyio.CancelScope(shield=True):  # a shutdown must not cut it off mid-way
+                async with self.store.engine.begin() as conn:
+                    await conn.execute(health_checks.insert(), rows)
         if status != self.status:
             self.status = status
             self._changed.set()

@@ -381,8 +381,10 @@ class WorkerNode:
             driven = {name: set(w.runtime.driven()) for name, w in self._workers.items()
                       if w.runtime is not None and w.status != "removed"}
             try:
-                held = await leases.renew(self.store, owner=self.node_id, ttl=self.lease_ttl,
-                                          work_ids=[i for ids in driven.values() for i in ids])
+                with anyio.CancelScope(shield=True):  # see _schedule
+                    held = await leases.renew(
+                        self.store, owner=self.node_id, ttl=self.lease_ttl,
+                        work_ids=[i for ids in driven.values() for i in ids])
             except Exception:
                 _LOG.exception("node %s could not renew its leases", self.node_id)
                 continue
@@ -398,8 +400,9 @@ class WorkerNode:
                         assert self._tg is not None
                         self._tg.start_soon(runtime.release, work_id)
                 try:
-                    await self._record(worker, "worker.heartbeat",
-                                       {"running": runtime.running, "at": time.time()})
+                    with anyio.CancelScope(shield=True):
+                        await self._record(worker, "worker.heartbeat",
+                                           {"running": runtime.running, "at": time.time()})
                 except Exception:  # the store is away: the next beat records again
                     _LOG.exception("worker %s could not record its heartbeat",
                                    worker.worker_id)
@@ -419,7 +422,10 @@ class WorkerNode:
             scheduler = Scheduler(runtime)
             while True:
                 try:
-                    wait = await scheduler.run_due()
+                    # shielded: a shutdown must not cut a query off mid-way (the connection
+                    # would not go back to the pool, and its thread would outlive us)
+                    with anyio.CancelScope(shield=True):
+                        wait = await scheduler.run_due()
                 except Exception:  # the store is busy or gone: try again later
                     _LOG.exception("node %s could not fire schedules", self.node_id)
                     wait = 1.0
