@@ -23,7 +23,7 @@ import anyio
 
 from engine.store import SqlStore
 
-__all__ = ["CHANNEL", "Claimed", "claim", "drop", "notify", "release", "renew"]
+__all__ = ["CHANNEL", "Claimed", "check_saga_limits", "claim", "drop", "notify", "release", "renew"]
 
 CHANNEL = "stepsaga_works"  # NOTIFY channel: claimable works appeared
 
@@ -62,6 +62,15 @@ RETURNING work_id, token
 _FREE = "UPDATE leases SET owner = NULL, worker = NULL, expires_at = 0"
 
 
+def check_saga_limits(limits: Mapping[str, int]) -> dict[str, int]:
+    """Refuse a per-saga concurrency limit that is not a whole number >= 1."""
+    for saga, cap in limits.items():
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ValueError(f"the concurrency limit of saga {saga!r} must be a whole number "
+                             f">= 1, got {cap!r}")
+    return dict(limits)
+
+
 def _check(owner: str, worker: str, ttl: float) -> None:
     if not owner or not worker:
         raise ValueError("a claim needs the node (owner) and the worker that claims")
@@ -77,11 +86,7 @@ async def claim(store: SqlStore, *, owner: str, worker: str, limit: int, ttl: fl
     order among those: adopt them together). A saga in ``saga_limits`` never has more
     works leased at once, across all nodes, than its limit."""
     _check(owner, worker, ttl)
-    limits = dict(saga_limits or {})
-    for saga, cap in limits.items():
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-            raise ValueError(f"the concurrency limit of saga {saga!r} must be a whole number "
-                             f">= 1, got {cap!r}")
+    limits = check_saga_limits(saga_limits or {})
     names = list(sagas) if sagas is not None else None
     limited = [s for s in limits if names is None or s in names]
     got = await _claim(store, owner, worker, limit, ttl, names, limited)

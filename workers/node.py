@@ -135,13 +135,11 @@ class WorkerNode:
         self.drain_deadline = drain_deadline
         self.services = list(services)
         self.schedules = schedules  # this node fires the schedules' ticks too
-        self.saga_limits = dict(saga_limits or {})  # works of a saga leased at once, at most
-        for saga, cap in self.saga_limits.items():
+        # works of a saga leased at once, at most
+        self.saga_limits = leases.check_saga_limits(saga_limits or {})
+        for saga in self.saga_limits:
             if saga not in {s.name for s in self.sagas}:
                 raise ValueError(f"saga_limits names saga {saga!r}, which is not registered")
-            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-                raise ValueError(f"the concurrency limit of saga {saga!r} must be a whole "
-                                 f"number >= 1, got {cap!r}")
         checks = list(health_checks)
         self.health = (Health(store, checks, node=self.node_id, interval=health_interval)
                        if checks else None)

@@ -39,8 +39,6 @@ async def record(store: SqlStore, worker_id: str, kind: str, payload: dict[str, 
     insert: Any = (postgresql.insert(workers) if store.dialect == "postgresql"
                    else sqlite.insert(workers))
     update = {k: v for k, v in values.items() if k != "worker_id"}
-    if kind == "worker.registered":
-        values["registered_at"] = now
     statement = insert.values(**{"status": "active", "registered_at": now, **values})
     statement = statement.on_conflict_do_update(index_elements=["worker_id"], set_=update)
     async with store.engine.begin() as conn:

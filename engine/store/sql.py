@@ -233,13 +233,7 @@ class SqlStore:
             try:
                 dbapi: Any = raw.driver_connection
                 dbapi.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(dbapi)
-                    dbapi.commit()
-                except BaseException:
-                    dbapi.rollback()
-                    raise
-                return result
+                return _commit_or_roll_back(dbapi, lambda: fn(dbapi))
             finally:
                 raw.close()
 
@@ -405,11 +399,7 @@ class SqlStore:
             dbapi.execute(f"PRAGMA busy_timeout={int(self.config.busy_timeout_ms)}")
         start = time.perf_counter()
         try:
-            _write_sqlite(dbapi, batch)
-            dbapi.commit()
-        except BaseException:
-            dbapi.rollback()
-            raise
+            _commit_or_roll_back(dbapi, lambda: _write_sqlite(dbapi, batch))
         finally:
             self._commit_cost = 0.8 * self._commit_cost + 0.2 * (time.perf_counter() - start)
         return True
@@ -426,12 +416,7 @@ class SqlStore:
         # as the commit itself. Only the writer (one task, so one thread at a time) uses it.
         dbapi = self._dbapi()
         dbapi.execute("BEGIN IMMEDIATE")  # the write lock first: the lease check holds
-        try:
-            _write_sqlite(dbapi, batch)
-            dbapi.commit()
-        except BaseException:
-            dbapi.rollback()
-            raise
+        _commit_or_roll_back(dbapi, lambda: _write_sqlite(dbapi, batch))
 
     async def _commit(self, batch: list[_Append]) -> None:
         try:
@@ -748,6 +733,18 @@ def _projection_rows(batch: Sequence[_Append]) -> tuple[list[dict[str, Any]], ..
         if item.snapshot is not None:
             snaps[item.work_id] = item.snapshot
     return list(work_rows.values()), list(stage_rows.values()), list(snaps.values())
+
+
+def _commit_or_roll_back(dbapi: Any, work: Callable[[], _T]) -> _T:
+    """Do ``work`` in the transaction the caller began on ``dbapi``, then commit it; roll
+    it back if ``work`` (or the commit) fails."""
+    try:
+        result = work()
+        dbapi.commit()
+    except BaseException:
+        dbapi.rollback()
+        raise
+    return result
 
 
 def _write_sqlite(dbapi: Any, batch: Sequence[_Append]) -> None:
