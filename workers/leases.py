@@ -22,10 +22,12 @@ from typing import Any
 import anyio
 
 from engine.store import SqlStore
+from engine.store.sql import WORKS_CHANNEL
 
-__all__ = ["CHANNEL", "Claimed", "check_saga_limits", "claim", "drop", "notify", "release", "renew"]
+__all__ = ["CHANNEL", "Claimed", "check_saga_limits", "claim", "drop", "next_due", "notify",
+           "release", "renew"]
 
-CHANNEL = "stepsaga_works"  # NOTIFY channel: claimable works appeared
+CHANNEL = WORKS_CHANNEL  # NOTIFY channel: claimable works appeared (new, or handed back)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +234,25 @@ async def release(store: SqlStore, *, owner: str, work_ids: Sequence[str] | None
         return int(cursor.rowcount)
 
     return await store.write_sqlite(run)
+
+
+async def next_due(store: SqlStore, sagas: Sequence[str] | None = None) -> float | None:
+    """When the next free work (of ``sagas``, or any) is due: the earliest start time
+    of a delayed work, or None if no free work waits for its time. Read through the
+    partial index of free rows, so the leases of running works are not scanned."""
+    now = time.time()
+    names = list(sagas) if sagas is not None else None
+    if store.dialect == "postgresql":
+        async with store.postgres_connection() as conn:
+            due = await conn.fetchval(
+                "SELECT min(expires_at) FROM leases WHERE owner IS NULL AND expires_at >= $1 "
+                "AND ($2::text[] IS NULL OR saga = ANY($2::text[]))", now, names)
+        return None if due is None else float(due)
+    sql = ("SELECT min(expires_at) FROM leases WHERE owner IS NULL AND expires_at >= ?"
+           + ("" if names is None else f" AND saga IN ({', '.join('?' for _ in names)})"))
+    async with store.engine.connect() as conn:
+        due = (await conn.exec_driver_sql(sql, (now, *(names or ())))).scalar()
+    return None if due is None else float(due)
 
 
 async def notify(store: SqlStore) -> None:

@@ -4,9 +4,10 @@ Each worker has a concurrency (how many works it runs at once) and optionally th
 sagas it serves. It claims works through leases (:mod:`workers.leases`), runs them
 on its own :class:`engine.Runtime`, and the node renews all its leases by heartbeat.
 A work whose lease expired (its node died) is claimed by another worker and goes on
-from its events. Idle workers on PostgreSQL sleep until a NOTIFY (new works, or
-leases released by a draining node) or, for leases that expire silently, until a
-poll at half the lease time; on SQLite they poll.
+from its events. Idle workers on PostgreSQL sleep until a NOTIFY (new works, sent by
+their creation's commit, or leases released by a draining node), until the next
+delayed work is due, or, for leases that expire silently, until a poll at half the
+lease time; on SQLite they poll.
 
 Draining (SIGTERM on ``stepsaga worker``) takes nothing new, lets every work finish
 the step it is in, records it, and releases the lease, so another node goes on at
@@ -322,6 +323,7 @@ class WorkerNode:
             # claims come in batches (each one is a query): when a few slots are free
             # and works are still running, more slots free up soon
             batch = max(1, worker.concurrency // 8)
+            short = False  # the claim found fewer works than slots: a delayed one may be due
             if free > 0 and (free >= batch or timed_out or not runtime.running):
                 try:
                     got = await self._claim(worker, runtime, free, names)
@@ -331,11 +333,25 @@ class WorkerNode:
                 if len(got) == free and worker.status == "active":
                     timed_out = False
                     continue  # there may be more
-            with anyio.move_on_after(self.poll_interval) as waited:
+                short = True
+            idle = await self._idle_for(names) if short else self.poll_interval
+            with anyio.move_on_after(idle) as waited:
                 await worker.wake.wait()
             timed_out = waited.cancelled_caught
         if worker.status == "draining":
             await worker.drained.wait()  # the runtime stays up while its works stop
+
+    async def _idle_for(self, names: Sequence[str]) -> float:
+        """How long an idle worker waits for a wake-up: the poll interval, or until the
+        next delayed work is due if that comes sooner (nothing wakes a node for it)."""
+        try:
+            due = await leases.next_due(self.store, names)
+        except Exception:  # the database is away: poll as usual
+            _LOG.exception("could not read when the next delayed work is due")
+            return self.poll_interval
+        if due is None:
+            return self.poll_interval
+        return max(0.0, min(self.poll_interval, due - time.time()))
 
     async def _claim(self, worker: _Worker, runtime: Runtime, free: int,
                      names: Sequence[str]) -> list[leases.Claimed]:

@@ -102,6 +102,9 @@ leases = sa.Table(
     sa.Column("claimed_at", sa.Float(precision=53)),
     sa.Index("leases_expires", "expires_at"),
     sa.Index("leases_owner", "owner"),
+    # the free rows by start time: an idle node sleeps until the next delayed work is due
+    sa.Index("leases_due", "expires_at", postgresql_where=sa.text("owner IS NULL"),
+             sqlite_where=sa.text("owner IS NULL")),
 )
 
 worker_events = sa.Table(

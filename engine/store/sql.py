@@ -46,8 +46,8 @@ from .codec import (
 from .projection import stage_row, work_row
 from .schema import events, leases, snapshots, stage_runs, works
 
-__all__ = ["APPEND_LOCK", "ConflictError", "LeaseLostError", "SqlStore", "StoreConfig",
-           "StoreError"]
+__all__ = ["APPEND_LOCK", "WORKS_CHANNEL", "ConflictError", "LeaseLostError", "SqlStore",
+           "StoreConfig", "StoreError"]
 
 _T = TypeVar("_T")
 
@@ -56,6 +56,9 @@ _T = TypeVar("_T")
 # (from a sequence, taken at insert time) follow commit order: a reader tailing events
 # by position never skips one that commits later with an earlier position.
 APPEND_LOCK = 0x5A6A_0001
+# On PostgreSQL a commit that leaves new works free to claim NOTIFYs this channel (at
+# its commit), waking idle worker nodes (workers.leases).
+WORKS_CHANNEL = "stepsaga_works"
 
 
 class ConflictError(EngineError):
@@ -702,7 +705,11 @@ def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:
         parts.append(f"released AS (DELETE FROM leases USING ok, unnest(${number}::text[], "
                      f"${number + 1}::text[]) AS r(work_id, owner) "
                      "WHERE leases.work_id = r.work_id AND leases.owner = r.owner)")
-        _PG_SQL.append("WITH " + ",\n".join(parts) + "\nSELECT lost FROM fence")
+        # new works free to claim wake idle nodes when this commits
+        parts.append(f"woken AS MATERIALIZED (SELECT pg_notify('{WORKS_CHANNEL}', '') "
+                     f"FROM ok WHERE ${number + 2}::boolean)")
+        _PG_SQL.append("WITH " + ",\n".join(parts) +
+                       "\nSELECT lost FROM fence WHERE (SELECT count(*) FROM woken) >= 0")
     event_rows = [encode_event(r) for item in batch for r in item.records]
     work_rows, stage_rows, snaps = _projection_rows(batch)
     taken, released = _lease_rows(batch)
@@ -718,6 +725,7 @@ def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:
             args.extend([] for _ in fields)
     args.append([work_id for work_id, _ in released])
     args.append([owner for _, owner in released])
+    args.append(any(row["owner"] is None for row in taken))
     return _PG_SQL[0], args
 
 

@@ -66,6 +66,7 @@ async def test_higher_priorities_first_and_delayed_works_wait_for_their_time(
         await anyio.sleep(0.35)
         due = await leases.claim(store, owner="n", worker="n/w", limit=5, ttl=30)
         assert [c.work_id for c in due] == [later]
+        assert await leases.next_due(store) is None  # no free work waits for its time
         with pytest.raises(ValueError, match=r"priority must be a whole number .*, got 'x'"):
             await rt.start("one", 0, run=False, priority="x")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="from -1000000 to 1000000, got 10000000000"):
@@ -147,3 +148,30 @@ async def test_bad_worker_settings_are_refused_with_the_reason(tmp_path: Any) ->
         with pytest.raises(ValueError, match="run=False creates a work for worker nodes"):
             async with Runtime([ONE]) as rt:
                 await rt.start("one", 1, run=False)
+
+
+async def test_an_idle_node_starts_a_delayed_work_on_time(store_url: str) -> None:
+    # with a 10 s lease an idle node on PostgreSQL polls every 5 s and nothing notifies
+    # it when a delayed work becomes due: it sleeps until the next start time instead
+    async with SqlStore.open(store_url) as store:
+        node = WorkerNode(store, [ONE, OTHER], [WorkerSpec(name="w", concurrency=4)],
+                          node_id="n", lease_ttl=10)
+        async with anyio.create_task_group() as tg:
+            await tg.start(node.run)
+            await anyio.sleep(0.2)  # idle: its first claim found nothing
+            async with Runtime([ONE, OTHER], store=store) as client:
+                start_at = time.time() + 1.0
+                later = await client.start("one", 1, run=False, start_at=start_at + 5)
+                soon = await client.start("one", 1, run=False, start_at=start_at)
+                elsewhere = await client.start("other", 1, run=False, start_at=start_at - 0.5)
+            assert await leases.next_due(store, ["one"]) == pytest.approx(start_at)
+            assert await leases.next_due(store) == pytest.approx(start_at - 0.5)
+            for _ in range(60):
+                if (await store.work(soon) or {}).get("status") == "completed":
+                    break
+                await anyio.sleep(0.05)
+            begun = min(e.time for e in await store.read(soon) if e.worker)
+            assert start_at <= begun < start_at + 0.5
+            assert (await store.work(later) or {})["status"] == "pending"
+            assert (await store.work(elsewhere) or {})["status"] == "completed"
+            await node.drain()
