@@ -46,13 +46,14 @@ WITH candidates AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE leases SET owner = $3, worker = $4, token = leases.token + 1, expires_at = $6,
-    claimed_at = $1
+    claimed_at = $1, waiting = NULL
 FROM candidates WHERE leases.work_id = candidates.work_id
 RETURNING leases.work_id, leases.token
 """
 
 _SQLITE_CLAIM = """
-UPDATE leases SET owner = ?, worker = ?, token = token + 1, expires_at = ?, claimed_at = ?
+UPDATE leases SET owner = ?, worker = ?, token = token + 1, expires_at = ?, claimed_at = ?,
+    waiting = NULL
 WHERE work_id IN (
     SELECT work_id FROM leases WHERE expires_at < ?{sagas}{exclude}
     ORDER BY priority DESC, work_id LIMIT ?
@@ -62,6 +63,15 @@ RETURNING work_id, token
 
 
 _FREE = "UPDATE leases SET owner = NULL, worker = NULL, expires_at = 0"
+# a saga at its concurrency limit: its claimable works say why they wait (the works
+# projection shows them as waiting); once it has room again, they do not
+_MARK = ("UPDATE leases SET waiting = {0} WHERE saga = {1} AND expires_at < {2} "
+         "AND (waiting IS NULL OR waiting <> {0})")
+_UNMARK = "UPDATE leases SET waiting = NULL WHERE saga = {0} AND waiting IS NOT NULL"
+
+
+def _at_limit(saga: str, cap: int) -> str:
+    return f"saga {saga} is at its concurrency limit ({cap} at once)"
 
 
 def check_saga_limits(limits: Mapping[str, int]) -> dict[str, int]:
@@ -128,14 +138,23 @@ async def _claim(store: SqlStore, owner: str, worker: str, limit: int, ttl: floa
 
     def run(conn: sqlite3.Connection) -> list[Claimed]:
         room = limit
+        held = 0
         if cap is not None:
             assert names is not None
             (held,) = conn.execute(live.format("?", "?"), (names[0], now)).fetchone()
             room = min(limit, cap - held)
-            if room <= 0:
-                return []
-        args = [owner, worker, now + ttl, now, now, *(names or []), *exclude, room]
-        return [Claimed(w, t) for w, t in conn.execute(sql, args).fetchall()]
+        got: list[Claimed] = []
+        if room > 0:
+            args = [owner, worker, now + ttl, now, now, *(names or []), *exclude, room]
+            got = [Claimed(w, t) for w, t in conn.execute(sql, args).fetchall()]
+        if cap is not None:
+            assert names is not None
+            if held + len(got) >= cap:
+                conn.execute(_MARK.format("?1", "?2", "?3"),
+                             (_at_limit(names[0], cap), names[0], now))
+            else:
+                conn.execute(_UNMARK.format("?"), (names[0],))
+        return got
 
     return await store.write_sqlite(run)
 
@@ -146,10 +165,15 @@ async def _capped_pg(conn: Any, saga: str, cap: int, live: str, now: float, limi
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "saga:" + saga)
         held = await conn.fetchval(live.format("$1", "$2"), saga, now)
         room = min(limit, cap - held)
-        if room <= 0:
-            return []
-        return list(await conn.fetch(_PG_CLAIM, now, room, owner, worker, [saga],
-                                     now + ttl, exclude))
+        rows = []
+        if room > 0:
+            rows = list(await conn.fetch(_PG_CLAIM, now, room, owner, worker, [saga],
+                                         now + ttl, exclude))
+        if held + len(rows) >= cap:
+            await conn.execute(_MARK.format("$1", "$2", "$3"), _at_limit(saga, cap), saga, now)
+        else:
+            await conn.execute(_UNMARK.format("$1"), saga)
+        return rows
 
 
 async def renew(store: SqlStore, *, owner: str, ttl: float,

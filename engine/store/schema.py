@@ -100,11 +100,15 @@ leases = sa.Table(
     # 0: free; a delayed work is free from its start time on
     sa.Column("expires_at", sa.Float(precision=53), nullable=False),
     sa.Column("claimed_at", sa.Float(precision=53)),
+    # why a free work is not claimed yet (its saga is at its concurrency limit), or NULL
+    sa.Column("waiting", sa.Text),
     sa.Index("leases_expires", "expires_at"),
     sa.Index("leases_owner", "owner"),
     # the free rows by start time: an idle node sleeps until the next delayed work is due
     sa.Index("leases_due", "expires_at", postgresql_where=sa.text("owner IS NULL"),
              sqlite_where=sa.text("owner IS NULL")),
+    sa.Index("leases_waiting", "saga", postgresql_where=sa.text("waiting IS NOT NULL"),
+             sqlite_where=sa.text("waiting IS NOT NULL")),
 )
 
 worker_events = sa.Table(

@@ -327,7 +327,7 @@ class SqlStore:
                 item.lease = {"work_id": work_id, "saga": state.saga,
                               "priority": state.priority, "owner": None, "worker": None,
                               "token": 0, "expires_at": state.start_at or 0.0,
-                              "claimed_at": None}
+                              "claimed_at": None, "waiting": None}
                 if lease is not None:
                     item.lease.update(owner=lease.owner, worker=lease.worker, token=1,
                                       expires_at=now + lease.ttl, claimed_at=now)
@@ -512,22 +512,25 @@ class SqlStore:
         return found
 
     async def work(self, work_id: str) -> dict[str, Any] | None:
+        """A work's projection row; a pending work that worker nodes hold back (its saga
+        is at its concurrency limit) shows as ``waiting``, the reason under path ''."""
         async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(works).where(
+            row = (await conn.execute(_WORKS.where(
                 works.c.work_id == work_id))).mappings().first()
-        return dict(row) if row is not None else None
+        return _shown(row) if row is not None else None
 
     async def works(self, *, status: Sequence[str] | None = None, saga: str | None = None,
                     limit: int = 1000) -> list[dict[str, Any]]:
-        query = sa.select(works)
+        """Projection rows as :meth:`work` shows them, oldest first."""
+        query = _WORKS
         if status is not None:
-            query = query.where(works.c.status.in_(list(status)))
+            query = query.where(_STATUS.in_(list(status)))
         if saga is not None:
             query = query.where(works.c.saga == saga)
         query = query.order_by(works.c.created_at, works.c.work_id).limit(limit)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [dict(r) for r in rows]
+        return [_shown(r) for r in rows]
 
     async def stage_runs(self, work_id: str) -> list[dict[str, Any]]:
         query = sa.select(stage_runs).where(stage_runs.c.work_id == work_id).order_by(
@@ -669,6 +672,23 @@ _PG_STREAMS = sa.text(
     "SELECT e.* FROM unnest(:ids) AS w(work_id) CROSS JOIN LATERAL "
     "(SELECT * FROM events WHERE events.work_id = w.work_id ORDER BY seq) AS e"
 ).bindparams(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Text)))
+
+
+# A work's status as shown: the projection's, except that a pending work held back by
+# worker nodes (leases.waiting: its saga is at its concurrency limit) is waiting.
+_HELD_BACK = sa.and_(works.c.status == "pending", leases.c.waiting.is_not(None))
+_STATUS = sa.case((_HELD_BACK, sa.literal("waiting")), else_=works.c.status)
+_WORKS = sa.select(works, leases.c.waiting.label("held_back")).select_from(
+    works.outerjoin(leases, leases.c.work_id == works.c.work_id))
+
+
+def _shown(row: Any) -> dict[str, Any]:
+    shown = dict(row)
+    held_back = shown.pop("held_back")
+    if held_back is not None and shown["status"] == "pending":
+        shown["status"] = "waiting"
+        shown["waiting"] = dumps({"": held_back})
+    return shown
 
 
 def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:

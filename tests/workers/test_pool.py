@@ -3,6 +3,7 @@ boundary, in process on a SQLite file (the multi-process runs are in test_nodes)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -137,13 +138,23 @@ async def test_a_saga_concurrency_limit_holds_across_nodes(store_url: str) -> No
             for node in nodes:
                 await tg.start(node.run)
 
+            held_back: dict[str, str] = {}  # report works seen waiting for the limit
+            listed: set[str] = set()
+
             async def ended() -> bool:
+                for row in await store.works(status=["waiting"]):
+                    listed.add(row["work_id"])
+                    held_back[row["work_id"]] = json.loads(row["waiting"])[""]
                 return await _statuses(store, ids) == ["completed"] * 12
 
             await _until(ended)
             for node in nodes:
                 await node.drain()
         assert await _statuses(store, ids) == ["completed"] * 12
+        assert await store.works(status=["waiting"]) == []
+    # the report works beyond the limit showed status waiting, with the reason
+    assert len(held_back) >= 2 and set(held_back) <= set(ids[0::2]) and listed
+    assert set(held_back.values()) == {"saga report is at its concurrency limit (2 at once)"}
     assert most["report"] == 2  # never more than its limit, across both nodes
     assert most["quick"] > 2  # the other saga is not held back
     with pytest.raises(ValueError, match="concurrency limit of saga 'report' must be"):
