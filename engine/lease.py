@@ -23,6 +23,11 @@ class Lease:
     owner: str
     worker: str
     ttl: float
+    # a work whose next step is at least this many seconds away (a sleep, a retry's
+    # backoff) is parked: its driver stops (Runtime.on_driver_end tells when it is due;
+    # a worker node hands the lease back until then), so it takes no worker slot
+    # meanwhile. None: never. A work waiting for a signal is never parked.
+    park_after: float | None = None
 
     def __post_init__(self) -> None:
         if not self.owner or not self.worker:
@@ -30,3 +35,6 @@ class Lease:
         if not self.ttl > 0:
             raise ValueError(f"a lease's ttl must be a positive number of seconds, "
                              f"got {self.ttl!r}")
+        if self.park_after is not None and not self.park_after >= 0:
+            raise ValueError(f"a lease's park_after must be >= 0 seconds or None, "
+                             f"got {self.park_after!r}")

@@ -23,7 +23,7 @@ from . import events as ev
 from .breakpoints import Breakpoint
 from .clock import Clock
 from .context import Failure, StageContext, error_data, jsonable
-from .definitions import MISSING, Abort, Branch, Forward, Loop, Map, RetryTransaction, Stage
+from .definitions import MISSING, Abort, Branch, Forward, Loop, Map, RetryTransaction, Stage, Wait
 from .errors import DefinitionError, StageFailure, WorkStateError
 from .events import Event, RecordedEvent
 from .gate import Admission, Gate, fill_key
@@ -105,6 +105,9 @@ class WorkRunner:
         self._breakpoints: dict[str, Breakpoint] = {}
         self._skip_before: tuple[str, str, int] | None = None
         self._driving = False
+        # set by a leased runtime: a wait of at least this many seconds parks the work
+        self.park_after: float | None = None
+        self.parked_until: float | None = None  # the driver stopped until then
         self._stopping = False  # stop driving at the next step boundary
         self.stopped: BaseException | None = None
 
@@ -461,10 +464,25 @@ class WorkRunner:
                     continue
                 due = await self._advance(tg)
                 if due is not True:
+                    if due is not None and self._parks(due):
+                        self.parked_until = due
+                        break
                     await self._sleep(due)
             await self.flush()
         finally:
             self._driving = False
+
+    def _parks(self, due: float) -> bool:
+        """Whether the driver stops instead of sleeping until ``due``: parking is on, the
+        wait is long enough, no call is in flight and no stage waits for a signal (a
+        signal reaches a work only where it runs)."""
+        if self.park_after is None or self._inflight or self._stopping or self._poked:
+            return False
+        if due - self.clock.now() < self.park_after:
+            return False
+        return not any(st.status == "running" and not st.timed_out
+                       and isinstance(self.plan.info(path).node, Wait)
+                       for path, st in self.state.stages.items())
 
     async def _advance(self, tg: anyio.abc.TaskGroup) -> bool | float | None:
         """One pass: launch the calls that may run and record one due event. True if

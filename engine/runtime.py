@@ -126,8 +126,9 @@ class Runtime:
         self.lease = lease
         self.gate = gate  # admits the transactions of stages with services, locks, rates
         self._driven: dict[str, anyio.Event] = {}  # work id -> set when its driver ends
-        # a slot is free again: (work id, whether the work ended)
-        self.on_driver_end: Callable[[str, bool], None] | None = None
+        # a slot is free again: (work id, whether the work ended, when a parked work is
+        # due again or None)
+        self.on_driver_end: Callable[[str, bool, float | None], None] | None = None
         self.worker = worker
         self.on_event = on_event
         self._sagas: dict[str, Saga] = {}
@@ -317,9 +318,13 @@ class Runtime:
             async def sink(records: list[RecordedEvent], state: WorkState) -> None:
                 await store.append(work_id, records, state, lease=lease, queue=queued)
 
-        return WorkRunner(plan, work_id, clock=self.clock, services=ServiceScope(self._services),
-                          worker=self.worker, dry_run=dry_run, on_event=self.on_event, sink=sink,
-                          snapshot=snapshot, history=history, gate=self.gate)
+        runner = WorkRunner(plan, work_id, clock=self.clock,
+                            services=ServiceScope(self._services), worker=self.worker,
+                            dry_run=dry_run, on_event=self.on_event, sink=sink,
+                            snapshot=snapshot, history=history, gate=self.gate)
+        if sink is not None and not queued and self.lease is not None:
+            runner.park_after = self.lease.park_after
+        return runner
 
     async def recover(self) -> list[str]:
         """Load every unfinished work from the store and go on running it.
@@ -442,7 +447,8 @@ class Runtime:
             if done is not None:
                 done.set()
             if self.on_driver_end is not None:
-                self.on_driver_end(runner.work_id, terminal)
+                self.on_driver_end(runner.work_id, terminal,
+                                   None if terminal else runner.parked_until)
 
     def _launch(self, runner: WorkRunner) -> None:
         assert self._tg is not None

@@ -192,7 +192,7 @@ async def _worker(args: argparse.Namespace, specs: list[Any]) -> int:
     app = load_app(args.app)
     async with SqlStore.open(args.store) as store:
         node = app.node(store, specs, node_id=args.node_id, lease_ttl=args.lease_ttl,
-                        drain_deadline=args.drain_deadline)
+                        drain_deadline=args.drain_deadline, park_after=args.park_after)
         async with anyio.create_task_group() as tg:
             await tg.start(node.run)
             tune_gc_for_long_run()
@@ -267,6 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds a lease lasts unless renewed (default 10)")
     worker.add_argument("--drain-deadline", type=float, default=30.0,
                         help="on SIGTERM, seconds to let works finish their step (default 30)")
+    worker.add_argument("--park-after", type=float, default=60.0,
+                        help="a work that sleeps this many seconds or more (a timer, a "
+                             "retry's backoff) is handed back to the store until it is "
+                             "due, freeing its slot (default 60)")
     worker.add_argument("--node-id", help="this node's id (default host:pid:random)")
     args = parser.parse_args(argv)
     if args.command == "worker":
@@ -278,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--lease-ttl must be > 0 seconds, got {args.lease_ttl}")
             if not args.drain_deadline >= 0:
                 raise ValueError(f"--drain-deadline must be >= 0, got {args.drain_deadline}")
+            if not args.park_after >= 0:
+                raise ValueError(f"--park-after must be >= 0 seconds, got {args.park_after}")
             names = {saga.name for saga in load_app(args.app).sagas}
             for spec in specs:
                 unknown = sorted(set(spec.sagas or ()) - names)

@@ -13,6 +13,7 @@ Times are the nodes' wall clocks (kept in step by NTP across machines).
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -62,7 +63,7 @@ RETURNING work_id, token
 """
 
 
-_FREE = "UPDATE leases SET owner = NULL, worker = NULL, expires_at = 0"
+_FREE = "UPDATE leases SET owner = NULL, worker = NULL, expires_at = {}"  # 0: at once
 # a saga at its concurrency limit: its claimable works say why they wait (the works
 # projection shows them as waiting); once it has room again, they do not
 _MARK = ("UPDATE leases SET waiting = {0} WHERE saga = {1} AND expires_at < {2} "
@@ -228,21 +229,26 @@ async def drop(store: SqlStore, *, owner: str, work_ids: Sequence[str]) -> int:
 
 
 async def release(store: SqlStore, *, owner: str, work_ids: Sequence[str] | None = None,
-                  worker: str | None = None) -> int:
+                  worker: str | None = None, start_at: float | None = None) -> int:
     """Hand back node ``owner``'s leases on ``work_ids``, or all those of ``worker``: the
-    works are free to claim at once (idle nodes on PostgreSQL are woken)."""
+    works are free to claim at once, or from ``start_at`` on (a parked work), and idle
+    nodes on PostgreSQL are woken."""
     if (work_ids is None) == (worker is None):
         raise ValueError("release the leases of given works or of one worker")
     ids = list(work_ids or ())
     if work_ids is not None and not ids:
         return 0
+    if start_at is not None and not (isinstance(start_at, int | float)
+                                     and math.isfinite(start_at)):
+        raise ValueError(f"start_at must be a Unix time in seconds, got {start_at!r}")
+    free = _FREE.format(0 if start_at is None else repr(float(start_at)))
     if store.dialect == "postgresql":
         async with store.postgres_connection() as conn:
             if worker is None:
-                rows = await conn.fetch(f"{_FREE} WHERE owner = $1 AND work_id = ANY($2) "
+                rows = await conn.fetch(f"{free} WHERE owner = $1 AND work_id = ANY($2) "
                                         "RETURNING work_id", owner, ids)
             else:
-                rows = await conn.fetch(f"{_FREE} WHERE owner = $1 AND worker = $2 "
+                rows = await conn.fetch(f"{free} WHERE owner = $1 AND worker = $2 "
                                         "RETURNING work_id", owner, worker)
             if rows:
                 await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
@@ -251,10 +257,10 @@ async def release(store: SqlStore, *, owner: str, work_ids: Sequence[str] | None
     def run(conn: sqlite3.Connection) -> int:
         if worker is None:
             marks = ", ".join("?" for _ in ids)
-            cursor = conn.execute(f"{_FREE} WHERE owner = ? AND work_id IN ({marks})",
+            cursor = conn.execute(f"{free} WHERE owner = ? AND work_id IN ({marks})",
                                   (owner, *ids))
         else:
-            cursor = conn.execute(f"{_FREE} WHERE owner = ? AND worker = ?", (owner, worker))
+            cursor = conn.execute(f"{free} WHERE owner = ? AND worker = ?", (owner, worker))
         return int(cursor.rowcount)
 
     return await store.write_sqlite(run)

@@ -124,9 +124,15 @@ class WorkerNode:
                  health_checks: Iterable[HealthCheck] = (), health_interval: float = 2.0,
                  rate_limits: Mapping[str, RateLimit] | None = None,
                  lock_limits: Mapping[str, int] | None = None, lock_ttl: float = 30.0,
-                 saga_limits: Mapping[str, int] | None = None) -> None:
+                 saga_limits: Mapping[str, int] | None = None,
+                 park_after: float | None = 60.0) -> None:
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
+        if park_after is not None and not park_after >= 0:
+            raise ValueError(f"park_after must be >= 0 seconds or None, got {park_after!r}")
+        # a work that sleeps (a timer, a retry's backoff) this long or longer is parked:
+        # handed back to the store until it is due, taking no slot meanwhile
+        self.park_after = park_after
         if not drain_deadline >= 0:
             raise ValueError(f"drain_deadline must be >= 0 seconds, got {drain_deadline!r}")
         self.store = store
@@ -270,16 +276,21 @@ class WorkerNode:
     async def _record(self, worker: _Worker, kind: str, payload: dict[str, Any]) -> None:
         await registry.record(self.store, worker.worker_id, kind, payload, self._row(worker))
 
-    def _driver_ended(self, worker: _Worker, work_id: str, ended: bool) -> None:
-        if not ended and worker.status == "active" and self._tg is not None:
-            # stopped without ending (the store refused an append, or the lease was lost):
-            # hand the lease back if it is still ours, so the work does not wait for expiry
-            self._tg.start_soon(self._hand_back, work_id)
+    def _driver_ended(self, worker: _Worker, work_id: str, ended: bool,
+                      resume_at: float | None) -> None:
+        if self._tg is not None and not ended and (
+                worker.status == "active" or resume_at is not None):
+            # parked until resume_at, or stopped without ending (the store refused an
+            # append, the lease was lost): hand the lease back if it is still ours, so
+            # the work does not wait for its expiry
+            self._tg.start_soon(self._hand_back, work_id, resume_at)
         self._kick()
 
-    async def _hand_back(self, work_id: str) -> None:
+    async def _hand_back(self, work_id: str, resume_at: float | None = None) -> None:
         try:
-            await leases.release(self.store, owner=self.node_id, work_ids=[work_id])
+            with anyio.CancelScope(shield=True):
+                await leases.release(self.store, owner=self.node_id, work_ids=[work_id],
+                                     start_at=resume_at)
         except Exception:  # the lease expires by itself
             _LOG.exception("node %s could not hand back work %s", self.node_id, work_id)
 
@@ -288,15 +299,16 @@ class WorkerNode:
             worker.wake.set()
 
     async def _run_worker(self, worker: _Worker) -> None:
-        lease = Lease(owner=self.node_id, worker=worker.worker_id, ttl=self.lease_ttl)
+        lease = Lease(owner=self.node_id, worker=worker.worker_id, ttl=self.lease_ttl,
+                      park_after=self.park_after)
         try:
             with worker.scope:
                 async with Runtime(self.sagas, store=self.store, worker=worker.worker_id,
                                    lease=lease, services=self.services,
                                    gate=self.gate) as runtime:
                     worker.runtime = runtime
-                    runtime.on_driver_end = lambda work_id, ended: self._driver_ended(
-                        worker, work_id, ended)
+                    runtime.on_driver_end = lambda work_id, ended, resume_at: \
+                        self._driver_ended(worker, work_id, ended, resume_at)
                     await self._claim_loop(worker, runtime)
         finally:
             with anyio.CancelScope(shield=True):
@@ -345,7 +357,8 @@ class WorkerNode:
         """How long an idle worker waits for a wake-up: the poll interval, or until the
         next delayed work is due if that comes sooner (nothing wakes a node for it)."""
         try:
-            due = await leases.next_due(self.store, names)
+            with anyio.CancelScope(shield=True):  # a stop never strands its connection
+                due = await leases.next_due(self.store, names)
         except Exception:  # the database is away: poll as usual
             _LOG.exception("could not read when the next delayed work is due")
             return self.poll_interval

@@ -79,6 +79,8 @@ def test_worker_with_bad_settings_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--app 'no_such_module:sagas'" in done.stderr
     done = stepsaga("worker", "--store", url, "--app", "json")
     assert done.returncode == 2 and "use module:attribute" in done.stderr
+    done = stepsaga("worker", "--store", url, "--park-after", "-1")
+    assert done.returncode == 2 and "--park-after must be >= 0 seconds, got -1.0" in done.stderr
     done = stepsaga("worker", "--store", url, "--worker", "mail=2:nope")
     assert done.returncode == 2 and "serves sagas that are not registered: nope" in done.stderr
     assert not (tmp_path / "w.sqlite").exists()  # nothing was created for bad settings

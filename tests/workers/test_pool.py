@@ -9,9 +9,11 @@ from typing import Any
 
 import anyio
 import pytest
+import sqlalchemy as sa
 
-from engine import Runtime, Saga, Stage
+from engine import Runtime, Saga, Sleep, Stage, Wait
 from engine.store import SqlStore
+from engine.store.schema import leases as lease_rows
 from workers import registry
 from workers.node import WorkerNode, WorkerSpec
 
@@ -187,3 +189,62 @@ async def test_nodes_leave_works_of_unknown_sagas_and_plain_runtimes_leave_queue
             await anyio.sleep(0.3)  # a few more claim rounds
             await node.drain()
         assert await _statuses(store, [mine, other]) == ["completed", "pending"]
+
+
+async def test_a_sleeping_work_is_parked_and_takes_no_slot(store_url: str) -> None:
+    """One slot, three works that each sleep 1.5 s between two stages: each sleeper is
+    handed back to the store until it is due, so the slot runs the others meanwhile.
+    A work waiting for a signal is not parked (a signal reaches it where it runs)."""
+    order: list[str] = []
+
+    def stage(name: str) -> Any:
+        async def run(ctx: Any, value: int) -> int:
+            order.append(f"{name}{value}")
+            return value
+
+        return run
+
+    nap = Saga(name="nap", stages=[Stage(name="a", transaction=stage("a")),
+                                   Sleep(name="rest", seconds=1.5),
+                                   Stage(name="b", transaction=stage("b"))])
+    hold = Saga(name="hold", stages=[Wait(name="w", signal="go", timeout=1.0,
+                                          timeout_output=0),
+                                     Stage(name="c", transaction=stage("c"))])
+    async with SqlStore.open(store_url) as store:
+        async with Runtime([nap, hold], store=store) as client:
+            ids = [await client.start("nap", i, run=False) for i in range(3)]
+        node = WorkerNode(store, [nap, hold], [WorkerSpec(name="w", concurrency=1)],
+                          node_id="n", park_after=0.5, poll_interval=0.1)
+        async with anyio.create_task_group() as tg:
+            await tg.start(node.run)
+
+            async def all_slept() -> bool:
+                return len(order) >= 3
+
+            await _until(all_slept)
+            assert order[:3] == ["a0", "a1", "a2"]  # nobody waited for a sleeper's slot
+            async with store.engine.connect() as conn:
+                parked = (await conn.execute(sa.select(
+                    lease_rows.c.owner, lease_rows.c.expires_at).where(
+                    lease_rows.c.work_id == ids[0]))).one()
+            wake_at = (await store.work(ids[0]) or {})["wake_at"]
+            assert parked.owner is None and parked.expires_at == pytest.approx(wake_at)
+
+            async def ended() -> bool:
+                return await _statuses(store, ids) == ["completed"] * 3
+
+            await _until(ended)
+            assert sorted(order[3:]) == ["b0", "b1", "b2"]
+            # the wait for a signal keeps its slot: the next work starts after its timeout
+            async with Runtime([nap, hold], store=store) as client:
+                waiting = [await client.start("hold", i, run=False) for i in range(2)]
+
+            async def both_done() -> bool:
+                return await _statuses(store, waiting) == ["completed"] * 2
+
+            await _until(both_done)
+            await node.drain()
+        firsts = [min(e.time for e in await store.read(w) if e.worker) for w in waiting]
+    assert abs(firsts[1] - firsts[0]) >= 0.9
+    with pytest.raises(ValueError, match="park_after must be >= 0 seconds or None"):
+        WorkerNode(store, [nap], [WorkerSpec(name="w")], park_after=-1)
