@@ -242,15 +242,20 @@ def takeover(url: str, ttl: float) -> dict[str, Any]:
             "takeover_lease_periods": round((first - killed) / ttl, 3)}
 
 
-def measure(backend: str, fresh: Callable[[str], str], args: argparse.Namespace
-            ) -> dict[str, Any]:
+def measure(backend: str, fresh: Callable[[str], str], drop: Callable[[str], None],
+            args: argparse.Namespace) -> dict[str, Any]:
+    """The rounds and the takeover on ``backend``: ``fresh(name)`` makes a database and
+    gives its URL, ``drop(name)`` removes it once measured (on PostgreSQL autovacuum
+    would otherwise visit the last run's tables during the next)."""
     rounds: list[tuple[dict[str, Any], dict[str, Any]]] = []
     hardware: list[float] = []
     for n in range(args.rounds):  # one and two processes in turn: the host's moods are shared
         _log(f"{backend}: round {n + 1}: one worker process, {args.sagas} sagas")
         one = throughput(fresh(f"one{n}"), 1, args.sagas, args.concurrency)
+        drop(f"one{n}")
         _log(f"{backend}: round {n + 1}: two worker processes, {args.sagas} sagas")
         two = throughput(fresh(f"two{n}"), 2, args.sagas, args.concurrency)
+        drop(f"two{n}")
         rounds.append((one, two))
         hardware.append(cpu_parallel_speedup())
     _log(f"{backend}: takeover after SIGKILL, lease {args.lease_ttl} s")
@@ -294,13 +299,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         cluster = PostgresCluster()
         cluster.start()
         try:
-            result["postgres"] = measure("postgres", cluster.create_database, args)
+            result["postgres"] = measure("postgres", cluster.create_database,
+                                         cluster.drop_database, args)
         finally:
             cluster.stop()
     if "sqlite" in backends:
         with tempfile.TemporaryDirectory(prefix="stepsaga-scaling-") as base:
+            def remove(name: str) -> None:
+                for path in Path(base).glob(f"{name}.sqlite*"):
+                    path.unlink()
+
             result["sqlite"] = measure(
-                "sqlite", lambda name: f"sqlite+aiosqlite:///{base}/{name}.sqlite", args)
+                "sqlite", lambda name: f"sqlite+aiosqlite:///{base}/{name}.sqlite", remove,
+                args)
     periods = [result[b]["takeover_lease_periods"] for b in backends]
     result["takeover_lease_periods"] = max(periods)
     goals: dict[str, Any] = {"takeover_lease_periods": {
