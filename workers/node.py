@@ -364,7 +364,8 @@ class WorkerNode:
             return self.poll_interval
         if due is None:
             return self.poll_interval
-        return max(0.0, min(self.poll_interval, due - time.time()))
+        # a hair past the start time: a claim takes a delayed work only once it is due
+        return max(0.0, min(self.poll_interval, due - time.time() + 0.005))
 
     async def _claim(self, worker: _Worker, runtime: Runtime, free: int,
                      names: Sequence[str]) -> list[leases.Claimed]:
