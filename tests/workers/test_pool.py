@@ -10,8 +10,9 @@ from typing import Any
 import anyio
 import pytest
 import sqlalchemy as sa
+import tenacity
 
-from engine import Runtime, Saga, Sleep, Stage, Wait
+from engine import RetryPolicy, Runtime, Saga, Sleep, Stage, Wait
 from engine.store import SqlStore
 from engine.store.schema import leases as lease_rows
 from workers import registry
@@ -248,3 +249,34 @@ async def test_a_sleeping_work_is_parked_and_takes_no_slot(store_url: str) -> No
     assert abs(firsts[1] - firsts[0]) >= 0.9
     with pytest.raises(ValueError, match="park_after must be >= 0 seconds or None"):
         WorkerNode(store, [nap], [WorkerSpec(name="w")], park_after=-1)
+
+
+async def test_a_work_waiting_out_a_retry_backoff_is_parked(tmp_path: Path) -> None:
+    """A retry's backoff is a timer like a sleep: one slot, two works whose first
+    attempt fails and is retried after 1.5 s; both first attempts run before either
+    retry, because the backing-off work is handed back meanwhile."""
+    attempts: list[str] = []
+
+    async def flaky(ctx: Any, value: int) -> int:
+        attempts.append(f"{value}:{ctx.attempt}")
+        if ctx.attempt == 1:
+            raise RuntimeError("not yet")
+        return value
+
+    saga = Saga(name="flaky", stages=[Stage(
+        name="a", transaction=flaky,
+        retry=RetryPolicy(attempts=2, wait=tenacity.wait_fixed(1.5)))])
+    async with SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/r.sqlite") as store:
+        async with Runtime([saga], store=store) as client:
+            ids = [await client.start("flaky", i, run=False) for i in range(2)]
+        node = WorkerNode(store, [saga], [WorkerSpec(name="w", concurrency=1)],
+                          node_id="n", park_after=0.5)
+        async with anyio.create_task_group() as tg:
+            await tg.start(node.run)
+
+            async def ended() -> bool:
+                return await _statuses(store, ids) == ["completed"] * 2
+
+            await _until(ended)
+            await node.drain()
+    assert attempts[:2] == ["0:1", "1:1"] and sorted(attempts[2:]) == ["0:2", "1:2"]
