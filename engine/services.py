@@ -22,7 +22,7 @@ import anyio
 
 from .errors import ServiceError
 
-__all__ = ["Service", "ServiceScope", "check_services"]
+__all__ = ["Service", "ServiceScope", "check_services", "dependency_order"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,7 +48,14 @@ def check_services(provided: Mapping[str, Service], required: Mapping[str, Seque
                 raise ServiceError(
                     f"service {service.name!r} depends on {dep!r}, which is not provided"
                 )
-    state: dict[str, int] = {}
+    dependency_order({name: s.depends_on for name, s in provided.items()})
+
+
+def dependency_order(depends_on: Mapping[str, Sequence[str]]) -> list[str]:
+    """The services named in ``depends_on`` (name -> the names it needs, all of them
+    keys), each after what it needs; :class:`ServiceError` names a cycle."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1: being visited, 2: done
     stack: list[str] = []
 
     def visit(name: str) -> None:
@@ -59,13 +66,15 @@ def check_services(provided: Mapping[str, Service], required: Mapping[str, Seque
             raise ServiceError(f"service dependency cycle: {' -> '.join(cycle)}")
         state[name] = 1
         stack.append(name)
-        for dep in provided[name].depends_on:
+        for dep in depends_on[name]:
             visit(dep)
         stack.pop()
         state[name] = 2
+        order.append(name)
 
-    for name in sorted(provided):
+    for name in sorted(depends_on):
         visit(name)
+    return order
 
 
 class ServiceScope:

@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import sqlalchemy as sa
 
+from engine.services import dependency_order
 from engine.store import SqlStore
 from engine.store.schema import health_checks
 
@@ -56,30 +57,10 @@ class Health:
                 if dep not in self.checks:
                     raise ValueError(f"service {check.name!r} depends on {dep!r}, which has "
                                      "no health check")
-        self._order = self._topological()
+        self._order = dependency_order({n: c.depends_on for n, c in self.checks.items()})
         # until the first round, every service counts as available
         self.status: dict[str, tuple[bool, str]] = {n: (True, "") for n in self.checks}
         self._changed = anyio.Event()
-
-    def _topological(self) -> list[str]:
-        order: list[str] = []
-        state: dict[str, int] = {}
-
-        def visit(name: str, trail: list[str]) -> None:
-            if state.get(name) == 2:
-                return
-            if state.get(name) == 1:
-                cycle = [*trail[trail.index(name):], name]
-                raise ValueError(f"service dependency cycle: {' -> '.join(cycle)}")
-            state[name] = 1
-            for dep in self.checks[name].depends_on:
-                visit(dep, [*trail, name])
-            state[name] = 2
-            order.append(name)
-
-        for name in sorted(self.checks):
-            visit(name, [])
-        return order
 
     def available(self, name: str) -> tuple[bool, str]:
         """(available, why not); a service without a check is always available."""
