@@ -1,6 +1,8 @@
-"""Errors raised by the engine.
+"""Errors: the whole tree, for the engine and the layers above it.
 
-The tree::
+Every error stepsaga raises or records descends from :class:`EngineError`; each
+package above the engine has one root of its own under it. The tree, with where
+each error is defined (``engine.errors`` unless said)::
 
     EngineError
     ├── DefinitionError (ValueError)     a saga definition is malformed
@@ -9,22 +11,47 @@ The tree::
     ├── WorkStateError (RuntimeError)    an operation does not fit the work's status
     ├── UnknownWorkError (LookupError)   no work has that id
     ├── UnknownSagaError (LookupError)   no saga is registered under that name
-    └── StageFailure                     raised by user code: a failure with a retryable flag
+    ├── CorruptEventError (ValueError)   a stored event cannot be read or applied:
+    │                                    names the work, the seq and what is wrong
+    ├── StoreError                       the store could not take an append
+    │   ├── ConflictError                another writer took the seq first
+    │   └── LeaseLostError               the appender's lease is held by another worker
+    ├── StageFailure                     a stage's failure, with a retryable flag;
+    │   │                                raised by user code, or recorded by the engine:
+    │   ├── OutputError                  a result is not JSON (NaN, a set, too deep...)
+    │   ├── RetryPolicyError             a retry policy's wait strategy failed
+    │   ├── CompensationResultError      a compensation returned what it may not
+    │   ├── StageTimeoutError            a call overran its stage's timeout
+    │   └── InterruptedCall              user code raised a BaseException (SystemExit,
+    │                                    KeyboardInterrupt, CancelledError, ...)
+    └── WorkersError                     workers.errors: root of the worker layer
+        └── LockTimeoutError (TimeoutError)  a global lock was not acquired in time
 
 User code may raise any exception; the engine records it as data (type, message,
 traceback, retryable) and never lets it escape. ``StageFailure`` lets a
-transaction say explicitly whether its failure is worth retrying, and
-``StageTimeout`` is what the engine records when a call ran out of time.
+transaction say explicitly whether its failure is worth retrying. The failures
+the engine records itself are recorded under their class name (``"OutputError"``,
+``"RetryPolicyError"``...), which is the ``type`` of the recorded error.
+The store's errors are also exported by :mod:`engine.store`.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "CompensationResultError",
+    "ConflictError",
+    "CorruptEventError",
     "DefinitionError",
     "EngineError",
     "ExpressionError",
+    "InterruptedCall",
+    "LeaseLostError",
+    "OutputError",
+    "RetryPolicyError",
     "ServiceError",
     "StageFailure",
+    "StageTimeoutError",
+    "StoreError",
     "UnknownSagaError",
     "UnknownWorkError",
     "WorkStateError",
@@ -32,7 +59,7 @@ __all__ = [
 
 
 class EngineError(Exception):
-    """Root of every error the engine raises."""
+    """Root of every error stepsaga raises."""
 
 
 class DefinitionError(EngineError, ValueError):
@@ -59,6 +86,31 @@ class UnknownSagaError(EngineError, LookupError):
     """No saga is registered under the given name."""
 
 
+class CorruptEventError(EngineError, ValueError):
+    """A stored event cannot be read back or applied: names the work, the seq and what is
+    wrong."""
+
+
+class StoreError(EngineError):
+    """The database could not take an append (it is away, or refused it): the runner stops
+    the work here; its events up to the last durable commit are in the store for whoever
+    goes on. ``transient`` says whether trying again later may succeed (a lock held too
+    long, a lost connection)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class ConflictError(StoreError):
+    """Another writer appended to this work first: the seq is taken. Nothing was written."""
+
+
+class LeaseLostError(StoreError):
+    """The appender's lease on the work expired and another worker holds it now: it must
+    stop running the work. Nothing was written."""
+
+
 class StageFailure(EngineError):
     """Raised by a transaction or compensation to fail with an explicit retryable flag.
 
@@ -68,7 +120,44 @@ class StageFailure(EngineError):
     engine.errors.StageFailure: card declined
     """
 
-    def __init__(self, message: str, *, retryable: bool = True, details: object = None) -> None:
+    retryable_default = True
+
+    def __init__(self, message: str, *, retryable: bool | None = None,
+                 details: object = None) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable = self.retryable_default if retryable is None else retryable
         self.details = details
+
+
+class OutputError(StageFailure):
+    """Recorded when a result cannot be stored: not JSON, a NaN or infinity, an integer
+    too long, a value nested too deep. Never retried."""
+
+    retryable_default = False
+
+
+class RetryPolicyError(StageFailure):
+    """Recorded when a retry policy's wait strategy raised or chose no finite delay: the
+    stage fails for good (its compensation runs as usual)."""
+
+    retryable_default = False
+
+
+class CompensationResultError(StageFailure, TypeError):
+    """Recorded when a compensation returns something other than ``None`` or ``Abort``
+    (``RetryTransaction`` and ``Forward`` too, in a clean-up only): the compensation
+    counts as failed, and its retry policy decides what next."""
+
+
+class StageTimeoutError(StageFailure, TimeoutError):
+    """Recorded when a call ran out of its stage's time: cancelled at an await point, or
+    returned only after its timeout (blocking code cannot be cancelled)."""
+
+
+class InterruptedCall(StageFailure):
+    """Recorded when user code raised a ``BaseException`` that is not an ``Exception``
+    (``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``, a ``CancelledError`` that
+    no cancellation asked for): that call fails, never retried, and no other work
+    notices."""
+
+    retryable_default = False

@@ -27,13 +27,11 @@ from sqlalchemy.engine import Connection
 from engine.store import SqlStore
 from engine.store.schema import lock_holders, lock_waiters
 
+from .errors import LockTimeoutError
+
 __all__ = ["LockService", "LockTimeoutError"]
 
 _LOG = logging.getLogger("stepsaga.locks")
-
-
-class LockTimeoutError(TimeoutError):
-    """A lock was not acquired within the wait timeout (the holders are named)."""
 
 
 def _check(ttl: float, limit: int, max_wait: float | None) -> None:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import EngineError
+from ..errors import CorruptEventError
 from ..events import EVENT_TYPES, Event, RecordedEvent
 from ..state import StageState, WorkState
 
@@ -36,10 +36,6 @@ STATE_VERSION = 1
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 CURRENT_VERSIONS: Mapping[str, int] = {kind: 1 for kind in EVENT_TYPES}
-
-
-class CorruptEventError(EngineError, ValueError):
-    """A stored event cannot be read back: names the work, the seq and what is wrong."""
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ..errors import EngineError
+from ..errors import ConflictError, EngineError, LeaseLostError, StoreError
 from ..events import RecordedEvent
 from ..lease import Lease
 from ..state import TERMINAL, WorkState
@@ -59,21 +59,6 @@ APPEND_LOCK = 0x5A6A_0001
 # On PostgreSQL a commit that leaves new works free to claim NOTIFYs this channel (at
 # its commit), waking idle worker nodes (workers.leases).
 WORKS_CHANNEL = "stepsaga_works"
-
-
-class ConflictError(EngineError):
-    """Another writer appended to this work first: the seq is taken. Nothing was written."""
-
-
-class StoreError(EngineError):
-    """The database could not take an append (it is away, or refused it for a reason other
-    than a taken seq): the runner stops the work here; its events up to the last durable
-    commit are in the store for whoever goes on."""
-
-
-class LeaseLostError(EngineError):
-    """The appender's lease on the work expired and another worker holds it now: it must
-    stop running the work. Nothing was written."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
