@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import reprlib
 import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import StageFailure
 from .services import ServiceScope
 
-__all__ = ["Failure", "StageContext", "error_data", "jsonable"]
+__all__ = ["MAX_DEPTH", "Failure", "StageContext", "engine_failure", "error_data",
+           "json_problem", "jsonable", "shown"]
 
 _LOG = logging.getLogger("stepsaga.work")
 _TRACE_LIMIT = 8_000
@@ -19,16 +23,21 @@ _TRACE_LIMIT = 8_000
 class StageContext:
     """Given to every transaction, compensation, guard and condition.
 
-    ``idempotency_key`` is stable for an attempt (work id, stage path, attempt):
-    a transaction that talks to the outside world passes it along so a repeat
-    after a crash is deduplicated there.
+    ``idempotency_key`` is stable for a call across crashes, and different for every
+    call that must have its own effect: ``<work id>/<stage path>/<attempt>`` for a
+    transaction (and its guards), ``<work id>/<stage path>/<attempt>/cleanup/<n>`` for
+    the n-th try of the clean-up after the failed attempt, and
+    ``<work id>/<stage path>/rollback/<n>`` for the n-th try of its rollback
+    (``.../rollback/<round>.<n>`` once a person retried a failed compensation). Pass
+    it to whatever the call changes, and a repeat after a crash is deduplicated there.
     """
 
     __slots__ = ("_logger", "attempt", "dry_run", "idempotency_key", "kind", "path", "saga",
                  "services", "work_id")
 
     def __init__(self, *, work_id: str, saga: str, path: str, attempt: int, kind: str,
-                 services: ServiceScope, dry_run: bool = False) -> None:
+                 services: ServiceScope, dry_run: bool = False,
+                 idempotency_key: str | None = None) -> None:
         self.work_id = work_id
         self.saga = saga
         self.path = path
@@ -36,7 +45,7 @@ class StageContext:
         self.kind = kind
         self.services = services
         self.dry_run = dry_run
-        self.idempotency_key = f"{work_id}/{path}/{attempt}"
+        self.idempotency_key = idempotency_key or f"{work_id}/{path}/{attempt}"
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
 
     @property
@@ -91,12 +100,80 @@ def error_data(exc: BaseException, *, retryable: bool, timed_out: bool = False) 
     return data
 
 
-def jsonable(value: Any) -> bool:
-    """Whether ``value`` survives a round trip through JSON."""
-    if value is None or type(value) in (int, float, str, bool):
-        return True
+MAX_DEPTH = 128
+"""How deeply a stored value (an input, an output, a payload) may nest lists and dicts."""
+
+_SCALARS = (str, bool, type(None))
+
+
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be stored as JSON and read back the same, or None if it can.
+
+    Besides what JSON has no form for (sets, objects, NaN and infinities), a value may
+    not nest deeper than :data:`MAX_DEPTH` levels nor hold an integer too long for
+    Python's int-to-string limit: both would break every later read of the stream.
+    """
+    kind = type(value)
+    if kind in _SCALARS:
+        return None
+    if kind is int:
+        return None if value.bit_length() < 1000 else _long_int(value)
+    if kind is float:
+        return None if math.isfinite(value) else f"{value!r} (JSON has no NaN or infinity)"
+    if kind is dict or kind is list or kind is tuple:
+        if _too_deep(value):
+            return f"nested deeper than {MAX_DEPTH} levels"
     try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return False
-    return True
+        _ENCODER.encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return str(exc)
+    return None
+
+
+_ENCODER = json.JSONEncoder(allow_nan=False)
+
+
+def _long_int(value: int) -> str | None:
+    try:
+        str(value)
+    except ValueError:
+        return "an integer longer than Python's limit of digits for conversion to text"
+    return None
+
+
+def _too_deep(value: Any) -> bool:
+    stack = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, depth = pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = item.values() if type(item) is dict else item
+        for child in children:
+            kind = type(child)
+            if kind is dict or kind is list or kind is tuple:
+                push((child, depth + 1))
+    return False
+
+
+_SHOWN = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 4, 80, 80, 60
+
+
+def shown(value: Any) -> str:
+    """A short repr of any value, for messages (never fails, however big or deep)."""
+    try:
+        text = _SHOWN.repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def engine_failure(error: StageFailure) -> dict[str, Any]:
+    """A failure the engine itself records, as data: its type is the class name."""
+    return {"type": type(error).__name__, "message": str(error), "retryable": error.retryable}
+
+
+def jsonable(value: Any) -> bool:
+    """Whether ``value`` survives a round trip through JSON (see :func:`json_problem`)."""
+    return json_problem(value) is None

@@ -32,11 +32,13 @@ dependency on a missing branch, a loop without a maximum all raise
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
+from .context import json_problem
 from .errors import DefinitionError
 from .retry import RetryPolicy
 
@@ -74,6 +76,23 @@ class _Missing:
 MISSING: Any = _Missing()
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+
+
+def _seconds(value: object, what: str, *, zero: bool = False) -> None:
+    """A duration in seconds: a finite number > 0 (or >= 0 when ``zero``)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and \
+        math.isfinite(value) and (value >= 0 if zero else value > 0)
+    if not ok:
+        expected = ">= 0" if zero else "> 0"
+        raise DefinitionError(f"{what} must be a finite number of seconds {expected}, "
+                              f"got {value!r}")
+
+
+def _static_json(value: Any, what: str) -> None:
+    if value is not MISSING:
+        problem = json_problem(value)
+        if problem is not None:
+            raise DefinitionError(f"{what} is not JSON-serialisable: {problem}")
 
 
 def validate_name(name: object, what: str) -> str:
@@ -224,8 +243,10 @@ class Stage(_NodeBase):
             raise DefinitionError(f"stage {self.name!r}: compensation must be callable or None")
         for label, value in (("timeout", self.timeout), ("compensation_timeout",
                                                           self.compensation_timeout)):
-            if value is not None and not value > 0:
-                raise DefinitionError(f"stage {self.name!r}: {label} must be > 0, got {value!r}")
+            if value is not None:
+                _seconds(value, f"stage {self.name!r}: {label}")
+        _static_json(self.fallback, f"stage {self.name!r}: fallback")
+        _static_json(self.example, f"stage {self.name!r}: example")
         if not isinstance(self.retry, RetryPolicy) or not isinstance(
             self.compensation_retry, RetryPolicy
         ):
@@ -439,8 +460,9 @@ class Wait(_NodeBase):
         self._check_common("wait")
         if not isinstance(self.signal, str) or not self.signal:
             raise DefinitionError(f"wait {self.name!r}: signal must be a non-empty string")
-        if self.timeout is not None and not self.timeout > 0:
-            raise DefinitionError(f"wait {self.name!r}: timeout must be > 0")
+        if self.timeout is not None:
+            _seconds(self.timeout, f"wait {self.name!r}: timeout")
+        _static_json(self.timeout_output, f"wait {self.name!r}: timeout_output")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -451,8 +473,7 @@ class Sleep(_NodeBase):
 
     def __post_init__(self) -> None:
         self._check_common("sleep")
-        if not isinstance(self.seconds, int | float) or self.seconds < 0:
-            raise DefinitionError(f"sleep {self.name!r}: seconds must be >= 0")
+        _seconds(self.seconds, f"sleep {self.name!r}: seconds", zero=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

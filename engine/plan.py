@@ -36,8 +36,8 @@ class NodeInfo:
     pre_guards: tuple[Guard, ...] = ()
     post_guards: tuple[Guard, ...] = ()
     observers: tuple[Observer, ...] = ()
-    budget: str | None = None  # template path of the saga whose retry budget applies
-    budget_limit: int | None = None
+    # the retry budgets that apply, innermost first: (template path of the saga, limit)
+    budgets: tuple[tuple[str, int], ...] = ()
 
 
 class Plan:
@@ -101,34 +101,42 @@ def compile_saga(saga: Saga, registry: Mapping[str, Saga] | None = None) -> Plan
     root = _resolve(saga, registry, (saga.name,))
     assert isinstance(root, Saga)
     nodes: dict[str, NodeInfo] = {}
-    # ancestors: (depth, hooks) of each enclosing node, outermost first
+    # ancestors: (depth, template, hooks) of each enclosing node, outermost first
     def walk(node: Node, template: str, depth: int,
-             ancestors: tuple[tuple[int, tuple[Any, ...]], ...],
-             budget: tuple[str | None, int | None]) -> None:
-        chain = (*ancestors, (depth, node.hooks))
+             ancestors: tuple[tuple[int, str, tuple[Any, ...]], ...],
+             budgets: tuple[tuple[str, int], ...]) -> None:
+        chain = (*ancestors, (depth, template, node.hooks))
         pre: list[Guard] = []
         post: list[Guard] = []
         observers: list[Observer] = []
-        for owner_depth, hooks in chain:
+        owners: dict[str, str] = {}  # hook name -> where the hook reaching here is declared
+        for owner_depth, owner, hooks in chain:
             distance = depth - owner_depth
             for hook in hooks:
                 reach = hook.depth
                 if reach is not None and distance > reach:
                     continue
+                where = owners.setdefault(hook.name, owner)
+                if where != owner or sum(h.name == hook.name for h in hooks) > 1:
+                    raise DefinitionError(
+                        f"saga {saga.name!r}: two hooks named {hook.name!r} reach stage "
+                        f"{template or '(root)'!r}, declared on {where or '(root)'!r} and on "
+                        f"{owner or '(root)'!r}; hook names must be unique where they "
+                        "apply (each observer's value is kept under its name)")
                 if isinstance(hook, Observer):
                     observers.append(hook)
                 elif isinstance(node, Stage):
                     (pre if hook.when == "pre" else post).append(hook)
         if isinstance(node, Saga) and node.retry_budget is not None:
-            budget = (template, node.retry_budget)
+            budgets = ((template, node.retry_budget), *budgets)
         nodes[template] = NodeInfo(
             node=node, template=template, depth=depth, pre_guards=tuple(pre),
             post_guards=tuple(post), observers=tuple(observers),
-            budget=budget[0], budget_limit=budget[1],
+            budgets=budgets,
         )
         for child in node.children():
             child_template = f"{template}/{child.name}" if template else child.name
-            walk(child, child_template, depth + 1, chain, budget)
+            walk(child, child_template, depth + 1, chain, budgets)
 
-    walk(root, "", 0, (), (None, None))
+    walk(root, "", 0, (), ())
     return Plan(root, nodes)

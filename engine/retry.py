@@ -7,6 +7,7 @@ so the random jitter never makes a replay diverge.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +25,15 @@ class RetryPolicy:
     """How a transaction (or a compensation) is retried.
 
     ``attempts`` counts every try, the first included. ``retry_on`` lists the
-    exception types that may retry, ``give_up_on`` those that never do; an error
-    carrying ``retryable=False`` (see :class:`engine.errors.StageFailure`) never
-    retries. ``wait`` is any tenacity wait strategy.
+    exception types that may retry, ``give_up_on`` those that do not; an error
+    carrying ``retryable=False`` (see :class:`engine.errors.StageFailure`) is not
+    retried by the policy. The one exception: a failed stage's clean-up
+    compensation that returns :class:`~engine.definitions.RetryTransaction` asks
+    for another attempt whatever the error was, still within ``attempts`` and the
+    retry budgets. ``wait`` is any tenacity wait strategy; a delay it chooses must
+    be a finite number of seconds (tenacity's own strategies are tried once when
+    the policy is made). When it raises or chooses NaN or infinity at run time, the
+    stage fails for good with a ``RetryPolicyError``.
 
     >>> policy = RetryPolicy(attempts=3, wait=tenacity.wait_fixed(2))
     >>> policy.delay(attempt=1)
@@ -43,6 +50,16 @@ class RetryPolicy:
             raise ValueError(f"RetryPolicy.attempts must be an int >= 1, got {self.attempts!r}")
         if not callable(self.wait):
             raise TypeError(f"RetryPolicy.wait must be a tenacity wait strategy, got {self.wait!r}")
+        if isinstance(self.wait, tenacity.wait.wait_base):
+            try:
+                chosen = self.wait(_state(1, None))
+                ok = isinstance(chosen, int | float) and math.isfinite(chosen) and chosen >= 0
+            except Exception as exc:
+                raise ValueError(f"RetryPolicy.wait {self.wait!r} failed when tried: "
+                                 f"{exc!r}") from exc
+            if not ok:
+                raise ValueError(f"RetryPolicy.wait must choose a finite delay >= 0 seconds; "
+                                 f"{self.wait!r} chose {chosen!r}")
 
     def is_retryable(self, error: BaseException) -> bool:
         """Whether this error may be retried at all (attempts aside)."""
@@ -55,11 +72,15 @@ class RetryPolicy:
 
     def delay(self, *, attempt: int, error: BaseException | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-        state.attempt_number = attempt
-        if error is not None:
-            state.outcome = tenacity.Future.construct(attempt, error, True)
-        return float(max(0.0, self.wait(state)))
+        return float(max(0.0, self.wait(_state(attempt, error))))
+
+
+def _state(attempt: int, error: BaseException | None) -> Any:
+    state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = attempt
+    if error is not None:
+        state.outcome = tenacity.Future.construct(attempt, error, True)
+    return state
 
 
 NO_RETRY = RetryPolicy()

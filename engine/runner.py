@@ -10,7 +10,9 @@ the user coroutine and record that they did.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -22,9 +24,18 @@ import anyio.abc
 from . import events as ev
 from .breakpoints import Breakpoint
 from .clock import Clock
-from .context import Failure, StageContext, error_data, jsonable
+from .context import Failure, StageContext, engine_failure, error_data, json_problem, shown
 from .definitions import MISSING, Abort, Branch, Forward, Loop, Map, RetryTransaction, Stage, Wait
-from .errors import DefinitionError, StageFailure, WorkStateError
+from .errors import (
+    CompensationResultError,
+    DefinitionError,
+    InterruptedCall,
+    OutputError,
+    RetryPolicyError,
+    StageFailure,
+    StageTimeoutError,
+    WorkStateError,
+)
 from .events import Event, RecordedEvent
 from .gate import Admission, Gate, fill_key
 from .plan import Plan
@@ -32,7 +43,19 @@ from .services import ServiceScope
 from .state import TERMINAL, WorkState, evolve
 from .stepping import Action, Call, Emit, ScheduleRetry, decide, open_call
 
-__all__ = ["DryRun", "StepReport", "WorkRunner"]
+__all__ = ["DryRun", "StepReport", "WorkRunner", "cancel_requested"]
+
+
+def cancel_requested() -> bool:
+    """Whether the current task is being cancelled (by a cancel scope of the engine or by
+    whoever runs it), as opposed to user code raising ``CancelledError`` on its own."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not on asyncio
+        task = None
+    if task is not None and task.cancelling():
+        return True
+    return anyio.current_effective_deadline() == -math.inf
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -189,17 +212,18 @@ class WorkRunner:
                              "error": error_data(exc, retryable=False)}), observe=False)
                 continue
             if value is not None:
-                if not jsonable(value):
-                    value = repr(value)
+                if json_problem(value) is not None:
+                    value = shown(value)
                 await self.record(Event(
                     type=ev.OBSERVER_PRODUCED, path=event.path, attempt=event.attempt,
                     payload={"observer": observer.name, "seq": recorded.seq, "value": value}),
                     observe=False)
 
-    def _context(self, path: str, attempt: int, kind: str) -> StageContext:
+    def _context(self, path: str, attempt: int, kind: str,
+                 idempotency_key: str | None = None) -> StageContext:
         return StageContext(work_id=self.work_id, saga=self.plan.name, path=path,
                             attempt=attempt, kind=kind, services=self.services,
-                            dry_run=self.dry_run is not None)
+                            dry_run=self.dry_run is not None, idempotency_key=idempotency_key)
 
     # ------------------------------------------------------------ breakpoints
 
@@ -219,9 +243,18 @@ class WorkRunner:
             ident = (event.type, event.path, event.attempt)
             if ident == self._skip_before:
                 return None
-            past = self.state.resume_past
+            state = self.state
+            past = state.resume_past
             if past is not None and (past["type"], past["path"], past["attempt"]) == ident:
                 return None
+            # paused in front of this very event, nothing recorded since: whoever goes on
+            # (mstep, step, resume) steps past it, in this process or after a restart
+            stop = state.stopped_at
+            if stop is not None and state.paused and stop.get("paused_seq") == state.seq:
+                pending = stop.get("pending")
+                if pending is not None and \
+                        (pending["type"], pending["path"], pending["attempt"]) == ident:
+                    return None
         for bp in bps:
             if bp.matches(when, event, self.state):
                 return bp
@@ -239,13 +272,33 @@ class WorkRunner:
     def _schedule(self, action: ScheduleRetry) -> Event:
         node = self.plan.info(action.path).node
         policy = node.retry if action.what == "transaction" else node.compensation_retry
-        delay = 0.0 if self.dry_run is not None else policy.delay(attempt=action.attempt)
+        try:
+            delay = 0.0 if self.dry_run is not None else policy.delay(attempt=action.attempt)
+        except Exception as exc:  # a user-supplied wait strategy: its failure is data
+            return self._policy_failed(action, f"its wait strategy raised {exc!r:.200}")
+        if not math.isfinite(delay):
+            return self._policy_failed(action, f"its wait strategy chose {delay!r} seconds")
         payload: dict[str, Any] = {"what": action.what, "delay": delay,
                                    "not_before": self.clock.now() + delay}
-        if action.budget is not None:
-            payload["budget"] = action.budget
+        if action.budgets:
+            payload["budgets"] = list(action.budgets)
         return Event(type=ev.RETRY_SCHEDULED, path=action.path, attempt=action.attempt,
                      payload=payload)
+
+    def _policy_failed(self, action: ScheduleRetry, why: str) -> Event:
+        """The retry policy could not schedule a retry: the stage fails for good (or, for
+        a compensation, the work stops in compensation_failed), the cause recorded."""
+        what = "compensation" if action.what == "compensation" else "transaction"
+        error = engine_failure(RetryPolicyError(
+            f"the {what} retry policy of stage {action.path!r} failed after attempt "
+            f"{action.attempt}: {why}"))
+        if action.what == "compensation":
+            st = self.state.stages[action.path]
+            failure = self.state.failure or {"path": action.path, "error": st.error}
+            return Event(type=ev.WORK_COMPENSATION_FAILED, payload={
+                "path": action.path, "error": error, "failure": failure})
+        return Event(type=ev.STAGE_FAILED, path=action.path, attempt=action.attempt,
+                     payload={"error": error})
 
     async def _execute(self, call: Call) -> Event:
         st = self.state.stages[call.path]
@@ -260,21 +313,44 @@ class WorkRunner:
 
     async def _invoke(self, fn: Callable[..., Any], args: tuple[Any, ...],
                       limit: float | None) -> tuple[Any, BaseException | None, bool]:
-        """Run user code: (result, exception, timed_out). Never raises for user errors."""
+        """Run user code: (result, exception, timed_out). Never raises for user errors.
+
+        A timeout cancels the call at an await point; a call that returns only after
+        its timeout (blocking code, or code that swallows the cancellation) timed out
+        too: its result is discarded. A ``BaseException`` raised by user code is that
+        call's failure, unless a cancellation of the engine's own is under way.
+        """
         try:
             if limit is None:
                 result = fn(*args)
                 if inspect.isawaitable(result):
                     result = await result
                 return result, None, False
-            with anyio.move_on_after(limit):
+            started = anyio.current_time()
+            with anyio.move_on_after(limit) as scope:
                 result = fn(*args)
                 if inspect.isawaitable(result):
                     result = await result
-                return result, None, False
-            return None, TimeoutError(f"timed out after {limit}s"), True
+                elapsed = anyio.current_time() - started
+                if not scope.cancel_called and elapsed <= limit:
+                    return result, None, False
+                return None, StageTimeoutError(
+                    f"timed out after {limit}s: the call returned only after "
+                    f"{elapsed:.3f}s (a timeout cancels at an await point; blocking code "
+                    "or code that swallows the cancellation runs on), its result is "
+                    "discarded", retryable=True), True
+            return None, StageTimeoutError(f"timed out after {limit}s", retryable=True), True
         except Exception as exc:
             return None, exc, False
+        except BaseException as exc:
+            if cancel_requested():
+                raise  # the engine's own cancellation (a shutdown, a cancelled work)
+            interrupted = InterruptedCall(
+                f"user code raised {type(exc).__name__}"
+                + (f": {exc}" if str(exc) else "")
+                + " (a BaseException fails its call, never retried)")
+            interrupted.__cause__ = exc
+            return None, interrupted, False
 
     async def _transaction(self, call: Call, node: Stage, inp: Any) -> Event:
         path, attempt = call.path, call.attempt
@@ -324,10 +400,11 @@ class WorkRunner:
                 retryable = True if timed_out else node.retry.is_retryable(exc)
                 return self._failed(call, error_data(exc, retryable=retryable,
                                                      timed_out=timed_out))
-        if not jsonable(output):
-            return self._failed(call, {"type": "OutputError", "retryable": False,
-                                       "message": f"output of stage {path!r} is not JSON-"
-                                                  f"serialisable: {output!r:.200}"})
+        problem = json_problem(output)
+        if problem is not None:
+            return self._failed(call, engine_failure(OutputError(
+                f"output of stage {path!r} is not JSON-serialisable: {problem}: "
+                f"{shown(output)}")))
         if node.output_schema is not None:
             problem = schema_problem(node.output_schema, output)
             if problem is not None:
@@ -380,10 +457,10 @@ class WorkRunner:
         if exc is not None:
             problem = error_data(exc, retryable=False)
         elif what == "items":
-            if not isinstance(result, list | tuple) or not jsonable(list(result)):
+            if not isinstance(result, list | tuple) or json_problem(list(result)) is not None:
                 problem = {"type": "ConditionError", "retryable": False,
                            "message": f"items of map {call.path!r} must be a JSON-serialisable "
-                                      f"list, got {type(result).__name__}"}
+                                      f"list, got {shown(result)}"}
             else:
                 result = list(result)
         elif what == "choose":
@@ -412,7 +489,13 @@ class WorkRunner:
         if self.dry_run is not None:
             return Event(type=ev.COMPENSATION_COMPLETED, path=call.path, attempt=call.attempt,
                          payload={"mode": st.comp_mode, "outcome": "done", "dry_run": True})
-        ctx = self._context(call.path, call.attempt, "compensation")
+        if cleanup:  # one key per failed attempt and try of its clean-up
+            key = f"{self.work_id}/{call.path}/{st.attempt}/cleanup/{call.attempt}"
+        else:
+            rounds = self.state.compensation_retries
+            tries = f"{rounds}.{call.attempt}" if rounds else str(call.attempt)
+            key = f"{self.work_id}/{call.path}/rollback/{tries}"
+        ctx = self._context(call.path, call.attempt, "compensation", key)
         result, exc, timed_out = await self._invoke(
             node.compensation, (ctx, st.input, output, reason), node.compensation_timeout)
         if exc is not None:
@@ -421,17 +504,31 @@ class WorkRunner:
                          payload={"error": error_data(exc, retryable=retryable,
                                                       timed_out=timed_out)})
         payload: dict[str, Any] = {"outcome": "done"}
-        if isinstance(result, Abort):
+        if result is None:
+            pass
+        elif isinstance(result, Abort):
             payload = {"outcome": "abort", "reason": result.reason}
         elif cleanup and isinstance(result, RetryTransaction):
             payload = {"outcome": "retry", "reason": result.reason}
         elif cleanup and isinstance(result, Forward):
-            if not jsonable(result.output):
+            problem = json_problem(result.output)
+            if problem is not None:
                 return Event(type=ev.COMPENSATION_FAILED, path=call.path, attempt=call.attempt,
-                             payload={"error": {"type": "OutputError", "retryable": False,
-                                                "message": f"forward output of {call.path!r} "
-                                                           "is not JSON-serialisable"}})
+                             payload={"error": engine_failure(OutputError(
+                                 f"forward output of {call.path!r} is not JSON-serialisable: "
+                                 f"{problem}: {shown(result.output)}"))})
             payload = {"outcome": "forward", "output": result.output}
+        else:
+            allowed = "None, Abort, RetryTransaction or Forward" if cleanup else \
+                "None or Abort (RetryTransaction and Forward mean something only in a " \
+                "clean-up)"
+            wrong = CompensationResultError(
+                f"the {st.comp_mode} compensation of stage {call.path!r} returned "
+                f"{shown(result)}; expected {allowed}")
+            data = engine_failure(wrong)
+            data["retryable"] = node.compensation_retry.is_retryable(wrong)
+            return Event(type=ev.COMPENSATION_FAILED, path=call.path, attempt=call.attempt,
+                         payload={"error": data})
         return Event(type=ev.COMPENSATION_COMPLETED, path=call.path, attempt=call.attempt,
                      payload={"mode": st.comp_mode, **payload})
 

@@ -144,6 +144,7 @@ class WorkState:
     retries_used: dict[str, int] = field(default_factory=dict)
     completions: int = 0
     compensated: list[str] = field(default_factory=list)
+    compensation_retries: int = 0  # how often a person retried a failed compensation
     observations: dict[str, Any] = field(default_factory=dict)
     timers: dict[str, float] = field(default_factory=dict)  # path -> when it is due
     stages_total: int = 0  # stages of the root saga, for progress
@@ -291,7 +292,8 @@ def _work_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
 
 def _work_paused(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     state.paused = True
-    state.stopped_at = dict(p) if p else None
+    # where it stopped, with the seq of the pause: continuing steps past that event
+    state.stopped_at = {**p, "paused_seq": r.seq} if p else None
 
 
 def _work_resumed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
@@ -326,11 +328,15 @@ def _work_failed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
 def _work_compensation_failed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     state.status = "compensation_failed"
     state.error = p.get("error")
+    if state.failure is None and p.get("failure") is not None:
+        # a clean-up's own compensation failed before the work compensated anything
+        state.failure = dict(p["failure"])
 
 
 def _work_compensation_retried(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     state.status = "running"
     state.error = None
+    state.compensation_retries += 1
     for st in state.stages.values():
         if st.comp_error is not None and st.call is None and st.status != "compensated":
             st.comp_attempt = 0
@@ -426,9 +432,13 @@ def _retry_scheduled(state: WorkState, r: RecordedEvent, p: Any, t: float) -> No
     st = state.stages[r.event.path]
     st.not_before = p["not_before"]
     state.timers[st.path] = st.not_before
-    budget = p.get("budget")
-    if budget is not None:
-        state.retries_used[budget] = state.retries_used.get(budget, 0) + 1
+    # every retry budget on the stage's path (older events name only the innermost)
+    budgets = p.get("budgets")
+    if budgets is None:
+        budgets = () if p.get("budget") is None else (p["budget"],)
+    used = state.retries_used
+    for budget in budgets:
+        used[budget] = used.get(budget, 0) + 1
 
 
 def _guard_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import events as ev
+from .context import engine_failure, json_problem
 from .definitions import MISSING, Branch, Loop, Map, Parallel, Saga, Sleep, Stage, Wait
+from .errors import OutputError
 from .events import Event
 from .plan import Plan
 from .state import StageState, WorkState, item_index, join_path
@@ -47,7 +49,7 @@ class ScheduleRetry:
     path: str
     what: str  # transaction or compensation
     attempt: int  # the attempt that failed
-    budget: str | None = None
+    budgets: tuple[str, ...] = ()  # the retry budgets it draws on, innermost first
 
 
 Action = Emit | Call | ScheduleRetry
@@ -336,14 +338,15 @@ def _leaf(plan: Plan, state: WorkState, busy: Container[str], path: str, node: S
 
 
 def _retry_allowed(plan: Plan, state: WorkState, path: str, node: Stage,
-                   st: StageState) -> tuple[bool, str | None]:
+                   st: StageState) -> tuple[bool, tuple[str, ...]]:
     if state.aborted or st.attempt >= node.retry.attempts:
-        return False, None
-    info = plan.info(path)
-    if info.budget is not None and info.budget_limit is not None:
-        if state.retries_used.get(info.budget, 0) >= info.budget_limit:
-            return False, None
-    return True, info.budget
+        return False, ()
+    budgets = plan.info(path).budgets
+    used = state.retries_used
+    for budget, limit in budgets:  # innermost first: the first one exhausted stops it
+        if used.get(budget, 0) >= limit:
+            return False, ()
+    return True, tuple(budget for budget, _ in budgets)
 
 
 def _leaf_failure(plan: Plan, state: WorkState, path: str, node: Stage,
@@ -363,10 +366,15 @@ def _leaf_failure(plan: Plan, state: WorkState, path: str, node: Stage,
         return [_emit(ev.STAGE_COMPLETED, path, st.attempt,
                       {"output": st.comp_output, "forward": True})]
     if outcome == "retry" or (outcome != "abort" and error.get("retryable") and not st.vetoed):
-        allowed, budget = _retry_allowed(plan, state, path, node, st)
+        allowed, budgets = _retry_allowed(plan, state, path, node, st)
         if allowed:
-            return [ScheduleRetry(path, "transaction", st.attempt, budget)]
+            return [ScheduleRetry(path, "transaction", st.attempt, budgets)]
     if node.fallback is not MISSING and not state.aborted:
+        problem = json_problem(node.fallback)  # checked when defined; a list may change
+        if problem is not None:
+            return [_emit(ev.STAGE_FAILED, path, st.attempt, {"error": engine_failure(
+                OutputError(f"fallback of stage {path!r} is not JSON-serialisable: "
+                            f"{problem}"))})]
         return [_emit(ev.STAGE_COMPLETED, path, st.attempt,
                       {"output": node.fallback, "fallback": True})]
     return [_emit(ev.STAGE_FAILED, path, st.attempt, {"error": error})]
@@ -380,8 +388,11 @@ def _compensation_retry(state: WorkState, path: str, node: Stage,
     error = st.comp_error or {}
     if st.comp_attempt < node.compensation_retry.attempts and error.get("retryable", True):
         return [ScheduleRetry(path, "compensation", st.comp_attempt)]
+    # in a clean-up the work has not compensated anything yet: the original failure is
+    # the stage's own
+    failure = state.failure or {"path": path, "error": st.error}
     return [_emit(ev.WORK_COMPENSATION_FAILED, "", payload={
-        "path": path, "error": st.comp_error, "failure": state.failure})]
+        "path": path, "error": st.comp_error, "failure": failure})]
 
 
 # ------------------------------------------------------------ compensating

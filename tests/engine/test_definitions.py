@@ -76,7 +76,7 @@ def test_invalid_names_are_rejected(name: Any) -> None:
 def test_other_malformed_definitions() -> None:
     with pytest.raises(DefinitionError, match="expected at least one stage"):
         Saga(name="s", stages=[])
-    with pytest.raises(DefinitionError, match="timeout must be > 0"):
+    with pytest.raises(DefinitionError, match="timeout must be a finite number of seconds > 0"):
         stage("a", timeout=0)
     with pytest.raises(DefinitionError, match="max_concurrency must be an int >= 1"):
         Map(name="m", stage=stage("a"), max_concurrency=0)
