@@ -64,9 +64,15 @@ def next_tick(cron: str, timezone: str, after: float) -> float:
     datetime.datetime(2026, 1, 11, 8, 0, tzinfo=datetime.timezone.utc)
     """
     zone = _zone(timezone)
+    fields = "five fields: minute hour day-of-month month day-of-week; a sixth for seconds"
     if not isinstance(cron, str) or not croniter.is_valid(cron):
-        raise ValueError(f"invalid cron expression {cron!r} (five fields: minute hour "
-                         "day-of-month month day-of-week; a sixth for seconds)")
+        raise ValueError(f"invalid cron expression {cron!r} ({fields})")
+    # croniter also takes a seventh field (the year) and '@daily'-style names: neither is
+    # a schedule the docs promise, nor one every node's croniter would read alike
+    count = len(cron.split())
+    if count not in (5, 6):
+        raise ValueError(f"invalid cron expression {cron!r}: {count} field"
+                         f"{'' if count == 1 else 's'}, expected {fields}")
     base = datetime.fromtimestamp(after, UTC).astimezone(zone)
     return float(croniter(cron, base).get_next(float))
 

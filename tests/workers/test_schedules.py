@@ -45,6 +45,18 @@ def test_bad_schedules_are_refused_naming_the_problem() -> None:
         Schedule(name="", saga="one", cron="* * * * *")
 
 
+def test_a_cron_expression_has_five_or_six_fields() -> None:
+    """croniter reads a seventh field (a year) and '@daily': the docs promise five or six."""
+    assert next_tick("0 9 * * *", "UTC", 0) == 9 * 3600
+    assert next_tick("0 9 * * * 30", "UTC", 0) == 9 * 3600 + 30  # the sixth: seconds
+    with pytest.raises(ValueError, match=r"invalid cron expression '0 9 \* \* \* 0 2030': "
+                                         "7 fields, expected five fields: minute hour"):
+        next_tick("0 9 * * * 0 2030", "UTC", 0)
+    with pytest.raises(ValueError, match="schedule 's': invalid cron expression '@daily': "
+                                         "1 field, expected five"):
+        Schedule(name="s", saga="one", cron="@daily")
+
+
 def test_ticks_follow_the_time_zone_across_a_daylight_saving_change() -> None:
     # 09:00 in Paris is 08:00 UTC in winter and 07:00 UTC in summer (DST began 29 March)
     before = time.mktime((2026, 3, 27, 12, 0, 0, 0, 0, 0)) - time.timezone
