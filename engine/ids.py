@@ -21,7 +21,7 @@ import os
 import threading
 import time
 
-__all__ = ["new_work_id"]
+__all__ = ["check_work_id", "new_work_id"]
 
 _RANDOM_BITS = 80
 _lock = threading.Lock()
@@ -40,3 +40,14 @@ def new_work_id() -> str:
             tail = int.from_bytes(os.urandom(_RANDOM_BITS // 8), "big") >> 1  # room to count
         _last = (ms, tail)
     return f"{ms:012x}{tail:020x}"
+
+
+def check_work_id(work_id: object) -> str:
+    """A work id as every store accepts it alike: a string of 1 to 64 printable
+    characters (no NUL, no control character, no lone surrogate)."""
+    if not isinstance(work_id, str) or not 0 < len(work_id) <= 64 or \
+            not work_id.isprintable():
+        raise ValueError(f"a work id must be a string of 1 to 64 characters, all printable "
+                         f"(no NUL, control character or lone surrogate), got "
+                         f"{work_id!r:.100}")
+    return work_id

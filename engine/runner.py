@@ -40,7 +40,7 @@ from .events import Event, RecordedEvent
 from .gate import Admission, Gate, fill_key
 from .plan import Plan
 from .services import ServiceScope
-from .state import TERMINAL, WorkState, evolve
+from .state import TERMINAL, WorkState, evolve, replay
 from .stepping import Action, Call, Emit, ScheduleRetry, decide, open_call
 
 __all__ = ["DryRun", "StepReport", "WorkRunner", "cancel_requested"]
@@ -114,6 +114,7 @@ class WorkRunner:
         self.gate = gate  # admits transactions that need a lock, a rate or a service
         self._pending: list[tuple[RecordedEvent, bool]] = []
         self.state = WorkState() if snapshot is None else snapshot.copy()
+        self._base = snapshot  # what events replay on when a failed append is taken back
         self.events: list[RecordedEvent] = []
         for recorded in history:
             evolve(self.state, recorded)
@@ -133,6 +134,10 @@ class WorkRunner:
         self.parked_until: float | None = None  # the driver stopped until then
         self._stopping = False  # stop driving at the next step boundary
         self.stopped: BaseException | None = None
+        # the store refused an append: the work stops here (nothing more is recorded)
+        self._refused: Exception | None = None
+        self._flushing = False  # a flush is in flight: the next one goes after it
+        self._flushed: anyio.Event | None = None
 
     # ------------------------------------------------------------ recording
 
@@ -170,14 +175,42 @@ class WorkRunner:
             await self.record(actions[0].event, flush=False)
 
     async def flush(self) -> None:
-        """Make the recorded events durable, then tell whoever listens."""
+        """Make the recorded events durable, then tell whoever listens.
+
+        One work's flushes reach the store one after the other, in seq order. When the
+        store refuses one, the events from it on are taken back (the state returns to
+        what the store holds) and the work records nothing more here: that error is
+        raised to whoever records next."""
+        if self._refused is not None:
+            raise self._refused
+        while self._flushing:
+            if self._flushed is None:
+                self._flushed = anyio.Event()
+            await self._flushed.wait()
+            if self._refused is not None:
+                raise self._refused
         pending = self._pending
         if not pending:
             return
         self._pending = []
         state = self.state
         if self.sink is not None:
-            await self.sink([recorded for recorded, _ in pending], state)
+            self._flushing = True
+            try:
+                await self.sink([recorded for recorded, _ in pending], state)
+            except Exception as exc:
+                first = pending[0][0].seq
+                self._pending = []
+                self.events = [r for r in self.events if r.seq < first]
+                self.state = replay(self.events, self._base)
+                self._refused = exc
+                self.poke()  # a driver asleep (a wait, a pause) stops on it
+                raise
+            finally:
+                self._flushing = False
+                if self._flushed is not None:
+                    self._flushed.set()
+                    self._flushed = None
         for recorded, observe in pending:
             if self.on_event is not None:
                 self.on_event(recorded)
@@ -552,6 +585,9 @@ class WorkRunner:
         self._driving = True
         try:
             while not self.state.terminal:
+                if self._refused is not None:
+                    await self._until_idle()
+                    raise self._refused
                 if self._stopping:
                     await self._until_idle()  # the calls in flight end and are recorded
                     break
@@ -648,10 +684,14 @@ class WorkRunner:
         return due
 
     async def _run_call(self, call: Call) -> None:
+        recorded = None
         try:
             event = await self._execute(call)
             # a work cancelled meanwhile takes no more results
             recorded = None if self.state.terminal else await self.record(event)
+        except Exception as exc:  # the store refused the result: the driver stops on it
+            if self._refused is None:
+                self._refused = exc
         finally:
             self._inflight.discard(call.path)
             if not self._inflight and self._idle is not None:

@@ -24,21 +24,25 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
+import tenacity
 
 from . import events as ev
 from .breakpoints import Breakpoint
 from .clock import Clock, SystemClock
-from .context import jsonable
+from .context import json_problem, shown
 from .definitions import MISSING, Saga
 from .errors import (
+    ConflictError,
     DefinitionError,
-    EngineError,
+    LeaseLostError,
+    StoreError,
     UnknownSagaError,
     UnknownWorkError,
     WorkStateError,
 )
 from .events import Event, RecordedEvent
 from .gate import Gate
+from .ids import check_work_id
 from .ids import new_work_id as make_work_id
 from .lease import Lease
 from .plan import Plan, compile_saga
@@ -70,6 +74,36 @@ class Store(Protocol):
 
     async def works(self, *, status: Sequence[str] | None = None, saga: str | None = None,
                     limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    async def claim_works(self, *, owner: str, worker: str, ttl: float,
+                          works: Sequence[tuple[str, str, int]], free: bool = False
+                          ) -> list[str]: ...
+
+    async def renew_leases(self, *, owner: str, ttl: float,
+                           work_ids: Sequence[str]) -> set[str]: ...
+
+    async def expire_leases(self, *, owner: str, work_ids: Sequence[str]) -> int: ...
+
+
+# events a work may record after its terminal one (see engine.events): written unfenced,
+# since the work's lease went with its end
+_TRAILING = frozenset({ev.OBSERVER_PRODUCED, ev.OBSERVER_FAILED})
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, StoreError) and error.transient
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {shown(value)}")
+    return value
+
+
+def _json_value(value: object, what: str) -> None:
+    problem = json_problem(value)
+    if problem is not None:
+        raise ValueError(f"{what} is not JSON-serialisable: {problem}: {shown(value)}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,9 +145,18 @@ class Runtime:
                  clock: Clock | None = None, worker: str | None = None,
                  on_event: Callable[[RecordedEvent], None] | None = None,
                  store: Store | None = None, keep_finished: int = 256,
-                 lease: Lease | None = None, gate: Gate | None = None) -> None:
+                 lease: Lease | None = None, gate: Gate | None = None,
+                 lease_ttl: float = 10.0, store_retry_for: float = 30.0) -> None:
         if not isinstance(keep_finished, int) or keep_finished < 0:
             raise ValueError(f"keep_finished must be an integer >= 0, got {keep_finished!r}")
+        for label, value in (("lease_ttl", lease_ttl), ("store_retry_for", store_retry_for)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{label} must be a finite number of seconds > 0, "
+                                 f"got {value!r}")
+        # a transient store error (a lock held too long, a lost connection) is retried
+        # with backoff for this long before the work is given up
+        self.store_retry_for = float(store_retry_for)
         self.clock: Clock = clock or SystemClock()
         self.store = store
         # with a store, a finished work leaves memory (the store has it) once this many
@@ -122,7 +165,15 @@ class Runtime:
         self._retired: deque[str] = deque()
         if lease is not None and store is None:
             raise ValueError("a lease needs a store: leases are rows in it")
-        # the works this runtime creates are leased to it in their creation's commit
+        # the works this runtime creates are leased to it in their creation's commit. A
+        # worker node passes its lease and renews it; a plain runtime with a store takes
+        # one of its own, renews it by heartbeat and lets it expire when it closes, so
+        # two processes never both run a work (recover() claims only free works)
+        self._own_lease = store is not None and lease is None
+        if self._own_lease:
+            from .store.leases import process_owner  # the store is there: SQLAlchemy is
+
+            lease = Lease(owner=process_owner(), worker="runtime", ttl=float(lease_ttl))
         self.lease = lease
         self.gate = gate  # admits the transactions of stages with services, locks, rates
         self._driven: dict[str, anyio.Event] = {}  # work id -> set when its driver ends
@@ -146,11 +197,14 @@ class Runtime:
     async def __aenter__(self) -> Runtime:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        if self._own_lease:
+            self._tg.start_soon(self._heartbeat)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> bool | None:
         assert self._tg is not None
+        driven = list(self._driven)
         self._tg.cancel_scope.cancel()
         try:
             return await self._tg.__aexit__(exc_type, exc, tb)
@@ -164,6 +218,44 @@ class Runtime:
             with anyio.CancelScope(shield=True):
                 for runner in self._works.values():
                     await runner.services.aclose()
+                if self._own_lease and driven:
+                    await self._hand_back(driven)
+
+    async def _hand_back(self, work_ids: Sequence[str]) -> None:
+        """Let this runtime's leases on these works expire now, so any driver (a worker
+        node, another process's recover()) takes them over at once."""
+        assert self.store is not None and self.lease is not None
+        with anyio.move_on_after(5, shield=True):
+            try:
+                await self.store.expire_leases(owner=self.lease.owner, work_ids=work_ids)
+            except Exception as exc:  # the store is away: the leases expire by themselves
+                _LOG.warning("could not hand back the leases of %d works: %s",
+                             len(work_ids), exc)
+
+    async def _heartbeat(self) -> None:
+        """Renew this runtime's leases on the works it drives; a work whose lease another
+        process took over (this one stalled past the lease) stops here."""
+        assert self.store is not None and self.lease is not None
+        lease = self.lease
+        while True:
+            await anyio.sleep(lease.ttl / 3)
+            ids = list(self._driven)
+            if not ids:
+                continue
+            try:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(lease.ttl / 3):
+                    held = await self.store.renew_leases(owner=lease.owner, ttl=lease.ttl,
+                                                         work_ids=ids)
+            except Exception as exc:  # logged, tried again at the next beat
+                _LOG.warning("could not renew the leases of %d works: %s", len(ids), exc)
+                continue
+            for work_id in ids:
+                runner = self._works.get(work_id)
+                if work_id not in held and runner is not None and work_id in self._driven \
+                        and not runner.state.terminal:
+                    _LOG.error("work %s: its lease was taken over by another process; it "
+                               "stops here", work_id)
+                    runner.stop()
 
     # ------------------------------------------------------------ lookup
 
@@ -193,8 +285,10 @@ class Runtime:
             return self._runner(work_id)
         runner = await self._load(work_id)
         if not runner.state.terminal:
-            raise UnknownWorkError(f"work {work_id!r} is {runner.state.status} but not run by "
-                                   "this process (recover() takes over unfinished works)")
+            raise WorkStateError(
+                f"work {work_id!r} is {runner.state.display_status} and this process does "
+                "not drive it (it is queued for worker nodes, or another process drives "
+                "it): only the process that drives a work can steer it")
         self._works[work_id] = runner
         self._retire(runner)
         return runner
@@ -270,13 +364,10 @@ class Runtime:
             problem = schema_problem(plan.saga.input_schema, input)
             if problem is not None:
                 raise ValueError(f"input of saga {saga!r} does not match its schema: {problem}")
-        if not jsonable(input):
-            raise ValueError(f"input of saga {saga!r} is not JSON-serialisable: {input!r:.200}")
+        _json_value(input, f"input of saga {saga!r}")
         if work_id is None:
             work_id = make_work_id()  # time-ordered and random: no need to ask the store
-        elif not isinstance(work_id, str) or not 0 < len(work_id) <= 64:
-            raise ValueError(f"work_id must be a string of 1 to 64 characters, got {work_id!r}")
-        elif work_id in self._works:
+        elif check_work_id(work_id) in self._works:
             raise WorkStateError(f"a work with id {work_id!r} exists already")
         elif self.store is not None and await self.store.read(work_id, until=1):
             raise WorkStateError(f"a work with id {work_id!r} exists already in the store")
@@ -316,7 +407,11 @@ class Runtime:
             lease = None if queued else self.lease
 
             async def sink(records: list[RecordedEvent], state: WorkState) -> None:
-                await store.append(work_id, records, state, lease=lease, queue=queued)
+                fence = lease
+                if fence is not None and state.terminal and \
+                        all(r.event.type in _TRAILING for r in records):
+                    fence = None  # the work ended and dropped its lease with its end
+                await self._append(store, work_id, records, state, fence, queued)
 
         runner = WorkRunner(plan, work_id, clock=self.clock,
                             services=ServiceScope(self._services), worker=self.worker,
@@ -325,6 +420,37 @@ class Runtime:
         if sink is not None and not queued and self.lease is not None:
             runner.park_after = self.lease.park_after
         return runner
+
+    async def _append(self, store: Store, work_id: str, records: list[RecordedEvent],
+                      state: WorkState, lease: Lease | None, queue: bool) -> None:
+        """Append, trying again with backoff while the store's error is transient. A
+        retry that finds its seqs taken checks whether the earlier try did commit."""
+        try:
+            await store.append(work_id, records, state, lease=lease, queue=queue)
+            return
+        except StoreError as exc:
+            if not exc.transient:
+                raise
+            _LOG.warning("work %s: the store refused an append for now, trying again: %s",
+                         work_id, exc)
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_delay(self.store_retry_for),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
+            retry=tenacity.retry_if_exception(_transient), sleep=anyio.sleep, reraise=True)
+        async for attempt in retrying:
+            with attempt:
+                try:
+                    await store.append(work_id, records, state, lease=lease, queue=queue)
+                except ConflictError:
+                    if await self._landed(store, work_id, records):
+                        return  # the try whose answer was lost did commit
+                    raise
+        _LOG.info("work %s: the store took the append again", work_id)
+
+    @staticmethod
+    async def _landed(store: Store, work_id: str, records: list[RecordedEvent]) -> bool:
+        stored = await store.read(work_id, after=records[0].seq - 1, until=records[-1].seq)
+        return [(r.seq, r.event) for r in stored] == [(r.seq, r.event) for r in records]
 
     async def recover(self) -> list[str]:
         """Load every unfinished work from the store and go on running it.
@@ -339,16 +465,32 @@ class Runtime:
             raise RuntimeError("use the Runtime as 'async with Runtime(...) as runtime'")
         rows = await self.store.works(status=["pending", "running", "paused", "waiting"],
                                       limit=10**9)
-        # works for worker nodes (queued or leased) are theirs to run, not ours
-        theirs = await self.store.leased([row["work_id"] for row in rows])
+        rows = [row for row in rows if row["work_id"] not in self._works]
+        if self._own_lease:
+            # only works nobody holds: their lease expired, their process has gone, or
+            # they were made before leases; works queued for worker nodes stay theirs
+            assert self.lease is not None
+            unknown = sorted({row["saga"] for row in rows if row["saga"] not in self._plans})
+            if unknown:
+                _LOG.warning("recover() leaves the works of sagas it does not know: %s",
+                             unknown)
+            mine = await self.store.claim_works(
+                owner=self.lease.owner, worker=self.lease.worker, ttl=self.lease.ttl,
+                works=[(row["work_id"], row["saga"], int(row.get("priority") or 0))
+                       for row in rows if row["saga"] in self._plans])
+        else:
+            # works for worker nodes (queued or leased) are theirs to run, not ours
+            theirs = await self.store.leased([row["work_id"] for row in rows])
+            mine = [row["work_id"] for row in rows if row["work_id"] not in theirs]
         recovered = []
-        for row in rows:
-            work_id = row["work_id"]
-            if work_id in self._works or work_id in theirs:
+        for work_id in mine:
+            try:
+                runner = await self._load(work_id)
+            except Exception as exc:  # one broken work does not keep the others back
+                _LOG.error("recover() cannot load work %s: %s", work_id, exc)
+                if self._own_lease:
+                    await self._hand_back([work_id])
                 continue
-            plan = self.plan(row["saga"])
-            snapshot, rest = await self.store.load(work_id)
-            runner = self._new_runner(plan, work_id, snapshot=snapshot, history=rest)
             if runner.state.terminal:
                 continue
             self._works[work_id] = runner
@@ -428,12 +570,18 @@ class Runtime:
         assert self._tg is not None
         try:
             await runner.run(self._tg)
-        except EngineError as exc:
-            # the store refused an event (another writer, or the database is gone): this
-            # process's copy of the work is stale; drop it, the store keeps the truth
-            _LOG.error("work %s stopped here: %s", runner.work_id, exc)
+        except Exception as exc:
+            # the store refused an event (another writer, or the database is gone), or a
+            # fault of the engine's: this process's copy of the work is stale; drop it,
+            # the store keeps the truth. No other work notices.
+            if isinstance(exc, StoreError):
+                _LOG.error("work %s stopped here: %s", runner.work_id, exc)
+            else:
+                _LOG.exception("work %s stopped here on an unexpected error", runner.work_id)
             self._works.pop(runner.work_id, None)
             runner.stop_with(exc)
+            if self._own_lease and not isinstance(exc, LeaseLostError):
+                await self._hand_back([runner.work_id])  # another driver goes on now
         finally:
             terminal = runner.state.terminal
             if not terminal and not runner.driving:  # released: another process goes on
@@ -477,22 +625,38 @@ class Runtime:
         if self._tg is None:
             raise RuntimeError("use the Runtime as 'async with Runtime(...) as runtime'")
         loaded = await self.store.load_many([w for w in work_ids if w not in self._driven])
-        adopted = []
-        for work_id in work_ids:
-            if work_id in self._driven:
-                adopted.append(True)
-                continue
-            snapshot, rest = loaded[work_id]
+        runners: dict[str, WorkRunner] = {}
+        for work_id, (snapshot, rest) in loaded.items():
             if snapshot is None and not rest:
                 raise UnknownWorkError(f"no work has id {work_id!r} in the store")
             saga = snapshot.saga if snapshot is not None else _saga_of(rest)
             runner = self._new_runner(self.plan(saga), work_id, snapshot=snapshot,
                                       history=rest)
-            if runner.state.terminal:
-                adopted.append(False)
+            if not runner.state.terminal:
+                runners[work_id] = runner
+        if self._own_lease and runners:
+            # a plain runtime claims them first (a worker node has claimed them already)
+            assert self.lease is not None
+            claimed = set(await self.store.claim_works(
+                owner=self.lease.owner, worker=self.lease.worker, ttl=self.lease.ttl,
+                works=[(w, r.state.saga, r.state.priority) for w, r in runners.items()],
+                free=True))
+            held = sorted(set(runners) - claimed)
+            if held:
+                await self._hand_back(sorted(claimed))
+                raise WorkStateError(f"work {held[0]} is held by another process (or not "
+                                     "due yet); it cannot be adopted here")
+        adopted = []
+        for work_id in work_ids:
+            if work_id in self._driven:
+                adopted.append(True)
                 continue
-            self._works[work_id] = runner
-            self._launch(runner)
+            ready = runners.get(work_id)
+            if ready is None:
+                adopted.append(False)  # it has ended
+                continue
+            self._works[work_id] = ready
+            self._launch(ready)
             adopted.append(True)
         return adopted
 
@@ -524,7 +688,25 @@ class Runtime:
     # ------------------------------------------------------------ steering
 
     async def _record(self, runner: WorkRunner, event: Event) -> RecordedEvent:
-        return await runner.record(event, observe=False)  # its flush wakes the driver
+        try:
+            return await runner.record(event, observe=False)  # its flush wakes the driver
+        except Exception:
+            if runner.work_id not in self._driven:
+                self._works.pop(runner.work_id, None)  # read it again from the store
+            raise
+
+    async def _relet(self, runner: WorkRunner) -> None:
+        """Lease a finished work again before it records more (a person retries its
+        compensation or resolves it): its lease went with its end."""
+        if self._own_lease and runner.sink is not None:
+            assert self.store is not None and self.lease is not None
+            state = runner.state
+            got = await self.store.claim_works(
+                owner=self.lease.owner, worker=self.lease.worker, ttl=self.lease.ttl,
+                works=[(runner.work_id, state.saga, state.priority)])
+            if not got:
+                raise WorkStateError(f"work {runner.work_id} is held by another process; "
+                                     "steer it there")
 
     def _alive(self, runner: WorkRunner, what: str) -> None:
         if runner.state.terminal:
@@ -533,6 +715,8 @@ class Runtime:
             )
 
     async def pause(self, work_id: str, *, by: str = "", reason: str = "") -> None:
+        _text(by, "by")
+        _text(reason, "reason")
         runner = await self._get(work_id)
         self._alive(runner, "pause")
         if runner.state.paused:
@@ -541,6 +725,7 @@ class Runtime:
             "reason": "requested", "by": by, "note": reason}))
 
     async def resume(self, work_id: str, *, by: str = "") -> None:
+        _text(by, "by")
         runner = await self._get(work_id)
         self._alive(runner, "resume")
         if not runner.state.paused:
@@ -556,6 +741,9 @@ class Runtime:
 
     async def signal(self, work_id: str, name: str, payload: Any = None) -> None:
         """Deliver signal ``name``; kept until a Wait stage consumes it."""
+        if not _text(name, "a signal's name"):
+            raise ValueError("a signal's name must not be empty")
+        _json_value(payload, f"the payload of signal {name!r}")
         runner = await self._get(work_id)
         self._alive(runner, f"signal {name!r} to")
         await self._record(runner, Event(type=ev.SIGNAL_RECEIVED,
@@ -578,6 +766,12 @@ class Runtime:
     async def edit(self, work_id: str, *, path: str, by: str, reason: str,
                    output: Any = MISSING, input: Any = MISSING) -> None:
         """While paused: change a stage's recorded output, or the input of a stage to come."""
+        _text(by, "by")
+        _text(reason, "reason")
+        _text(path, "path")
+        for label, value in (("output", output), ("input", input)):
+            if value is not MISSING:
+                _json_value(value, f"the edited {label} of stage {path!r}")
         runner = await self._get(work_id)
         state = runner.state
         self._alive(runner, "edit")
@@ -609,6 +803,8 @@ class Runtime:
     async def cancel(self, work_id: str, *, by: str = "", reason: str = "",
                      compensate: bool = True) -> None:
         """Stop a work; by default its completed stages are compensated first."""
+        _text(by, "by")
+        _text(reason, "reason")
         runner = await self._get(work_id)
         state = runner.state
         self._alive(runner, "cancel")
@@ -624,19 +820,24 @@ class Runtime:
 
     async def retry_compensation(self, work_id: str, *, by: str) -> None:
         """A person fixed the cause: run the failed compensation again."""
+        _text(by, "by")
         runner = await self._get(work_id)
         if runner.state.status != "compensation_failed":
             raise WorkStateError(f"work {work_id} is {runner.state.status}, "
                                  "not compensation_failed")
+        await self._relet(runner)
         runner.reopen()
         await self._record(runner, Event(type=ev.WORK_COMPENSATION_RETRIED, payload={"by": by}))
         self._launch(runner)
 
     async def resolve(self, work_id: str, *, by: str, reason: str) -> None:
         """A person cleaned up by hand: the work ends as failed, resolved."""
+        _text(by, "by")
+        _text(reason, "reason")
         runner = await self._get(work_id)
         if runner.state.status != "compensation_failed":
             raise WorkStateError(f"work {work_id} is {runner.state.status}, "
                                  "not compensation_failed")
+        await self._relet(runner)
         await self._record(runner, Event(type=ev.WORK_RESOLVED,
                                          payload={"by": by, "reason": reason}))

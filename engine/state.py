@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import events as ev
+from .errors import CorruptEventError
 from .events import RecordedEvent
 
 __all__ = [
@@ -262,9 +263,24 @@ def evolve(state: WorkState, recorded: RecordedEvent) -> WorkState:
         state.resume_past = None
     handler = _HANDLERS.get(kind)
     if handler is None:
-        raise ValueError(f"unknown event type {kind!r} at seq {recorded.seq} of work "
-                         f"{recorded.work_id!r}")
-    handler(state, recorded, payload, time)
+        raise CorruptEventError(f"event seq {recorded.seq} of work {recorded.work_id!r} has "
+                                f"unknown type {kind!r}")
+    for key in _REQUIRED.get(kind, ()):
+        if key not in payload:
+            raise CorruptEventError(f"event seq {recorded.seq} ({kind}) of work "
+                                    f"{recorded.work_id!r} has no {key!r} in its payload")
+    try:
+        handler(state, recorded, payload, time)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        path = event.path
+        if isinstance(exc, KeyError) and exc.args and exc.args[0] == path:
+            what = f"its stage {path!r} has not started"
+        elif isinstance(exc, KeyError):
+            what = f"its payload has no {exc.args[0]!r}" if exc.args else "a key is missing"
+        else:
+            what = f"{type(exc).__name__}: {exc}"
+        raise CorruptEventError(f"event seq {recorded.seq} ({kind}) of work "
+                                f"{recorded.work_id!r} cannot be applied: {what}") from exc
     return state
 
 
@@ -581,5 +597,17 @@ _HANDLERS = {
     ev.SLEEP_STARTED: _sleep_started,
     ev.OBSERVER_PRODUCED: _observer_produced,
     ev.OBSERVER_FAILED: _observer_failed,
+}
+# what an event of these types must carry: without it, replaying would make up a value
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    ev.WORK_CREATED: ("saga",),
+    ev.WORK_COMPLETED: ("output",),
+    ev.STAGE_COMPLETED: ("output",),
+    ev.STAGE_FAILED: ("error",),
+    ev.TRANSACTION_COMPLETED: ("output",),
+    ev.TRANSACTION_FAILED: ("error",),
+    ev.COMPENSATION_FAILED: ("error",),
+    ev.CONDITION_COMPLETED: ("result",),
+    ev.CONDITION_FAILED: ("error",),
 }
 assert set(_HANDLERS) == ev.EVENT_TYPES, set(ev.EVENT_TYPES) ^ set(_HANDLERS)

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..errors import ConflictError, EngineError, LeaseLostError, StoreError
 from ..events import RecordedEvent
+from ..ids import check_work_id
 from ..lease import Lease
 from ..state import TERMINAL, WorkState
 from .codec import (
@@ -279,6 +280,7 @@ class SqlStore:
         """
         if self._closed:
             raise EngineError("the store is closed")
+        check_work_id(work_id)
         if not self._queue:
             self._next = _Flush()
         item = _Append(work_id, records, self._next)
@@ -328,7 +330,7 @@ class SqlStore:
             if isinstance(error, EngineError):
                 raise error
             raise StoreError(f"the store could not write the events of work {work_id}: "
-                             f"{error!r:.300}") from error
+                             f"{error!r:.300}", transient=transient(error)) from error
 
     async def _writer(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         task_status.started()
@@ -428,6 +430,7 @@ class SqlStore:
     async def read(self, work_id: str, *, after: int = 0,
                    until: int | None = None) -> list[RecordedEvent]:
         """The events of a work with ``after < seq <= until``, in order."""
+        check_work_id(work_id)
         query = sa.select(events).where(events.c.work_id == work_id, events.c.seq > after)
         if until is not None:
             query = query.where(events.c.seq <= until)
@@ -446,6 +449,7 @@ class SqlStore:
 
     async def load(self, work_id: str) -> tuple[WorkState | None, list[RecordedEvent]]:
         """The latest snapshot of a work (or None) and the events after it."""
+        check_work_id(work_id)
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(snapshots).where(
                 snapshots.c.work_id == work_id))).mappings().first()
@@ -456,7 +460,7 @@ class SqlStore:
     async def load_many(self, work_ids: Sequence[str]
                         ) -> dict[str, tuple[WorkState | None, list[RecordedEvent]]]:
         """:meth:`load` for many works in two queries (a worker adopting claimed works)."""
-        ids = list(dict.fromkeys(work_ids))
+        ids = [check_work_id(w) for w in dict.fromkeys(work_ids)]
         found: dict[str, tuple[WorkState | None, list[RecordedEvent]]] = {}
         if not ids:
             return found
@@ -496,9 +500,34 @@ class SqlStore:
                 found.update(r[0] for r in rows)
         return found
 
+    async def claim_works(self, *, owner: str, worker: str, ttl: float,
+                          works: Sequence[tuple[str, str, int]], free: bool = False
+                          ) -> list[str]:
+        """Lease these unfinished works to ``owner`` unless someone else holds them
+        (see :func:`engine.store.leases.claim_works`); the ids claimed."""
+        from . import leases as lease_rows
+
+        claimed = await lease_rows.claim_works(self, owner=owner, worker=worker, ttl=ttl,
+                                               works=works, free=free)
+        return [c.work_id for c in claimed]
+
+    async def renew_leases(self, *, owner: str, ttl: float,
+                           work_ids: Sequence[str]) -> set[str]:
+        """Push ``owner``'s leases on ``work_ids`` ahead; the ids still held."""
+        from . import leases as lease_rows
+
+        return await lease_rows.renew(self, owner=owner, ttl=ttl, work_ids=work_ids)
+
+    async def expire_leases(self, *, owner: str, work_ids: Sequence[str]) -> int:
+        """Let ``owner``'s leases on ``work_ids`` expire now: anyone may take them over."""
+        from . import leases as lease_rows
+
+        return await lease_rows.expire(self, owner=owner, work_ids=work_ids)
+
     async def work(self, work_id: str) -> dict[str, Any] | None:
         """A work's projection row; a pending work that worker nodes hold back (its saga
         is at its concurrency limit) shows as ``waiting``, the reason under path ''."""
+        check_work_id(work_id)
         async with self.engine.connect() as conn:
             row = (await conn.execute(_WORKS.where(
                 works.c.work_id == work_id))).mappings().first()
@@ -628,6 +657,32 @@ def _append_error(item: _Append, exc: Exception) -> Exception:
         return exc
     return ConflictError(f"work {item.work_id}: seq {item.records[0].seq} is taken; another "
                          "writer appended to this work first")
+
+
+_TRANSIENT_PG = {"ConnectionDoesNotExistError", "CannotConnectNowError", "AdminShutdownError",
+                 "CrashShutdownError", "ConnectionFailureError", "TooManyConnectionsError",
+                 "PostgresConnectionError", "SerializationError", "DeadlockDetectedError",
+                 "InterfaceError", "ConnectionRejectionError"}
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a database error may go away if the same write is tried again later: a
+    SQLite lock held past the busy timeout, a connection lost or refused, a deadlock."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the error and what caused it
+        if seen is None:
+            return False
+        if isinstance(seen, sqlite3.OperationalError):
+            text = str(seen).lower()
+            return "locked" in text or "busy" in text
+        if isinstance(seen, ConnectionError | TimeoutError):
+            return True
+        if isinstance(seen, sa.exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        if any(kind.__name__ in _TRANSIENT_PG for kind in type(seen).__mro__):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _unique_violation(exc: BaseException) -> bool:

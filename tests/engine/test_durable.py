@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from engine import RetryPolicy, Runtime, Saga, Stage, UnknownWorkError, replay
+from engine import RetryPolicy, Runtime, Saga, Stage, UnknownWorkError, WorkStateError, replay
 from engine.store import SqlStore
 
 from .helpers import Ledger, types
@@ -117,24 +117,29 @@ async def test_time_travel_rewind_and_compare_from_the_store(tmp_path: Path) -> 
             await rt.rewind(first.work_id, 99)
 
 
-async def test_two_runners_on_one_work_one_wins_the_other_conflicts(tmp_path: Path) -> None:
-    from engine.store import ConflictError
-
+async def test_a_second_runtime_does_not_take_over_a_work_another_one_drives(
+        tmp_path: Path) -> None:
+    # the works a runtime drives are leased to it: another runtime's recover() leaves
+    # them alone until the first one hands them back (when it closes)
     ledger = Ledger()
     saga = Saga(name="s", stages=[Stage(name="a", transaction=ledger.tx()),
                                   Stage(name="b", transaction=ledger.tx())])
     url = url_of(tmp_path)
     async with SqlStore.open(url) as store_a, SqlStore.open(url) as store_b:
-        async with Runtime([saga], store=store_a) as first:
-            wid = await first.start("s", 1, paused=True)
-            async with Runtime([saga], store=store_b) as second:
-                assert await second.recover() == [wid]  # both now hold the work
+        async with Runtime([saga], store=store_b) as second:
+            async with Runtime([saga], store=store_a) as first:
+                wid = await first.start("s", 1, paused=True)
+                assert await second.recover() == []
                 assert await first.step(wid) is not None
-                with pytest.raises(ConflictError, match=f"work {wid}: seq 2 is taken"):
+                with pytest.raises(WorkStateError, match="this process does not drive it"):
                     await second.step(wid)
-                stream = await store_a.read(wid)
-                assert [e.type for e in stream] == ["work.created", "work.started"]
-                assert replay(stream).status == "running"
+            stream = await store_a.read(wid)
+            assert [e.type for e in stream] == ["work.created", "work.started"]
+            assert await second.recover() == [wid]  # handed back when the first closed
+            await second.resume(wid)
+            with anyio.fail_after(5):
+                result = await second.wait(wid)
+            assert result.status == "completed" and result.output == 3
 
 
 async def test_a_timer_fires_after_a_restart(tmp_path: Path) -> None:
