@@ -72,7 +72,8 @@ class RetryPolicy:
 
     def delay(self, *, attempt: int, error: BaseException | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return float(max(0.0, self.wait(_state(attempt, error))))
+        chosen = float(self.wait(_state(attempt, error)))
+        return chosen if math.isnan(chosen) else max(0.0, chosen)  # NaN: the caller refuses
 
 
 def _state(attempt: int, error: BaseException | None) -> Any:
