@@ -171,6 +171,12 @@ class Observer:
     descendants' down to ``depth`` levels (``None``: all). It is recorded only
     when it fails or returns something other than ``None`` (then the value is
     kept in the work's state under the observer's name).
+
+    An observer runs after the event it observes is committed, so its own event
+    (``stage.observer.produced`` or ``stage.observer.failed``) may follow the
+    work's terminal event: those two are the only events that may come after the
+    end, and they change no status (see :mod:`engine.events`). Two hooks with one
+    name may not reach the same stage (a :class:`~engine.errors.DefinitionError`).
     """
 
     name: str

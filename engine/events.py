@@ -5,6 +5,14 @@ stage path, the attempt and a JSON-serialisable payload); a
 :class:`RecordedEvent` is the envelope the log adds around it (work id, seq,
 time, worker, global position). Types are plain strings so that stored events
 never depend on an import path.
+
+Events after the end: a work's terminal event (``work.completed``,
+``work.failed``, ``work.cancelled``, ``work.compensation_failed``) is its last,
+with two exceptions. Observers run after the event they observe is committed, so
+``stage.observer.produced`` and ``stage.observer.failed`` may follow it (they
+change no status and are written without a lease, which ended with the work); and
+a person may move a ``compensation_failed`` work on (``work.compensation_retried``,
+``work.resolved``).
 """
 
 from __future__ import annotations
