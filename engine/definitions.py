@@ -225,6 +225,13 @@ class Stage(_NodeBase):
     first to clean up (``output`` is ``None``, or the output a post-guard vetoed)
     and may return :class:`RetryTransaction`, :class:`Abort` or :class:`Forward`.
     ``fallback``, when given, is the output used instead of failing.
+
+    ``timeout`` (seconds) cancels the transaction at an await point: blocking code,
+    or code that swallows the cancellation, runs on, and when it returns after the
+    timeout the attempt is recorded as timed out and its result discarded. A
+    compensation returns ``None`` or :class:`Abort` (in a clean-up also
+    :class:`RetryTransaction` or :class:`Forward`); anything else fails it with a
+    :class:`~engine.errors.CompensationResultError`.
     """
 
     transaction: Callable[[Any, Any], Awaitable[Any]]
