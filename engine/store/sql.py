@@ -624,7 +624,9 @@ def _sqlite_file(config: StoreConfig) -> sa.URL:
 
 
 def _make_engine(config: StoreConfig) -> AsyncEngine:
-    url = sa.make_url(config.url)
+    from .urls import check_store_url  # a bad URL, driver or directory: a clear ValueError
+
+    url = check_store_url(config.url)
     if url.get_backend_name() == "sqlite":
         _sqlite_file(config)
         engine = create_async_engine(url, connect_args={"timeout": config.busy_timeout_ms / 1000})
