@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..events import RecordedEvent
 from .sql import SqlStore
 
 __all__ = ["copy_store", "migrate_engine"]
@@ -44,14 +46,86 @@ async def migrate_engine(engine: AsyncEngine) -> None:
 
 
 async def copy_store(source: SqlStore, target: SqlStore, *, chunk: int = 500) -> dict[str, Any]:
-    """Copy every event stream of ``source`` into ``target`` (which must hold none of
-    those works), then rebuild ``target``'s projections from the events alone."""
+    """Copy every event stream of ``source`` into ``target``, then rebuild ``target``'s
+    projections from the events alone.
+
+    Resumable: a copy that was interrupted is finished by running it again. A stream
+    ``target`` already holds completely is skipped; one it holds in part (each append
+    of ``chunk`` events commits as a whole, so a part is always the stream's start) is
+    completed from ``target``'s last seq. A ``ValueError`` naming the work and what
+    differs, raised before anything is written, refuses a ``target`` that holds works
+    ``source`` lacks or events ``source`` does not have: that is not a copy of it.
+
+    Returns the works in ``target`` (``works``), the events appended (``events``) and
+    the streams copied whole (``copied``), completed (``completed``) and skipped
+    (``skipped``)::
+
+        async with SqlStore.open(old) as source, SqlStore.open(new) as target:
+            await copy_store(source, target)   # again after an interruption: goes on
+    """
+    if not chunk >= 1:
+        raise ValueError(f"chunk must be a whole number >= 1, got {chunk!r}")
     ids = await source.work_ids()
-    copied = 0
+    present = set(await target.work_ids())
+    strays = sorted(present.difference(ids))
+    if strays:
+        more = f" (and {len(strays) - 1} more)" if len(strays) > 1 else ""
+        raise ValueError(f"the target holds work {strays[0]!r}{more}, which the source does "
+                         "not: copy into an empty store, or into one that an interrupted copy "
+                         "of this same source left")
+    # every stream the target holds is checked before anything is written
+    todo: list[tuple[str, list[RecordedEvent], int]] = []
+    skipped = 0
     for work_id in ids:
+        if work_id not in present:
+            todo.append((work_id, [], 0))
+            continue
         stream = await source.read(work_id)
-        for start in range(0, len(stream), chunk):
-            await target.append(work_id, stream[start:start + chunk], None)
-        copied += len(stream)
+        held = await target.read(work_id)
+        problem = _difference(work_id, stream, held)
+        if problem is not None:
+            raise ValueError(f"{problem}; the target is not a copy of this source: copy into "
+                             "an empty store, or remove this work from the target")
+        if len(held) == len(stream):
+            skipped += 1
+        else:
+            todo.append((work_id, stream, len(held)))
+    copied = completed = appended = 0
+    for work_id, stream, done in todo:
+        if not stream:
+            stream = await source.read(work_id)
+        rest = stream[done:]  # after the target's last seq
+        for start in range(0, len(rest), chunk):
+            await target.append(work_id, rest[start:start + chunk], None)
+        appended += len(rest)
+        if done:
+            completed += 1
+        else:
+            copied += 1
     works = await target.rebuild_projections()
-    return {"works": works, "events": copied}
+    return {"works": works, "events": appended, "copied": copied, "completed": completed,
+            "skipped": skipped}
+
+
+_ENVELOPE = ("seq", "time", "worker")
+_EVENT = ("type", "path", "attempt", "payload", "version")
+
+
+def _difference(work_id: str, source: Sequence[RecordedEvent],
+                target: Sequence[RecordedEvent]) -> str | None:
+    """How ``target`` fails to be the start of ``source`` (the same work's streams in two
+    stores), or None."""
+    if len(target) > len(source):
+        return (f"work {work_id!r}: the target holds {len(target)} events, the source only "
+                f"{len(source)}")
+    for number, (ours, theirs) in enumerate(zip(source, target, strict=False), 1):
+        if ours == theirs:
+            continue
+        fields = [name for name in _ENVELOPE if getattr(ours, name) != getattr(theirs, name)]
+        fields += [name for name in _EVENT
+                   if getattr(ours.event, name) != getattr(theirs.event, name)]
+        return (f"work {work_id!r}: event {number} of the target (seq {theirs.seq}, "
+                f"{theirs.event.type!r} at {theirs.event.path!r}) "
+                f"differs from the source's (seq {ours.seq}, {ours.event.type!r} at "
+                f"{ours.event.path!r}) in its {', '.join(fields) or 'content'}")
+    return None
