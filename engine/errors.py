@@ -20,8 +20,8 @@ each error is defined (``engine.errors`` unless said)::
     │   │                                raised by user code, or recorded by the engine:
     │   ├── OutputError                  a result is not JSON (NaN, a set, too deep...)
     │   ├── RetryPolicyError             a retry policy's wait strategy failed
-    │   ├── CompensationResultError      a compensation returned what it may not
-    │   ├── StageTimeoutError            a call overran its stage's timeout
+    │   ├── CompensationResultError (TypeError)  a compensation returned what it may not
+    │   ├── StageTimeoutError (TimeoutError)     a call overran its stage's timeout
     │   └── InterruptedCall              user code raised a BaseException (SystemExit,
     │                                    KeyboardInterrupt, CancelledError, ...)
     └── WorkersError                     workers.errors: root of the worker layer
