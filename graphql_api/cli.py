@@ -2,25 +2,45 @@
 
 ``stepsaga run demo`` runs the demo saga with a progress bar and prints the
 result as JSON; ``--fail pay/charge`` makes a stage fail to show compensation,
+``--fail-compensation reserve`` makes a compensation fail too (compensation_failed),
 ``--dry-run`` uses each stage's example output instead of its transaction.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, TextIO
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from glob import escape as glob_escape
+from typing import Any, TextIO, get_args
 
 import anyio
 
-from engine import RecordedEvent, Runtime, Saga
+from engine import (
+    Loop,
+    Map,
+    RecordedEvent,
+    Runtime,
+    Saga,
+    Stage,
+    StageContext,
+    StageFailure,
+    compile_saga,
+)
+from engine.definitions import Node
+from engine.store.urls import check_store_url
 from workers.actions import DEMO_ORDER, demo_saga
 
 __all__ = ["ProgressBar", "main"]
 
+_NODES = get_args(Node)  # the classes of saga nodes, for rebuilding a saga
 _STAGE_END = {"stage.completed", "stage.transaction.completed", "stage.failed",
               "stage.compensation.completed"}
 
@@ -75,39 +95,182 @@ class ProgressBar:
         self.out.flush()
 
 
-async def _run(args: argparse.Namespace) -> int:
+class UsageError(ValueError):
+    """A command-line value that cannot work: said in one line, exit status 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class _RunPlan:
+    saga: Saga
+    order: Any
+    dry_fail: tuple[str, ...]  # --fail as globs for Runtime.dry_run
+
+
+def _stage_paths(saga: Saga) -> dict[str, tuple[re.Pattern[str], str, Stage]]:
+    """Each stage with a transaction, by template path: a regex its concrete paths match
+    (``pack[2]/box``) and how it is shown (``pack[i]/box``)."""
+    nodes = compile_saga(saga).nodes
+    found: dict[str, tuple[re.Pattern[str], str, Stage]] = {}
+    for template, info in nodes.items():
+        if not isinstance(info.node, Stage):
+            continue
+        parts = template.split("/")
+        pattern, shown = [], []
+        for i, part in enumerate(parts):
+            indexed = i + 1 < len(parts) and isinstance(
+                nodes["/".join(parts[:i + 1])].node, Map | Loop)
+            pattern.append(re.escape(part) + (r"\[\d+\]" if indexed else ""))
+            shown.append(part + ("[i]" if indexed else ""))
+        found[template] = (re.compile("/".join(pattern)), "/".join(shown), info.node)
+    return found
+
+
+def _named_stage(paths: dict[str, tuple[re.Pattern[str], str, Stage]], path: str) -> Stage | None:
+    for regex, _, stage in paths.values():
+        if regex.fullmatch(path):
+            return stage
+    return None
+
+
+def _check_fail(saga: Saga, args: argparse.Namespace) -> tuple[str, ...]:
+    """--fail and --fail-compensation name stages of ``saga``; the --fail patterns as
+    globs for a dry run (a literal path such as ``pack[2]/box`` matches only itself)."""
+    paths = _stage_paths(saga)
+    listed = ", ".join(shown for _, shown, _ in paths.values())
+    # what a glob is tried on: template paths, and concrete ones with index 0
+    samples = [p for t, (_, shown, _) in paths.items() for p in (t, shown.replace("[i]", "[0]"))]
+    dry_fail: list[str] = []
+    for pattern in args.fail:
+        if _named_stage(paths, pattern) is not None:
+            dry_fail.append(glob_escape(pattern))
+            continue
+        if args.dry_run and any(fnmatchcase(sample, pattern) for sample in samples):
+            dry_fail.append(pattern)
+            continue
+        globs = "" if args.dry_run else " (globs only with --dry-run)"
+        raise UsageError(f"--fail {pattern!r} names no stage of saga {saga.name!r}; expected "
+                         f"a stage path{globs}: {listed} (i: an item's index)")
+    with_compensation = [shown for _, shown, stage in paths.values() if stage.compensation]
+    for path in args.fail_compensation:
+        stage = _named_stage(paths, path)
+        if stage is None or stage.compensation is None:
+            raise UsageError(f"--fail-compensation {path!r} names no stage of saga "
+                             f"{saga.name!r} with a compensation; expected one of: "
+                             f"{', '.join(with_compensation)}")
+    if args.fail_compensation and args.dry_run:
+        raise UsageError("--fail-compensation cannot be used with --dry-run: a dry run "
+                         "records compensations as done without calling them")
+    return tuple(dry_fail)
+
+
+def _failing_compensations(node: Any, paths: frozenset[str]) -> Any:
+    """``node`` with every compensation raising when its stage's path is in ``paths``."""
+    if isinstance(node, Stage):
+        compensate = node.compensation
+        if compensate is None:
+            return node
+
+        async def compensation(ctx: StageContext, input: Any, output: Any, reason: Any) -> Any:
+            if ctx.path in paths:
+                raise StageFailure(f"compensation of {ctx.path} failed (asked with "
+                                   "--fail-compensation)", retryable=False)
+            return await compensate(ctx, input, output, reason)
+
+        return dataclasses.replace(node, compensation=compensation)
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if isinstance(value, _NODES):
+            changes[f.name] = _failing_compensations(value, paths)
+        elif isinstance(value, list | tuple) and value and all(
+                isinstance(v, _NODES) for v in value):
+            changes[f.name] = [_failing_compensations(v, paths) for v in value]
+        elif isinstance(value, Mapping) and value and all(
+                isinstance(v, _NODES) for v in value.values()):
+            changes[f.name] = {k: _failing_compensations(v, paths) for k, v in value.items()}
+    return dataclasses.replace(node, **changes) if changes else node
+
+
+def _read_input(text: str) -> Any:
+    def no_constant(name: str) -> Any:
+        raise UsageError(f"--input holds {name}, which is not JSON; expected a JSON value "
+                         "(numbers must be finite)")
+
+    try:
+        return json.loads(text, parse_constant=no_constant)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--input is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError("--input is nested too deeply for Python's JSON reader (its "
+                         f"recursion limit is {sys.getrecursionlimit()}); expected shallower "
+                         "JSON") from None
+    except UsageError:
+        raise
+    except ValueError:  # Python's limit on the digits of an integer read from text
+        raise UsageError(f"--input holds an integer longer than "
+                         f"{sys.get_int_max_str_digits()} digits; expected shorter integers "
+                         "(pass a longer number as a JSON string)") from None
+
+
+def _plan_run(args: argparse.Namespace) -> _RunPlan:
+    """Every value of ``stepsaga run`` checked before anything runs."""
     if args.saga != "demo":
-        print(f"stepsaga: unknown saga {args.saga!r}; available: demo", file=sys.stderr)
-        return 2
-    saga = demo_saga(delay=args.delay, fail=tuple(args.fail))
-    order: Any = DEMO_ORDER
-    if args.input is not None:
+        raise UsageError(f"unknown saga {args.saga!r}; available: demo")
+    if not (math.isfinite(args.delay) and args.delay >= 0):
+        raise UsageError(f"--delay must be >= 0 and finite (seconds each demo stage takes), "
+                         f"got {args.delay}")
+    if args.store is not None:
         try:
-            order = json.loads(args.input)
-        except json.JSONDecodeError as exc:
-            print(f"stepsaga: --input is not valid JSON: {exc}", file=sys.stderr)
-            return 2
+            check_store_url(args.store)
+        except ValueError as exc:
+            raise UsageError(f"--store: {exc}") from None
+    saga = demo_saga(delay=args.delay, fail=tuple(args.fail))
+    dry_fail = _check_fail(saga, args)
+    if args.fail_compensation:
+        saga = _failing_compensations(saga, frozenset(args.fail_compensation))
+    order = DEMO_ORDER if args.input is None else _read_input(args.input)
+    return _RunPlan(saga=saga, order=order, dry_fail=dry_fail)
+
+
+def _shown(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An error or failure as printed: without tracebacks (stderr has the progress)."""
+    if not error:
+        return error
+    return {k: _shown(v) if k == "error" and isinstance(v, dict) else v
+            for k, v in error.items() if k != "traceback"}
+
+
+async def _run(args: argparse.Namespace, plan: _RunPlan) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    saga = plan.saga
     bar = ProgressBar(saga, sys.stderr)
     async with AsyncExitStack() as stack:
         store = None
         if args.store is not None:
             from engine.store import SqlStore
 
-            store = await stack.enter_async_context(SqlStore.open(args.store))
+            try:
+                store = await stack.enter_async_context(SqlStore.open(args.store))
+            except ValueError as exc:
+                print(f"stepsaga: --store: {exc}", file=sys.stderr)
+                return 2
+            except (OSError, SQLAlchemyError) as exc:
+                print(f"stepsaga: cannot open the store {_hidden(args.store)!r}: {_why(exc)}",
+                      file=sys.stderr)
+                return 1
         runtime = await stack.enter_async_context(
             Runtime([saga], on_event=bar.on_event, store=store))
         if args.dry_run:
-            result = await runtime.dry_run(saga.name, order, fail=args.fail)
+            result = await runtime.dry_run(saga.name, plan.order, fail=plan.dry_fail)
         else:
-            result = await runtime.run(saga.name, order)
+            result = await runtime.run(saga.name, plan.order)
         events = len(runtime.events(result.work_id))
+    # error: why the work ended as it did (for compensation_failed, the compensation's
+    # error); failure: the original failure that made it compensate
     summary = {"work_id": result.work_id, "status": result.status, "output": result.output,
-               "failure": result.failure, "compensated": list(result.compensated),
-               "events": events}
-    if summary["failure"]:
-        summary["failure"] = {k: v for k, v in summary["failure"].items() if k != "traceback"}
-        summary["failure"]["error"] = {k: v for k, v in summary["failure"]["error"].items()
-                                       if k != "traceback"}
+               "error": _shown(result.error), "failure": _shown(result.failure),
+               "compensated": list(result.compensated), "events": events}
     print(json.dumps(summary, indent=2))
     return 0 if result.status == "completed" else 1
 
@@ -121,22 +284,54 @@ async def _migrate(args: argparse.Namespace) -> int:
     from engine.store import SqlStore
     from engine.store.migrate import copy_store
 
+    for option, url in (("--url", args.url), ("--to", args.to)):
+        try:
+            if url is not None:
+                check_store_url(url)
+        except ValueError as exc:
+            print(f"stepsaga: {option}: {exc}", file=sys.stderr)
+            return 2
+    if args.to is not None and _canonical_url(args.to) == _canonical_url(args.url):
+        print(f"stepsaga: --to names the store --url names ({args.url!r}); expected another "
+              "store to copy it to", file=sys.stderr)
+        return 2
     try:
         async with SqlStore.open(args.url) as source:
             if args.to is None:
                 print(json.dumps({"migrated": args.url}))
                 return 0
             async with SqlStore.open(args.to) as target:
-                if await target.work_ids():
-                    print(f"stepsaga: {args.to} already holds works; copy into an empty store",
-                          file=sys.stderr)
-                    return 2
+                # resumable: an interrupted copy goes on where it stopped when run again
                 summary = await copy_store(source, target)
     except (ValueError, OSError, SQLAlchemyError) as exc:
-        print(f"stepsaga: cannot migrate {args.url}: {exc}", file=sys.stderr)
+        what = (f"copy {_hidden(args.url)} to {_hidden(args.to)}" if args.to
+                else f"migrate {_hidden(args.url)}")
+        print(f"stepsaga: cannot {what}: {_why(exc)}", file=sys.stderr)
         return 2
     print(json.dumps({"from": args.url, "to": args.to, **summary}))
     return 0
+
+
+def _hidden(url: str) -> str:
+    """A store URL as printed: without its password."""
+    import sqlalchemy as sa
+
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def _why(exc: BaseException) -> str:
+    """An error in one line: the database's own words, without SQLAlchemy's wrapping."""
+    from sqlalchemy.exc import DBAPIError
+
+    reason = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return (str(reason).strip().splitlines() or [type(reason).__name__])[0]
+
+
+def _canonical_url(url: str) -> str:
+    """A store URL in one spelling, to tell whether two name the same store."""
+    import sqlalchemy as sa
+
+    return sa.make_url(url).render_as_string(hide_password=False)
 
 
 def load_app(spec: str) -> Any:
@@ -237,7 +432,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("saga", help="the saga to run (available: demo)")
     run.add_argument("--input", help="the work's input, as JSON")
     run.add_argument("--fail", action="append", default=[], metavar="PATH",
-                     help="make the stage at PATH fail for good (repeatable)")
+                     help="make the stage at PATH fail for good, e.g. pay/book or "
+                          "pack[2]/box (repeatable; with --dry-run also a glob)")
+    run.add_argument("--fail-compensation", action="append", default=[], metavar="PATH",
+                     help="make the compensation of the stage at PATH fail, so the work "
+                          "ends compensation_failed, e.g. --fail pay/book "
+                          "--fail-compensation reserve (repeatable)")
     run.add_argument("--delay", type=float, default=0.05,
                      help="seconds each demo stage takes (default 0.05)")
     run.add_argument("--dry-run", action="store_true",
@@ -250,8 +450,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrate.add_argument("--url", default=DEFAULT_STORE,
                          help=f"the store to migrate (default {DEFAULT_STORE})")
     migrate.add_argument("--to", metavar="URL",
-                         help="copy every event stream to this (empty) store, e.g. "
-                              "postgresql+asyncpg://user@host/db, and rebuild its projections")
+                         help="copy every event stream to this store, e.g. "
+                              "postgresql+asyncpg://user@host/db, and rebuild its projections; "
+                              "run it again after an interruption: streams copied already are "
+                              "skipped, one copied in part is completed")
     worker = commands.add_parser(
         "worker", help="run a worker node: claim works from the store and run them")
     worker.add_argument("--store", default=DEFAULT_STORE, metavar="URL",
@@ -298,9 +500,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     if args.command == "migrate":
         return anyio.run(_migrate, args)
-    if args.delay < 0:
-        parser.error("--delay must be >= 0")
-    return anyio.run(_run, args)
+    try:
+        plan = _plan_run(args)
+    except UsageError as exc:
+        print(f"stepsaga: {exc}", file=sys.stderr)
+        return 2
+    return anyio.run(_run, args, plan)
 
 
 if __name__ == "__main__":
