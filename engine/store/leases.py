@@ -218,19 +218,34 @@ async def renew(store: SqlStore, *, owner: str, ttl: float,
 async def drop(store: SqlStore, *, owner: str, work_ids: Sequence[str]) -> int:
     """Delete node ``owner``'s lease rows of works that have ended (found so at adoption:
     a work run to its end outside the nodes), so nobody claims them again."""
+    return await _owned(store, "DELETE FROM leases WHERE owner = {owner} AND work_id IN "
+                        "{ids}", owner, work_ids)
+
+
+async def _owned(store: SqlStore, sql: str, owner: str, work_ids: Sequence[str], *,
+                 notify: bool = False) -> int:
+    """Run ``sql`` (a statement over ``owner``'s lease rows among ``work_ids``, with
+    ``{owner}`` and ``{ids}`` marking where they go) on either database; how many rows
+    it touched. ``notify``: wake idle nodes on PostgreSQL if it touched any."""
     ids = list(work_ids)
     if not ids:
         return 0
     if store.dialect == "postgresql":
         async with store.postgres_connection() as conn:
-            rows = await conn.fetch("DELETE FROM leases WHERE owner = $1 AND "
-                                    "work_id = ANY($2) RETURNING work_id", owner, ids)
+            rows = await conn.fetch(sql.format(owner="$1", ids="(SELECT unnest($2::text[]))")
+                                    + " RETURNING work_id", owner, ids)
+            if rows and notify:
+                await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
         return len(rows)
 
     def run(conn: sqlite3.Connection) -> int:
-        marks = ", ".join("?" for _ in ids)
-        return int(conn.execute(f"DELETE FROM leases WHERE owner = ? AND work_id IN ({marks})",
-                                (owner, *ids)).rowcount)
+        count = 0
+        for start in range(0, len(ids), 500):  # SQLite caps the number of parameters
+            part = ids[start:start + 500]
+            marks = "(" + ", ".join("?" for _ in part) + ")"
+            count += int(conn.execute(sql.format(owner="?", ids=marks),
+                                      (owner, *part)).rowcount)
+        return count
 
     return await store.write_sqlite(run)
 
@@ -402,24 +417,5 @@ async def expire(store: SqlStore, *, owner: str, work_ids: Sequence[str]) -> int
     """Let ``owner``'s leases on ``work_ids`` expire now, keeping who held them: any driver
     may take the works over at once (a worker node's claim, another process's
     ``recover()``). A Runtime that closes, or gives a work up, does this."""
-    ids = list(work_ids)
-    if not ids:
-        return 0
-    if store.dialect == "postgresql":
-        async with store.postgres_connection() as conn:
-            rows = await conn.fetch("UPDATE leases SET expires_at = 0 WHERE owner = $1 AND "
-                                    "work_id = ANY($2) RETURNING work_id", owner, ids)
-            if rows:
-                await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
-        return len(rows)
-
-    def run(conn: sqlite3.Connection) -> int:
-        count = 0
-        for start in range(0, len(ids), 500):
-            part = ids[start:start + 500]
-            marks = ", ".join("?" for _ in part)
-            count += int(conn.execute(f"UPDATE leases SET expires_at = 0 WHERE owner = ? AND "
-                                      f"work_id IN ({marks})", (owner, *part)).rowcount)
-        return count
-
-    return await store.write_sqlite(run)
+    return await _owned(store, "UPDATE leases SET expires_at = 0 WHERE owner = {owner} AND "
+                        "work_id IN {ids}", owner, work_ids, notify=True)

@@ -6,12 +6,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..events import RecordedEvent
+from .schema import leases
 from .sql import SqlStore
 
 __all__ = ["copy_store", "migrate_engine"]
@@ -47,7 +50,7 @@ async def migrate_engine(engine: AsyncEngine) -> None:
 
 async def copy_store(source: SqlStore, target: SqlStore, *, chunk: int = 500) -> dict[str, Any]:
     """Copy every event stream of ``source`` into ``target``, then rebuild ``target``'s
-    projections from the events alone.
+    projections from the events alone and copy the unfinished works' leases.
 
     Resumable: a copy that was interrupted is finished by running it again. A stream
     ``target`` already holds completely is skipped; one it holds in part (each append
@@ -103,8 +106,25 @@ async def copy_store(source: SqlStore, target: SqlStore, *, chunk: int = 500) ->
         else:
             copied += 1
     works = await target.rebuild_projections()
+    await _copy_leases(source, target)
     return {"works": works, "events": appended, "copied": copied, "completed": completed,
             "skipped": skipped}
+
+
+async def _copy_leases(source: SqlStore, target: SqlStore) -> None:
+    """The unfinished works' lease rows, so works queued for worker nodes stay claimable
+    there; a lease held in the source is copied expired (its holder runs against the
+    source), so a node or a recover() on the target takes the work over at once."""
+    async with source.engine.connect() as conn:
+        rows = [dict(row) for row in (await conn.execute(sa.select(leases))).mappings()]
+    if not rows:
+        return
+    for row in rows:
+        if row["owner"] is not None:
+            row["expires_at"] = 0.0
+    insert = (postgresql.insert if target.dialect == "postgresql" else sqlite.insert)(leases)
+    async with target.engine.begin() as conn:
+        await conn.execute(insert.on_conflict_do_nothing(index_elements=["work_id"]), rows)
 
 
 _ENVELOPE = ("seq", "time", "worker")

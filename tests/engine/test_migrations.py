@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 
 from engine import Runtime, Saga, Stage
 from engine.store import SqlStore
+from engine.store.leases import claim
 from engine.store.schema import metadata
 
 from .helpers import Ledger
@@ -56,17 +57,27 @@ async def _copy_and_check(tmp_path: Path, target_url: str) -> None:
         ids = [(await rt.run("ok", i)).work_id for i in range(4)]
         ids.append((await rt.run("s", 1)).work_id)  # a failed, compensated one too
         ids.append(await rt.start("ok", 9, paused=True))  # and one not finished
+        queued = await rt.start("ok", 5, run=False)  # and one queued for worker nodes
+        ids.append(queued)
         runs_before = {wid: await store.stage_runs(wid) for wid in ids}
         before = {wid: await store.read(wid) for wid in ids}
         rows_before = {wid: await store.work(wid) for wid in ids}
     done = await anyio.to_thread.run_sync(stepsaga_migrate, source_url, target_url)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["works"] == 6
+    assert json.loads(done.stdout)["works"] == 7
     async with SqlStore.open(target_url) as store:
         assert sorted(await store.work_ids()) == sorted(ids)
         for wid in ids:
             assert await store.read(wid) == before[wid]
             assert await store.work(wid) == rows_before[wid]
             assert await store.stage_runs(wid) == runs_before[wid]
+        # the leases came along: the unfinished work is a recover()'s to take there (its
+        # lease in the source was handed back), the queued one a worker node's to claim
+        async with Runtime([saga, ok], store=store) as rt:
+            assert await rt.recover() == [ids[5]]
+            claimed = await claim(store, owner="node", worker="w", limit=10, ttl=5)
+            assert [c.work_id for c in claimed] == [queued]
     again = await anyio.to_thread.run_sync(stepsaga_migrate, source_url, target_url)
-    assert again.returncode == 2 and "already holds works" in again.stderr
+    # run again (after an interruption, say): everything is there, nothing is copied
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["events"] == 0
