@@ -486,6 +486,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--drain-deadline must be >= 0, got {args.drain_deadline}")
             if not args.park_after >= 0:
                 raise ValueError(f"--park-after must be >= 0 seconds, got {args.park_after}")
+            from engine.store.urls import check_store_url
+
+            try:
+                check_store_url(args.store)
+            except ValueError as bad:
+                raise ValueError(f"--store: {bad}") from None
             names = {saga.name for saga in load_app(args.app).sagas}
             for spec in specs:
                 unknown = sorted(set(spec.sagas or ()) - names)

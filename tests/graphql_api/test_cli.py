@@ -277,6 +277,12 @@ def test_worker_with_bad_settings_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--park-after must be >= 0 seconds, got -1.0" in done.stderr
     done = stepsaga("worker", "--store", url, "--worker", "mail=2:nope")
     assert done.returncode == 2 and "serves sagas that are not registered: nope" in done.stderr
+    done = stepsaga("worker", "--store", f"sqlite+aiosqlite:///{tmp_path}/no/such/w.sqlite")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"--store: store URL 'sqlite+aiosqlite:///{tmp_path}/no/such/w.sqlite': directory" \
+        in done.stderr
+    done = stepsaga("worker", "--store", "garbage://")
+    assert done.returncode == 2 and "not 'garbage'" in done.stderr
     assert not (tmp_path / "w.sqlite").exists()  # nothing was created for bad settings
 
 
