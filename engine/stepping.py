@@ -320,7 +320,9 @@ def _leaf(plan: Plan, state: WorkState, busy: Container[str], path: str, node: S
     if st.call is not None:
         if path in busy:
             return []
-        return [Call(st.call, path, st.attempt, final=not info.post_guards)]
+        opened = open_call(plan, state, path)  # a compensation's own attempt, not the tx's
+        assert opened is not None
+        return [opened]
     if st.error is None and not st.vetoed:
         # between guards, or after the transaction with post-guards to run
         if not st.done:

@@ -22,6 +22,7 @@ from engine import (
     Forward,
     Guard,
     Observer,
+    Parallel,
     RecordedEvent,
     RetryPolicy,
     RetryTransaction,
@@ -600,3 +601,36 @@ async def test_every_call_has_its_own_idempotency_key() -> None:
         f"{w}/a/rollback/1.1",
     ]
     assert len(set(keys)) == len(keys)
+
+
+async def test_a_clean_up_beside_a_branch_in_flight_keeps_its_own_attempt() -> None:
+    # decide() offered an open clean-up under the transaction's attempt while another
+    # branch was in flight: attempt 2's clean-up ran as .../2/cleanup/2, recorded as try 2
+    keys: list[str] = []
+    gate = anyio.Event()
+
+    async def slow(ctx: Any, value: Any) -> Any:
+        await gate.wait()
+        return value
+
+    async def flaky(ctx: Any, value: Any) -> Any:
+        keys.append(ctx.idempotency_key)
+        if ctx.attempt <= 2:
+            raise RuntimeError("fails")
+        gate.set()
+        return value
+
+    async def undo(ctx: Any, value: Any, output: Any, reason: Any) -> None:
+        keys.append(ctx.idempotency_key)
+
+    saga = Saga(name="s", stages=[Parallel(name="p", branches=[
+        Stage(name="b", transaction=flaky, compensation=undo, retry=retry(3)),
+        Stage(name="slow", transaction=slow)])])
+    async with Runtime([saga]) as rt:
+        result = await rt.run("s", 1)
+        assert result.status == "completed"
+        tries = [(e.type, e.event.attempt) for e in rt.events(result.work_id)
+                 if e.type.startswith("stage.compensation")]
+    assert tries == [("stage.compensation.started", 1), ("stage.compensation.completed", 1)] * 2
+    assert [k.split("/", 1)[1] for k in keys] == [
+        "p/b/1", "p/b/1/cleanup/1", "p/b/2", "p/b/2/cleanup/1", "p/b/3"]
