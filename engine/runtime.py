@@ -253,9 +253,11 @@ class Runtime:
                 runner = self._works.get(work_id)
                 if work_id not in held and runner is not None and work_id in self._driven \
                         and not runner.state.terminal:
-                    _LOG.error("work %s: its lease was taken over by another process; it "
-                               "stops here", work_id)
-                    runner.stop()
+                    lost = LeaseLostError(f"work {work_id}: its lease was taken over by "
+                                          "another process; it stops here")
+                    _LOG.error("%s", lost)
+                    runner.stop()  # at its next step boundary, recording nothing more
+                    runner.stop_with(lost)  # whoever waits for it is told
 
     # ------------------------------------------------------------ lookup
 

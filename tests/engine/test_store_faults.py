@@ -304,3 +304,25 @@ async def test_observer_events_may_follow_the_end_and_change_nothing(tmp_path: P
         assert (await store.work(wid) or {})["status"] == "completed"
         async with Runtime([saga], store=store) as rt:
             assert await rt.recover() == []  # an ended work stays ended
+
+
+async def test_a_runtime_whose_lease_is_taken_over_stops_the_work(tmp_path: Path) -> None:
+    from engine.store.leases import claim
+
+    saga = Saga(name="s", stages=[Wait(name="w", signal="go")])
+    async with quick_store(tmp_path) as store:
+        async with Runtime([saga], store=store, lease_ttl=0.3) as rt:
+            wid = await rt.start("s")
+            await until(lambda: rt.state(wid).stages.get("w") is not None)
+            # the lease expires (as if this process stalled past it) and a node claims it
+            assert rt.lease is not None
+            await store.expire_leases(owner=rt.lease.owner, work_ids=[wid])
+            taken = await claim(store, owner="node-b", worker="main", limit=5, ttl=30)
+            assert [c.work_id for c in taken] == [wid]
+            with anyio.fail_after(5), pytest.raises(StoreError, match="taken over"):
+                await rt.wait(wid)
+            await until(lambda: wid not in rt.driven())
+            with pytest.raises(WorkStateError, match="does not drive it"):
+                await rt.signal(wid, "go", 1)
+        stream = await store.read(wid)
+        assert stream[-1].type == "stage.wait.started"  # nothing recorded past the takeover
