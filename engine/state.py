@@ -257,6 +257,11 @@ def evolve(state: WorkState, recorded: RecordedEvent) -> WorkState:
     kind = event.type
     payload = event.payload
     time = recorded.time
+    if recorded.seq != state.seq + 1:
+        raise CorruptEventError(
+            f"event seq {recorded.seq} ({kind}) of work {recorded.work_id!r} follows seq "
+            f"{state.seq}: " + ("events are missing" if recorded.seq > state.seq + 1 else
+                                "the stream goes back"))
     state.seq = recorded.seq
     state.updated_at = time
     if state.resume_past is not None and kind != ev.WORK_RESUMED:

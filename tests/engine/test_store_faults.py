@@ -326,3 +326,19 @@ async def test_a_runtime_whose_lease_is_taken_over_stops_the_work(tmp_path: Path
                 await rt.signal(wid, "go", 1)
         stream = await store.read(wid)
         assert stream[-1].type == "stage.wait.started"  # nothing recorded past the takeover
+
+
+async def test_a_missing_event_is_named_when_the_work_is_read(tmp_path: Path) -> None:
+    saga = Saga(name="s", stages=[Stage(name="a", transaction=Ledger().tx()),
+                                  Stage(name="b", transaction=Ledger().tx())])
+    async with quick_store(tmp_path) as store:
+        async with Runtime([saga], store=store) as rt:
+            wid = (await rt.run("s", 1)).work_id
+        with sqlite3.connect(file_of(tmp_path)) as conn:  # a lost row in the middle
+            conn.execute("DELETE FROM events WHERE work_id = ? AND seq = 5", (wid,))
+        with pytest.raises(CorruptEventError, match=rf"seq 6 .*{wid}.* follows seq 4: "
+                                                    "events are missing"):
+            replay(await store.read(wid))
+        async with Runtime([saga], store=store) as rt:
+            with pytest.raises(CorruptEventError, match="events are missing"):
+                await rt.travel(wid, 6)

@@ -373,8 +373,10 @@ async def test_a_conflict_in_a_big_batch_fails_alone(store_url: str) -> None:
     errors: dict[str, BaseException] = {}
 
     async def append(store: SqlStore, stream: Stream) -> None:
+        # a stream's tail (the victim's seqs 5..7) has no state of its own to show
+        state = replay(stream) if stream[0].seq == 1 else None
         try:
-            await store.append(stream[0].work_id, stream, replay(stream))
+            await store.append(stream[0].work_id, stream, state)
         except ConflictError as exc:
             errors[stream[0].work_id] = exc
 
