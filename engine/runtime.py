@@ -33,6 +33,7 @@ from .context import json_problem, shown
 from .definitions import MISSING, Saga
 from .errors import (
     ConflictError,
+    CorruptEventError,
     DefinitionError,
     LeaseLostError,
     StoreError,
@@ -128,10 +129,14 @@ class WorkResult:
 def _saga_of(stream: Sequence[RecordedEvent]) -> str:
     """The saga of a work, from its first event (``work.created``)."""
     first = stream[0].event
-    if first.type != ev.WORK_CREATED:
-        raise UnknownWorkError(f"work {stream[0].work_id!r} does not start with its creation "
-                               f"(seq 1 is {first.type!r})")
-    return str(first.payload["saga"])
+    if first.type != ev.WORK_CREATED or stream[0].seq != 1:
+        raise CorruptEventError(f"work {stream[0].work_id!r} does not start with its "
+                                f"creation (seq {stream[0].seq} is {first.type!r})")
+    saga = first.payload.get("saga")
+    if not isinstance(saga, str):
+        raise CorruptEventError(f"event seq 1 (work.created) of work {stream[0].work_id!r} "
+                                "names no saga")
+    return saga
 
 
 class Runtime:
@@ -617,23 +622,37 @@ class Runtime:
 
     async def adopt(self, work_id: str) -> bool:
         """Load a work from the store and drive it here (a worker claimed it); False if
-        it has ended."""
-        return (await self.adopt_many([work_id]))[0]
+        it has ended. A work whose stream cannot be loaded raises why."""
+        broken: dict[str, Exception] = {}
+        adopted = (await self.adopt_many([work_id], broken=broken))[0]
+        if adopted is None:
+            raise broken[work_id]
+        return adopted
 
-    async def adopt_many(self, work_ids: Sequence[str]) -> list[bool]:
-        """:meth:`adopt` for many works, loaded together."""
+    async def adopt_many(self, work_ids: Sequence[str], *,
+                         broken: dict[str, Exception] | None = None) -> list[bool | None]:
+        """:meth:`adopt` for many works, loaded together: for each, True (driven here),
+        False (it has ended) or None (its stream cannot be loaded: logged, naming the
+        work, the seq and what is wrong, and kept in ``broken``); one broken work does
+        not keep the others back."""
         if self.store is None:
             raise RuntimeError("adopt() needs a Runtime with a store")
         if self._tg is None:
             raise RuntimeError("use the Runtime as 'async with Runtime(...) as runtime'")
         loaded = await self.store.load_many([w for w in work_ids if w not in self._driven])
         runners: dict[str, WorkRunner] = {}
+        failed: dict[str, Exception] = {} if broken is None else broken
         for work_id, (snapshot, rest) in loaded.items():
             if snapshot is None and not rest:
                 raise UnknownWorkError(f"no work has id {work_id!r} in the store")
-            saga = snapshot.saga if snapshot is not None else _saga_of(rest)
-            runner = self._new_runner(self.plan(saga), work_id, snapshot=snapshot,
-                                      history=rest)
+            try:
+                saga = snapshot.saga if snapshot is not None else _saga_of(rest)
+                runner = self._new_runner(self.plan(saga), work_id, snapshot=snapshot,
+                                          history=rest)
+            except Exception as exc:
+                _LOG.error("cannot adopt work %s: %s", work_id, exc)
+                failed[work_id] = exc
+                continue
             if not runner.state.terminal:
                 runners[work_id] = runner
         if self._own_lease and runners:
@@ -648,10 +667,13 @@ class Runtime:
                 await self._hand_back(sorted(claimed))
                 raise WorkStateError(f"work {held[0]} is held by another process (or not "
                                      "due yet); it cannot be adopted here")
-        adopted = []
+        adopted: list[bool | None] = []
         for work_id in work_ids:
             if work_id in self._driven:
                 adopted.append(True)
+                continue
+            if work_id in failed:
+                adopted.append(None)
                 continue
             ready = runners.get(work_id)
             if ready is None:

@@ -374,7 +374,9 @@ class WorkerNode:
                                  saga_limits=self.saga_limits)
         self.claimed += len(got)
         adopted = await runtime.adopt_many([c.work_id for c in got])
-        ended = [c.work_id for c, ok in zip(got, adopted, strict=True) if not ok]
+        # a work that cannot be loaded (None) keeps its row: its lease expires, it is
+        # logged again by whoever claims it next, and it stays visible as unfinished
+        ended = [c.work_id for c, ok in zip(got, adopted, strict=True) if ok is False]
         if ended:  # they ended elsewhere: their rows must not be claimed again
             await leases.drop(self.store, owner=self.node_id, work_ids=ended)
         return got

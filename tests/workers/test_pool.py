@@ -280,3 +280,36 @@ async def test_a_work_waiting_out_a_retry_backoff_is_parked(tmp_path: Path) -> N
             await _until(ended)
             await node.drain()
     assert attempts[:2] == ["0:1", "1:1"] and sorted(attempts[2:]) == ["0:2", "1:2"]
+
+
+async def test_a_work_that_cannot_be_loaded_does_not_hold_back_the_others(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import sqlite3
+
+    quick = Saga(name="quick", stages=[Stage(name="a", transaction=_step)])
+    path = tmp_path / "s.sqlite"
+    async with SqlStore.open(f"sqlite+aiosqlite:///{path}") as store:
+        async with Runtime([quick], store=store) as client:
+            ids = [await client.start("quick", 0, run=False) for _ in range(5)]
+        with sqlite3.connect(path) as conn:  # one queued work loses the payload of its start
+            conn.execute("UPDATE events SET payload = '{}' WHERE work_id = ? AND seq = 1",
+                         (ids[2],))
+        node = WorkerNode(store, [quick], [WorkerSpec(name="w", concurrency=10)],
+                          node_id="n", lease_ttl=30)
+        with caplog.at_level(logging.ERROR, logger="stepsaga.runtime"):
+            async with anyio.create_task_group() as tg:
+                await tg.start(node.run)
+
+                async def others_done() -> bool:
+                    return [s for i, s in enumerate(await _statuses(store, ids))
+                            if i != 2] == ["completed"] * 4
+
+                await _until(others_done)
+                node.stop()
+        assert await _statuses(store, ids[:2] + ids[3:]) == ["completed"] * 4
+        assert any(ids[2] in r.getMessage() and "seq 1" in r.getMessage()
+                   for r in caplog.records)
+        async with store.engine.connect() as conn:  # its row stays: it is not lost
+            kept = (await conn.execute(sa.select(lease_rows.c.work_id))).scalars().all()
+        assert kept == [ids[2]]
