@@ -160,6 +160,10 @@ class WorkRunner:
             await self.flush()
         return recorded
 
+    def state_at_seq(self, seq: int) -> WorkState:
+        """The work's state right after its event ``seq`` (one this runner holds)."""
+        return replay([r for r in self.events if r.seq <= seq], self._base)
+
     async def prime(self) -> None:
         """Record, without flushing, the events that must follow now whatever happens:
         while ``decide`` offers exactly one due event and nothing stops there (a pause,
@@ -280,10 +284,11 @@ class WorkRunner:
             past = state.resume_past
             if past is not None and (past["type"], past["path"], past["attempt"]) == ident:
                 return None
-            # paused in front of this very event, nothing recorded since: whoever goes on
-            # (mstep, step, resume) steps past it, in this process or after a restart
+            # paused in front of this very event (edits, signals, breakpoints recorded
+            # since do not count): whoever goes on (mstep, step, resume) steps past it,
+            # in this process or after a restart
             stop = state.stopped_at
-            if stop is not None and state.paused and stop.get("paused_seq") == state.seq:
+            if stop is not None and state.paused:
                 pending = stop.get("pending")
                 if pending is not None and \
                         (pending["type"], pending["path"], pending["attempt"]) == ident:
@@ -522,11 +527,12 @@ class WorkRunner:
         if self.dry_run is not None:
             return Event(type=ev.COMPENSATION_COMPLETED, path=call.path, attempt=call.attempt,
                          payload={"mode": st.comp_mode, "outcome": "done", "dry_run": True})
-        if cleanup:  # one key per failed attempt and try of its clean-up
-            key = f"{self.work_id}/{call.path}/{st.attempt}/cleanup/{call.attempt}"
+        # one key per try; a person's retry of a failed compensation starts a new round
+        rounds = self.state.compensation_retries
+        tries = f"{rounds}.{call.attempt}" if rounds else str(call.attempt)
+        if cleanup:  # and per failed attempt of the transaction
+            key = f"{self.work_id}/{call.path}/{st.attempt}/cleanup/{tries}"
         else:
-            rounds = self.state.compensation_retries
-            tries = f"{rounds}.{call.attempt}" if rounds else str(call.attempt)
             key = f"{self.work_id}/{call.path}/rollback/{tries}"
         ctx = self._context(call.path, call.attempt, "compensation", key)
         result, exc, timed_out = await self._invoke(
@@ -699,7 +705,12 @@ class WorkRunner:
                 self._idle = None
             self.poke()
         if recorded is not None and not self.state.paused:
-            await self._check_after(recorded)
+            try:
+                await self._check_after(recorded)
+            except Exception as exc:  # a pause the store refused: the driver stops on it
+                if self._refused is None:
+                    self._refused = exc
+                self.poke()
 
     async def _check_after(self, recorded: RecordedEvent) -> None:
         if not self.state.breakpoints or recorded.type in (ev.WORK_PAUSED, ev.WORK_RESUMED):

@@ -247,12 +247,17 @@ class Runtime:
             ids = list(self._driven)
             if not ids:
                 continue
+            held: set[str] | None = None
             try:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(lease.ttl / 3):
                     held = await self.store.renew_leases(owner=lease.owner, ttl=lease.ttl,
                                                          work_ids=ids)
             except Exception as exc:  # logged, tried again at the next beat
                 _LOG.warning("could not renew the leases of %d works: %s", len(ids), exc)
+                continue
+            if held is None:  # no answer in time: nothing is known to be lost
+                _LOG.warning("renewing the leases of %d works took over %.1f s", len(ids),
+                             lease.ttl / 3)
                 continue
             for work_id in ids:
                 runner = self._works.get(work_id)
@@ -418,7 +423,8 @@ class Runtime:
                 if fence is not None and state.terminal and \
                         all(r.event.type in _TRAILING for r in records):
                     fence = None  # the work ended and dropped its lease with its end
-                await self._append(store, work_id, records, state, fence, queued)
+                await self._append(store, work_id, records, state, fence, queued,
+                                   lambda seq: runner.state_at_seq(seq))
 
         runner = WorkRunner(plan, work_id, clock=self.clock,
                             services=ServiceScope(self._services), worker=self.worker,
@@ -429,7 +435,8 @@ class Runtime:
         return runner
 
     async def _append(self, store: Store, work_id: str, records: list[RecordedEvent],
-                      state: WorkState, lease: Lease | None, queue: bool) -> None:
+                      state: WorkState, lease: Lease | None, queue: bool,
+                      state_then: Callable[[int], WorkState]) -> None:
         """Append, trying again with backoff while the store's error is transient. A
         retry that finds its seqs taken checks whether the earlier try did commit."""
         try:
@@ -440,6 +447,9 @@ class Runtime:
                 raise
             _LOG.warning("work %s: the store refused an append for now, trying again: %s",
                          work_id, exc)
+        # while it backs off the work may move on in memory: a retry writes the
+        # projections of the state right after these records, not of the live one
+        state = state_then(records[-1].seq)
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_delay(self.store_retry_for),
             wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
@@ -448,9 +458,11 @@ class Runtime:
             with attempt:
                 try:
                     await store.append(work_id, records, state, lease=lease, queue=queue)
-                except ConflictError:
+                except (ConflictError, LeaseLostError):
+                    # the try whose answer was lost may have committed (and, ending the
+                    # work, dropped its lease)
                     if await self._landed(store, work_id, records):
-                        return  # the try whose answer was lost did commit
+                        return
                     raise
         _LOG.info("work %s: the store took the append again", work_id)
 
@@ -473,27 +485,37 @@ class Runtime:
         rows = await self.store.works(status=["pending", "running", "paused", "waiting"],
                                       limit=10**9)
         rows = [row for row in rows if row["work_id"] not in self._works]
-        if self._own_lease:
-            # only works nobody holds: their lease expired, their process has gone, or
-            # they were made before leases; works queued for worker nodes stay theirs
-            assert self.lease is not None
-            unknown = sorted({row["saga"] for row in rows if row["saga"] not in self._plans})
-            if unknown:
-                _LOG.warning("recover() leaves the works of sagas it does not know: %s",
-                             unknown)
-            mine = await self.store.claim_works(
-                owner=self.lease.owner, worker=self.lease.worker, ttl=self.lease.ttl,
-                works=[(row["work_id"], row["saga"], int(row.get("priority") or 0))
-                       for row in rows if row["saga"] in self._plans])
-        else:
+        if not self._own_lease:
             # works for worker nodes (queued or leased) are theirs to run, not ours
             theirs = await self.store.leased([row["work_id"] for row in rows])
-            mine = [row["work_id"] for row in rows if row["work_id"] not in theirs]
+            return await self._take_on([row["work_id"] for row in rows
+                                        if row["work_id"] not in theirs])
+        # only works nobody holds: their lease expired, their process has gone, or they
+        # were made before leases; works queued for worker nodes stay theirs. Claimed a
+        # chunk at a time and driven at once, so the heartbeat renews what was claimed
+        # before it could expire while the rest loads
+        assert self.lease is not None
+        unknown = sorted({row["saga"] for row in rows if row["saga"] not in self._plans})
+        if unknown:
+            _LOG.warning("recover() leaves the works of sagas it does not know: %s", unknown)
+        wanted = [(row["work_id"], row["saga"], int(row.get("priority") or 0))
+                  for row in rows if row["saga"] in self._plans]
+        recovered: list[str] = []
+        for start in range(0, len(wanted), 100):
+            mine = await self.store.claim_works(
+                owner=self.lease.owner, worker=self.lease.worker, ttl=self.lease.ttl,
+                works=wanted[start:start + 100])
+            recovered += await self._take_on(mine)
+        return recovered
+
+    async def _take_on(self, work_ids: Sequence[str]) -> list[str]:
+        """Load these works and drive them; one that cannot be loaded is logged (naming
+        the work, the seq and what is wrong) and handed back, the others go on."""
         recovered = []
-        for work_id in mine:
+        for work_id in work_ids:
             try:
                 runner = await self._load(work_id)
-            except Exception as exc:  # one broken work does not keep the others back
+            except Exception as exc:
                 _LOG.error("recover() cannot load work %s: %s", work_id, exc)
                 if self._own_lease:
                     await self._hand_back([work_id])
@@ -544,10 +566,11 @@ class Runtime:
                            "forked_from": {"work_id": work_id, "seq": seq}}
                 event = Event(type=event.type, path=event.path, attempt=event.attempt,
                               payload=payload, version=event.version)
-            await runner.record(event, observe=False)
+            await runner.record(event, observe=False, flush=False)
         if paused and not runner.state.paused and not runner.state.terminal:
             await runner.record(Event(type=ev.WORK_PAUSED, payload={
-                "reason": "rewound", "from": work_id, "seq": seq}), observe=False)
+                "reason": "rewound", "from": work_id, "seq": seq}), observe=False, flush=False)
+        await runner.flush()  # the fork's prefix in one commit, leased as a whole
         if not runner.state.terminal:
             self._launch(runner)
         return new_id
@@ -693,6 +716,8 @@ class Runtime:
             return
         runner.stop()
         await done.wait()
+        if self._own_lease and not runner.state.terminal:
+            await self._hand_back([work_id])  # anyone (this runtime too) may take it on
 
     async def wait(self, work_id: str) -> WorkResult:
         """Wait until the work ends."""

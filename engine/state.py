@@ -358,6 +358,10 @@ def _work_compensation_retried(state: WorkState, r: RecordedEvent, p: Any, t: fl
     state.status = "running"
     state.error = None
     state.compensation_retries += 1
+    if state.phase == "forward":
+        # a clean-up's compensation failed: the stage goes on, its failure is not the
+        # work's (yet); the work's failure is set anew if it fails
+        state.failure = None
     for st in state.stages.values():
         if st.comp_error is not None and st.call is None and st.status != "compensated":
             st.comp_attempt = 0

@@ -348,11 +348,12 @@ async def claim_works(store: SqlStore, *, owner: str, worker: str, ttl: float,
                       works: Sequence[tuple[str, str, int]], free: bool = False
                       ) -> list[Claimed]:
     """Lease the given unfinished works ``(work id, saga, priority)`` to ``owner`` if
-    nobody else holds them: their lease expired, or its holder was a process of this
-    host that has gone, or they have no lease row (a work created before leases, or a
-    finished work to be moved again). Free rows (works queued for worker nodes, or
-    handed back by one) are left to the nodes unless ``free`` (someone adopts them
-    by name), and then only once due. The works claimed are returned."""
+    nobody else holds them: their lease expired, or ``owner`` holds it already, or its
+    holder was a process of this host that has gone, or they have no lease row (a work
+    created before leases, or a finished work to be moved again). Free rows (works
+    queued for worker nodes, or handed back by one) are left to the nodes unless
+    ``free`` (someone adopts them by name), and then only once due. The works claimed
+    are returned."""
     _check(owner, worker, ttl)
     if not works:
         return []
@@ -369,7 +370,8 @@ async def claim_works(store: SqlStore, *, owner: str, worker: str, ttl: float,
                         "UPDATE leases SET owner = $1, worker = $2, token = token + 1, "
                         "expires_at = $3, claimed_at = $4, waiting = NULL "
                         "WHERE work_id = ANY($5) AND (owner IS NOT NULL OR $7) "
-                        "AND (expires_at < $4 OR work_id = ANY($6)) RETURNING work_id, token",
+                        "AND (expires_at < $4 OR work_id = ANY($6) OR owner = $1) "
+                        "RETURNING work_id, token",
                         owner, worker, now + ttl, now, ids, gone, free))
                     present = {r["work_id"] for r in held}
                     for work_id, saga, priority in works:
@@ -405,7 +407,7 @@ async def claim_works(store: SqlStore, *, owner: str, worker: str, ttl: float,
                         "expires_at = ?, claimed_at = ?, waiting = NULL WHERE work_id = ? "
                         "AND (expires_at < ? OR ?) RETURNING work_id, token",
                         (owner, worker, now + ttl, now, work_id, now,
-                         _gone(holder))).fetchone()
+                         holder == owner or _gone(holder))).fetchone()
                 if row is not None:
                     got.append(Claimed(row[0], row[1]))
         return got
