@@ -28,7 +28,8 @@ class StageContext:
     transaction (and its guards), ``<work id>/<stage path>/<attempt>/cleanup/<n>`` for
     the n-th try of the clean-up after the failed attempt, and
     ``<work id>/<stage path>/rollback/<n>`` for the n-th try of its rollback
-    (``.../rollback/<round>.<n>`` once a person retried a failed compensation). Pass
+    (``.../cleanup/<round>.<n>`` and ``.../rollback/<round>.<n>`` once a person
+    retried a failed compensation). Pass
     it to whatever the call changes, and a repeat after a crash is deduplicated there.
     """
 
@@ -111,7 +112,8 @@ def json_problem(value: Any) -> str | None:
 
     Besides what JSON has no form for (sets, objects, NaN and infinities), a value may
     not nest deeper than :data:`MAX_DEPTH` levels nor hold an integer too long for
-    Python's int-to-string limit: both would break every later read of the stream.
+    Python's int-to-string limit (both would break every later read of the stream), nor
+    a dict key that is not a string (read back, it would be one).
     """
     kind = type(value)
     if kind in _SCALARS:
@@ -121,8 +123,9 @@ def json_problem(value: Any) -> str | None:
     if kind is float:
         return None if math.isfinite(value) else f"{value!r} (JSON has no NaN or infinity)"
     if kind is dict or kind is list or kind is tuple:
-        if _too_deep(value):
-            return f"nested deeper than {MAX_DEPTH} levels"
+        problem = _shape_problem(value)
+        if problem is not None:
+            return problem
     try:
         _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -141,19 +144,27 @@ def _long_int(value: int) -> str | None:
     return None
 
 
-def _too_deep(value: Any) -> bool:
+def _shape_problem(value: Any) -> str | None:
+    """Nesting past MAX_DEPTH, or a dict key that is not a string (JSON would make it one,
+    and a replay would then see another value than the live run did)."""
     stack = [(value, 1)]
     pop, push = stack.pop, stack.append
     while stack:
         item, depth = pop()
         if depth > MAX_DEPTH:
-            return True
-        children = item.values() if type(item) is dict else item
+            return f"nested deeper than {MAX_DEPTH} levels"
+        if type(item) is dict:
+            for key in item:
+                if type(key) is not str:
+                    return f"a dict key {shown(key)} is not a string"
+            children = item.values()
+        else:
+            children = item
         for child in children:
             kind = type(child)
             if kind is dict or kind is list or kind is tuple:
                 push((child, depth + 1))
-    return False
+    return None
 
 
 _SHOWN = reprlib.Repr()  # keyword arguments only from Python 3.12

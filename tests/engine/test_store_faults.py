@@ -342,3 +342,17 @@ async def test_a_missing_event_is_named_when_the_work_is_read(tmp_path: Path) ->
         async with Runtime([saga], store=store) as rt:
             with pytest.raises(CorruptEventError, match="events are missing"):
                 await rt.travel(wid, 6)
+
+
+async def test_an_output_with_a_key_that_is_not_a_string_fails_its_stage(
+        tmp_path: Path) -> None:
+    async def int_keys(ctx: Any, value: Any) -> Any:
+        return {"ok": {1: "a"}}  # read back from JSON it would be {"ok": {"1": "a"}}
+
+    saga = Saga(name="s", stages=[Stage(name="a", transaction=int_keys)])
+    async with quick_store(tmp_path) as store, Runtime([saga], store=store) as rt:
+        result = await rt.run("s", 1)
+        assert result.status == "failed" and result.failure is not None
+        error = result.failure["error"]
+        assert error["type"] == "OutputError" and "key 1 is not a string" in error["message"]
+        assert replay(await store.read(result.work_id)).status == "failed"
