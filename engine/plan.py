@@ -118,11 +118,13 @@ def compile_saga(saga: Saga, registry: Mapping[str, Saga] | None = None) -> Plan
                     continue
                 where = owners.setdefault(hook.name, owner)
                 if where != owner or sum(h.name == hook.name for h in hooks) > 1:
+                    places = f"declared on {where or '(root)'!r} and on " \
+                        f"{owner or '(root)'!r}" if where != owner else \
+                        f"both declared on {owner or '(root)'!r}"
                     raise DefinitionError(
                         f"saga {saga.name!r}: two hooks named {hook.name!r} reach stage "
-                        f"{template or '(root)'!r}, declared on {where or '(root)'!r} and on "
-                        f"{owner or '(root)'!r}; hook names must be unique where they "
-                        "apply (each observer's value is kept under its name)")
+                        f"{template or '(root)'!r}, {places}; hook names must be unique "
+                        "where they apply (each observer's value is kept under its name)")
                 if isinstance(hook, Observer):
                     observers.append(hook)
                 elif isinstance(node, Stage):
