@@ -690,6 +690,17 @@ class Runtime:
                 await self._hand_back(sorted(claimed))
                 raise WorkStateError(f"work {held[0]} is held by another process (or not "
                                      "due yet); it cannot be adopted here")
+            # read again now that they are ours: a holder whose lease ran out may have
+            # recorded more between the first read and the claim
+            for work_id, (snapshot, rest) in (await self.store.load_many(
+                    sorted(claimed))).items():
+                again = self._new_runner(self.plan(runners[work_id].state.saga), work_id,
+                                         snapshot=snapshot, history=rest)
+                if again.state.terminal:  # it ended meanwhile: a node finds it so, drops it
+                    del runners[work_id]
+                    await self._hand_back([work_id])
+                else:
+                    runners[work_id] = again
         adopted: list[bool | None] = []
         for work_id in work_ids:
             if work_id in self._driven:
