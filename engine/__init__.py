@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .breakpoints import Breakpoint
 from .clock import Clock, ManualClock, SystemClock
+from .commands import Command, command_events
 from .context import Failure, StageContext
 from .definitions import (
     MISSING,
@@ -62,6 +63,7 @@ __all__ = [
     "Breakpoint",
     "Call",
     "Clock",
+    "Command",
     "CompensationResultError",
     "ConflictError",
     "CorruptEventError",
@@ -112,6 +114,7 @@ __all__ = [
     "WorkState",
     "WorkStateError",
     "apply",
+    "command_events",
     "compile_saga",
     "decide",
     "parse_expression",

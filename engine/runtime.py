@@ -29,7 +29,7 @@ import tenacity
 from . import events as ev
 from .breakpoints import Breakpoint
 from .clock import Clock, SystemClock
-from .context import json_problem, shown
+from .commands import Command, check_json, command_events
 from .definitions import MISSING, Saga
 from .errors import (
     ConflictError,
@@ -93,18 +93,6 @@ _TRAILING = frozenset({ev.OBSERVER_PRODUCED, ev.OBSERVER_FAILED})
 
 def _transient(error: BaseException) -> bool:
     return isinstance(error, StoreError) and error.transient
-
-
-def _text(value: object, what: str) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a string, got {shown(value)}")
-    return value
-
-
-def _json_value(value: object, what: str) -> None:
-    problem = json_problem(value)
-    if problem is not None:
-        raise ValueError(f"{what} is not JSON-serialisable: {problem}: {shown(value)}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -376,7 +364,7 @@ class Runtime:
             problem = schema_problem(plan.saga.input_schema, input)
             if problem is not None:
                 raise ValueError(f"input of saga {saga!r} does not match its schema: {problem}")
-        _json_value(input, f"input of saga {saga!r}")
+        check_json(input, f"input of saga {saga!r}")
         if work_id is None:
             work_id = make_work_id()  # time-ordered and random: no need to ask the store
         elif check_work_id(work_id) in self._works:
@@ -768,29 +756,24 @@ class Runtime:
                 raise WorkStateError(f"work {runner.work_id} is held by another process; "
                                      "steer it there")
 
-    def _alive(self, runner: WorkRunner, what: str) -> None:
-        if runner.state.terminal:
-            raise WorkStateError(
-                f"work {runner.work_id} is {runner.state.status}; cannot {what} it"
-            )
+    async def _command(self, work_id: str, command: Command) -> WorkRunner:
+        """Carry out a steering command on a work this process drives: the rules are
+        :func:`engine.commands.command_events`'s, the events recorded here."""
+        runner = await self._get(work_id)
+        found = command_events(runner.plan, runner.state, command)
+        if found and runner.state.terminal:
+            await self._relet(runner)
+        if command.kind == "retry_compensation":
+            runner.reopen()
+        for event in found:
+            await self._record(runner, event)
+        return runner
 
     async def pause(self, work_id: str, *, by: str = "", reason: str = "") -> None:
-        _text(by, "by")
-        _text(reason, "reason")
-        runner = await self._get(work_id)
-        self._alive(runner, "pause")
-        if runner.state.paused:
-            return
-        await self._record(runner, Event(type=ev.WORK_PAUSED, payload={
-            "reason": "requested", "by": by, "note": reason}))
+        await self._command(work_id, Command(kind="pause", by=by, reason=reason))
 
     async def resume(self, work_id: str, *, by: str = "") -> None:
-        _text(by, "by")
-        runner = await self._get(work_id)
-        self._alive(runner, "resume")
-        if not runner.state.paused:
-            raise WorkStateError(f"work {work_id} is not paused; cannot resume it")
-        await self._record(runner, Event(type=ev.WORK_RESUMED, payload={"by": by}))
+        await self._command(work_id, Command(kind="resume", by=by))
 
     async def step(self, work_id: str) -> RecordedEvent | None:
         return await (await self._get(work_id)).step()
@@ -801,103 +784,39 @@ class Runtime:
 
     async def signal(self, work_id: str, name: str, payload: Any = None) -> None:
         """Deliver signal ``name``; kept until a Wait stage consumes it."""
-        if not _text(name, "a signal's name"):
-            raise ValueError("a signal's name must not be empty")
-        _json_value(payload, f"the payload of signal {name!r}")
-        runner = await self._get(work_id)
-        self._alive(runner, f"signal {name!r} to")
-        await self._record(runner, Event(type=ev.SIGNAL_RECEIVED,
-                                         payload={"name": name, "payload": payload}))
+        await self._command(work_id, Command(kind="signal",
+                                             args={"name": name, "payload": payload}))
 
     async def add_breakpoint(self, work_id: str, breakpoint: Breakpoint) -> str:
-        runner = await self._get(work_id)
-        self._alive(runner, "set a breakpoint on")
-        await self._record(runner, Event(type=ev.WORK_BREAKPOINT_SET,
-                                         payload=breakpoint.to_dict()))
+        await self._command(work_id, Command(kind="set_breakpoint",
+                                             args={"breakpoint": breakpoint}))
         return breakpoint.id
 
     async def remove_breakpoint(self, work_id: str, breakpoint_id: str) -> None:
-        runner = await self._get(work_id)
-        if breakpoint_id not in runner.state.breakpoints:
-            raise KeyError(f"work {work_id} has no breakpoint {breakpoint_id!r}")
-        await self._record(runner, Event(type=ev.WORK_BREAKPOINT_CLEARED,
-                                         payload={"id": breakpoint_id}))
+        await self._command(work_id, Command(kind="clear_breakpoint",
+                                             args={"id": breakpoint_id}))
 
     async def edit(self, work_id: str, *, path: str, by: str, reason: str,
                    output: Any = MISSING, input: Any = MISSING) -> None:
         """While paused: change a stage's recorded output, or the input of a stage to come."""
-        _text(by, "by")
-        _text(reason, "reason")
-        _text(path, "path")
-        for label, value in (("output", output), ("input", input)):
-            if value is not MISSING:
-                _json_value(value, f"the edited {label} of stage {path!r}")
-        runner = await self._get(work_id)
-        state = runner.state
-        self._alive(runner, "edit")
-        if not state.paused:
-            raise WorkStateError(f"work {work_id} must be paused to be edited")
-        if (output is MISSING) == (input is MISSING):
-            raise ValueError("edit exactly one of output= or input=")
-        if not by or not reason:
-            raise ValueError("an edit needs who made it (by=) and why (reason=)")
-        try:
-            runner.plan.info(path)
-        except KeyError:
-            raise ValueError(f"saga {state.saga!r} has no stage at path {path!r}") from None
+        args: dict[str, Any] = {"path": path}
         if output is not MISSING:
-            st = state.stages.get(path)
-            if st is None or st.status != "completed":
-                raise WorkStateError(
-                    f"stage {path!r} of work {work_id} has no recorded output to edit")
-            target, value, previous = "output", output, st.output
-        else:
-            if path in state.stages:
-                raise WorkStateError(
-                    f"stage {path!r} of work {work_id} has started; its input is recorded")
-            target, value, previous = "input", input, state.input_overrides.get(path)
-        await self._record(runner, Event(type=ev.WORK_EDITED, payload={
-            "by": by, "reason": reason, "target": target, "path": path, "value": value,
-            "previous": previous}))
+            args["output"] = output
+        if input is not MISSING:
+            args["input"] = input
+        await self._command(work_id, Command(kind="edit", by=by, reason=reason, args=args))
 
     async def cancel(self, work_id: str, *, by: str = "", reason: str = "",
                      compensate: bool = True) -> None:
         """Stop a work; by default its completed stages are compensated first."""
-        _text(by, "by")
-        _text(reason, "reason")
-        runner = await self._get(work_id)
-        state = runner.state
-        self._alive(runner, "cancel")
-        error = {"type": "Cancelled", "message": reason or "cancelled", "retryable": False,
-                 "by": by}
-        if state.paused:
-            await self._record(runner, Event(type=ev.WORK_RESUMED, payload={"by": by}))
-        if not compensate or state.status == "pending":
-            await self._record(runner, Event(type=ev.WORK_CANCELLED, payload={"error": error}))
-        elif state.phase == "forward":
-            await self._record(runner, Event(type=ev.WORK_COMPENSATING, payload={
-                "failure": {"path": "", "error": error}, "cancelled": True}))
+        await self._command(work_id, Command(kind="cancel", by=by, reason=reason,
+                                             args={"compensate": compensate}))
 
     async def retry_compensation(self, work_id: str, *, by: str) -> None:
         """A person fixed the cause: run the failed compensation again."""
-        _text(by, "by")
-        runner = await self._get(work_id)
-        if runner.state.status != "compensation_failed":
-            raise WorkStateError(f"work {work_id} is {runner.state.status}, "
-                                 "not compensation_failed")
-        await self._relet(runner)
-        runner.reopen()
-        await self._record(runner, Event(type=ev.WORK_COMPENSATION_RETRIED, payload={"by": by}))
+        runner = await self._command(work_id, Command(kind="retry_compensation", by=by))
         self._launch(runner)
 
     async def resolve(self, work_id: str, *, by: str, reason: str) -> None:
         """A person cleaned up by hand: the work ends as failed, resolved."""
-        _text(by, "by")
-        _text(reason, "reason")
-        runner = await self._get(work_id)
-        if runner.state.status != "compensation_failed":
-            raise WorkStateError(f"work {work_id} is {runner.state.status}, "
-                                 "not compensation_failed")
-        await self._relet(runner)
-        await self._record(runner, Event(type=ev.WORK_RESOLVED,
-                                         payload={"by": by, "reason": reason}))
+        await self._command(work_id, Command(kind="resolve", by=by, reason=reason))
