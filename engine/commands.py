@@ -36,7 +36,8 @@ from .events import Event
 from .plan import Plan
 from .state import WorkState
 
-__all__ = ["COMMANDS", "Command", "check_json", "check_text", "command_events"]
+__all__ = ["COMMANDS", "STEPPING", "Command", "check_json", "check_text", "command_data",
+           "command_events", "command_from_data"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,6 +175,24 @@ def _retry_compensation(plan: Plan | None, state: WorkState,
     return [Event(type=ev.WORK_COMPENSATION_RETRIED, payload={"by": command.by})]
 
 
+def _step(plan: Plan | None, state: WorkState, command: Command) -> list[Event]:
+    """Stepping is done by whoever holds the work (it runs user code): the rule only says
+    whether it may be stepped now. ``mstep`` takes ``until`` (breakpoints) and
+    ``max_steps``."""
+    what = "step" if command.kind == "step" else "multi-step"
+    until = command.args.get("until", ())
+    if not isinstance(until, list | tuple) or not all(isinstance(b, Breakpoint) for b in until):
+        raise TypeError(f"until must be a list of Breakpoints, got {shown(until)}")
+    most = command.args.get("max_steps")
+    if most is not None and (isinstance(most, bool) or not isinstance(most, int) or most < 1):
+        raise ValueError(f"max_steps must be a whole number >= 1, got {most!r}")
+    _alive(state, what)
+    if not state.paused:
+        raise WorkStateError(f"work {state.work_id} is {state.display_status}; pause it "
+                             f"before you {what} it")
+    return []
+
+
 def _resolve(plan: Plan | None, state: WorkState, command: Command) -> list[Event]:
     _needs_compensation_failed(state)
     return [Event(type=ev.WORK_RESOLVED, payload={"by": command.by,
@@ -190,7 +209,12 @@ _RULES: dict[str, Callable[[Plan | None, WorkState, Command], list[Event]]] = {
     "cancel": _cancel,
     "retry_compensation": _retry_compensation,
     "resolve": _resolve,
+    "step": _step,
+    "mstep": _step,
 }
+
+STEPPING = frozenset({"step", "mstep"})
+"""The commands whose work (running stages) only the work's holder can do."""
 
 COMMANDS = frozenset(_RULES)
 """The kinds of command :func:`command_events` knows."""
@@ -208,3 +232,29 @@ def command_events(plan: Plan | None, state: WorkState, command: Command) -> lis
     check_text(command.by, "by")
     check_text(command.reason, "reason")
     return rule(plan, state, command)
+
+
+def command_data(command: Command) -> dict[str, Any]:
+    """``command`` as JSON-ready data (breakpoints as their dicts), to be stored in the
+    inbox; a ``ValueError`` naming what cannot be stored."""
+    args: dict[str, Any] = {}
+    for key, value in command.args.items():
+        if isinstance(value, Breakpoint):
+            value = value.to_dict()
+        elif key == "until" and isinstance(value, list | tuple):
+            value = [b.to_dict() if isinstance(b, Breakpoint) else b for b in value]
+        args[key] = value
+    check_json(args, f"the arguments of command {command.kind!r}")
+    return {"kind": command.kind, "by": command.by, "reason": command.reason, "args": args}
+
+
+def command_from_data(data: Mapping[str, Any]) -> Command:
+    """The :class:`Command` that :func:`command_data` stored."""
+    args = dict(data.get("args") or {})
+    if isinstance(args.get("breakpoint"), dict):
+        args["breakpoint"] = Breakpoint.from_dict(args["breakpoint"])
+    if isinstance(args.get("until"), list):
+        args["until"] = [Breakpoint.from_dict(b) if isinstance(b, dict) else b
+                         for b in args["until"]]
+    return Command(kind=str(data["kind"]), by=str(data.get("by", "")),
+                   reason=str(data.get("reason", "")), args=args)

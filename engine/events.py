@@ -12,7 +12,8 @@ with two exceptions. Observers run after the event they observe is committed, so
 ``stage.observer.produced`` and ``stage.observer.failed`` may follow it (they
 change no status and are written without a lease, which ended with the work); and
 a person may move a ``compensation_failed`` work on (``work.compensation_retried``,
-``work.resolved``).
+``work.resolved``); and a command sent to a finished work is taken and rejected
+(``work.command``), so its sender learns why.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "WORK_BREAKPOINT_CLEARED",
     "WORK_BREAKPOINT_SET",
     "WORK_CANCELLED",
+    "WORK_COMMAND",
     "WORK_COMPENSATING",
     "WORK_COMPENSATION_FAILED",
     "WORK_COMPENSATION_RETRIED",
@@ -79,6 +81,10 @@ WORK_EDITED = "work.edited"
 WORK_BREAKPOINT_SET = "work.breakpoint.set"
 WORK_BREAKPOINT_CLEARED = "work.breakpoint.cleared"
 SIGNAL_RECEIVED = "signal.received"
+# a command of the store's inbox was taken: its number, kind, sender, outcome (applied or
+# rejected, with the error) and, for step and mstep, what the stepping did; recorded
+# after the events the command caused, in the same commit
+WORK_COMMAND = "work.command"
 
 # stages
 STAGE_STARTED = "stage.started"

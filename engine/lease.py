@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Lease"]
+__all__ = ["UNTIL_WOKEN", "Lease"]
+
+# when a work parked until something wakes it (paused, or waiting for a signal) is due:
+# never by itself; a command sent to it (engine.store.inbox) makes it claimable
+UNTIL_WOKEN = float(2**53)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +30,9 @@ class Lease:
     # a work whose next step is at least this many seconds away (a sleep, a retry's
     # backoff) is parked: its driver stops (Runtime.on_driver_end tells when it is due;
     # a worker node hands the lease back until then), so it takes no worker slot
-    # meanwhile. None: never. A work waiting for a signal is never parked.
+    # meanwhile; so is a work paused this long, and a work waiting for nothing but a
+    # signal (until UNTIL_WOKEN: a command or a signal through the store's inbox wakes
+    # it). None: never.
     park_after: float | None = None
 
     def __post_init__(self) -> None:

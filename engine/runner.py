@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +25,9 @@ import anyio.abc
 from . import events as ev
 from .breakpoints import Breakpoint
 from .clock import Clock
+from .commands import STEPPING, command_events
 from .context import Failure, StageContext, engine_failure, error_data, json_problem, shown
-from .definitions import MISSING, Abort, Branch, Forward, Loop, Map, RetryTransaction, Stage, Wait
+from .definitions import MISSING, Abort, Branch, Forward, Loop, Map, RetryTransaction, Stage
 from .errors import (
     CompensationResultError,
     DefinitionError,
@@ -38,12 +40,17 @@ from .errors import (
 )
 from .events import Event, RecordedEvent
 from .gate import Admission, Gate, fill_key
+from .lease import UNTIL_WOKEN
 from .plan import Plan
 from .services import ServiceScope
 from .state import TERMINAL, WorkState, evolve, replay
 from .stepping import Action, Call, Emit, ScheduleRetry, decide, open_call
 
 __all__ = ["DryRun", "StepReport", "WorkRunner", "cancel_requested"]
+
+_LOG = logging.getLogger("stepsaga.runner")
+# what a command's rule raises when the command does not fit: recorded as its rejection
+_REJECTIONS = (WorkStateError, ValueError, TypeError, KeyError)
 
 
 def cancel_requested() -> bool:
@@ -138,6 +145,10 @@ class WorkRunner:
         self._refused: Exception | None = None
         self._flushing = False  # a flush is in flight: the next one goes after it
         self._flushed: anyio.Event | None = None
+        # the store's inbox of this work (engine.store.inbox): the commands numbered above
+        # the given one. Set by a runtime with a store; mail() says some have come
+        self.inbox: Callable[[int], Awaitable[Sequence[Any]]] | None = None
+        self._mail = False
 
     # ------------------------------------------------------------ recording
 
@@ -586,11 +597,17 @@ class WorkRunner:
         """Drive the work until it ends; idle while it is paused or waits for a signal.
 
         Independent user calls run as tasks in ``tg`` (the caller's task group), so a
-        work costs no task group of its own.
+        work costs no task group of its own. Commands from the store's inbox are taken
+        at the top of each pass (a step boundary), also for a work that has ended (it
+        was claimed to record the outcome of a command sent to it).
         """
         self._driving = True
         try:
-            while not self.state.terminal:
+            while True:
+                if self._mail and self._refused is None:
+                    await self._take_mail()
+                if self.state.terminal:
+                    break
                 if self._refused is not None:
                     await self._until_idle()
                     raise self._refused
@@ -599,29 +616,101 @@ class WorkRunner:
                     break
                 if self.state.paused:
                     await self.flush()
-                    await self._sleep(None)
+                    if self.park_after is None or self.inbox is None:
+                        await self._sleep(None)
+                    elif not await self._sleep(self.clock.now() + self.park_after) \
+                            and self._parks(None):
+                        self.parked_until = UNTIL_WOKEN  # until a command comes
+                        break
                     continue
                 due = await self._advance(tg)
                 if due is not True:
-                    if due is not None and self._parks(due):
-                        self.parked_until = due
+                    if self._parks(due):
+                        self.parked_until = UNTIL_WOKEN if due is None else due
                         break
                     await self._sleep(due)
             await self.flush()
         finally:
             self._driving = False
 
-    def _parks(self, due: float) -> bool:
-        """Whether the driver stops instead of sleeping until ``due``: parking is on, the
-        wait is long enough, no call is in flight and no stage waits for a signal (a
-        signal reaches a work only where it runs)."""
-        if self.park_after is None or self._inflight or self._stopping or self._poked:
+    def _parks(self, due: float | None) -> bool:
+        """Whether the driver stops instead of sleeping until ``due`` (None: until woken,
+        paused or waiting for a signal): parking is on, no call is in flight, nothing
+        changed meanwhile and the wait is long enough. A work parked until woken needs
+        an inbox: only a command (a signal is one) brings it back."""
+        if self.park_after is None or self._inflight or self._stopping or self._poked \
+                or self._mail:
             return False
-        if due - self.clock.now() < self.park_after:
-            return False
-        return not any(st.status == "running" and not st.timed_out
-                       and isinstance(self.plan.info(path).node, Wait)
-                       for path, st in self.state.stages.items())
+        if due is None:
+            return self.inbox is not None
+        return due - self.clock.now() >= self.park_after
+
+    def mail(self) -> None:
+        """Commands came to the work's inbox: its driver takes them at the next step
+        boundary."""
+        self._mail = True
+        self.poke()
+
+    async def _take_mail(self) -> None:
+        """Take the inbox's commands after the last one the state records, in order."""
+        self._mail = False
+        if self.inbox is None:
+            return
+        try:
+            found = await self.inbox(self.state.commands_applied)
+        except Exception as exc:  # the lease's heartbeat finds the mail again later
+            _LOG.warning("work %s could not read its inbox: %s", self.work_id, exc)
+            return
+        for sent in found:
+            if self._refused is not None or sent.number != self.state.commands_applied + 1:
+                break
+            await self._take(sent)
+
+    async def _take(self, sent: Any) -> None:
+        """Carry out one command (the rules are :func:`engine.commands.command_events`'s)
+        and record its outcome; all of it goes to the store in one commit, with the next
+        step's events."""
+        command = sent.command
+        payload: dict[str, Any] = {"number": sent.number, "kind": command.kind,
+                                   "by": command.by, "outcome": "applied"}
+        if sent.request_id is not None:
+            payload["request_id"] = sent.request_id
+        try:
+            found: list[Event] | None = command_events(self.plan, self.state, command)
+        except _REJECTIONS as exc:
+            payload.update(outcome="rejected", error=error_data(exc, retryable=False))
+            found = None
+        if found is not None:
+            if command.kind in STEPPING:
+                payload["report"] = await self._stepped(command)
+            else:
+                if command.kind == "retry_compensation":
+                    self.reopen()
+                for event in found:
+                    await self.record(event, observe=False, flush=False)
+        await self.record(Event(type=ev.WORK_COMMAND, payload=payload), observe=False,
+                          flush=False)
+
+    async def _stepped(self, command: Any) -> dict[str, Any]:
+        """A step or mstep command, done by the driver; what the stepping did."""
+        async with self._lock():
+            await self._until_idle()
+            if command.kind == "step":
+                # the step's event shares the commit of the command's outcome: a takeover
+                # never steps twice for one command
+                recorded = await self._step_once(flush=False)
+                return {"reason": "stepped" if recorded is not None else "waiting",
+                        "steps": 0 if recorded is None else 1,
+                        "seq": None if recorded is None else recorded.seq}
+            report = await self._mstep(list(command.args.get("until") or ()),
+                                       command.args.get("max_steps"))
+        found: dict[str, Any] = {"reason": report.reason, "steps": len(report.events)}
+        if report.breakpoint is not None:
+            found.update(breakpoint=report.breakpoint.id, when=report.when)
+        if report.pending is not None:
+            found["pending"] = {"type": report.pending.type, "path": report.pending.path,
+                                "attempt": report.pending.attempt}
+        return found
 
     async def _advance(self, tg: anyio.abc.TaskGroup) -> bool | float | None:
         """One pass: launch the calls that may run and record one due event. True if
@@ -731,11 +820,11 @@ class WorkRunner:
             payload["seq"] = seq
         await self.record(Event(type=ev.WORK_PAUSED, payload=payload), observe=False)
 
-    async def _sleep(self, deadline: float | None) -> None:
-        """Wait until poked, or until ``deadline`` on the clock."""
+    async def _sleep(self, deadline: float | None) -> bool:
+        """Wait until poked, or until ``deadline`` on the clock; whether it was poked."""
         if self._poked:
             self._poked = False
-            return
+            return True
         wake = self._waiter = anyio.Event()
         try:
             if deadline is None:
@@ -752,6 +841,7 @@ class WorkRunner:
 
                     tg.start_soon(timer)
                     tg.start_soon(waiter)
+            return wake.is_set()
         finally:
             self._waiter = None
             self._poked = False
@@ -811,7 +901,8 @@ class WorkRunner:
             return await self._step_once()
 
     async def _step_once(self, bps: Sequence[Breakpoint] = (),
-                         report: StepReport | None = None) -> RecordedEvent | None:
+                         report: StepReport | None = None, *,
+                         flush: bool = True) -> RecordedEvent | None:
         actions = decide(self.plan, self.state)
         if not actions:
             return None
@@ -837,7 +928,9 @@ class WorkRunner:
                 self._skip_before = (chosen.event.type, chosen.event.path, chosen.event.attempt)
                 return None
         self._skip_before = None
-        recorded = await self._perform(chosen)
+        if not flush and isinstance(chosen, Call):
+            await self.flush()  # user code runs only on durable state
+        recorded = await self._perform(chosen, flush=flush)
         if report is not None:
             report.events.append(recorded)
             if bps and recorded.type not in (ev.WORK_PAUSED, ev.WORK_RESUMED):
@@ -850,23 +943,26 @@ class WorkRunner:
                     max_steps: int | None = None) -> StepReport:
         """Step until a breakpoint (stored, or one of ``until``) matches or the work ends."""
         self._check_steppable()
-        report = StepReport()
         async with self._lock():
             await self._until_idle()
-            steps = 0
-            while True:
-                if self.state.terminal:
-                    report.reason = "finished"
-                    return report
-                if max_steps is not None and steps >= max_steps:
-                    report.reason = "max_steps"
-                    return report
-                bps = self._active(until)
-                report.reason = ""
-                recorded = await self._step_once(bps, report)
-                steps += 1
-                if report.reason == "breakpoint":
-                    return report
-                if recorded is None:
-                    report.reason = "finished" if self.state.terminal else "waiting"
-                    return report
+            return await self._mstep(until, max_steps)
+
+    async def _mstep(self, until: Sequence[Breakpoint], max_steps: int | None) -> StepReport:
+        report = StepReport()
+        steps = 0
+        while True:
+            if self.state.terminal:
+                report.reason = "finished"
+                return report
+            if max_steps is not None and steps >= max_steps:
+                report.reason = "max_steps"
+                return report
+            bps = self._active(until)
+            report.reason = ""
+            recorded = await self._step_once(bps, report)
+            steps += 1
+            if report.reason == "breakpoint":
+                return report
+            if recorded is None:
+                report.reason = "finished" if self.state.terminal else "waiting"
+                return report

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
@@ -61,7 +61,7 @@ class Store(Protocol):
 
     async def append(self, work_id: str, records: list[RecordedEvent],
                      state: WorkState | None = None, *, lease: Lease | None = None,
-                     queue: bool = False) -> None: ...
+                     queue: bool = False, fenced: bool = True) -> None: ...
 
     async def read(self, work_id: str, *, after: int = 0,
                    until: int | None = None) -> list[RecordedEvent]: ...
@@ -81,14 +81,20 @@ class Store(Protocol):
                           ) -> list[str]: ...
 
     async def renew_leases(self, *, owner: str, ttl: float,
-                           work_ids: Sequence[str]) -> set[str]: ...
+                           work_ids: Sequence[str]) -> Mapping[str, int]: ...
 
     async def expire_leases(self, *, owner: str, work_ids: Sequence[str]) -> int: ...
+
+    async def send_command(self, work_id: str, command: Command, *,
+                           request_id: str | None = None) -> Any: ...
+
+    async def pending_commands(self, work_id: str, after: int = 0) -> Sequence[Any]: ...
 
 
 # events a work may record after its terminal one (see engine.events): written unfenced,
 # since the work's lease went with its end
-_TRAILING = frozenset({ev.OBSERVER_PRODUCED, ev.OBSERVER_FAILED})
+# and the outcomes of commands it took after its end (rejected: it has ended)
+_TRAILING = frozenset({ev.OBSERVER_PRODUCED, ev.OBSERVER_FAILED, ev.WORK_COMMAND})
 
 
 def _transient(error: BaseException) -> bool:
@@ -171,8 +177,8 @@ class Runtime:
         self.gate = gate  # admits the transactions of stages with services, locks, rates
         self._driven: dict[str, anyio.Event] = {}  # work id -> set when its driver ends
         # a slot is free again: (work id, whether the work ended, when a parked work is
-        # due again or None)
-        self.on_driver_end: Callable[[str, bool, float | None], None] | None = None
+        # due again or None, the number of the last command it took)
+        self.on_driver_end: Callable[[str, bool, float | None, int], None] | None = None
         self.worker = worker
         self.on_event = on_event
         self._sagas: dict[str, Saga] = {}
@@ -235,7 +241,7 @@ class Runtime:
             ids = list(self._driven)
             if not ids:
                 continue
-            held: set[str] | None = None
+            held: Mapping[str, int] | None = None
             try:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(lease.ttl / 3):
                     held = await self.store.renew_leases(owner=lease.owner, ttl=lease.ttl,
@@ -247,6 +253,7 @@ class Runtime:
                 _LOG.warning("renewing the leases of %d works took over %.1f s", len(ids),
                              lease.ttl / 3)
                 continue
+            self.mail({w: n for w, n in held.items()})
             for work_id in ids:
                 runner = self._works.get(work_id)
                 if work_id not in held and runner is not None and work_id in self._driven \
@@ -256,6 +263,17 @@ class Runtime:
                     _LOG.error("%s", lost)
                     runner.stop()  # at its next step boundary, recording nothing more
                     runner.stop_with(lost)  # whoever waits for it is told
+
+    def mail(self, sent: Mapping[str, int] | Iterable[str]) -> None:
+        """Commands came to the inbox of these works (a mapping: each with the number of
+        the last one sent): the ones driven here take them at their next step boundary."""
+        numbers = sent if isinstance(sent, Mapping) else dict.fromkeys(sent)
+        for work_id, number in numbers.items():
+            runner = self._works.get(work_id)
+            if runner is None or work_id not in self._driven:
+                continue
+            if number is None or number > runner.state.commands_applied:
+                runner.mail()
 
     # ------------------------------------------------------------ lookup
 
@@ -407,12 +425,12 @@ class Runtime:
             lease = None if queued else self.lease
 
             async def sink(records: list[RecordedEvent], state: WorkState) -> None:
-                fence = lease
-                if fence is not None and state.terminal and \
-                        all(r.event.type in _TRAILING for r in records):
-                    fence = None  # the work ended and dropped its lease with its end
-                await self._append(store, work_id, records, state, fence, queued,
-                                   lambda seq: runner.state_at_seq(seq))
+                # the work ended and its lease went with its end, or was freed for a node
+                # to take the commands that came meanwhile: what trails it is unfenced
+                fenced = not (state.terminal and
+                              all(r.event.type in _TRAILING for r in records))
+                await self._append(store, work_id, records, state, lease, queued,
+                                   lambda seq: runner.state_at_seq(seq), fenced)
 
         runner = WorkRunner(plan, work_id, clock=self.clock,
                             services=ServiceScope(self._services), worker=self.worker,
@@ -420,15 +438,19 @@ class Runtime:
                             snapshot=snapshot, history=history, gate=self.gate)
         if sink is not None and not queued and self.lease is not None:
             runner.park_after = self.lease.park_after
+            box = self.store
+            assert box is not None
+            runner.inbox = lambda after: box.pending_commands(work_id, after)
         return runner
 
     async def _append(self, store: Store, work_id: str, records: list[RecordedEvent],
                       state: WorkState, lease: Lease | None, queue: bool,
-                      state_then: Callable[[int], WorkState]) -> None:
+                      state_then: Callable[[int], WorkState], fenced: bool = True) -> None:
         """Append, trying again with backoff while the store's error is transient. A
         retry that finds its seqs taken checks whether the earlier try did commit."""
         try:
-            await store.append(work_id, records, state, lease=lease, queue=queue)
+            await store.append(work_id, records, state, lease=lease, queue=queue,
+                                   fenced=fenced)
             return
         except StoreError as exc:
             if not exc.transient:
@@ -445,7 +467,8 @@ class Runtime:
         async for attempt in retrying:
             with attempt:
                 try:
-                    await store.append(work_id, records, state, lease=lease, queue=queue)
+                    await store.append(work_id, records, state, lease=lease, queue=queue,
+                                   fenced=fenced)
                 except (ConflictError, LeaseLostError):
                     # the try whose answer was lost may have committed (and, ending the
                     # work, dropped its lease)
@@ -510,6 +533,7 @@ class Runtime:
                 continue
             if runner.state.terminal:
                 continue
+            runner.mail()  # commands may have come while nobody drove it
             self._works[work_id] = runner
             self._launch(runner)
             recovered.append(work_id)
@@ -614,7 +638,8 @@ class Runtime:
                 done.set()
             if self.on_driver_end is not None:
                 self.on_driver_end(runner.work_id, terminal,
-                                   None if terminal else runner.parked_until)
+                                   None if terminal else runner.parked_until,
+                                   runner.state.commands_applied)
 
     def _launch(self, runner: WorkRunner) -> None:
         assert self._tg is not None
@@ -641,11 +666,15 @@ class Runtime:
         return adopted
 
     async def adopt_many(self, work_ids: Sequence[str], *,
-                         broken: dict[str, Exception] | None = None) -> list[bool | None]:
+                         broken: dict[str, Exception] | None = None,
+                         mail: Mapping[str, int] | None = None) -> list[bool | None]:
         """:meth:`adopt` for many works, loaded together: for each, True (driven here),
         False (it has ended) or None (its stream cannot be loaded: logged, naming the
         work, the seq and what is wrong, and kept in ``broken``); one broken work does
-        not keep the others back."""
+        not keep the others back. ``mail``: the number of the last command sent to each
+        (a claim returns it); a work with commands it has not taken takes them first,
+        even one that has ended (it was queued to record their outcome). Without it, a
+        plain runtime looks in each adopted work's inbox."""
         if self.store is None:
             raise RuntimeError("adopt() needs a Runtime with a store")
         if self._tg is None:
@@ -664,7 +693,16 @@ class Runtime:
                 _LOG.error("cannot adopt work %s: %s", work_id, exc)
                 failed[work_id] = exc
                 continue
-            if not runner.state.terminal:
+            applied = runner.state.commands_applied
+            if mail is not None:
+                waiting = mail.get(work_id, 0) > applied
+            elif runner.state.terminal:
+                waiting = bool(await self.store.pending_commands(work_id, applied))
+            else:
+                waiting = True  # its first pass looks in its inbox
+            if waiting:
+                runner.mail()  # before it drives: the first pass takes the commands
+            if not runner.state.terminal or waiting:
                 runners[work_id] = runner
         if self._own_lease and runners:
             # a plain runtime claims them first (a worker node has claimed them already)
@@ -684,7 +722,10 @@ class Runtime:
                     sorted(claimed))).items():
                 again = self._new_runner(self.plan(runners[work_id].state.saga), work_id,
                                          snapshot=snapshot, history=rest)
-                if again.state.terminal:  # it ended meanwhile: a node finds it so, drops it
+                again.mail()
+                if again.state.terminal and not await self.store.pending_commands(
+                        work_id, again.state.commands_applied):
+                    # it ended meanwhile: a node finds it so, drops it
                     del runners[work_id]
                     await self._hand_back([work_id])
                 else:
@@ -756,10 +797,23 @@ class Runtime:
                 raise WorkStateError(f"work {runner.work_id} is held by another process; "
                                      "steer it there")
 
-    async def _command(self, work_id: str, command: Command) -> WorkRunner:
-        """Carry out a steering command on a work this process drives: the rules are
-        :func:`engine.commands.command_events`'s, the events recorded here."""
-        runner = await self._get(work_id)
+    async def _command(self, work_id: str, command: Command) -> WorkRunner | None:
+        """Carry out a steering command: the rules are
+        :func:`engine.commands.command_events`'s. A work driven here (or a finished one)
+        records its events here; a live work this process does not drive (a worker node
+        holds it, or it is parked or queued) gets the command through the store's inbox,
+        checked first against its stored state, and None is returned."""
+        runner = self._works.get(work_id)
+        if runner is None or (not runner.driving and not runner.state.terminal):
+            if self.store is None:
+                runner = self._runner(work_id)  # unknown: says so
+            else:
+                loaded = await self._load(work_id)
+                if not loaded.state.terminal:
+                    command_events(loaded.plan, loaded.state, command)  # refused early
+                    await self.store.send_command(work_id, command)
+                    return None
+                runner = await self._get(work_id)
         found = command_events(runner.plan, runner.state, command)
         if found and runner.state.terminal:
             await self._relet(runner)
@@ -815,7 +869,8 @@ class Runtime:
     async def retry_compensation(self, work_id: str, *, by: str) -> None:
         """A person fixed the cause: run the failed compensation again."""
         runner = await self._command(work_id, Command(kind="retry_compensation", by=by))
-        self._launch(runner)
+        if runner is not None:
+            self._launch(runner)
 
     async def resolve(self, work_id: str, *, by: str, reason: str) -> None:
         """A person cleaned up by hand: the work ends as failed, resolved."""

@@ -151,6 +151,7 @@ class WorkState:
     stages_total: int = 0  # stages of the root saga, for progress
     parent_work_id: str | None = None  # set when this work was forked (rewound) from another
     forked_at_seq: int | None = None
+    commands_applied: int = 0  # the number of the last inbox command taken (applied or not)
 
     @property
     def terminal(self) -> bool:
@@ -401,6 +402,13 @@ def _signal_received(state: WorkState, r: RecordedEvent, p: Any, t: float) -> No
     state.signals.append({"name": p["name"], "payload": p.get("payload"), "seq": r.seq})
 
 
+def _work_command(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    number = int(p["number"])
+    if number != state.commands_applied + 1:
+        raise ValueError(f"command {number} follows command {state.commands_applied}")
+    state.commands_applied = number
+
+
 def _stage_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     _stage(state, r.event.path, t, p)
 
@@ -585,6 +593,7 @@ _HANDLERS = {
     ev.WORK_BREAKPOINT_SET: _breakpoint_set,
     ev.WORK_BREAKPOINT_CLEARED: _breakpoint_cleared,
     ev.SIGNAL_RECEIVED: _signal_received,
+    ev.WORK_COMMAND: _work_command,
     ev.STAGE_STARTED: _stage_started,
     ev.STAGE_COMPLETED: _stage_completed,
     ev.STAGE_FAILED: _stage_failed,
@@ -610,6 +619,7 @@ _HANDLERS = {
 # what an event of these types must carry: without it, replaying would make up a value
 _REQUIRED: dict[str, tuple[str, ...]] = {
     ev.WORK_CREATED: ("saga",),
+    ev.WORK_COMMAND: ("number", "kind", "outcome"),
     ev.WORK_COMPLETED: ("output",),
     ev.STAGE_COMPLETED: ("output",),
     ev.STAGE_FAILED: ("error",),

@@ -13,7 +13,8 @@ from engine.store.leases import (
     notify,
     release,
     renew,
+    renew_mail,
 )
 
 __all__ = ["CHANNEL", "Claimed", "check_saga_limits", "claim", "drop", "next_due", "notify",
-           "release", "renew"]
+           "release", "renew", "renew_mail"]

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from engine import Runtime, Saga
 from engine.lease import Lease
 from engine.services import Service
-from engine.store import SqlStore
+from engine.store import SqlStore, inbox
 
 from . import leases, registry
 from .gate import NodeGate
@@ -190,6 +190,8 @@ class WorkerNode:
                 tg.start_soon(self._schedule)
             if self.store.dialect == "postgresql":
                 await tg.start(self._listen)
+            else:
+                tg.start_soon(self._watch_commands)
             task_status.started()
             await self._stop.wait()
             for worker in list(self._workers.values()):
@@ -277,20 +279,21 @@ class WorkerNode:
         await registry.record(self.store, worker.worker_id, kind, payload, self._row(worker))
 
     def _driver_ended(self, worker: _Worker, work_id: str, ended: bool,
-                      resume_at: float | None) -> None:
+                      resume_at: float | None, applied: int) -> None:
         if self._tg is not None and not ended and (
                 worker.status == "active" or resume_at is not None):
-            # parked until resume_at, or stopped without ending (the store refused an
-            # append, the lease was lost): hand the lease back if it is still ours, so
-            # the work does not wait for its expiry
-            self._tg.start_soon(self._hand_back, work_id, resume_at)
+            # parked until resume_at (UNTIL_WOKEN: a command wakes it), or stopped without
+            # ending (the store refused an append, the lease was lost): hand the lease
+            # back if it is still ours, so the work does not wait for its expiry
+            self._tg.start_soon(self._hand_back, work_id, resume_at, applied)
         self._kick()
 
-    async def _hand_back(self, work_id: str, resume_at: float | None = None) -> None:
+    async def _hand_back(self, work_id: str, resume_at: float | None = None,
+                         applied: int | None = None) -> None:
         try:
             with anyio.CancelScope(shield=True):
                 await leases.release(self.store, owner=self.node_id, work_ids=[work_id],
-                                     start_at=resume_at)
+                                     start_at=resume_at, applied=applied)
         except Exception:  # the lease expires by itself
             _LOG.exception("node %s could not hand back work %s", self.node_id, work_id)
 
@@ -307,8 +310,8 @@ class WorkerNode:
                                    lease=lease, services=self.services,
                                    gate=self.gate) as runtime:
                     worker.runtime = runtime
-                    runtime.on_driver_end = lambda work_id, ended, resume_at: \
-                        self._driver_ended(worker, work_id, ended, resume_at)
+                    runtime.on_driver_end = lambda work_id, ended, resume_at, applied: \
+                        self._driver_ended(worker, work_id, ended, resume_at, applied)
                     await self._claim_loop(worker, runtime)
         finally:
             with anyio.CancelScope(shield=True):
@@ -373,7 +376,8 @@ class WorkerNode:
                                  limit=free, ttl=self.lease_ttl, sagas=names,
                                  saga_limits=self.saga_limits)
         self.claimed += len(got)
-        adopted = await runtime.adopt_many([c.work_id for c in got])
+        adopted = await runtime.adopt_many([c.work_id for c in got],
+                                           mail={c.work_id: c.mail for c in got})
         # a work that cannot be loaded (None) keeps its row: its lease expires, it is
         # logged again by whoever claims it next, and it stays visible as unfinished
         ended = [c.work_id for c, ok in zip(got, adopted, strict=True) if ok is False]
@@ -412,9 +416,10 @@ class WorkerNode:
                       if w.runtime is not None and w.status != "removed"}
             try:
                 with anyio.CancelScope(shield=True):  # see _schedule
-                    held = await leases.renew(
+                    held = await leases.renew_mail(
                         self.store, owner=self.node_id, ttl=self.lease_ttl,
                         work_ids=[i for ids in driven.values() for i in ids])
+                self.mail(held)  # a wake-up that was missed is found here
             except Exception:
                 _LOG.exception("node %s could not renew its leases", self.node_id)
                 continue
@@ -423,7 +428,7 @@ class WorkerNode:
                 runtime = worker.runtime
                 if runtime is None:
                     continue
-                for work_id in ids - held:
+                for work_id in ids - held.keys():
                     if work_id in runtime.driven():  # still ours to drive, not our lease
                         _LOG.warning("worker %s lost its lease on work %s",
                                      worker.worker_id, work_id)
@@ -436,6 +441,32 @@ class WorkerNode:
                 except Exception:  # the store is away: the next beat records again
                     _LOG.exception("worker %s could not record its heartbeat",
                                    worker.worker_id)
+
+    def mail(self, sent: Mapping[str, int] | Iterable[str]) -> None:
+        """Commands came to the inbox of these works: the worker that drives one takes
+        them at its next step boundary; a parked one was made claimable by the send."""
+        for worker in self._workers.values():
+            if worker.runtime is not None:
+                worker.runtime.mail(sent)
+        self._kick()
+
+    async def _watch_commands(self) -> None:
+        """On SQLite: poll the inbox for commands sent by other processes (PostgreSQL
+        NOTIFYs them)."""
+        position: int | None = None
+        while True:
+            try:
+                with anyio.CancelScope(shield=True):  # see _schedule
+                    if position is None:
+                        position = await inbox.last_position(self.store)
+                    sent = await inbox.since(self.store, position)
+            except Exception:  # the store is busy or gone: the next round tries again
+                _LOG.exception("node %s could not read the command inbox", self.node_id)
+                sent = []
+            if sent:
+                position = sent[-1][0]
+                self.mail([work_id for _, work_id in sent])
+            await anyio.sleep(self.poll_interval)
 
     async def _check_health(self, health: Health) -> None:
         while True:
@@ -480,6 +511,8 @@ class WorkerNode:
                 lost = anyio.Event()
                 conn.add_termination_listener(lambda *_, lost=lost: lost.set())
                 await conn.add_listener(leases.CHANNEL, lambda *_: self._kick())
+                await conn.add_listener(inbox.CHANNEL,
+                                        lambda _c, _p, _ch, work_id: self.mail([work_id]))
                 if not started:
                     started = True
                     task_status.started()

@@ -30,10 +30,12 @@ from typing import Any
 
 import anyio
 
+from ..lease import UNTIL_WOKEN
 from .sql import WORKS_CHANNEL, SqlStore
 
-__all__ = ["CHANNEL", "Claimed", "check_saga_limits", "claim", "claim_works", "drop", "expire",
-           "next_due", "notify", "process_owner", "release", "renew"]
+__all__ = ["CHANNEL", "UNTIL_WOKEN", "Claimed", "check_saga_limits", "claim", "claim_works",
+           "drop", "expire", "next_due", "notify", "process_owner", "release", "renew",
+           "renew_mail"]
 
 CHANNEL = WORKS_CHANNEL  # NOTIFY channel: claimable works appeared (new, or handed back)
 
@@ -42,6 +44,7 @@ CHANNEL = WORKS_CHANNEL  # NOTIFY channel: claimable works appeared (new, or han
 class Claimed:
     work_id: str
     token: int  # how many times the work was claimed, this claim included
+    mail: int = 0  # the number of the last command sent to it (engine.store.inbox)
 
 
 _PG_CLAIM = """
@@ -56,7 +59,7 @@ WITH candidates AS (
 UPDATE leases SET owner = $3, worker = $4, token = leases.token + 1, expires_at = $6,
     claimed_at = $1, waiting = NULL
 FROM candidates WHERE leases.work_id = candidates.work_id
-RETURNING leases.work_id, leases.token
+RETURNING leases.work_id, leases.token, leases.mail
 """
 
 _SQLITE_CLAIM = """
@@ -66,7 +69,7 @@ WHERE work_id IN (
     SELECT work_id FROM leases WHERE expires_at < ?{sagas}{exclude}
     ORDER BY priority DESC, work_id LIMIT ?
 )
-RETURNING work_id, token
+RETURNING work_id, token, mail
 """
 
 
@@ -138,7 +141,7 @@ async def _claim(store: SqlStore, owner: str, worker: str, limit: int, ttl: floa
                 with anyio.CancelScope(shield=True):  # never leave it open, holding locks
                     rows = await _capped_pg(conn, names[0], cap, live, now, limit, owner,
                                             worker, ttl, exclude)
-        return [Claimed(r["work_id"], r["token"]) for r in rows]
+        return [Claimed(r["work_id"], r["token"], r["mail"]) for r in rows]
 
     sql = _SQLITE_CLAIM.format(
         sagas="" if names is None else f" AND saga IN ({', '.join('?' for _ in names)})",
@@ -154,7 +157,7 @@ async def _claim(store: SqlStore, owner: str, worker: str, limit: int, ttl: floa
         got: list[Claimed] = []
         if room > 0:
             args = [owner, worker, now + ttl, now, now, *(names or []), *exclude, room]
-            got = [Claimed(w, t) for w, t in conn.execute(sql, args).fetchall()]
+            got = [Claimed(w, t, m) for w, t, m in conn.execute(sql, args).fetchall()]
         if cap is not None:
             assert names is not None
             if held + len(got) >= cap:
@@ -186,30 +189,38 @@ async def _capped_pg(conn: Any, saga: str, cap: int, live: str, now: float, limi
 
 async def renew(store: SqlStore, *, owner: str, ttl: float,
                 work_ids: Sequence[str]) -> set[str]:
+    """:func:`renew_mail`, the works still held."""
+    return set(await renew_mail(store, owner=owner, ttl=ttl, work_ids=work_ids))
+
+
+async def renew_mail(store: SqlStore, *, owner: str, ttl: float,
+                     work_ids: Sequence[str]) -> dict[str, int]:
     """Push node ``owner``'s leases on ``work_ids`` (the works it runs) ``ttl`` seconds
     ahead; the works still held (a lease that expired and was claimed by another node
-    is not ours any more). Leases the node holds but no longer runs (a previous process
-    with the same node id) are left to expire."""
+    is not ours any more), each with the number of the last command sent to it (a
+    holder that missed a wake-up finds its mail this way). Leases the node holds but no
+    longer runs (a previous process with the same node id) are left to expire."""
     if not ttl > 0:
         raise ValueError(f"a lease's ttl must be a positive number of seconds, got {ttl!r}")
     ids = list(work_ids)
     if not ids:
-        return set()
+        return {}
     until = time.time() + ttl
     if store.dialect == "postgresql":
         async with store.postgres_connection() as conn:
             rows = await conn.fetch("UPDATE leases SET expires_at = $2 WHERE owner = $1 AND "
-                                    "work_id = ANY($3) RETURNING work_id", owner, until, ids)
-        return {r["work_id"] for r in rows}
+                                    "work_id = ANY($3) RETURNING work_id, mail", owner, until,
+                                    ids)
+        return {r["work_id"]: r["mail"] for r in rows}
 
-    def run(conn: sqlite3.Connection) -> set[str]:
-        held: set[str] = set()
+    def run(conn: sqlite3.Connection) -> dict[str, int]:
+        held: dict[str, int] = {}
         for start in range(0, len(ids), 500):  # SQLite caps the number of parameters
             part = ids[start:start + 500]
             marks = ", ".join("?" for _ in part)
-            held.update(w for (w,) in conn.execute(
+            held.update(conn.execute(
                 f"UPDATE leases SET expires_at = ? WHERE owner = ? AND work_id IN ({marks}) "
-                "RETURNING work_id", (until, owner, *part)).fetchall())
+                "RETURNING work_id, mail", (until, owner, *part)).fetchall())
         return held
 
     return await store.write_sqlite(run)
@@ -251,10 +262,13 @@ async def _owned(store: SqlStore, sql: str, owner: str, work_ids: Sequence[str],
 
 
 async def release(store: SqlStore, *, owner: str, work_ids: Sequence[str] | None = None,
-                  worker: str | None = None, start_at: float | None = None) -> int:
+                  worker: str | None = None, start_at: float | None = None,
+                  applied: int | None = None) -> int:
     """Hand back node ``owner``'s leases on ``work_ids``, or all those of ``worker``: the
-    works are free to claim at once, or from ``start_at`` on (a parked work), and idle
-    nodes on PostgreSQL are woken."""
+    works are free to claim at once, or from ``start_at`` on (a parked work;
+    :data:`UNTIL_WOKEN`: when a command comes), and idle nodes on PostgreSQL are woken.
+    With ``applied`` (the last command the work took), a work sent a later command
+    meanwhile is free at once, so no command waits for a parked work's time."""
     if (work_ids is None) == (worker is None):
         raise ValueError("release the leases of given works or of one worker")
     ids = list(work_ids or ())
@@ -263,7 +277,12 @@ async def release(store: SqlStore, *, owner: str, work_ids: Sequence[str] | None
     if start_at is not None and not (isinstance(start_at, int | float)
                                      and math.isfinite(start_at)):
         raise ValueError(f"start_at must be a Unix time in seconds, got {start_at!r}")
-    free = _FREE.format(0 if start_at is None else repr(float(start_at)))
+    if applied is not None and (isinstance(applied, bool) or not isinstance(applied, int)):
+        raise ValueError(f"applied must be a command number, got {applied!r}")
+    due = "0" if start_at is None else repr(float(start_at))
+    if start_at is not None and applied is not None:
+        due = f"CASE WHEN mail > {applied} THEN 0 ELSE {due} END"
+    free = _FREE.format(due)
     if store.dialect == "postgresql":
         async with store.postgres_connection() as conn:
             if worker is None:
@@ -371,7 +390,7 @@ async def claim_works(store: SqlStore, *, owner: str, worker: str, ttl: float,
                         "expires_at = $3, claimed_at = $4, waiting = NULL "
                         "WHERE work_id = ANY($5) AND (owner IS NOT NULL OR $7) "
                         "AND (expires_at < $4 OR work_id = ANY($6) OR owner = $1) "
-                        "RETURNING work_id, token",
+                        "RETURNING work_id, token, mail",
                         owner, worker, now + ttl, now, ids, gone, free))
                     present = {r["work_id"] for r in held}
                     for work_id, saga, priority in works:
@@ -380,9 +399,9 @@ async def claim_works(store: SqlStore, *, owner: str, worker: str, ttl: float,
                                 "INSERT INTO leases (work_id, saga, priority, owner, worker, "
                                 "token, expires_at, claimed_at) VALUES ($1, $2, $3, $4, $5, "
                                 "1, $6, $7) ON CONFLICT (work_id) DO NOTHING "
-                                "RETURNING work_id, token",
+                                "RETURNING work_id, token, mail",
                                 work_id, saga, priority, owner, worker, now + ttl, now)
-        return [Claimed(r["work_id"], r["token"]) for r in rows]
+        return [Claimed(r["work_id"], r["token"], r["mail"]) for r in rows]
 
     def run(conn: sqlite3.Connection) -> list[Claimed]:
         got: list[Claimed] = []
@@ -396,7 +415,7 @@ async def claim_works(store: SqlStore, *, owner: str, worker: str, ttl: float,
                     row = conn.execute(
                         "INSERT INTO leases (work_id, saga, priority, owner, worker, token, "
                         "expires_at, claimed_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?) "
-                        "ON CONFLICT (work_id) DO NOTHING RETURNING work_id, token",
+                        "ON CONFLICT (work_id) DO NOTHING RETURNING work_id, token, mail",
                         (work_id, saga, priority, owner, worker, now + ttl, now)).fetchone()
                 else:
                     holder = held[work_id]
@@ -405,11 +424,11 @@ async def claim_works(store: SqlStore, *, owner: str, worker: str, ttl: float,
                     row = conn.execute(
                         "UPDATE leases SET owner = ?, worker = ?, token = token + 1, "
                         "expires_at = ?, claimed_at = ?, waiting = NULL WHERE work_id = ? "
-                        "AND (expires_at < ? OR ?) RETURNING work_id, token",
+                        "AND (expires_at < ? OR ?) RETURNING work_id, token, mail",
                         (owner, worker, now + ttl, now, work_id, now,
                          holder == owner or _gone(holder))).fetchone()
                 if row is not None:
-                    got.append(Claimed(row[0], row[1]))
+                    got.append(Claimed(row[0], row[1], row[2]))
         return got
 
     return await store.write_sqlite(run)

@@ -6,6 +6,8 @@ written in the same transaction as the events they derive from and rebuildable
 from the events alone. ``snapshots`` hold a work's state at some seq so loading a
 long work costs only the events after it.
 
+``commands`` is the inbox of steering requests (see :mod:`engine.store.inbox`).
+
 ``leases`` hold the unfinished works that worker nodes run: free ones (created for
 the nodes, or handed back by a draining node) and claimed ones, with the node that
 runs it, until when (renewed by heartbeat), and a token that grows at every claim.
@@ -18,9 +20,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["events", "health_checks", "leases", "lock_holders", "lock_waiters", "metadata",
-           "rate_buckets", "schedules", "snapshots", "stage_runs", "worker_events", "workers",
-           "works"]
+__all__ = ["commands", "events", "health_checks", "leases", "lock_holders", "lock_waiters",
+           "metadata", "rate_buckets", "schedules", "snapshots", "stage_runs", "worker_events",
+           "workers", "works"]
 
 metadata = sa.MetaData()
 
@@ -102,6 +104,9 @@ leases = sa.Table(
     sa.Column("claimed_at", sa.Float(precision=53)),
     # why a free work is not claimed yet (its saga is at its concurrency limit), or NULL
     sa.Column("waiting", sa.Text),
+    # the number of the last command sent to the work (engine.store.inbox): a lease handed
+    # back while a command it did not take waits is free at once
+    sa.Column("mail", sa.Integer, nullable=False, server_default="0"),
     sa.Index("leases_expires", "expires_at"),
     sa.Index("leases_owner", "owner"),
     # the free rows by start time: an idle node sleeps until the next delayed work is due
@@ -109,6 +114,21 @@ leases = sa.Table(
              sqlite_where=sa.text("owner IS NULL")),
     sa.Index("leases_waiting", "saga", postgresql_where=sa.text("waiting IS NOT NULL"),
              sqlite_where=sa.text("waiting IS NOT NULL")),
+)
+
+commands = sa.Table(  # the inbox: what others ask of a work its leaseholder alone records
+    "commands", metadata,
+    sa.Column("position", _POSITION, primary_key=True, autoincrement=True),
+    sa.Column("work_id", _ID, nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),  # 1, 2, ... per work
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("sender", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("args", sa.Text, nullable=False),  # JSON object
+    sa.Column("request_id", sa.String(200)),  # makes a retried request idempotent
+    sa.Column("sent_at", sa.Float(precision=53), nullable=False),
+    sa.UniqueConstraint("work_id", "number", name="commands_work_number"),
+    sa.UniqueConstraint("request_id", name="commands_request"),
 )
 
 worker_events = sa.Table(

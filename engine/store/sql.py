@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -49,6 +49,10 @@ from .schema import events, leases, snapshots, stage_runs, works
 
 __all__ = ["APPEND_LOCK", "WORKS_CHANNEL", "ConflictError", "LeaseLostError", "SqlStore",
            "StoreConfig", "StoreError"]
+
+if TYPE_CHECKING:
+    from ..commands import Command
+    from .inbox import SentCommand
 
 _T = TypeVar("_T")
 
@@ -93,6 +97,7 @@ class _Append:
     snapshot: dict[str, Any] | None = None
     lease: dict[str, Any] | None = None  # a leases row taken with the work's creation
     release: str | None = None  # the lease owner whose lease ends with this append
+    applied: int = 0  # the last inbox command the work took: a later one frees the lease
     fence: tuple[str, str] | None = None  # (owner, worker) that must hold the lease
     error: BaseException | None = None
 
@@ -268,7 +273,7 @@ class SqlStore:
 
     async def append(self, work_id: str, records: list[RecordedEvent],
                      state: WorkState | None = None, *, lease: Lease | None = None,
-                     queue: bool = False) -> None:
+                     queue: bool = False, fenced: bool = True) -> None:
         """Append ``records`` (consecutive seqs of one work) and update the projections
         from ``state``, the work's state after them; return once it is durable.
 
@@ -276,7 +281,8 @@ class SqlStore:
         append takes it (in the same commit, so no other node can claim the new work in
         between), later ones are written only while it is still held, and an append
         that ends the work drops it. With ``queue``, the work's first append leaves it
-        free for worker nodes to claim.
+        free for worker nodes to claim. ``fenced=False``: what trails a work's end
+        (observers, the outcomes of commands), written whoever holds the lease row now.
         """
         if self._closed:
             raise EngineError("the store is closed")
@@ -305,7 +311,7 @@ class SqlStore:
         if (lease is not None or queue) and records:
             ended = state is not None and state.status in TERMINAL
             if records[0].seq > 1:
-                if lease is not None:  # written only while the lease is still ours
+                if lease is not None and fenced:  # written only while the lease is ours
                     item.fence = (lease.owner, lease.worker)
             elif not ended:
                 if state is None:
@@ -314,12 +320,14 @@ class SqlStore:
                 item.lease = {"work_id": work_id, "saga": state.saga,
                               "priority": state.priority, "owner": None, "worker": None,
                               "token": 0, "expires_at": state.start_at or 0.0,
-                              "claimed_at": None, "waiting": None}
+                              "claimed_at": None, "waiting": None, "mail": 0}
                 if lease is not None:
                     item.lease.update(owner=lease.owner, worker=lease.worker, token=1,
                                       expires_at=now + lease.ttl, claimed_at=now)
             if ended and lease is not None:
                 item.release = lease.owner
+                assert state is not None
+                item.applied = state.commands_applied
         self._queue.append(item)
         if len(self._queue) >= self.config.max_batch:
             self._next = _Flush()  # the writer takes at most max_batch at once
@@ -512,11 +520,25 @@ class SqlStore:
         return [c.work_id for c in claimed]
 
     async def renew_leases(self, *, owner: str, ttl: float,
-                           work_ids: Sequence[str]) -> set[str]:
-        """Push ``owner``'s leases on ``work_ids`` ahead; the ids still held."""
+                           work_ids: Sequence[str]) -> dict[str, int]:
+        """Push ``owner``'s leases on ``work_ids`` ahead; the ids still held, each with
+        the number of the last command sent to it."""
         from . import leases as lease_rows
 
-        return await lease_rows.renew(self, owner=owner, ttl=ttl, work_ids=work_ids)
+        return await lease_rows.renew_mail(self, owner=owner, ttl=ttl, work_ids=work_ids)
+
+    async def send_command(self, work_id: str, command: Command, *,
+                           request_id: str | None = None) -> SentCommand:
+        """Put a steering command in the work's inbox (see :mod:`engine.store.inbox`)."""
+        from . import inbox
+
+        return await inbox.send(self, work_id, command, request_id=request_id)
+
+    async def pending_commands(self, work_id: str, after: int = 0) -> list[SentCommand]:
+        """The commands of ``work_id`` numbered above ``after``, in order."""
+        from . import inbox
+
+        return await inbox.pending(self, work_id, after)
 
     async def expire_leases(self, *, owner: str, work_ids: Sequence[str]) -> int:
         """Let ``owner``'s leases on ``work_ids`` expire now: anyone may take them over."""
@@ -764,9 +786,16 @@ def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:
                                     if c.name not in keys)
                 conflict = f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
             parts.append(f"t{index} AS (INSERT INTO {table.name} ({names}) {source}{conflict})")
-        parts.append(f"released AS (DELETE FROM leases USING ok, unnest(${number}::text[], "
-                     f"${number + 1}::text[]) AS r(work_id, owner) "
-                     "WHERE leases.work_id = r.work_id AND leases.owner = r.owner)")
+        # a work that ended drops its lease, unless a command it did not take came: then
+        # the row is free at once, for a node to record that command's outcome
+        ended = (f"unnest(${number}::text[], ${number + 1}::text[], ${number + 3}::int4[]) "
+                 "AS r(work_id, owner, applied)")
+        parts.append(f"released AS (DELETE FROM leases USING ok, {ended} "
+                     "WHERE leases.work_id = r.work_id AND leases.mail <= r.applied "
+                     "AND (leases.owner = r.owner OR leases.owner IS NULL))")
+        parts.append(f"freed AS (UPDATE leases SET owner = NULL, worker = NULL, expires_at = 0 "
+                     f"FROM ok, {ended} WHERE leases.work_id = r.work_id "
+                     "AND leases.owner = r.owner AND leases.mail > r.applied)")
         # new works free to claim wake idle nodes when this commits
         parts.append(f"woken AS MATERIALIZED (SELECT pg_notify('{WORKS_CHANNEL}', '') "
                      f"FROM ok WHERE ${number + 2}::boolean)")
@@ -785,9 +814,10 @@ def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:
                 *map(operator.itemgetter(*fields), rows), strict=True))
         else:
             args.extend([] for _ in fields)
-    args.append([work_id for work_id, _ in released])
-    args.append([owner for _, owner in released])
+    args.append([work_id for work_id, _, _ in released])
+    args.append([owner for _, owner, _ in released])
     args.append(any(row["owner"] is None for row in taken))
+    args.append([applied for _, _, applied in released])
     return _PG_SQL[0], args
 
 
@@ -846,15 +876,20 @@ def _write_sqlite(dbapi: Any, batch: Sequence[_Append]) -> None:
     if taken:
         sql, columns = _sqlite_sql(leases, ("work_id",))
         dbapi.executemany(sql, [tuple(row[c] for c in columns) for row in taken])
-    if released:
-        dbapi.executemany("DELETE FROM leases WHERE work_id = ? AND owner = ?", released)
+    if released:  # see _postgres_batch
+        dbapi.executemany("DELETE FROM leases WHERE work_id = ?1 AND mail <= ?3 "
+                          "AND (owner = ?2 OR owner IS NULL)", released)
+        dbapi.executemany("UPDATE leases SET owner = NULL, worker = NULL, expires_at = 0 "
+                          "WHERE work_id = ? AND owner = ? AND mail > ?", released)
 
 
-def _lease_rows(batch: Sequence[_Append]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+def _lease_rows(batch: Sequence[_Append]
+                ) -> tuple[list[dict[str, Any]], list[tuple[str, str, int]]]:
     """The leases a group commit takes (new works) and drops (works that ended); a work
     that starts and ends in one commit needs neither."""
-    released = [(item.work_id, item.release) for item in batch if item.release is not None]
-    ended = {work_id for work_id, _ in released}
+    released = [(item.work_id, item.release, item.applied) for item in batch
+                if item.release is not None]
+    ended = {work_id for work_id, _, _ in released}
     taken = [item.lease for item in batch
              if item.lease is not None and item.work_id not in ended]
     return taken, released

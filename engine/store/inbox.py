@@ -1,0 +1,166 @@
+"""The command inbox: how anyone steers a work that another process holds.
+
+Only the process that holds a work's lease appends to its stream. Everyone else (an
+API node, the command line, another worker) sends a command: :func:`send` writes a
+row to ``commands``, numbered 1, 2, ... per work, with who sent it and, optionally, a
+request id that makes a retried request idempotent. The holder takes the commands
+after the last one its state records (:attr:`engine.state.WorkState.commands_applied`)
+at a step boundary, turns each into events with :func:`engine.commands.command_events`
+and records a ``work.command`` event (applied or rejected, and why) in the same
+fenced commit, so each command takes effect exactly once, across crashes.
+
+Sending also notes the number in the work's lease row (``leases.mail``), in the same
+transaction, and wakes whoever must act:
+
+- a work that is free to claim (parked, or handed back) becomes claimable at once;
+  one that has no lease row (it has ended, or never had one) gets a free row, so a
+  worker node takes it, records the command's outcome and lets it go again. A work
+  delayed to a start time that has not begun takes its commands when it starts;
+- on PostgreSQL the commit NOTIFYs :data:`CHANNEL` with the work id (nodes LISTEN);
+  SQLite nodes poll :func:`since`; a node in the sender's process is told directly;
+- a lease handed back while a command it did not take waits is free at once
+  (:func:`engine.store.leases.release` compares ``mail`` with what was applied).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..commands import COMMANDS, Command, command_data, command_from_data
+from ..errors import ConflictError, UnknownWorkError
+from ..ids import check_work_id
+from .codec import dumps
+from .schema import commands, events, leases
+from .sql import WORKS_CHANNEL, SqlStore
+
+__all__ = ["CHANNEL", "SentCommand", "last_position", "pending", "send", "since"]
+
+CHANNEL = "stepsaga_commands"  # NOTIFY channel: a command was sent; the payload is the work id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SentCommand:
+    """A command as the inbox holds it."""
+
+    work_id: str
+    number: int
+    command: Command
+    request_id: str | None
+    sent_at: float
+    position: int
+
+    @classmethod
+    def of(cls, row: Any) -> SentCommand:
+        data = {"kind": row["kind"], "by": row["sender"], "reason": row["reason"],
+                "args": json.loads(row["args"])}
+        return cls(work_id=row["work_id"], number=int(row["number"]),
+                   command=command_from_data(data), request_id=row["request_id"],
+                   sent_at=float(row["sent_at"]), position=int(row["position"]))
+
+
+def _check_request_id(request_id: object) -> str | None:
+    if request_id is None:
+        return None
+    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 200:
+        raise ValueError(f"a request id must be a string of 1 to 200 characters, got "
+                         f"{request_id!r:.80}")
+    return request_id
+
+
+async def send(store: SqlStore, work_id: str, command: Command, *,
+               request_id: str | None = None) -> SentCommand:
+    """Put ``command`` in the inbox of ``work_id`` and wake its holder; the command as
+    stored. A ``request_id`` sent before with the same work and command returns that
+    earlier command (nothing new is stored); with anything else it is a
+    :class:`~engine.errors.ConflictError`. An unknown work is an
+    :class:`~engine.errors.UnknownWorkError`; nothing is stored then."""
+    check_work_id(work_id)
+    request_id = _check_request_id(request_id)
+    if command.kind not in COMMANDS:
+        raise ValueError(f"unknown command {command.kind!r}; expected one of "
+                         f"{sorted(COMMANDS)}")
+    data = command_data(command)  # a ValueError naming what cannot be stored
+    args = dumps(data["args"])
+    now = time.time()
+    postgres = store.dialect == "postgresql"
+
+    def run(conn: Connection) -> tuple[Any, bool]:
+        if postgres:  # one sender of a work at a time: numbers stay contiguous
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                         {"key": "commands:" + work_id})
+        if request_id is not None:
+            earlier = conn.execute(sa.select(commands).where(
+                commands.c.request_id == request_id)).mappings().first()
+            if earlier is not None:
+                same = (earlier["work_id"], earlier["kind"], earlier["sender"],
+                        earlier["reason"], json.loads(earlier["args"])) == \
+                    (work_id, command.kind, command.by, command.reason, data["args"])
+                if not same:
+                    raise ConflictError(
+                        f"request id {request_id!r} was used before for another request "
+                        f"({earlier['kind']} of work {earlier['work_id']}); use a new one")
+                return earlier, False
+        created = conn.execute(sa.select(events.c.payload).where(
+            events.c.work_id == work_id, events.c.seq == 1)).scalar()
+        if created is None:
+            raise UnknownWorkError(f"no work has id {work_id!r}")
+
+        number = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(commands.c.number), 0))
+                                  .where(commands.c.work_id == work_id)).scalar_one()) + 1
+        values = {"work_id": work_id, "number": number, "kind": command.kind,
+                  "sender": command.by, "reason": command.reason, "args": args,
+                  "request_id": request_id, "sent_at": now}
+        position = conn.execute(sa.insert(commands).values(**values)
+                                .returning(commands.c.position)).scalar_one()
+        # a free row that was claimed before (parked, handed back) is claimable at once;
+        # a delayed work never claimed yet keeps its start time
+        due = sa.case((sa.and_(leases.c.owner.is_(None), leases.c.token > 0), 0.0),
+                      else_=leases.c.expires_at)
+        touched = conn.execute(sa.update(leases).where(leases.c.work_id == work_id)
+                               .values(mail=number, expires_at=due)).rowcount
+        if not touched:  # ended, or never leased: a node takes it to record the outcome
+            first = json.loads(created)
+            conn.execute(sa.insert(leases).values(
+                work_id=work_id, saga=str(first.get("saga", "")),
+                priority=int(first.get("priority", 0)),
+                owner=None, worker=None, token=0, expires_at=0.0, claimed_at=None,
+                waiting=None, mail=number))
+        if postgres:
+            conn.execute(sa.text("SELECT pg_notify(:channel, :work)"),
+                         {"channel": CHANNEL, "work": work_id})
+            conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": WORKS_CHANNEL})
+        return {**values, "position": position}, True
+
+    row, _ = await store.transaction(run)
+    return SentCommand.of(row)
+
+
+async def pending(store: SqlStore, work_id: str, after: int = 0) -> list[SentCommand]:
+    """The commands of ``work_id`` numbered above ``after``, in order."""
+    query = sa.select(commands).where(commands.c.work_id == work_id,
+                                      commands.c.number > after).order_by(commands.c.number)
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    return [SentCommand.of(row) for row in rows]
+
+
+async def since(store: SqlStore, position: int) -> list[tuple[int, str]]:
+    """``(position, work id)`` of the commands sent after ``position`` (a poller's
+    cursor), in order of position."""
+    query = sa.select(commands.c.position, commands.c.work_id).where(
+        commands.c.position > position).order_by(commands.c.position).limit(10_000)
+    async with store.engine.connect() as conn:
+        return [(int(p), str(w)) for p, w in (await conn.execute(query)).all()]
+
+
+async def last_position(store: SqlStore) -> int:
+    """The position of the last command sent (0: none yet): a poller starts there."""
+    async with store.engine.connect() as conn:
+        found = (await conn.execute(sa.select(sa.func.max(commands.c.position)))).scalar()
+    return int(found or 0)
