@@ -47,7 +47,7 @@ from .codec import (
 from .projection import stage_row, work_row
 from .schema import events, leases, snapshots, stage_runs, works
 
-__all__ = ["APPEND_LOCK", "WORKS_CHANNEL", "ConflictError", "LeaseLostError", "SqlStore",
+__all__ = ["APPEND_LOCK", "EVENTS_CHANNEL", "WORKS_CHANNEL", "ConflictError", "LeaseLostError", "SqlStore",
            "StoreConfig", "StoreError"]
 
 if TYPE_CHECKING:
@@ -64,6 +64,9 @@ APPEND_LOCK = 0x5A6A_0001
 # On PostgreSQL a commit that leaves new works free to claim NOTIFYs this channel (at
 # its commit), waking idle worker nodes (workers.leases).
 WORKS_CHANNEL = "stepsaga_works"
+# On PostgreSQL every group commit NOTIFYs this channel (at its commit): the event feed
+# of each process (engine.store.feed) reads what was committed.
+EVENTS_CHANNEL = "stepsaga_events"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,6 +176,13 @@ class SqlStore:
         self._next = _Flush()  # the flush that takes the appends queued now
         self._wake = anyio.Event()
         self._closed = False
+        self._commit_listeners: list[Callable[[], None]] = []
+
+    def add_commit_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` after each group commit of this process (the event feed
+        reads at once); returns what removes it."""
+        self._commit_listeners.append(listener)
+        return lambda: self._commit_listeners.remove(listener)
 
     @classmethod
     @asynccontextmanager
@@ -432,6 +442,8 @@ class SqlStore:
                         item.error = _append_error(item, alone)
         for flush in {id(item.flush): item.flush for item in batch}.values():
             flush.done.set()
+        for listener in self._commit_listeners:
+            listener()
 
     # ------------------------------------------------------------ reading
 
@@ -799,8 +811,12 @@ def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:
         # new works free to claim wake idle nodes when this commits
         parts.append(f"woken AS MATERIALIZED (SELECT pg_notify('{WORKS_CHANNEL}', '') "
                      f"FROM ok WHERE ${number + 2}::boolean)")
+        # every process's event feed reads what this commit wrote
+        parts.append(f"announced AS MATERIALIZED (SELECT pg_notify('{EVENTS_CHANNEL}', '') "
+                     "FROM ok)")
         _PG_SQL.append("WITH " + ",\n".join(parts) +
-                       "\nSELECT lost FROM fence WHERE (SELECT count(*) FROM woken) >= 0")
+                       "\nSELECT lost FROM fence WHERE (SELECT count(*) FROM woken) >= 0 "
+                       "AND (SELECT count(*) FROM announced) >= 0")
     event_rows = [encode_event(r) for item in batch for r in item.records]
     work_rows, stage_rows, snaps = _projection_rows(batch)
     taken, released = _lease_rows(batch)
