@@ -47,8 +47,8 @@ from .codec import (
 from .projection import stage_row, work_row
 from .schema import events, leases, snapshots, stage_runs, works
 
-__all__ = ["APPEND_LOCK", "EVENTS_CHANNEL", "WORKS_CHANNEL", "ConflictError", "LeaseLostError", "SqlStore",
-           "StoreConfig", "StoreError"]
+__all__ = ["APPEND_LOCK", "EVENTS_CHANNEL", "WORKS_CHANNEL", "ConflictError", "LeaseLostError",
+           "SqlStore", "StoreConfig", "StoreError"]
 
 if TYPE_CHECKING:
     from ..commands import Command
