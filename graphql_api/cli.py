@@ -406,6 +406,25 @@ async def _worker(args: argparse.Namespace, specs: list[Any]) -> int:
     return 0
 
 
+async def _serve(args: argparse.Namespace, app: Any, specs: list[Any]) -> int:
+    from .server import serve
+
+    def ready(server: Any) -> None:
+        sockets = [s for srv in server.servers for s in srv.sockets]
+        host, port = sockets[0].getsockname()[:2] if sockets else (args.host, args.port)
+        shown = f"[{host}]" if ":" in str(host) else host
+        print(json.dumps({"ready": True, "url": f"http://{shown}:{port}/graphql",
+                          "store": _hidden(args.store), "workers": not args.no_workers}),
+              flush=True)
+
+    await serve(store_url=args.store, app=app, host=args.host, port=args.port,
+                workers=specs, no_workers=args.no_workers,
+                node_options={"node_id": args.node_id, "lease_ttl": args.lease_ttl,
+                              "park_after": args.park_after}, ready=ready)
+    print(json.dumps({"stopped": True}), flush=True)
+    return 0
+
+
 def _exit_when_threads_linger(code: int, grace: float = 5.0) -> None:
     """A node that has drained exits even if a driver thread outlives its store (a
     database connection cut off by the shutdown): after ``grace`` seconds, hard."""
@@ -474,7 +493,49 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "retry's backoff) is handed back to the store until it is "
                              "due, freeing its slot (default 60)")
     worker.add_argument("--node-id", help="this node's id (default host:pid:random)")
+    serve = commands.add_parser(
+        "serve", help="run the GraphQL API and a worker node on one store (SQLite default)")
+    serve.add_argument("--store", default=DEFAULT_STORE, metavar="URL",
+                       help=f"the store (default {DEFAULT_STORE}, created when missing)")
+    serve.add_argument("--app", default="workers.actions:demo_saga",
+                       help="module:attribute holding the sagas (default: the demo saga)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="the address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0: any "
+                       "free one, printed)")
+    serve.add_argument("--worker", action="append", default=[], metavar="NAME=N[:SAGAS]",
+                       help="a named worker of this process's node (default main=10)")
+    serve.add_argument("--no-workers", action="store_true",
+                       help="serve the API only: worker nodes run elsewhere")
+    serve.add_argument("--node-id", help="this node's id (default host:pid:random)")
+    serve.add_argument("--lease-ttl", type=float, default=10.0,
+                       help="seconds a lease lasts unless renewed (default 10)")
+    serve.add_argument("--park-after", type=float, default=60.0,
+                       help="a work idle this many seconds or more is parked (default 60)")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        from workers.node import WorkerSpec
+
+        try:
+            specs = [WorkerSpec.parse(w) for w in args.worker or ["main=10"]]
+            if not 0 <= args.port <= 65535:
+                raise ValueError(f"--port must be 0 to 65535, got {args.port}")
+            if not args.lease_ttl > 0:
+                raise ValueError(f"--lease-ttl must be > 0 seconds, got {args.lease_ttl}")
+            if not args.park_after >= 0:
+                raise ValueError(f"--park-after must be >= 0 seconds, got {args.park_after}")
+            from engine.store.urls import check_store_url
+
+            try:
+                check_store_url(args.store)
+            except ValueError as bad:
+                raise ValueError(f"--store: {bad}") from None
+            app = load_app(args.app)
+        except ValueError as exc:
+            parser.error(str(exc))
+        code = anyio.run(_serve, args, app, specs)
+        _exit_when_threads_linger(code)
+        return code
     if args.command == "worker":
         from workers.node import WorkerSpec
 

@@ -69,6 +69,8 @@ works = sa.Table(
     sa.Column("updated_at", sa.Float(precision=53), nullable=False),
     sa.Index("works_status", "status"),
     sa.Index("works_saga", "saga"),
+    sa.Index("works_created", "created_at", "work_id"),
+    sa.Index("works_saga_created", "saga", "created_at", "work_id"),
 )
 
 stage_runs = sa.Table(

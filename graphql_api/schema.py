@@ -1,0 +1,486 @@
+"""The GraphQL schema (strawberry): works, their events and stage runs, the sagas, and
+the mutations and subscriptions that steer and follow them.
+
+Names follow the README's glossary: a saga is a definition, a stage a node of one, a
+work a run. Lists are Relay connections with cursors (keyset pages, never offsets);
+every work is a ``Node`` with a global id. A mutation answers with a typed payload
+or a typed error (``NotFound``, ``WrongState``, ``InvalidInput``, ``Conflict``), never
+a bare exception, and nothing stored changes on an error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, Iterable
+from typing import Annotated, Any
+
+import strawberry
+from strawberry import relay
+from strawberry.dataloader import DataLoader
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from engine.breakpoints import Breakpoint
+from engine.commands import Command
+from engine.errors import ExpressionError
+from engine.events import RecordedEvent
+from engine.store import queries
+
+from .service import ApiError, Outcome, Service, check_outcome
+
+__all__ = ["Context", "schema"]
+
+
+class Context:
+    """What every resolver gets: the service, and loaders that batch per request."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        store = service.store
+
+        async def load_runs(keys: list[str]) -> list[list[dict[str, Any]]]:
+            found = await queries.stage_runs_of(store, keys)
+            return [found[k] for k in keys]
+
+        async def load_works(keys: list[str]) -> list[dict[str, Any] | None]:
+            rows = await queries.works_by_id(store, keys)
+            return [rows.get(k) for k in keys]
+
+        self.stage_runs: DataLoader[str, list[dict[str, Any]]] = DataLoader(load_runs)
+        self.works: DataLoader[str, dict[str, Any] | None] = DataLoader(load_works)
+
+
+def _context(info: Info) -> Context:
+    found: Context = info.context
+    return found
+
+
+def _service(info: Info) -> Service:
+    return _context(info).service
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+# ------------------------------------------------------------------ types
+
+
+@strawberry.type
+class Event:
+    """One recorded change of a work. ``cursor`` is its place in the global feed."""
+
+    cursor: str
+    work_id: str
+    seq: int
+    type: str
+    path: str
+    attempt: int
+    payload: JSON
+    time: float
+    worker: str | None
+
+    @classmethod
+    def of(cls, recorded: RecordedEvent) -> Event:
+        return cls(cursor=str(recorded.position or 0), work_id=recorded.work_id,
+                   seq=recorded.seq, type=recorded.type, path=recorded.path,
+                   attempt=recorded.event.attempt, payload=dict(recorded.event.payload),
+                   time=recorded.time, worker=recorded.worker)
+
+
+@strawberry.type
+class StageRun:
+    """A stage of one work: how it went."""
+
+    path: str
+    status: str
+    attempts: int
+    started_at: float | None
+    finished_at: float | None
+    duration: float | None
+    error: JSON | None
+
+
+@strawberry.type
+class Work(relay.Node):
+    """One run of a saga."""
+
+    key: relay.NodeID[str]
+    work_id: str
+    saga: str
+    status: str
+    paused: bool
+    phase: str
+    input: JSON | None
+    output: JSON | None
+    error: JSON | None
+    failure: JSON | None
+    current_stage: str | None
+    stages_done: int
+    stages_total: int
+    last_seq: int
+    created_at: float
+    updated_at: float
+    parent_work_id: str | None
+    forked_at_seq: int | None
+    waiting: JSON | None
+    breakpoints: JSON
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> Work:
+        return cls(key=row["work_id"], work_id=row["work_id"], saga=row["saga"],
+                   status="paused" if row["paused"] and row["status"] not in _ENDED
+                   else row["status"], paused=bool(row["paused"]), phase=row["phase"],
+                   input=_json(row["input"]), output=_json(row["output"]),
+                   error=_json(row["error"]), failure=_json(row["failure"]),
+                   current_stage=row["current_stage"], stages_done=row["stages_done"],
+                   stages_total=row["stages_total"], last_seq=row["last_seq"],
+                   created_at=row["created_at"], updated_at=row["updated_at"],
+                   parent_work_id=row["parent_work_id"], forked_at_seq=row["forked_at_seq"],
+                   waiting=_json(row["waiting"]),
+                   breakpoints=list((_json(row["breakpoints"]) or {}).values()))
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
+                            required: bool = False) -> list[Work | None]:
+        loader = _context(info).works
+        rows = [await loader.load(key) for key in node_ids]
+        return [None if row is None else cls.of(row) for row in rows]
+
+    @strawberry.field
+    def progress(self) -> float:
+        """The share of the saga's top-level stages done, 0 to 1."""
+        if self.status == "completed":
+            return 1.0
+        return self.stages_done / self.stages_total if self.stages_total else 0.0
+
+    @strawberry.field
+    async def stage_runs(self, info: Info) -> list[StageRun]:
+        rows = await _context(info).stage_runs.load(self.work_id)
+        return [StageRun(path=r["path"], status=r["status"], attempts=r["attempts"],
+                         started_at=r["started_at"], finished_at=r["finished_at"],
+                         duration=r["duration"], error=_json(r["error"])) for r in rows]
+
+    @strawberry.field
+    async def events(self, info: Info, after_seq: int = 0, first: int = 100) -> list[Event]:
+        """Its events after ``afterSeq``, at most ``first`` (up to 1,000)."""
+        stream = await _service(info).events(self.work_id, after=after_seq, first=first)
+        return [Event.of(r) for r in stream]
+
+    @strawberry.field
+    async def state_at(self, info: Info, seq: int) -> JSON:
+        """Time travel: the work's state right after event ``seq``."""
+        import dataclasses
+
+        state = await _service(info).state_at(self.work_id, seq)
+        return json.loads(json.dumps(dataclasses.asdict(state), default=str))
+
+    @strawberry.field
+    async def pending_commands(self, info: Info) -> list[PendingCommand]:
+        """Commands sent to it that its holder has not taken yet."""
+        service = _service(info)
+        state = await service.state(self.work_id)
+        return [PendingCommand(number=c.number, kind=c.command.kind, by=c.command.by,
+                               sent_at=c.sent_at)
+                for c in await service.store.pending_commands(self.work_id,
+                                                              state.commands_applied)]
+
+
+_ENDED = frozenset({"completed", "failed", "compensation_failed", "cancelled"})
+
+
+@strawberry.type
+class PendingCommand:
+    number: int
+    kind: str
+    by: str
+    sent_at: float
+
+
+@strawberry.type
+class WorkEdge:
+    cursor: str
+    node: Work
+
+
+@strawberry.type
+class WorkConnection:
+    edges: list[WorkEdge]
+    page_info: relay.PageInfo
+    total_count: int
+
+
+@strawberry.type
+class Saga:
+    """A registered definition."""
+
+    name: str
+    stages: list[str]
+
+
+# ------------------------------------------------------------------ errors
+
+
+@strawberry.type
+class NotFound:
+    message: str
+    field: str | None = None
+
+
+@strawberry.type
+class WrongState:
+    message: str
+    status: str | None = None
+
+
+@strawberry.type
+class InvalidInput:
+    message: str
+    field: str | None = None
+
+
+@strawberry.type
+class Conflict:
+    message: str
+    field: str | None = None
+
+
+def _error(error: ApiError) -> NotFound | WrongState | InvalidInput | Conflict:
+    if error.kind == "not_found":
+        return NotFound(message=error.message, field=error.field)
+    if error.kind == "wrong_state":
+        return WrongState(message=error.message, status=error.status)
+    if error.kind == "conflict":
+        return Conflict(message=error.message, field=error.field)
+    return InvalidInput(message=error.message, field=error.field)
+
+
+@strawberry.type
+class CommandTaken:
+    """A command the work's holder took: its number, what it recorded (``outcome``
+    ``applied``; for step and mstep a ``report``) and the work now. ``outcome`` is
+    ``pending`` when no holder took it within the wait: it stays in the inbox."""
+
+    number: int
+    outcome: str
+    report: JSON | None
+    event: Event | None
+    work: Work | None
+
+
+@strawberry.type
+class WorkCreated:
+    work: Work
+
+
+CommandResult = Annotated[CommandTaken | NotFound | WrongState | InvalidInput | Conflict,
+                          strawberry.union("CommandResult")]
+CreateWorkResult = Annotated[WorkCreated | NotFound | InvalidInput | Conflict,
+                             strawberry.union("CreateWorkResult")]
+
+
+@strawberry.input
+class BreakpointInput:
+    event: str = "*"
+    path: str = "*"
+    when: str = "after"
+    condition: str | None = None
+    id: str | None = None
+
+    def build(self) -> Breakpoint:
+        try:
+            if self.id is None:
+                return Breakpoint(event=self.event, path=self.path, when=self.when,
+                                  condition=self.condition)
+            return Breakpoint(id=self.id, event=self.event, path=self.path, when=self.when,
+                              condition=self.condition)
+        except ExpressionError as exc:
+            raise ApiError("invalid_input", str(exc), field="breakpoint") from None
+
+
+async def _work(info: Info, work_id: str) -> Work | None:
+    row = await _service(info).store.work(work_id)
+    return None if row is None else Work.of(row)
+
+
+async def _steer(info: Info, work_id: str, command: Command,
+                 request_id: str | None, wait: float | None = None
+                 ) -> CommandTaken | NotFound | WrongState | InvalidInput | Conflict:
+    service = _service(info)
+    try:
+        outcome: Outcome = await service.command(work_id, command, request_id=request_id,
+                                                 wait=wait)
+        work = await _work(info, work_id)
+        check_outcome(outcome, work.status if work else "")
+    except ApiError as exc:
+        return _error(exc)
+    payload = outcome.payload
+    return CommandTaken(number=outcome.number, outcome=payload.get("outcome", "pending"),
+                        report=payload.get("report"),
+                        event=None if outcome.recorded is None else Event.of(outcome.recorded),
+                        work=work)
+
+
+# ------------------------------------------------------------------ root types
+
+
+@strawberry.type
+class Query:
+    node: relay.Node = relay.node()
+
+    @strawberry.field
+    def all_sagas(self, info: Info) -> list[Saga]:
+        service = _service(info)
+        return [Saga(name=s.name, stages=[stage.name for stage in s.stages])
+                for s in service.sagas()]
+
+    @strawberry.field
+    async def work(self, info: Info, work_id: str) -> Work | None:
+        return await _work(info, work_id)
+
+    @strawberry.field
+    async def all_works(self, info: Info, first: int = 50, after: str | None = None,
+                        saga: list[str] | None = None, status: list[str] | None = None,
+                        newest_first: bool = True) -> WorkConnection:
+        """Works, newest first (or oldest), filtered by saga and status."""
+        store = _service(info).store
+        rows, more = await queries.works_page(store, first=first, after=after, saga=saga,
+                                              status=status, newest_first=newest_first)
+        loader = _context(info).works
+        for row in rows:
+            loader.prime(row["work_id"], row)
+        edges = [WorkEdge(cursor=queries.encode_cursor(r), node=Work.of(r)) for r in rows]
+        total = await queries.count_works(store, saga=saga, status=status)
+        return WorkConnection(edges=edges, total_count=total, page_info=relay.PageInfo(
+            has_next_page=more, has_previous_page=after is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None))
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def create_work(self, info: Info, saga: str, input: JSON | None = None,
+                          paused: bool = False, priority: int = 0,
+                          start_at: float | None = None, work_id: str | None = None
+                          ) -> CreateWorkResult:
+        service = _service(info)
+        try:
+            created = await service.create_work(saga, input, paused=paused, priority=priority,
+                                                start_at=start_at, work_id=work_id)
+        except ApiError as exc:
+            return _error(exc)  # type: ignore[return-value]
+        work = await _work(info, created)
+        assert work is not None
+        return WorkCreated(work=work)
+
+    @strawberry.mutation
+    async def pause_work(self, info: Info, work_id: str, by: str = "", reason: str = "",
+                         request_id: str | None = None) -> CommandResult:
+        return await _steer(info, work_id, Command(kind="pause", by=by, reason=reason),
+                            request_id)
+
+    @strawberry.mutation
+    async def resume_work(self, info: Info, work_id: str, by: str = "",
+                          request_id: str | None = None) -> CommandResult:
+        return await _steer(info, work_id, Command(kind="resume", by=by), request_id)
+
+    @strawberry.mutation
+    async def step_work(self, info: Info, work_id: str, by: str = "",
+                        request_id: str | None = None) -> CommandResult:
+        return await _steer(info, work_id, Command(kind="step", by=by), request_id)
+
+    @strawberry.mutation
+    async def multi_step_work(self, info: Info, work_id: str,
+                              until: list[BreakpointInput] | None = None,
+                              max_steps: int | None = None, by: str = "",
+                              request_id: str | None = None) -> CommandResult:
+        try:
+            points = [b.build() for b in until or []]
+        except ApiError as exc:
+            return _error(exc)
+        args: dict[str, Any] = {"until": points}
+        if max_steps is not None:
+            args["max_steps"] = max_steps
+        return await _steer(info, work_id, Command(kind="mstep", by=by, args=args), request_id)
+
+    @strawberry.mutation
+    async def signal_work(self, info: Info, work_id: str, name: str,
+                          payload: JSON | None = None, by: str = "",
+                          request_id: str | None = None) -> CommandResult:
+        return await _steer(info, work_id, Command(kind="signal", by=by, args={
+            "name": name, "payload": payload}), request_id)
+
+    @strawberry.mutation
+    async def cancel_work(self, info: Info, work_id: str, by: str = "", reason: str = "",
+                          compensate: bool = True,
+                          request_id: str | None = None) -> CommandResult:
+        return await _steer(info, work_id, Command(kind="cancel", by=by, reason=reason,
+                                                   args={"compensate": compensate}),
+                            request_id)
+
+    @strawberry.mutation
+    async def edit_work_state(self, info: Info, work_id: str, path: str, by: str,
+                              reason: str, output: JSON | None = None,
+                              input: JSON | None = None, set_output: bool = False,
+                              request_id: str | None = None) -> CommandResult:
+        """Change a completed stage's recorded output (``setOutput: true``, ``output``)
+        or the input of a stage to come (``input``), while the work is paused."""
+        args: dict[str, Any] = {"path": path}
+        if set_output:
+            args["output"] = output
+        else:
+            args["input"] = input
+        return await _steer(info, work_id, Command(kind="edit", by=by, reason=reason,
+                                                   args=args), request_id)
+
+    @strawberry.mutation
+    async def set_breakpoint(self, info: Info, work_id: str, breakpoint: BreakpointInput,
+                             request_id: str | None = None) -> CommandResult:
+        try:
+            point = breakpoint.build()
+        except ApiError as exc:
+            return _error(exc)
+        return await _steer(info, work_id, Command(kind="set_breakpoint",
+                                                   args={"breakpoint": point}), request_id)
+
+    @strawberry.mutation
+    async def clear_breakpoint(self, info: Info, work_id: str, breakpoint_id: str,
+                               request_id: str | None = None) -> CommandResult:
+        return await _steer(info, work_id, Command(kind="clear_breakpoint",
+                                                   args={"id": breakpoint_id}), request_id)
+
+    @strawberry.mutation
+    async def retry_compensation(self, info: Info, work_id: str, by: str,
+                                 request_id: str | None = None) -> CommandResult:
+        return await _steer(info, work_id, Command(kind="retry_compensation", by=by),
+                            request_id)
+
+    @strawberry.mutation
+    async def resolve_work(self, info: Info, work_id: str, by: str, reason: str,
+                           request_id: str | None = None) -> CommandResult:
+        return await _steer(info, work_id, Command(kind="resolve", by=by, reason=reason),
+                            request_id)
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription
+    async def work_events(self, info: Info, work_id: str | None = None,
+                          after: str | None = None,
+                          types: list[str] | None = None) -> AsyncGenerator[Event, None]:
+        """The events of one work (or all), after cursor ``after`` (an event's
+        ``cursor``; none: from now on), of some types: every later event once."""
+        cursor = None
+        if after is not None:
+            if not after.isdigit():
+                raise ValueError(f"after must be an event's cursor, got {after!r:.40}")
+            cursor = int(after)
+        async with _service(info).feed.subscribe(after=cursor, work_id=work_id,
+                                                 types=types) as events:
+            async for recorded in events:
+                yield Event.of(recorded)
+
+
+schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription,
+                           types=[Work])

@@ -1,0 +1,125 @@
+"""The HTTP side: a starlette app serving GraphQL at ``/graphql`` (queries and mutations
+over HTTP, subscriptions over WebSocket with graphql-transport-ws), and ``stepsaga
+serve``, which runs it with uvicorn beside the worker node, the event feed and the
+runtime that creates works, all on one store."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+
+from engine import Runtime
+from engine.store import SqlStore
+from engine.store.feed import Feed
+
+from .schema import Context, schema
+from .service import Service
+
+__all__ = ["Api", "make_app", "running_api"]
+
+_LOG = logging.getLogger("stepsaga.serve")
+
+
+class Api(GraphQL[Context, None]):
+    """strawberry's ASGI app with our context: one :class:`Context` per request."""
+
+    def __init__(self, service: Service) -> None:
+        super().__init__(schema, graphql_ide=None)
+        self.service = service
+
+    async def get_context(self, request: Request | WebSocket, response: Any = None
+                          ) -> Context:
+        return Context(self.service)
+
+
+def make_app(service: Service) -> Starlette:
+    api = Api(service)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    # plain routes, not a mount: a mount redirects /graphql to /graphql/
+    return Starlette(routes=[Route("/healthz", healthz),
+                             Route("/graphql", api, methods=["GET", "POST"]),
+                             WebSocketRoute("/graphql", api)])
+
+
+@asynccontextmanager
+async def running_api(store: SqlStore, app: Any, *, node: Any = None,
+                      command_timeout: float = 10.0) -> AsyncIterator[Service]:
+    """A feed, a runtime for the app's sagas and the service over them, for the block;
+    ``node`` (a worker node in this process) is woken directly by commands sent."""
+    async with Feed.running(store) as feed, Runtime(list(app.sagas), store=store,
+                                                   services=list(app.services)) as runtime:
+        yield Service(store, feed, runtime, wake=None if node is None else node.mail,
+                      command_timeout=command_timeout)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its own signal handling (it re-raises the signal once
+    it has stopped, which would end the process before the node hands its works on):
+    SIGTERM and SIGINT are handled by :func:`serve`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _stop_on_signal(server: Any) -> None:
+    import signal
+
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            _LOG.warning("stopping: no new requests; the node hands its works on")
+            server.should_exit = True
+            return
+
+
+async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequence[Any],
+                no_workers: bool = False, node_options: dict[str, Any] | None = None,
+                ready: Any = None) -> None:
+    """``stepsaga serve``: API and (unless ``no_workers``) a worker node on one store,
+    until SIGTERM or SIGINT; then the server stops taking requests, closes its
+    subscriptions and the node hands its works on."""
+    async with SqlStore.open(store_url) as store:
+        node = None if no_workers else app.node(store, workers, **(node_options or {}))
+        async with anyio.create_task_group() as tg:
+            if node is not None:
+                await tg.start(node.run)
+            async with running_api(store, app, node=node) as service:
+                config = uvicorn.Config(make_app(service), host=host, port=port,
+                                        log_level="warning", lifespan="off",
+                                        ws="websockets-sansio")
+                server = _Server(config)
+                stopped = anyio.Event()
+
+                async def run_server() -> None:
+                    try:
+                        await server.serve()
+                    finally:
+                        stopped.set()
+
+                tg.start_soon(run_server)
+                tg.start_soon(_stop_on_signal, server)
+                for _ in range(6000):  # a minute at most to bind and start
+                    if server.started or stopped.is_set():
+                        break
+                    await anyio.sleep(0.01)
+                if ready is not None and server.started:
+                    ready(server)
+                await stopped.wait()  # until a signal stops it
+            if node is not None:
+                await node.drain()
+            tg.cancel_scope.cancel()

@@ -1,0 +1,188 @@
+"""What the GraphQL schema does, without GraphQL: read works from the store, send
+commands through the inbox and wait for their outcome on the event feed.
+
+An API node never appends to a work: every steering request is a command in the
+work's inbox (:mod:`engine.store.inbox`), checked first against the stored state
+with the same rule the holder applies (:func:`engine.commands.command_events`), then
+carried out by the node that holds the work. The request waits (up to a timeout) for
+the holder's ``work.command`` event on this process's feed and answers with it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from engine import Runtime, Saga
+from engine.commands import Command, command_events
+from engine.errors import ConflictError, UnknownSagaError, UnknownWorkError, WorkStateError
+from engine.events import RecordedEvent
+from engine.plan import Plan
+from engine.state import WorkState, replay
+from engine.store import SqlStore
+from engine.store.feed import Feed
+
+__all__ = ["ApiError", "Outcome", "Service"]
+
+
+class ApiError(Exception):
+    """A request that cannot be done: ``kind`` is not_found, wrong_state, invalid_input or
+    conflict; ``field`` names the argument at fault, ``status`` the work's status."""
+
+    def __init__(self, kind: str, message: str, *, field: str | None = None,
+                 status: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.field = field
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the holder recorded for a command: its ``work.command`` event's payload
+    (``None`` while no holder has taken it within the wait)."""
+
+    work_id: str
+    number: int
+    recorded: RecordedEvent | None
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return dict(self.recorded.event.payload) if self.recorded is not None else {}
+
+
+def rejection(work_id: str, error: BaseException, status: str) -> ApiError:
+    """The API error for a command the rules refused."""
+    if isinstance(error, WorkStateError):
+        return ApiError("wrong_state", str(error), status=status)
+    if isinstance(error, KeyError):
+        return ApiError("not_found", str(error.args[0]) if error.args else str(error))
+    return ApiError("invalid_input", str(error))
+
+
+class Service:
+    """The API's operations over one store; ``wake`` is told of every command sent (a
+    worker node in this process takes it at once)."""
+
+    def __init__(self, store: SqlStore, feed: Feed, runtime: Runtime, *,
+                 wake: Any = None, command_timeout: float = 10.0) -> None:
+        self.store = store
+        self.feed = feed
+        self.runtime = runtime  # the sagas' plans; creates works for the worker nodes
+        self.wake = wake
+        self.command_timeout = command_timeout
+
+    # ------------------------------------------------------------ reading
+
+    def plan(self, saga: str) -> Plan:
+        try:
+            return self.runtime.plan(saga)
+        except UnknownSagaError as exc:
+            raise ApiError("not_found", str(exc), field="saga") from None
+
+    def sagas(self) -> list[Saga]:
+        return [self.runtime.plan(name).saga for name in sorted(self.runtime._plans)]
+
+    async def state(self, work_id: str) -> WorkState:
+        """A work's state as the store has it."""
+        snapshot, rest = await self.store.load(work_id)
+        if snapshot is None and not rest:
+            raise ApiError("not_found", f"no work has id {work_id!r}", field="workId")
+        return replay(rest, snapshot)
+
+    async def events(self, work_id: str, *, after: int = 0, first: int = 100
+                     ) -> list[RecordedEvent]:
+        if isinstance(first, bool) or not 1 <= first <= 1000:
+            raise ApiError("invalid_input", f"first must be 1 to 1000, got {first!r}",
+                           field="first")
+        stream = await self.store.read(work_id, after=after, until=after + first)
+        return stream
+
+    async def state_at(self, work_id: str, seq: int) -> WorkState:
+        stream = await self.store.read(work_id, until=seq)
+        if not stream:
+            raise ApiError("not_found", f"no work has id {work_id!r}", field="workId")
+        if not 0 <= seq <= len(stream) or seq > stream[-1].seq:
+            raise ApiError("invalid_input", f"work {work_id} has events 1..{stream[-1].seq}; "
+                           f"no seq {seq}", field="seq")
+        return replay(stream[:seq])
+
+    # ------------------------------------------------------------ creating
+
+    async def create_work(self, saga: str, input: Any, *, paused: bool = False,
+                          priority: int = 0, start_at: float | None = None,
+                          work_id: str | None = None) -> str:
+        self.plan(saga)
+        try:
+            return await self.runtime.start(saga, input, paused=paused, run=False,
+                                            priority=priority, start_at=start_at,
+                                            work_id=work_id)
+        except WorkStateError as exc:
+            raise ApiError("conflict", str(exc), field="workId") from None
+        except (ValueError, TypeError) as exc:
+            field = "input" if "input" in str(exc) else (
+                "priority" if "priority" in str(exc) else "startAt")
+            raise ApiError("invalid_input", str(exc), field=field) from None
+
+    # ------------------------------------------------------------ steering
+
+    async def command(self, work_id: str, command: Command, *,
+                      request_id: str | None = None, wait: float | None = None) -> Outcome:
+        """Check ``command`` against the work's stored state, send it to the work's
+        inbox and wait for the holder to take it."""
+        state = await self.state(work_id)
+        plan = self.plan(state.saga)
+        try:
+            command_events(plan, state, command)
+        except (WorkStateError, ValueError, TypeError, KeyError) as exc:
+            raise rejection(work_id, exc, state.display_status) from None
+        limit = self.command_timeout if wait is None else wait
+        if not (math.isfinite(limit) and limit >= 0):
+            raise ApiError("invalid_input", f"a wait must be >= 0 seconds, got {limit!r}")
+        async with self.feed.subscribe(work_id=work_id, types=["work.command"]) as taken:
+            try:
+                sent = await self.store.send_command(work_id, command, request_id=request_id)
+            except UnknownWorkError as exc:
+                raise ApiError("not_found", str(exc), field="workId") from None
+            except ConflictError as exc:
+                raise ApiError("conflict", str(exc), field="requestId") from None
+            except ValueError as exc:
+                raise ApiError("invalid_input", str(exc)) from None
+            if self.wake is not None:
+                self.wake([work_id])
+            found = await self._earlier(work_id, sent.number)
+            if found is None and limit > 0:
+                with anyio.move_on_after(limit):
+                    async for recorded in taken:
+                        if recorded.event.payload.get("number") == sent.number:
+                            found = recorded
+                            break
+        return Outcome(work_id=work_id, number=sent.number, recorded=found)
+
+    async def _earlier(self, work_id: str, number: int) -> RecordedEvent | None:
+        """The outcome of command ``number`` if it was recorded already (a retried
+        request id), else None."""
+        state = await self.state(work_id)
+        if state.commands_applied < number:
+            return None
+        for recorded in await self.store.read(work_id):
+            if recorded.type == "work.command" and \
+                    recorded.event.payload.get("number") == number:
+                return recorded
+        return None
+
+
+def check_outcome(outcome: Outcome, status: str) -> None:
+    """Raise the holder's rejection of a command as the API error it is."""
+    payload = outcome.payload
+    if payload.get("outcome") != "rejected":
+        return
+    error = payload.get("error") or {}
+    kind = {"WorkStateError": "wrong_state", "KeyError": "not_found"}.get(
+        str(error.get("type")), "invalid_input")
+    raise ApiError(kind, str(error.get("message", "rejected")), status=status)
+

@@ -1,0 +1,96 @@
+"""The schema on its own (``schema.execute``, ``schema.subscribe``) against a real store
+and a worker node in this process; the checked-in SDL matches the schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from engine import Runtime
+from engine.store import SqlStore
+from engine.store.feed import Feed
+from graphql_api.schema import Context, schema
+from graphql_api.service import Service
+from workers.node import WorkerNode, WorkerSpec
+
+from .app import sagas
+
+SDL = Path(__file__).resolve().parents[2] / "graphql_api" / "schema.graphql"
+
+async def until(check: Any, seconds: float = 20.0) -> None:
+    """Wait (bounded) until ``check()`` is true."""
+    for _ in range(int(seconds / 0.02)):
+        if check():
+            return
+        await anyio.sleep(0.02)
+    raise AssertionError(f"not so after {seconds} s")
+
+
+def test_the_checked_in_sdl_is_the_schema() -> None:
+    assert SDL.read_text() == schema.as_str() + "\n", (
+        "the schema changed: write it out with "
+        "python -c 'from graphql_api.schema import schema; print(schema.as_str())' "
+        "> graphql_api/schema.graphql")
+
+
+async def test_lists_page_by_cursor_and_load_stage_runs_in_one_batch(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
+    async with SqlStore.open(url) as store:
+        node = WorkerNode(store, sagas(), [WorkerSpec(name="w", concurrency=20)],
+                          node_id="n", poll_interval=0.05)
+        async with anyio.create_task_group() as tg, Feed.running(store) as feed, \
+                Runtime(sagas(), store=store) as runtime:
+            await tg.start(node.run)
+            service = Service(store, feed, runtime, wake=node.mail)
+            ids = [await runtime.start("gate", i, run=False) for i in range(7)]
+
+            async def run(query: str, **variables: Any) -> dict[str, Any]:
+                result = await schema.execute(query, variable_values=variables,
+                                              context_value=Context(service))
+                assert result.errors is None, result.errors
+                assert result.data is not None
+                return result.data
+
+            page = "query($after: String) { allWorks(first: 3, after: $after, " \
+                   "saga: [\"gate\"]) { totalCount pageInfo { hasNextPage endCursor } " \
+                   "edges { node { workId id stageRuns { path } } } } }"
+            seen: list[str] = []
+            after = None
+            while True:
+                found = (await run(page, after=after))["allWorks"]
+                seen += [e["node"]["workId"] for e in found["edges"]]
+                assert found["totalCount"] == 7
+                if not found["pageInfo"]["hasNextPage"]:
+                    break
+                after = found["pageInfo"]["endCursor"]
+            assert seen == ids[::-1]  # newest first, each once
+            # a global id resolves through node()
+            first = (await run(page))["allWorks"]["edges"][0]["node"]
+            again = await run("query($id: ID!) { node(id: $id) { ... on Work { workId } } }",
+                              id=first["id"])
+            assert again["node"]["workId"] == first["workId"]
+            # a subscription from a cursor, and a signal sent through the schema
+            events: list[str] = []
+
+            async def follow() -> None:
+                stream = await schema.subscribe(
+                    "subscription($id: String) { workEvents(workId: $id, after: \"0\") "
+                    "{ type } }", variable_values={"id": ids[0]},
+                    context_value=Context(service))
+                async for item in stream:  # type: ignore[union-attr]
+                    assert item.data is not None
+                    events.append(item.data["workEvents"]["type"])
+                    if events[-1] == "work.completed":
+                        return
+
+            tg.start_soon(follow)
+            await until(lambda: "stage.wait.started" in events)
+            sent = await run("mutation($id: String!) { signalWork(workId: $id, name: \"go\","
+                             " payload: 1) { ... on CommandTaken { outcome } } }", id=ids[0])
+            assert sent["signalWork"]["outcome"] == "applied"
+            await until(lambda: "work.completed" in events)
+            assert events[0] == "work.created" and "work.command" in events
+            node.stop()
+            tg.cancel_scope.cancel()
