@@ -61,7 +61,7 @@ class Store(Protocol):
 
     async def append(self, work_id: str, records: list[RecordedEvent],
                      state: WorkState | None = None, *, lease: Lease | None = None,
-                     queue: bool = False, fenced: bool = True) -> None: ...
+                     queue: bool = False, fenced: bool = True, token: int = 0) -> None: ...
 
     async def read(self, work_id: str, *, after: int = 0,
                    until: int | None = None) -> list[RecordedEvent]: ...
@@ -78,7 +78,7 @@ class Store(Protocol):
 
     async def claim_works(self, *, owner: str, worker: str, ttl: float,
                           works: Sequence[tuple[str, str, int]], free: bool = False
-                          ) -> list[str]: ...
+                          ) -> Mapping[str, int]: ...
 
     async def renew_leases(self, *, owner: str, ttl: float,
                            work_ids: Sequence[str]) -> Mapping[str, int]: ...
@@ -176,6 +176,8 @@ class Runtime:
         self.lease = lease
         self.gate = gate  # admits the transactions of stages with services, locks, rates
         self._driven: dict[str, anyio.Event] = {}  # work id -> set when its driver ends
+        # work id -> the token of this runtime's claim on its lease (the fence of appends)
+        self._tokens: dict[str, int] = {}
         # a slot is free again: (work id, whether the work ended, when a parked work is
         # due again or None, the number of the last command it took)
         self.on_driver_end: Callable[[str, bool, float | None, int], None] | None = None
@@ -410,6 +412,8 @@ class Runtime:
             del self._works[work_id]  # not durable: the work does not exist
             raise
         if run:
+            if self.lease is not None:
+                self._tokens[work_id] = 1  # the creation's commit took the first claim
             self._launch(runner)
         else:
             del self._works[work_id]
@@ -430,7 +434,8 @@ class Runtime:
                 fenced = not (state.terminal and
                               all(r.event.type in _TRAILING for r in records))
                 await self._append(store, work_id, records, state, lease, queued,
-                                   lambda seq: runner.state_at_seq(seq), fenced)
+                                   lambda seq: runner.state_at_seq(seq), fenced,
+                                   self._tokens.get(work_id, 0))
 
         runner = WorkRunner(plan, work_id, clock=self.clock,
                             services=ServiceScope(self._services), worker=self.worker,
@@ -445,12 +450,13 @@ class Runtime:
 
     async def _append(self, store: Store, work_id: str, records: list[RecordedEvent],
                       state: WorkState, lease: Lease | None, queue: bool,
-                      state_then: Callable[[int], WorkState], fenced: bool = True) -> None:
+                      state_then: Callable[[int], WorkState], fenced: bool = True,
+                      token: int = 0) -> None:
         """Append, trying again with backoff while the store's error is transient. A
         retry that finds its seqs taken checks whether the earlier try did commit."""
         try:
             await store.append(work_id, records, state, lease=lease, queue=queue,
-                                   fenced=fenced)
+                                   fenced=fenced, token=token)
             return
         except StoreError as exc:
             if not exc.transient:
@@ -468,7 +474,7 @@ class Runtime:
             with attempt:
                 try:
                     await store.append(work_id, records, state, lease=lease, queue=queue,
-                                   fenced=fenced)
+                                   fenced=fenced, token=token)
                 except (ConflictError, LeaseLostError):
                     # the try whose answer was lost may have committed (and, ending the
                     # work, dropped its lease)
@@ -516,7 +522,8 @@ class Runtime:
             mine = await self.store.claim_works(
                 owner=self.lease.owner, worker=self.lease.worker, ttl=self.lease.ttl,
                 works=wanted[start:start + 100])
-            recovered += await self._take_on(mine)
+            self._tokens.update(mine)
+            recovered += await self._take_on(list(mine))
         return recovered
 
     async def _take_on(self, work_ids: Sequence[str]) -> list[str]:
@@ -634,6 +641,7 @@ class Runtime:
             if terminal:
                 self._retire(runner)
             done = self._driven.pop(runner.work_id, None)
+            self._tokens.pop(runner.work_id, None)  # a later drive claims again
             if done is not None:
                 done.set()
             if self.on_driver_end is not None:
@@ -667,18 +675,22 @@ class Runtime:
 
     async def adopt_many(self, work_ids: Sequence[str], *,
                          broken: dict[str, Exception] | None = None,
-                         mail: Mapping[str, int] | None = None) -> list[bool | None]:
+                         mail: Mapping[str, int] | None = None,
+                         tokens: Mapping[str, int] | None = None) -> list[bool | None]:
         """:meth:`adopt` for many works, loaded together: for each, True (driven here),
         False (it has ended) or None (its stream cannot be loaded: logged, naming the
         work, the seq and what is wrong, and kept in ``broken``); one broken work does
         not keep the others back. ``mail``: the number of the last command sent to each
         (a claim returns it); a work with commands it has not taken takes them first,
         even one that has ended (it was queued to record their outcome). Without it, a
-        plain runtime looks in each adopted work's inbox."""
+        plain runtime looks in each adopted work's inbox. ``tokens``: the token of each
+        work's claim (the fence of its appends)."""
         if self.store is None:
             raise RuntimeError("adopt() needs a Runtime with a store")
         if self._tg is None:
             raise RuntimeError("use the Runtime as 'async with Runtime(...) as runtime'")
+        if tokens is not None:
+            self._tokens.update((w, t) for w, t in tokens.items() if w not in self._driven)
         loaded = await self.store.load_many([w for w in work_ids if w not in self._driven])
         runners: dict[str, WorkRunner] = {}
         failed: dict[str, Exception] = {} if broken is None else broken
@@ -707,10 +719,12 @@ class Runtime:
         if self._own_lease and runners:
             # a plain runtime claims them first (a worker node has claimed them already)
             assert self.lease is not None
-            claimed = set(await self.store.claim_works(
+            tokens = await self.store.claim_works(
                 owner=self.lease.owner, worker=self.lease.worker, ttl=self.lease.ttl,
                 works=[(w, r.state.saga, r.state.priority) for w, r in runners.items()],
-                free=True))
+                free=True)
+            self._tokens.update(tokens)
+            claimed = set(tokens)
             held = sorted(set(runners) - claimed)
             if held:
                 await self._hand_back(sorted(claimed))
@@ -793,6 +807,7 @@ class Runtime:
             got = await self.store.claim_works(
                 owner=self.lease.owner, worker=self.lease.worker, ttl=self.lease.ttl,
                 works=[(runner.work_id, state.saga, state.priority)])
+            self._tokens.update(got)
             if not got:
                 raise WorkStateError(f"work {runner.work_id} is held by another process; "
                                      "steer it there")

@@ -377,7 +377,8 @@ class WorkerNode:
                                  saga_limits=self.saga_limits)
         self.claimed += len(got)
         adopted = await runtime.adopt_many([c.work_id for c in got],
-                                           mail={c.work_id: c.mail for c in got})
+                                           mail={c.work_id: c.mail for c in got},
+                                           tokens={c.work_id: c.token for c in got})
         # a work that cannot be loaded (None) keeps its row: its lease expires, it is
         # logged again by whoever claims it next, and it stays visible as unfinished
         ended = [c.work_id for c, ok in zip(got, adopted, strict=True) if ok is False]

@@ -101,7 +101,8 @@ class _Append:
     lease: dict[str, Any] | None = None  # a leases row taken with the work's creation
     release: str | None = None  # the lease owner whose lease ends with this append
     applied: int = 0  # the last inbox command the work took: a later one frees the lease
-    fence: tuple[str, str] | None = None  # (owner, worker) that must hold the lease
+    # (owner, worker, token) that must hold the lease; token 0: whichever claim it is
+    fence: tuple[str, str, int] | None = None
     error: BaseException | None = None
 
 
@@ -283,7 +284,7 @@ class SqlStore:
 
     async def append(self, work_id: str, records: list[RecordedEvent],
                      state: WorkState | None = None, *, lease: Lease | None = None,
-                     queue: bool = False, fenced: bool = True) -> None:
+                     queue: bool = False, fenced: bool = True, token: int = 0) -> None:
         """Append ``records`` (consecutive seqs of one work) and update the projections
         from ``state``, the work's state after them; return once it is durable.
 
@@ -291,7 +292,10 @@ class SqlStore:
         append takes it (in the same commit, so no other node can claim the new work in
         between), later ones are written only while it is still held, and an append
         that ends the work drops it. With ``queue``, the work's first append leaves it
-        free for worker nodes to claim. ``fenced=False``: what trails a work's end
+        free for worker nodes to claim. ``token``: the claim of the lease the appender
+        holds (a claim returns it): an append of an older claim by the same worker (a
+        driver that stalled past its lease while the work was claimed again) is refused.
+        ``fenced=False``: what trails a work's end
         (observers, the outcomes of commands), written whoever holds the lease row now.
         """
         if self._closed:
@@ -322,7 +326,7 @@ class SqlStore:
             ended = state is not None and state.status in TERMINAL
             if records[0].seq > 1:
                 if lease is not None and fenced:  # written only while the lease is ours
-                    item.fence = (lease.owner, lease.worker)
+                    item.fence = (lease.owner, lease.worker, token)
             elif not ended:
                 if state is None:
                     raise ValueError("a work's first append with a lease needs its state")
@@ -522,14 +526,15 @@ class SqlStore:
 
     async def claim_works(self, *, owner: str, worker: str, ttl: float,
                           works: Sequence[tuple[str, str, int]], free: bool = False
-                          ) -> list[str]:
+                          ) -> dict[str, int]:
         """Lease these unfinished works to ``owner`` unless someone else holds them
-        (see :func:`engine.store.leases.claim_works`); the ids claimed."""
+        (see :func:`engine.store.leases.claim_works`); the ids claimed, each with the
+        token of its claim."""
         from . import leases as lease_rows
 
         claimed = await lease_rows.claim_works(self, owner=owner, worker=worker, ttl=ttl,
                                                works=works, free=free)
-        return [c.work_id for c in claimed]
+        return {c.work_id: c.token for c in claimed}
 
     async def renew_leases(self, *, owner: str, ttl: float,
                            work_ids: Sequence[str]) -> dict[str, int]:
@@ -772,18 +777,21 @@ def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:
     tables = ((events, ()), (works, ("work_id",)), (stage_runs, ("work_id", "path")),
               (snapshots, ("work_id",)), (leases, ("work_id",)))
     if not _PG_SQL:
-        # $1..$3: (work, owner, worker) whose lease must still be held; if one is not,
+        # $1..$4: (work, owner, worker, token) whose lease must still be held (token 0:
+        # any claim of that worker); if one is not,
         # 'ok' is empty and nothing is written (the caller then raises LeaseLostError)
         parts = [f"lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({APPEND_LOCK}) AS held)",
                  # FOR SHARE: no claim takes these leases over until this commit ends
                  "held AS MATERIALIZED (SELECT l.work_id FROM lock, leases l JOIN "
-                 "unnest($1::text[], $2::text[], $3::text[]) AS f(work_id, owner, worker) "
+                 "unnest($1::text[], $2::text[], $3::text[], $4::int4[]) "
+                 "AS f(work_id, owner, worker, token) "
                  "ON l.work_id = f.work_id AND l.owner = f.owner AND l.worker = f.worker "
+                 "AND (f.token = 0 OR l.token = f.token) "
                  "FOR SHARE OF l)",
                  "fence AS MATERIALIZED (SELECT cardinality($1::text[]) - "
                  "(SELECT count(*) FROM held) AS lost)",
                  "ok AS MATERIALIZED (SELECT lost FROM fence WHERE lost = 0)"]
-        number = 4
+        number = 5
         for index, (table, keys) in enumerate(tables):
             columns = [c for c in table.columns if c.name != "position"]
             names = ", ".join(c.name for c in columns)
@@ -821,7 +829,8 @@ def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:
     work_rows, stage_rows, snaps = _projection_rows(batch)
     taken, released = _lease_rows(batch)
     fenced = [(item.work_id, *item.fence) for item in batch if item.fence is not None]
-    args: list[Any] = [[f[0] for f in fenced], [f[1] for f in fenced], [f[2] for f in fenced]]
+    args: list[Any] = [[f[0] for f in fenced], [f[1] for f in fenced], [f[2] for f in fenced],
+                       [f[3] for f in fenced]]
     for (table, _), rows in zip(tables, (event_rows, work_rows, stage_rows, snaps, taken),
                                 strict=True):
         fields = [c.name for c in table.columns if c.name != "position"]
@@ -869,10 +878,12 @@ def _write_sqlite(dbapi: Any, batch: Sequence[_Append]) -> None:
     fenced = [(item.work_id, *item.fence) for item in batch if item.fence is not None]
     if fenced:
         marks = ", ".join("?" for _ in fenced)
-        held = set(dbapi.execute(f"SELECT work_id, owner, worker FROM leases WHERE work_id "
-                                 f"IN ({marks})", [w for w, _, _ in fenced]).fetchall())
-        lost = [work_id for work_id, owner, worker in fenced
-                if (work_id, owner, worker) not in held]
+        held = {w: (o, k, t) for w, o, k, t in dbapi.execute(
+            f"SELECT work_id, owner, worker, token FROM leases WHERE work_id IN ({marks})",
+            [w for w, _, _, _ in fenced]).fetchall()}
+        lost = [work_id for work_id, owner, worker, token in fenced
+                if held.get(work_id, (None, None, -1))[:2] != (owner, worker)
+                or token not in (0, held[work_id][2])]
         if lost:
             raise LeaseLostError(f"the lease on work {lost[0]} is not held by this worker "
                                  "any more; another worker runs it")

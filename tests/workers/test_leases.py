@@ -175,3 +175,29 @@ async def test_an_idle_node_starts_a_delayed_work_on_time(store_url: str) -> Non
             assert (await store.work(later) or {})["status"] == "pending"
             assert (await store.work(elsewhere) or {})["status"] == "completed"
             await node.drain()
+
+
+async def test_an_older_claim_of_the_same_worker_is_fenced_off(store_url: str) -> None:
+    """The fence holds the claim's token: a driver that stalled past its lease while
+    the same worker claimed the work again cannot append any more."""
+    from engine.events import Event, RecordedEvent
+
+    async with SqlStore.open(store_url) as store, Runtime([ONE], store=store) as rt:
+        wid = await rt.start("one", 0, run=False)
+        (first,) = await leases.claim(store, owner="n1", worker="n1/w", limit=1, ttl=30)
+        await store.expire_leases(owner="n1", work_ids=[wid])
+        (second,) = await leases.claim(store, owner="n1", worker="n1/w", limit=1, ttl=30)
+        assert (first.token, second.token) == (1, 2)
+        lease = Lease(owner="n1", worker="n1/w", ttl=30)
+        state = replay(await store.read(wid))
+
+        def started(seq: int) -> list[RecordedEvent]:
+            return [RecordedEvent(work_id=wid, seq=seq, time=time.time(),
+                                  event=Event(type="work.started"))]
+
+        with pytest.raises(LeaseLostError, match=f"lease on work {wid}"):
+            await store.append(wid, started(2), state, lease=lease, token=first.token)
+        assert len(await store.read(wid)) == 1  # nothing of the stale claim was written
+        await store.append(wid, started(2), replay(await store.read(wid)), lease=lease,
+                           token=second.token)
+        assert [e.type for e in await store.read(wid)] == ["work.created", "work.started"]
