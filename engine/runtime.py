@@ -562,9 +562,13 @@ class Runtime:
         return replay(stream[:seq])
 
     async def rewind(self, work_id: str, seq: int, *, paused: bool = True,
-                     new_work_id: str | None = None) -> str:
+                     new_work_id: str | None = None, run: bool = True) -> str:
         """A new work forked from the first ``seq`` events of ``work_id``, to run again
-        (after a fix). It starts paused unless asked otherwise."""
+        (after a fix). It starts paused unless asked otherwise. The fork is written in
+        one commit; with ``run=False`` (a store needed) it is queued for worker nodes
+        instead of run here."""
+        if not run and self.store is None:
+            raise ValueError("run=False queues the fork for worker nodes: it needs a store")
         if self._tg is None:
             raise RuntimeError("use the Runtime as 'async with Runtime(...) as runtime'")
         stream = await self.history(work_id)
@@ -576,7 +580,9 @@ class Runtime:
         new_id = new_work_id or make_work_id()
         if new_id in self._works:
             raise WorkStateError(f"a work with id {new_id!r} exists already")
-        runner = self._new_runner(plan, new_id)
+        if self.store is not None and await self.store.read(new_id, until=1):
+            raise WorkStateError(f"a work with id {new_id!r} exists already in the store")
+        runner = self._new_runner(plan, new_id, queued=not run)
         self._works[new_id] = runner
         for recorded in stream[:seq]:
             event = recorded.event
@@ -585,12 +591,25 @@ class Runtime:
                            "forked_from": {"work_id": work_id, "seq": seq}}
                 event = Event(type=event.type, path=event.path, attempt=event.attempt,
                               payload=payload, version=event.version)
+            elif event.type == ev.WORK_COMMAND:
+                # the original's inbox, not the fork's: the fork numbers its own from 1
+                event = Event(type=event.type, path=event.path, attempt=event.attempt,
+                              payload={**event.payload, "inherited": True},
+                              version=event.version)
             await runner.record(event, observe=False, flush=False)
         if paused and not runner.state.paused and not runner.state.terminal:
             await runner.record(Event(type=ev.WORK_PAUSED, payload={
                 "reason": "rewound", "from": work_id, "seq": seq}), observe=False, flush=False)
-        await runner.flush()  # the fork's prefix in one commit, leased as a whole
-        if not runner.state.terminal:
+        try:
+            await runner.flush()  # the fork's prefix in one commit, leased as a whole
+        except BaseException:
+            del self._works[new_id]  # not durable: the fork does not exist
+            raise
+        if not run:
+            del self._works[new_id]  # the worker nodes have it
+        elif not runner.state.terminal:
+            if self.lease is not None:
+                self._tokens[new_id] = 1
             self._launch(runner)
         return new_id
 
@@ -605,7 +624,10 @@ class Runtime:
             if x is None or y is None:
                 return index + 1, x, y
             ex, ey = x.event, y.event
-            if ex.type == ey.type == ev.WORK_CREATED:
+            if ex.type == ey.type == ev.WORK_COMMAND:
+                same = {k: v for k, v in ex.payload.items() if k != "inherited"} == \
+                    {k: v for k, v in ey.payload.items() if k != "inherited"}
+            elif ex.type == ey.type == ev.WORK_CREATED:
                 same = ex.payload.get("input") == ey.payload.get("input") and \
                     ex.payload.get("saga") == ey.payload.get("saga")
             else:

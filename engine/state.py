@@ -403,6 +403,8 @@ def _signal_received(state: WorkState, r: RecordedEvent, p: Any, t: float) -> No
 
 
 def _work_command(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    if p.get("inherited"):  # copied into a fork from the original's inbox
+        return
     number = int(p["number"])
     if number != state.commands_applied + 1:
         raise ValueError(f"command {number} follows command {state.commands_applied}")

@@ -176,6 +176,24 @@ class Work(relay.Node):
         return json.loads(json.dumps(dataclasses.asdict(state), default=str))
 
     @strawberry.field
+    async def state_diff(self, info: Info, from_seq: int, to_seq: int) -> JSON:
+        """What changed in its state from seq ``fromSeq`` to ``toSeq``: a list of
+        ``{path, before, after}``."""
+        found = await _service(info).diff(self.work_id, from_seq, to_seq)
+        return json.loads(json.dumps(found, default=str))
+
+    @strawberry.field
+    async def compare(self, info: Info, other_work_id: str) -> Divergence | None:
+        """The first event where this work and another differ (a fork and its origin);
+        null when one's events are a copy of the other's."""
+        found = await _service(info).compare(self.work_id, other_work_id)
+        if found is None:
+            return None
+        seq, left, right = found
+        return Divergence(seq=seq, mine=None if left is None else Event.of(left),
+                          theirs=None if right is None else Event.of(right))
+
+    @strawberry.field
     async def pending_commands(self, info: Info) -> list[PendingCommand]:
         """Commands sent to it that its holder has not taken yet."""
         service = _service(info)
@@ -187,6 +205,13 @@ class Work(relay.Node):
 
 
 _ENDED = frozenset({"completed", "failed", "compensation_failed", "cancelled"})
+
+
+@strawberry.type
+class Divergence:
+    seq: int
+    mine: Event | None
+    theirs: Event | None
 
 
 @strawberry.type
@@ -371,6 +396,20 @@ class Mutation:
         except ApiError as exc:
             return _error(exc)  # type: ignore[return-value]
         work = await _work(info, created)
+        assert work is not None
+        return WorkCreated(work=work)
+
+    @strawberry.mutation
+    async def rewind_work(self, info: Info, work_id: str, to_seq: int, paused: bool = True,
+                          request_id: str | None = None) -> CreateWorkResult:
+        """A new work forked from the first ``toSeq`` events of this one, queued for the
+        worker nodes (paused unless told otherwise), to run again after a fix."""
+        try:
+            forked = await _service(info).rewind(work_id, to_seq, paused=paused,
+                                                 request_id=request_id)
+        except ApiError as exc:
+            return _error(exc)  # type: ignore[return-value]
+        work = await _work(info, forked)
         assert work is not None
         return WorkCreated(work=work)
 

@@ -128,6 +128,50 @@ class Service:
                 "priority" if "priority" in str(exc) else "startAt")
             raise ApiError("invalid_input", str(exc), field=field) from None
 
+    async def rewind(self, work_id: str, seq: int, *, paused: bool = True,
+                     request_id: str | None = None) -> str:
+        """Fork ``work_id`` at ``seq`` into a new work queued for the worker nodes, in one
+        commit. A request id names the fork: the same request again answers the same
+        fork; the id used for another fork is a conflict."""
+        state = await self.state(work_id)
+        if isinstance(seq, bool) or not 1 <= seq <= state.seq:
+            raise ApiError("invalid_input", f"work {work_id} has events 1..{state.seq}; "
+                           f"cannot rewind to seq {seq}", field="toSeq")
+        self.plan(state.saga)
+        new_id = None
+        if request_id is not None:
+            import hashlib
+
+            new_id = "fork-" + hashlib.sha256(request_id.encode()).hexdigest()[:40]
+            earlier = await self.store.read(new_id, until=1)
+            if earlier:
+                came = earlier[0].event.payload.get("forked_from") or {}
+                if came == {"work_id": work_id, "seq": seq}:
+                    return new_id
+                raise ApiError("conflict", f"request id {request_id!r} was used before for "
+                               f"another fork (of {came.get('work_id')} at seq "
+                               f"{came.get('seq')}); use a new one", field="requestId")
+        return await self.runtime.rewind(work_id, seq, paused=paused, new_work_id=new_id,
+                                         run=False)
+
+    async def compare(self, a: str, b: str) -> tuple[int, RecordedEvent | None,
+                                                     RecordedEvent | None] | None:
+        """The first seq where two works' events differ (see Runtime.compare)."""
+        for work_id in (a, b):
+            await self.state(work_id)  # not found: says which
+        return await self.runtime.compare(a, b)
+
+    async def diff(self, work_id: str, before: int, after: int) -> list[dict[str, Any]]:
+        """What changed in a work's state between two seqs: one entry per changed path
+        (``stages/pay/status``), with the value before and after."""
+        import dataclasses
+
+        old = dataclasses.asdict(await self.state_at(work_id, before))
+        new = dataclasses.asdict(await self.state_at(work_id, after))
+        found: list[dict[str, Any]] = []
+        _diff("", old, new, found)
+        return found
+
     # ------------------------------------------------------------ steering
 
     async def command(self, work_id: str, command: Command, *,
@@ -186,3 +230,17 @@ def check_outcome(outcome: Outcome, status: str) -> None:
         str(error.get("type")), "invalid_input")
     raise ApiError(kind, str(error.get("message", "rejected")), status=status)
 
+
+
+_GONE = object()
+
+
+def _diff(where: str, old: Any, new: Any, found: list[dict[str, Any]]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            _diff(f"{where}/{key}" if where else str(key), old.get(key, _GONE),
+                  new.get(key, _GONE), found)
+        return
+    if old != new:
+        found.append({"path": where, "before": None if old is _GONE else old,
+                      "after": None if new is _GONE else new})

@@ -1,0 +1,97 @@
+"""What the API tests share: real processes (`stepsaga serve`, `stepsaga worker`) and
+a real gql client over HTTP and WebSocket (graphql-transport-ws)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+from gql import Client, GraphQLRequest, gql
+from gql.transport.httpx import HTTPXAsyncTransport
+from gql.transport.websockets import WebsocketsTransport
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.graphql_api.app:sagas"
+
+async def until(check: Any, seconds: float = 20.0) -> None:
+    """Wait (bounded) until ``check()`` is true."""
+    for _ in range(int(seconds / 0.02)):
+        if check():
+            return
+        await anyio.sleep(0.02)
+    raise AssertionError(f"not so after {seconds} s")
+
+
+class Served:
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "graphql_api.cli", *args], cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def ready(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise AssertionError(f"the process died: {self.process.communicate()[1]}")
+        return dict(json.loads(line))
+
+    def stop(self) -> tuple[int, str, str]:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        out, err = self.process.communicate(timeout=60)
+        return self.process.returncode, out, err
+
+
+async def ask(client: Any, document: Any, variables: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = await client.execute(
+        GraphQLRequest(document, variable_values=variables))
+    return found
+
+
+def http(url: str) -> Client:
+    return Client(transport=HTTPXAsyncTransport(url=url, timeout=30))
+
+
+def ws(url: str) -> Client:
+    return Client(transport=WebsocketsTransport(
+        url=url.replace("http://", "ws://"),
+        subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL]))
+
+
+CREATE = gql("""mutation($saga: String!, $input: JSON, $paused: Boolean! = false) {
+  createWork(saga: $saga, input: $input, paused: $paused) {
+    __typename
+    ... on WorkCreated { work { workId status id } }
+    ... on InvalidInput { message field }
+    ... on NotFound { message field }
+  }
+}""")
+STEER = """mutation($id: String!, $rid: String) {{
+  {name}(workId: $id, requestId: $rid{extra}) {{
+    __typename
+    ... on CommandTaken {{ number outcome report event {{ seq type cursor }}
+                          work {{ status paused lastSeq }} }}
+    ... on WrongState {{ message status }}
+    ... on NotFound {{ message field }}
+    ... on InvalidInput {{ message field }}
+    ... on Conflict {{ message field }}
+  }}
+}}"""
+EVENTS = gql("""subscription($id: String, $after: String) {
+  workEvents(workId: $id, after: $after) { cursor seq type workId }
+}""")
+WORK = gql("""query($id: String!) {
+  work(workId: $id) { workId status paused progress lastSeq output
+                      stageRuns { path status } events(first: 3) { seq type } }
+}""")
+
+
+def steer(name: str, extra: str = "") -> Any:
+    return gql(STEER.format(name=name, extra=extra))
