@@ -152,6 +152,9 @@ class WorkState:
     parent_work_id: str | None = None  # set when this work was forked (rewound) from another
     forked_at_seq: int | None = None
     commands_applied: int = 0  # the number of the last inbox command taken (applied or not)
+    started_at: float | None = None  # when it started running
+    worker: str | None = None  # the worker that recorded its latest event ("node/name")
+    definition: str | None = None  # the hash of the saga's definition it started with
 
     @property
     def terminal(self) -> bool:
@@ -265,6 +268,8 @@ def evolve(state: WorkState, recorded: RecordedEvent) -> WorkState:
                                 "the stream goes back"))
     state.seq = recorded.seq
     state.updated_at = time
+    if recorded.worker is not None:
+        state.worker = recorded.worker
     if state.resume_past is not None and kind != ev.WORK_RESUMED:
         state.resume_past = None
     handler = _HANDLERS.get(kind)
@@ -299,6 +304,7 @@ def _work_created(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     state.stages_total = int(p.get("stages", 0))
     state.priority = int(p.get("priority", 0))
     state.start_at = p.get("start_at")
+    state.definition = p.get("definition")
     fork = p.get("forked_from")
     if fork is not None:
         state.parent_work_id = fork["work_id"]
@@ -309,6 +315,8 @@ def _work_created(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
 
 def _work_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     state.status = "running"
+    if state.started_at is None:
+        state.started_at = t
     state.stages[""] = StageState(path="", input=state.input, started_at=t)
 
 

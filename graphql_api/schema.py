@@ -99,6 +99,8 @@ class StageRun:
     finished_at: float | None
     duration: float | None
     error: JSON | None
+    saga: str
+    template: str
 
 
 @strawberry.type
@@ -125,6 +127,14 @@ class Work(relay.Node):
     forked_at_seq: int | None
     waiting: JSON | None
     breakpoints: JSON
+    priority: int
+    started_at: float | None
+    finished_at: float | None
+    duration: float | None
+    error_type: str | None
+    worker: str | None
+    node: str | None
+    definition: str | None
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> Work:
@@ -138,7 +148,11 @@ class Work(relay.Node):
                    created_at=row["created_at"], updated_at=row["updated_at"],
                    parent_work_id=row["parent_work_id"], forked_at_seq=row["forked_at_seq"],
                    waiting=_json(row["waiting"]),
-                   breakpoints=list((_json(row["breakpoints"]) or {}).values()))
+                   breakpoints=_json(row["breakpoints"]) or [],
+                   priority=row["priority"], started_at=row["started_at"],
+                   finished_at=row["finished_at"], duration=row["duration"],
+                   error_type=row["error_type"], worker=row["worker"], node=row["node"],
+                   definition=row["definition"])
 
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
@@ -159,7 +173,8 @@ class Work(relay.Node):
         rows = await _context(info).stage_runs.load(self.work_id)
         return [StageRun(path=r["path"], status=r["status"], attempts=r["attempts"],
                          started_at=r["started_at"], finished_at=r["finished_at"],
-                         duration=r["duration"], error=_json(r["error"])) for r in rows]
+                         duration=r["duration"], error=_json(r["error"]), saga=r["saga"],
+                         template=r["template"]) for r in rows]
 
     @strawberry.field
     async def events(self, info: Info, after_seq: int = 0, first: int = 100) -> list[Event]:

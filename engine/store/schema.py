@@ -67,10 +67,20 @@ works = sa.Table(
     sa.Column("waiting", sa.Text),  # JSON {stage path: why its call waits}, or NULL
     sa.Column("created_at", sa.Float(precision=53), nullable=False),
     sa.Column("updated_at", sa.Float(precision=53), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("started_at", sa.Float(precision=53)),
+    sa.Column("finished_at", sa.Float(precision=53)),
+    sa.Column("duration", sa.Float(precision=53)),  # from creation to end, seconds
+    sa.Column("error_type", sa.String(200)),  # the type of the error that ended it
+    sa.Column("worker", sa.String(200)),  # the worker of its latest event
+    sa.Column("node", sa.String(200)),  # that worker's node
+    sa.Column("definition", sa.String(64)),  # the hash of the definition it started on
     sa.Index("works_status", "status"),
     sa.Index("works_saga", "saga"),
     sa.Index("works_created", "created_at", "work_id"),
     sa.Index("works_saga_created", "saga", "created_at", "work_id"),
+    sa.Index("works_saga_status_created", "saga", "status", "created_at", "work_id"),
+    sa.Index("works_status_created", "status", "created_at", "work_id"),
 )
 
 stage_runs = sa.Table(
@@ -83,6 +93,9 @@ stage_runs = sa.Table(
     sa.Column("finished_at", sa.Float(precision=53)),
     sa.Column("duration", sa.Float(precision=53)),
     sa.Column("error", sa.Text),
+    sa.Column("saga", sa.String(200), nullable=False, server_default=""),
+    sa.Column("template", sa.Text, nullable=False, server_default=""),  # pack[*]/box
+    sa.Index("stage_runs_template", "saga", "template"),
 )
 
 snapshots = sa.Table(

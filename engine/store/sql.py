@@ -315,7 +315,7 @@ class SqlStore:
             stages = state.stages
             paths = {r.event.path for r in records} if len(records) > 1 else \
                 (records[0].event.path,)
-            item.stage_rows = [stage_row(work_id, stages[p]) for p in paths
+            item.stage_rows = [stage_row(work_id, stages[p], state.saga) for p in paths
                                if p and p in stages]
             every = self.config.snapshot_every
             first, last = records[0].seq, records[-1].seq
@@ -688,7 +688,7 @@ def _make_sync_engine(config: StoreConfig) -> sa.Engine:
 
 def _write_projection(conn: Connection, state: WorkState, current: str) -> None:
     _upsert(conn, works, [work_row(state, current)], ["work_id"])
-    rows = [stage_row(state.work_id, st) for p, st in state.stages.items() if p]
+    rows = [stage_row(state.work_id, st, state.saga) for p, st in state.stages.items() if p]
     _upsert(conn, stage_runs, rows, ["work_id", "path"])
 
 
