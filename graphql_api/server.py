@@ -16,7 +16,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
@@ -24,6 +24,7 @@ from engine import Runtime
 from engine.store import SqlStore
 from engine.store.feed import Feed
 
+from .explorer import WithExplorer, explorer_files
 from .schema import Context, schema
 from .service import Service
 
@@ -50,10 +51,12 @@ def make_app(service: Service) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
-    # plain routes, not a mount: a mount redirects /graphql to /graphql/
+    # plain routes, not a mount: a mount redirects /graphql to /graphql/; a browser
+    # opening /graphql gets the explorer, whose files are under /ui
     return Starlette(routes=[Route("/healthz", healthz),
-                             Route("/graphql", api, methods=["GET", "POST"]),
-                             WebSocketRoute("/graphql", api)])
+                             Route("/graphql", WithExplorer(api), methods=["GET", "POST"]),
+                             WebSocketRoute("/graphql", api),
+                             Mount("/ui", explorer_files())])
 
 
 @asynccontextmanager
