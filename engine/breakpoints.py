@@ -4,15 +4,26 @@ A breakpoint matches *before* an event is recorded (only events the engine
 records on its own decision: starts, schedules, completions of composites; the
 result of user code exists only once it ran) or *after* any event, by event type
 glob, stage path glob, and optionally a condition over the state and the event in
-the small expression language of :mod:`engine.expressions` (parsed, never
+CEL, the Common Expression Language (:mod:`engine.expressions`; compiled, never
 ``eval``). The condition sees ``event`` (``type``, ``path``, ``attempt``,
-``payload``) and ``state`` (``status``, ``phase``, ``input``, ``output``,
-``failure``, and ``stages[path]`` with ``status``, ``attempt``, ``input``,
-``output``, ``error``).
+``payload``) and ``state`` (``work_id``, ``saga``, ``status``, ``phase``,
+``input``, ``output``, ``failure``, ``seq``, and ``stages[path]`` with
+``status``, ``attempt``, ``input``, ``output``, ``error``), and nothing else.
+
+A condition is checked when the breakpoint is made (an
+:class:`~engine.errors.ExpressionError` naming the breakpoint, the condition and
+the column). One that fails on the data, as CEL does on a missing key or on
+operands of the wrong types, does not match: ``state.stages["charge"].status ==
+"failed"`` does not match before ``charge`` has started. Test for a key with
+``has()`` or ``in`` (``"charge" in state.stages && ...``). A condition that gives
+anything but ``true`` does not match either.
 
 >>> bp = Breakpoint(event="stage.transaction.*", path="charge", condition="event.attempt >= 2")
 >>> bp.to_dict()["condition"]
 'event.attempt >= 2'
+
+Breakpoints are stored as :meth:`Breakpoint.to_dict` gives them, with
+``"language": "cel"``.
 """
 
 from __future__ import annotations
@@ -27,7 +38,13 @@ from .events import Event
 from .expressions import Expression, parse_expression
 from .state import WorkState
 
-__all__ = ["Breakpoint", "state_view"]
+__all__ = ["LANGUAGE", "VARIABLES", "Breakpoint", "event_view", "state_view"]
+
+LANGUAGE = "cel"
+"""The language of the conditions :meth:`Breakpoint.to_dict` stores."""
+
+VARIABLES = ("event", "state")
+"""The variables a condition may read."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,29 +67,46 @@ class Breakpoint:
             if not isinstance(value, str):
                 raise ExpressionError(f"breakpoint {self.id}: {label} must be a glob string")
         if self.condition is not None:
-            object.__setattr__(self, "_expression", parse_expression(self.condition))
+            try:
+                expression = parse_expression(self.condition, names=VARIABLES)
+            except ExpressionError as exc:
+                raise ExpressionError(f"breakpoint {self.id}: condition {exc}") from None
+            object.__setattr__(self, "_expression", expression)
 
     def matches(self, when: str, event: Event, state: WorkState) -> bool:
+        """Whether this breakpoint stops at ``event``, ``when`` (``"before"`` or
+        ``"after"``) it is recorded, with the work in ``state``."""
         if when != self.when:
             return False
         if not fnmatchcase(event.type, self.event) or not fnmatchcase(event.path, self.path):
             return False
-        if self._expression is None:
+        expression = self._expression
+        if expression is None:
             return True
-        return bool(self._expression.evaluate({"event": event_view(event),
-                                               "state": state_view(state)}))
+        names = expression.names()  # build only the views the condition reads
+        variables: dict[str, Any] = {}
+        if "event" in names:
+            variables["event"] = event_view(event)
+        if "state" in names:
+            variables["state"] = state_view(state)
+        try:
+            return expression.evaluate(variables) is True
+        except ExpressionError:
+            return False  # failed on the data (a missing key...): no match, as documented
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "event": self.event, "path": self.path, "when": self.when,
-                "condition": self.condition}
+                "condition": self.condition, "language": LANGUAGE}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Breakpoint:
+        """The breakpoint :meth:`to_dict` stored."""
         return cls(id=data["id"], event=data.get("event", "*"), path=data.get("path", "*"),
                    when=data.get("when", "after"), condition=data.get("condition"))
 
 
 def event_view(event: Event) -> dict[str, Any]:
+    """A plain-data view of an event, as breakpoint conditions see it."""
     return {"type": event.type, "path": event.path, "attempt": event.attempt,
             "payload": dict(event.payload)}
 

@@ -6,7 +6,7 @@ each error is defined (``engine.errors`` unless said)::
 
     EngineError
     ├── DefinitionError (ValueError)     a saga definition is malformed
-    ├── ExpressionError (ValueError)     a breakpoint expression is malformed
+    ├── ExpressionError (ValueError)     a CEL condition is malformed or fails on the data
     ├── ServiceError (ValueError)        missing services, or a cycle between them
     ├── WorkStateError (RuntimeError)    an operation does not fit the work's status
     ├── UnknownWorkError (LookupError)   no work has that id
@@ -67,7 +67,8 @@ class DefinitionError(EngineError, ValueError):
 
 
 class ExpressionError(EngineError, ValueError):
-    """A breakpoint expression could not be parsed; the message gives the position."""
+    """A CEL condition is not valid (the message gives the source and the column), or
+    could not be evaluated on the data (it names the problem: a missing key...)."""
 
 
 class ServiceError(EngineError, ValueError):

@@ -1,4 +1,5 @@
-"""Tests for the breakpoint condition language in ``engine.expressions``."""
+"""Conditions in CEL (``engine.expressions``): the language as the ``cel`` package runs it,
+what is checked when an expression is made, what fails on the data, and safety."""
 
 from __future__ import annotations
 
@@ -10,11 +11,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.errors import EngineError, ExpressionError
-from engine.expressions import Expression, parse_expression
+from engine.expressions import FUNCTIONS, MAX_LENGTH, Expression, parse_expression
 
 
 def value(source: str, **variables: object) -> object:
     return parse_expression(source).evaluate(variables)
+
+
+def fails(source: str, **variables: object) -> str:
+    """The message of the ExpressionError that evaluating ``source`` raises."""
+    expression = parse_expression(source)
+    with pytest.raises(ExpressionError) as caught:
+        expression.evaluate(variables)
+    return str(caught.value)
 
 
 # -- literals --------------------------------------------------------------------------------
@@ -25,28 +34,28 @@ def value(source: str, **variables: object) -> object:
     [
         ("0", 0),
         ("42", 42),
+        ("-7", -7),
+        ("0x1F", 31),
+        ("1u", 1),
         ("1.5", 1.5),
         ("1e3", 1000.0),
         ("2.5E-1", 0.25),
-        ("-7", -7),
         ("'single'", "single"),
         ('"double"', "double"),
         (r"'it\'s'", "it's"),
-        (r'"say \"hi\""', 'say "hi"'),
-        (r"'back\\slash'", "back\\slash"),
         (r"'tab\tnew\nline'", "tab\tnew\nline"),
-        ("'mixed \"quotes\"'", 'mixed "quotes"'),
+        (r"'\x41\u00e9'", "A\u00e9"),
+        (r"r'raw\d'", "raw\\d"),
+        ("'''tri'ple'''", "tri'ple"),
         ("''", ""),
+        ('b"ab"', b"ab"),
         ("true", True),
-        ("True", True),
         ("false", False),
-        ("False", False),
         ("null", None),
-        ("None", None),
         ("[]", []),
         ('[1, 2, "a"]', [1, 2, "a"]),
         ("[1, [2, [3]], null]", [1, [2, [3]], None]),
-        ("[1 + 1, x]", [2, None]),
+        ('{"a": 1, "b": [true]}', {"a": 1, "b": [True]}),
     ],
 )
 def test_literals(source: str, expected: object) -> None:
@@ -55,7 +64,7 @@ def test_literals(source: str, expected: object) -> None:
     assert type(result) is type(expected)
 
 
-def test_whitespace_is_insignificant() -> None:
+def test_whitespace_and_newlines_are_insignificant() -> None:
     assert value("  1+2 *\t3\n== 7 ") is True
 
 
@@ -68,29 +77,24 @@ def test_whitespace_is_insignificant() -> None:
         ("1 + 2 * 3", 7),
         ("(1 + 2) * 3", 9),
         ("10 - 4 - 3", 3),
-        ("8 / 4 / 2", 1.0),
         ("2 * 7 % 4", 2),
         ("7 % 4 * 2", 6),
         ("-2 * 3", -6),
         ("-(2 + 3)", -5),
-        ("- - 4", 4),
         ("2 - -3", 5),
         ("1 + 2 == 3", True),
         ("3 == 1 + 2", True),
-        ("1 + 1 == 2 and 3 > 2", True),
-        ("true or false and false", True),
-        ("(true or false) and false", False),
-        ("false and true or true", True),
-        ("not true or true", True),
-        ("not (true or true)", False),
-        ("not 1 == 2", True),
-        ("not not true", True),
-        ("! false && true", True),
-        ("!(true || false)", False),
-        ("false || true && false", False),
-        ("not 2 in [1, 2] or true", True),
-        ("not 2 in [1, 2]", False),
+        ("1 + 1 == 2 && 3 > 2", True),
+        ("true || false && false", True),
+        ("(true || false) && false", False),
+        ("false && true || true", True),
+        ("!true || true", True),
+        ("!(true || true)", False),
+        ("!false && true", True),
+        ("!!true", True),
         ("1 + 2 in [3]", True),
+        ("false ? 1 : 2 + 3", 5),
+        ("true ? 'a' : 'b'", "a"),
         ("-a.b", -5),
         ("a.b * 2 + 1", 11),
     ],
@@ -108,43 +112,38 @@ def test_precedence(source: str, expected: object) -> None:
     ("source", "expected"),
     [
         ("1 == 1", True),
-        ("1 == 1.0", True),
+        ("1 == 1.0", True),  # numbers compare across int, uint and double
+        ("1 == 1u", True),
+        ("1 < 1.5", True),
         ("'a' == 'a'", True),
         ("'a' == 'b'", False),
         ("[1, 2] == [1, 2]", True),
+        ("{'a': 1} == {'a': 1}", True),
         ("1 != 2", True),
-        ("1 != 1", False),
         ("null == null", True),
         ("null != 0", True),
-        ("1 < 2", True),
-        ("2 < 1", False),
+        ("1 == true", False),  # no coercion: other types are simply unequal
+        ("'1' == 1", False),
         ("2 <= 2", True),
-        ("3 <= 2", False),
         ("3 > 2", True),
-        ("2 > 3", False),
-        ("2 >= 2", True),
-        ("1 >= 2", False),
+        ("2 >= 3", False),
         ("'abc' < 'abd'", True),
         ("1 + 2", 3),
-        ("1.5 + 1", 2.5),
         ("5 - 7", -2),
         ("6 * 7", 42),
-        ("7 / 2", 3.5),
+        ("7 / 2", 3),  # integers divide to a whole number, toward zero
+        ("-7 / 2", -3),
+        ("7.0 / 2.0", 3.5),
         ("7 % 3", 1),
-        ("-7 % 3", 2),
+        ("-7 % 3", -1),  # the dividend's sign
         ("'ab' + 'cd'", "abcd"),
         ("[1] + [2, 3]", [1, 2, 3]),
-        ("true and true", True),
-        ("true and false", False),
+        ("1e308 * 10.0", float("inf")),
         ("true && true", True),
-        ("false or true", True),
-        ("false or false", False),
+        ("true && false", False),
+        ("false || true", True),
         ("false || false", False),
-        ("not false", True),
         ("!true", False),
-        ("1 and 'x'", True),
-        ("0 or ''", False),
-        ("not []", True),
     ],
 )
 def test_operators(source: str, expected: object) -> None:
@@ -158,39 +157,42 @@ def test_operators(source: str, expected: object) -> None:
     [
         ("2 in [1, 2, 3]", True),
         ("4 in [1, 2, 3]", False),
-        ("4 not in [1, 2, 3]", True),
-        ("2 not in [1, 2, 3]", False),
+        ("!(4 in [1, 2, 3])", True),
         ("'a' in ['a', 'b']", True),
         ("[1] in [[1], [2]]", True),
-        ("'ell' in 'hello'", True),
-        ("'xyz' in 'hello'", False),
-        ("'xyz' not in 'hello'", True),
-        ("'' in 'hello'", True),
-        ("'k' in m", True),
+        ("'k' in m", True),  # a map's keys
         ("'v' in m", False),
-        ("'v' not in m", True),
-        ("3 in t", True),
+        ("3 in t", True),  # a tuple is a list
         ("status in ['failed', 'compensated']", True),
-        ("status not in ['failed', 'compensated']", False),
-        # Incompatible operands: both `in` and `not in` are false.
-        ("1 in 'abc'", False),
-        ("1 not in 'abc'", False),
-        ("1 in null", False),
-        ("1 not in null", False),
-        ("1 in 5", False),
-        ("1 not in missing", False),
-        ("[1] in m", False),
-        ("[1] not in m", False),
     ],
 )
-def test_in_and_not_in(source: str, expected: bool) -> None:
+def test_in(source: str, expected: bool) -> None:
     assert value(source, m={"k": "v"}, t=(1, 2, 3), status="failed") is expected
 
 
-def test_and_or_short_circuit_and_give_booleans() -> None:
-    assert value("x and x.y", x=None) is False
-    assert value("x or x.y", x={"y": 1}) is True
-    assert value("x.y or 'default'", x={}) is True
+def test_and_or_absorb_an_error_that_the_other_side_decides() -> None:
+    assert value("x.nope > 0 && false", x={}) is False
+    assert value("false && x.nope > 0", x={}) is False
+    assert value("x.nope > 0 || true", x={}) is True
+    assert value("true || x.nope", x={}) is True
+    assert "no key 'nope'" in fails("x.nope > 0 && true", x={})
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("x.exists(n, n > 2)", True),
+        ("x.all(n, n > 0)", True),
+        ("x.exists_one(n, n == 2)", True),
+        ("x.map(n, n * 2)", [2, 4, 6]),
+        ("x.filter(n, n % 2 == 1)", [1, 3]),
+        ("has(m.k)", True),
+        ("has(m.z)", False),
+        ("has(m.k) && m.k == 'v'", True),
+    ],
+)
+def test_macros(source: str, expected: object) -> None:
+    assert value(source, x=[1, 2, 3], m={"k": "v"}) == expected
 
 
 # -- names, members and indexes --------------------------------------------------------------
@@ -205,8 +207,8 @@ STATE = {
 EVENT = {"type": "stage.transaction.failed", "path": "charge", "attempt": 2, "payload": {}}
 
 
-def test_spec_example_on_nested_dicts() -> None:
-    source = 'state.stages["charge"].status == "failed" and event.attempt >= 2'
+def test_a_condition_over_nested_dicts() -> None:
+    source = 'state.stages["charge"].status == "failed" && event.attempt >= 2'
     expression = parse_expression(source)
     assert expression.evaluate({"state": STATE, "event": EVENT}) is True
     assert expression.evaluate({"state": STATE, "event": {**EVENT, "attempt": 1}}) is False
@@ -222,69 +224,58 @@ def test_spec_example_on_nested_dicts() -> None:
         ("state.stages.charge.error.type", "CardDeclined"),
         ('state.stages["ship/pack"].output.boxes[1].id', "b2"),
         ('state.stages["ship/pack"].output.boxes[0]["id"]', "b1"),
-        ('state.stages["ship/pack"].output.boxes[-1].id', "b2"),
         ('state.stages["ship/pack"].output.boxes[1 - 1].id', "b1"),
         ("state.stages[event.path].attempt", 3),
         ("[10, 20, 30][1]", 20),
         ("(state).status", "failed"),
-        ("lower(state.status)", "failed"),
         ("pairs[0][1]", "b"),
         ("table[1]", "one"),
-        ("table[2]", None),
-        ("event.payload.in", None),
-        ("state.stages.charge.error.not", None),
+        ('event.payload["in"]', "reserved words are keys in brackets"),
     ],
 )
 def test_member_and_index_access(source: str, expected: object) -> None:
-    variables = {"state": STATE, "event": EVENT, "pairs": [("a", "b")], "table": {1: "one"}}
+    event = {**EVENT, "payload": {"in": "reserved words are keys in brackets"}}
+    variables = {"state": STATE, "event": event, "pairs": [("a", "b")], "table": {1: "one"}}
     assert parse_expression(source).evaluate(variables) == expected
 
 
 @pytest.mark.parametrize(
-    "source",
+    ("source", "problem"),
     [
-        "missing",
-        "missing.field",
-        "missing[0].field",
-        "state.nope",
-        "state.stages.refund",
-        'state.stages["refund"].status',
-        "state.stages.charge.error.type.name",
-        "state.status.upper",
-        "state.status[0]",
-        'state.stages["ship/pack"].output.boxes[2]',
-        'state.stages["ship/pack"].output.boxes[-3]',
-        'state.stages["ship/pack"].output.boxes["0"]',
-        'state.stages["ship/pack"].output.boxes[0.0]',
-        'state.stages["ship/pack"].output.boxes[true]',
-        "state[[1]]",
-        "event.attempt.real",
-        "(1).x",
-        "len(state.missing)",
+        ("missing", "Undefined variable or function: 'missing'"),
+        ("state.nope", "no key 'nope'"),
+        ('state.stages["refund"].status', "no key 'refund'"),
+        ("state.stages.charge.error.type.name", "No such overload"),
+        ('state.stages["ship/pack"].output.boxes[2]', "index out of bounds: 2"),
+        ('state.stages["ship/pack"].output.boxes[-1]', "index out of bounds: -1"),
+        ('state.stages["ship/pack"].output.boxes["0"]', "Unexpected type: got 'string'"),
+        ("state.status[0]", "No such overload"),
+        ("event.attempt + 1.5", "No such overload"),
+        ("1.5 + 1", "Unsupported operation: float + int"),
+        ("null < 3", "No such overload"),
+        ("'ab' * 3", "Unsupported operation: string * int"),
+        ("1 / 0", "division by zero"),
+        ("5 % 0", "modulo by zero"),
+        ("9223372036854775807 + 1", "Arithmetic overflow in 'add'"),
+        ("int('x')", "Function 'int' error"),
+        ("event.type.matches('(')", "not a valid regex"),
+        ("!event.attempt", "No such overload"),
+        ("event.attempt && true", "No such overload"),
     ],
 )
-def test_missing_fields_are_none(source: str) -> None:
-    assert value(source, state=STATE, event=EVENT) is None
+def test_what_fails_on_the_data_raises_naming_the_source_and_the_problem(
+        source: str, problem: str) -> None:
+    message = fails(source, state=STATE, event=EVENT)
+    assert message.startswith(f"{source!r} could not be evaluated: "), message
+    assert problem in message, message
+    assert "\n" not in message
 
 
-@pytest.mark.parametrize(
-    "source",
-    [
-        "state.stages.refund.status == 'failed'",
-        "state.missing.attempt >= 2",
-        "event.nope > 0",
-        "missing",
-        "missing.x in ['a']",
-        "startswith(missing, 'a')",
-    ],
-)
-def test_breakpoint_on_missing_field_does_not_match(source: str) -> None:
-    assert not value(source, state=STATE, event=EVENT)
-
-
-def test_missing_names_compare_equal_to_null() -> None:
-    assert value("missing == null", state=STATE) is True
-    assert value("state.missing == None", state=STATE) is True
+def test_has_and_in_guard_against_missing_keys() -> None:
+    guarded = parse_expression('"refund" in state.stages && state.stages.refund.status == "x"')
+    assert guarded.evaluate({"state": STATE}) is False
+    assert value("has(state.stages.refund) && state.stages.refund.status == 'x'",
+                 state=STATE) is False
 
 
 def test_evaluate_does_not_mutate_variables_and_lists_are_fresh() -> None:
@@ -298,124 +289,72 @@ def test_evaluate_does_not_mutate_variables_and_lists_are_fresh() -> None:
     assert parse_expression("[1]").evaluate({}) == [1]
 
 
-# -- incompatible operands -------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "source",
-    ["null < 3", "null >= null", "3 > null", "'a' < 1", "[1] <= 'a'", "m < m", "missing > 0"],
-)
-def test_incomparable_orderings_are_false(source: str) -> None:
-    assert value(source, m={"a": 1}) is False
-
-
-@pytest.mark.parametrize(
-    "source",
-    [
-        "'a' + 1",
-        "1 + 'a'",
-        "null + 1",
-        "missing - 1",
-        "true + 1",
-        "1 * false",
-        "'ab' * 3",
-        "[1] * 2",
-        "'a' - 'b'",
-        "'%s' % 1",
-        "[1] + 'a'",
-        "1 / 0",
-        "1.5 / 0",
-        "5 % 0",
-        "5 % 0.0",
-        "-'a'",
-        "-null",
-        "-true",
-        "-[1]",
-    ],
-)
-def test_incompatible_arithmetic_is_none(source: str) -> None:
-    assert value(source) is None
-
-
-def test_none_propagates_through_arithmetic_chains() -> None:
-    assert value("1 / 0 + 1 - 2 * 3") is None
-    assert value("(1 / 0 + 1) == null") is True
-
-
-def test_equality_that_raises_is_false() -> None:
-    class Grumpy:
-        def __eq__(self, other: object) -> bool:
-            raise RuntimeError("no")
-
-        def __ne__(self, other: object) -> bool:
-            raise RuntimeError("no")
-
-        def __bool__(self) -> bool:
-            raise RuntimeError("no")
-
-        __hash__ = object.__hash__
-
-    grumpy = Grumpy()
-    assert value("g == 1", g=grumpy) is False
-    assert value("g != 1", g=grumpy) is False
-    assert value("not g", g=grumpy) is True  # truthiness that raises counts as false
-    assert value("g and true", g=grumpy) is False
-
-
 # -- functions -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("source", "expected"),
-    [
-        ("len('abc')", 3),
-        ("len([1, 2])", 2),
-        ("len(m)", 1),
-        ("len(t)", 3),
-        ("len(5)", None),
-        ("len(null)", None),
-        ("startswith('stage.failed', 'stage.')", True),
-        ("startswith('stage.failed', 'work.')", False),
-        ("startswith(5, 'a')", None),
-        ("startswith('a', 5)", None),
-        ("endswith('ship/pack', '/pack')", True),
-        ("endswith('ship/pack', '/ship')", False),
-        ("endswith(null, 'x')", None),
-        ("glob('stage.transaction.failed', 'stage.*.failed')", True),
-        ("glob('stage.transaction.failed', 'work.*')", False),
-        ("glob('Charge', 'charge')", False),
-        ("glob('ship[3]/pack', 'ship[[]*]/*')", True),
-        ("glob(1, '*')", None),
-        ("lower('AbC')", "abc"),
-        ("upper('AbC')", "ABC"),
-        ("lower(1)", None),
-        ("upper(null)", None),
-        ("abs(-3)", 3),
-        ("abs(2.5)", 2.5),
-        ("abs('x')", None),
-        ("abs(true)", None),
-        ("min(3, 1, 2)", 1),
-        ("max(3, 1, 2)", 3),
-        ("min([4, 5])", 4),
-        ("max(t)", 3),
-        ("min(7)", 7),
-        ("min([])", None),
-        ("max(1, 'a')", None),
-        ("min(null, 1)", None),
-        ("max('a', 'b')", "b"),
-        ("len(lower('ABC')) + abs(-1)", 4),
-    ],
-)
-def test_functions(source: str, expected: object) -> None:
-    result = value(source, m={"k": "v"}, t=(1, 2, 3))
+STANDARD: list[tuple[str, object]] = [
+    ("size('abc')", 3),
+    ("'abc'.size()", 3),
+    ("size([1, 2])", 2),
+    ("size(m)", 1),
+    ("'stage.failed'.startsWith('stage.')", True),
+    ("'stage.failed'.startsWith('work.')", False),
+    ("'ship/pack'.endsWith('/pack')", True),
+    ("'hello'.contains('ell')", True),
+    (r"'stage.transaction.failed'.matches('^stage\\..*\\.failed$')", True),
+    ("'Charge'.matches('^charge$')", False),
+    ("int('12')", 12),
+    ("int(2.9)", 2),
+    ("uint(3) == 3u", True),
+    ("double(3)", 3.0),
+    ("string(42)", "42"),
+    ("bytes('a')", b"a"),
+    ("type(1) == int", True),
+    ("type(m) == map && type([]) == list && type(null) == null_type", True),
+    ("dyn(1) == 1", True),
+    ("timestamp('2024-01-02T03:04:05Z').getFullYear()", 2024),
+    ("timestamp('2024-01-02T03:04:05Z').getMonth()", 0),
+    ("timestamp('2024-01-02T03:04:05Z').getDate()", 2),
+    ("timestamp('2024-01-02T03:04:05Z').getDayOfMonth()", 1),
+    ("timestamp('2024-01-02T03:04:05Z').getDayOfYear()", 1),
+    ("timestamp('2024-01-02T03:04:05Z').getDayOfWeek()", 2),
+    ("timestamp('2024-01-02T03:04:05Z').getHours()", 3),
+    ("timestamp('2024-01-02T03:04:05Z').getMinutes()", 4),
+    ("timestamp('2024-01-02T03:04:05Z').getSeconds()", 5),
+    ("timestamp('2024-01-02T03:04:05.250Z').getMilliseconds()", 250),
+    ("duration('90s') > duration('1m')", True),
+]
+
+
+@pytest.mark.parametrize(("source", "expected"), STANDARD)
+def test_standard_functions(source: str, expected: object) -> None:
+    result = value(source, m={"k": "v"})
     assert result == expected
     assert type(result) is type(expected)
 
 
-def test_function_names_are_not_variable_names() -> None:
-    expression = parse_expression("len(items) > 0 and len == 3")
-    assert expression.names() == frozenset({"items", "len"})
-    assert expression.evaluate({"items": [1], "len": 3}) is True
+def test_every_allowed_function_is_one_the_package_has() -> None:
+    tested = " ".join(source for source, _ in STANDARD)
+    assert {name for name in FUNCTIONS if f"{name}(" not in tested} == set()
+
+
+@pytest.mark.parametrize(
+    ("source", "name", "column"),
+    [
+        ("foo(1)", "foo", 1),
+        ("x && lenght(y) > 1", "lenght", 6),
+        ("'a'.lowerAscii() == 'a'", "lowerAscii", 5),
+        ("max(1, 2) > 1", "max", 1),
+        ("math.abs(-1) == 1", "abs", 6),
+    ],
+)
+def test_functions_outside_the_standard_library_are_refused_when_made(
+        source: str, name: str, column: int) -> None:
+    with pytest.raises(ExpressionError) as caught:
+        parse_expression(source)
+    assert str(caught.value).startswith(
+        f"{source!r} calls {name}() (at column {column}), which is not one of CEL's standard "
+        "functions: bytes, contains, ")
 
 
 # -- names() ---------------------------------------------------------------------------------
@@ -428,15 +367,27 @@ def test_function_names_are_not_variable_names() -> None:
         ("a", {"a"}),
         ("a.b.c", {"a"}),
         ("a[b][c.d]", {"a", "b", "c"}),
-        ("x in [y, z.w] and not v", {"x", "y", "z", "v"}),
-        ("max(p, q) > r.s", {"p", "q", "r"}),
+        ("x in [y, z.w] && !v", {"x", "y", "z", "v"}),
         ("'a.b' == true", set()),
+        ("items.exists(i, i > limit)", {"items", "limit"}),  # i is the macro's own
+        ("type(x) == int", {"x"}),  # int is a type name
     ],
 )
 def test_names(source: str, expected: set[str]) -> None:
     names = parse_expression(source).names()
     assert isinstance(names, frozenset)
     assert names == expected
+
+
+def test_names_limits_what_an_expression_may_read() -> None:
+    allowed = ("event", "state")
+    parse_expression("event.attempt > 1 && state.seq > 2", names=allowed)
+    with pytest.raises(ExpressionError, match=re.escape(
+            "'evnt.attempt > 1' reads 'evnt' (at column 1), which is not defined here: "
+            "it may read 'event' and 'state'")):
+        parse_expression("evnt.attempt > 1", names=allowed)
+    with pytest.raises(ExpressionError, match=r"reads 'True' \(at column 18\).*; write true$"):
+        parse_expression("event.attempt == True", names=allowed)
 
 
 # -- safety ----------------------------------------------------------------------------------
@@ -454,35 +405,32 @@ class Recorder:
 
 
 @pytest.mark.parametrize(
-    "source",
-    [
-        "x.__class__",
-        "x.__class__.__mro__",
-        "x.__class__.__subclasses__",
-        "x['__class__']",
-        "x.__dict__",
-        "x.__len__",
-        "x.upper",
-        "x.__globals__",
-        "x.__init__.__globals__",
-    ],
-)
-@pytest.mark.parametrize("x", ["a string", 42, 1.5, [1, 2], (1,), object(), len, None])
-def test_attributes_are_never_read(source: str, x: object) -> None:
-    assert value(source, x=x) is None
-
-
-def test_getattr_is_never_called_on_objects() -> None:
+    "source", ["r.anything", "r['anything']", "r.reads", "has(r.reads)", "true"])
+def test_python_objects_are_never_read_only_refused(source: str) -> None:
     recorder = Recorder()
-    assert value("r.anything", r=recorder) is None
-    assert value("r['anything']", r=recorder) is None
-    assert value("r.reads", r=recorder) is None
+    message = fails(source, r=recorder)
+    assert "could not be evaluated: Conversion Error" in message
     assert recorder.reads == []
 
 
-def test_dunder_keys_of_a_mapping_are_plain_keys() -> None:
-    assert value("m.__class__", m={"__class__": "just data"}) == "just data"
-    assert value("m.__class__", m={}) is None
+@pytest.mark.parametrize("x", [object(), {1, 2}, 1j, {"nested": len}, [Recorder()]])
+def test_values_that_are_not_plain_data_are_refused(x: object) -> None:
+    assert "could not be evaluated: Conversion Error" in fails("x == 1", x=x)
+
+
+@pytest.mark.parametrize("x", [len, Recorder, lambda: 1])
+def test_a_callable_is_refused_rather_than_taken_for_a_function(x: object) -> None:
+    message = fails("x == 1", x=x)
+    assert re.search(r"could not be evaluated: variable 'x' is \w+ .*, not data$", message)
+
+
+@pytest.mark.parametrize(
+    "source", ["x.__class__", "x.__dict__", "x.upper", "x.__globals__"])
+def test_dunder_names_are_plain_keys(source: str) -> None:
+    key = source.split(".")[1]
+    assert value(source, x={key: "just data"}) == "just data"
+    assert "could not be evaluated: no key" in fails(source, x={})
+    assert "No such overload" in fails(source, x="a string")
 
 
 @pytest.mark.parametrize(
@@ -495,147 +443,110 @@ def test_dunder_keys_of_a_mapping_are_plain_keys() -> None:
         "open('/etc/passwd')",
         "x.upper()",
         "x.__class__()",
-        "(len)(x)",
     ],
 )
-def test_calls_outside_the_whitelist_do_not_parse(source: str) -> None:
-    with pytest.raises(ExpressionError):
+def test_calls_outside_the_standard_library_do_not_compile(source: str) -> None:
+    with pytest.raises(ExpressionError, match="which is not one of CEL's standard functions"):
         parse_expression(source)
 
 
-def test_repetition_cannot_allocate_huge_values() -> None:
-    assert value("'a' * 1000000000000") is None
-    assert value("[0] * 1000000000000") is None
+def test_repetition_and_large_numbers_stay_bounded() -> None:
+    assert "Unsupported operation: string * int" in fails("'a' * 1000000000000")
+    assert "Unsupported operation: list * int" in fails("[0] * 1000000000000")
+    assert "Arithmetic overflow" in fails(" * ".join(["99999999999"] * 3) + " > 0")
+    with pytest.raises(ExpressionError, match="invalid int literal"):
+        parse_expression("1" + "0" * 400)
 
 
-def test_large_numbers_stay_bounded() -> None:
-    assert value("1e308 * 10 > 1e308") is True  # inf, not an exception
-    assert value(" * ".join(["99999999999"] * 120) + " > 0") is True
-    assert value("1" + "0" * 400 + " / 1") is None  # too large for a float
-
-
-# -- parse errors ----------------------------------------------------------------------------
+# -- errors when an expression is made -------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("source", "message", "column"),
+    ("source", "where", "problem"),
     [
-        ("", "empty expression", 1),
-        ("   ", "empty expression", 1),
-        ("a == (1))", "unexpected token ')'", 9),
-        ("((a == 1)", "unclosed '('", 1),
-        ("(a == 1", "unclosed '('", 1),
-        ("a ==", "expected a value, found end of expression", 5),
-        ("a +", "expected a value, found end of expression", 4),
-        ("a and", "expected a value, found end of expression", 6),
-        ("not", "expected a value, found end of expression", 4),
-        ("1 2", "unexpected token '2'", 3),
-        ("a b", "unexpected token 'b'", 3),
-        ("a not b", "unexpected token 'not'", 3),
-        ("'abc", "unterminated string", 1),
-        ('x == "abc', "unterminated string", 6),
-        (r"'a\'", "unterminated string", 1),
-        (r"'a\q'", r"unknown escape \q", 3),
-        ("foo(1)", "unknown function 'foo'", 1),
-        ("x and nope()", "unknown function 'nope'", 7),
-        ("len(1, 2)", "len() takes 1 argument, got 2", 1),
-        ("startswith('a')", "startswith() takes 2 arguments, got 1", 1),
-        ("min()", "min() takes at least 1 argument, got 0", 1),
-        ("len(a b)", "expected ',' or ')' for the '(' at column 4, found 'b'", 7),
-        ("[1, 2", "unclosed '['", 1),
-        ("[1 2]", "expected ',' or ']' for the '[' at column 1, found '2'", 4),
-        ("[1, ]", "expected a value, found ']'", 5),
-        ("a[1", "unclosed '['", 2),
-        ("a[1 2]", "expected ']' for the '[' at column 2, found '2'", 5),
-        ("a]", "unexpected token ']'", 2),
-        ("a.", "expected a field name after '.', found end of expression", 3),
-        ("a.1", "expected a field name after '.', found '1'", 3),
-        ("a.'b'", "expected a field name after '.', found \"'b'\"", 3),
-        ("x = 1", "unexpected character '=' (compare with '==')", 3),
-        ("a & b", "unexpected character '&'", 3),
-        ("a | b", "unexpected character '|'", 3),
-        ("a @ b", "unexpected character '@'", 3),
-        ("caf\u00e9", "unexpected character '\u00e9'", 4),
-        ("1abc", "malformed number '1abc'", 1),
-        ("x > 1e", "malformed number '1e'", 5),
-        ("1 < 2 < 3", "chained comparison '<'", 7),
-        ("a == b != c", "chained comparison '!='", 8),
-        ("a in b in c", "chained comparison 'in'", 8),
-        ("a == not b", "'not' cannot appear here", 6),
-        ("-not a", "'not' cannot appear here", 2),
-        ("1 + !a", "'!' cannot appear here", 5),
-        ("a && || b", "expected a value, found '||'", 6),
-        ("a == and", "expected a value, found 'and'", 6),
-        ("in", "expected a value, found 'in'", 1),
-        (")", "expected a value, found ')'", 1),
-        (",", "expected a value, found ','", 1),
-        ("a ,", "unexpected token ','", 3),
-        ("()", "expected a value, found ')'", 2),
+        ("a ==", "column 5", "unexpected end of expression; expected a value"),
+        ("a +", "column 4", "unexpected end of expression; expected a value"),
+        ("a == (1))", "column 9",
+         "unexpected ')'; expected the end of the expression"),
+        ("((a == 1)", "column 10", "missing ')' at the end"),
+        ("1 2", "column 3", "unexpected '2'; expected the end of the expression"),
+        ("a and b", "column 3",
+         "unexpected 'and'; expected an operator or the end of the expression "
+         "(write 'and' as '&&')"),
+        ("a or b", "column 3",
+         "unexpected 'or'; expected an operator or the end of the expression "
+         "(write 'or' as '||')"),
+        ("not a", "column 5",
+         "unexpected 'a'; expected the end of the expression (write 'not' as '!')"),
+        ("x = 1", "column 3", "unexpected character '=' (compare with '==')"),
+        ("a & b", "column 3", "unexpected character '&' (write 'and' as '&&')"),
+        ("a @ b", "column 3", "unexpected character '@'"),
+        ("caf\u00e9 == 1", "column 4", "unexpected character '\u00e9'"),
+        ("'abc", "column 1", "unterminated string"),
+        ('x == "abc', "column 6", "unterminated string"),
+        ("a.", "column 3", "no viable alternative at input '.'"),
+        ("a.b[", "column 5", "unexpected end of expression; expected a value"),
+        ("a && || b", "column 6", "unexpected '||'; expected a value"),
+        ("in", "column 1", "unexpected 'in'; expected a value"),
+        (")", "column 1", "unexpected ')'; expected a value"),
+        ("a.?b", "column 2", "unsupported syntax '.?'"),
+        ("a\n  ==", "line 2, column 5", "unexpected end of expression; expected a value"),
     ],
 )
-def test_parse_errors_name_the_problem_and_column(source: str, message: str, column: int) -> None:
+def test_syntax_errors_name_the_source_the_column_and_the_problem(
+        source: str, where: str, problem: str) -> None:
     with pytest.raises(ExpressionError) as caught:
         parse_expression(source)
-    text = str(caught.value)
-    assert text.startswith(message), text
-    assert text.endswith(f" at column {column} in {source!r}"), text
+    assert str(caught.value) == f"{source!r} is not valid CEL at {where}: {problem}"
 
 
-def test_parse_error_is_a_value_error_and_an_engine_error() -> None:
-    with pytest.raises(ValueError, match=re.escape("in 'a =='")):
+@pytest.mark.parametrize("source", ["", "   ", "\n\t"])
+def test_an_empty_expression_is_refused(source: str) -> None:
+    with pytest.raises(ExpressionError, match=r"is not valid CEL: the expression is empty$"):
+        parse_expression(source)
+
+
+def test_an_error_is_a_value_error_and_an_engine_error() -> None:
+    with pytest.raises(ValueError, match=re.escape("'a ==' is not valid CEL")):
         parse_expression("a ==")
     assert issubclass(ExpressionError, EngineError)
+
+
+def test_long_sources_are_shortened_in_messages() -> None:
+    source = "x == " + " + ".join(["1"] * 100) + " +"
+    with pytest.raises(ExpressionError) as caught:
+        parse_expression(source)
+    assert str(caught.value).startswith(repr(source[:77] + "...") + " is not valid CEL at ")
 
 
 # -- limits ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("opener", "closer"),
-    [("(", ")"), ("[", "]"), ("x[", "]"), ("len(", ")"), ("not ", ""), ("-", ""), ("!", "")],
-)
-def test_nesting_is_limited_to_64_levels(opener: str, closer: str) -> None:
-    ok = opener * 64 + "1" + closer * 64
-    parse_expression(ok).evaluate({"x": {}})
-    too_deep = opener * 65 + "1" + closer * 65
-    with pytest.raises(ExpressionError, match=r"^nesting deeper than 64 levels at column \d+ in"):
-        parse_expression(too_deep)
+def test_nesting_is_bounded_by_the_parser() -> None:
+    assert value("(" * 40 + "1" + ")" * 40) == 1
+    with pytest.raises(ExpressionError, match=r"at column 97: nested too deeply \(recursion"):
+        parse_expression("(" * 100 + "1" + ")" * 100)
 
 
-def test_nesting_limit_column_points_at_the_65th_opener() -> None:
-    with pytest.raises(ExpressionError, match="at column 66 in"):
-        parse_expression("x" + "[" * 65 + "1" + "]" * 65)
-
-
-def test_deepest_allowed_nesting_through_every_level_evaluates() -> None:
-    # Each level passes through or, and, a comparison, a sum, a product, unary minus and an
-    # index, the most stack any one nesting level can take, and must still evaluate.
-    source = "a or b and c == d + e * -x[(" * 21 + "1" + ")]" * 21  # 3 levels each, 63 in all
-    assert len(source) <= 2000
-    assert parse_expression(source).evaluate({"x": {1: 2}}) is False
-
-
-def test_hostile_deep_input_raises_expression_error_not_recursion_error() -> None:
-    for source in ("(" * 1999, "[" * 1999, "-" * 1999 + "1", "not " * 499 + "x", "a" + "[a" * 999):
+def test_hostile_deep_input_raises_expression_error() -> None:
+    for source in ("(" * 1999, "[" * 1999, "a" + "[a" * 999, "{" * 1999):
         with pytest.raises(ExpressionError):
             parse_expression(source)
 
 
 def test_long_flat_chains_are_not_nesting() -> None:
-    assert value("+".join(["1"] * 1000)) == 1000
-    assert value(" and ".join(["true"] * 200)) is True
-    assert value(" || ".join(["x"] * 300) + " || true") is True
-    assert value("a" + ".a" * 999, a={}) is None
+    assert value("+".join(["1"] * 600)) == 600
+    assert value(" && ".join(["true"] * 200)) is True
     nested: dict[str, object] = {}
-    for _ in range(600):
+    for _ in range(300):
         nested = {"a": nested}
-    assert value("a" + ".a" * 600, a=nested) == {}
+    assert value("a" + ".a" * 300, a=nested) == {}
 
 
 def test_length_is_limited_to_2000_characters() -> None:
-    longest = "1" + " " * 1999
+    longest = "1" + " " * (MAX_LENGTH - 1)
     assert value(longest) == 1
-    with pytest.raises(ExpressionError, match=r"2001 characters long, more than 2000 at column"):
+    with pytest.raises(ExpressionError, match="is 2001 characters long; at most 2000 are allowed"):
         parse_expression(longest + " ")
 
 
@@ -673,7 +584,13 @@ def test_misuse_raises_type_error() -> None:
 
 # -- properties ------------------------------------------------------------------------------
 
-ints = st.integers(min_value=-(10**12), max_value=10**12)
+ints = st.integers(min_value=-(2**31), max_value=2**31)  # products stay within int64
+
+
+def truncated(a: int, b: int) -> tuple[int, int]:
+    """CEL's integer division and remainder: toward zero, the remainder has a's sign."""
+    quotient = abs(a) // abs(b) * (1 if (a >= 0) == (b > 0) else -1)
+    return quotient, a - b * quotient
 
 
 @given(a=ints, b=ints, c=ints)
@@ -689,21 +606,26 @@ def test_arithmetic_values_match_python(a: int, b: int, c: int) -> None:
     variables = {"a": a, "b": b, "c": c}
     assert parse_expression("a - b - c * 3").evaluate(variables) == a - b - c * 3
     assert parse_expression("-(a - b) * c").evaluate(variables) == -(a - b) * c
-    expected_mod = None if c == 0 else a % c
-    assert parse_expression("a % c").evaluate(variables) == expected_mod
-    expected_div = None if c == 0 else a / c
-    assert parse_expression("a / c").evaluate(variables) == expected_div
+    if c == 0:
+        assert "by zero" in fails("a / c", **variables)
+        assert "by zero" in fails("a % c", **variables)
+    else:
+        quotient, remainder = truncated(a, c)
+        assert parse_expression("a / c").evaluate(variables) == quotient
+        assert parse_expression("a % c").evaluate(variables) == remainder
 
 
-@given(st.text(alphabet="ab1.'\"\\ ()[],+-*/%<>=!&|notandriel_", max_size=40))
-def test_any_text_parses_or_raises_expression_error_and_never_raises_on_evaluate(
-    source: str,
-) -> None:
+@given(st.text(alphabet="ab1.'\"\\ ()[]{},:+-*/%<>=!&|?_\n", max_size=40))
+def test_any_text_compiles_or_raises_expression_error_and_evaluation_raises_no_other(
+        source: str) -> None:
     try:
         expression = parse_expression(source)
     except ExpressionError as error:
-        assert re.search(r" at column \d+ in ", str(error))
+        assert re.search(r" is not valid CEL( at (line \d+, )?column \d+)?: ", str(error))
         return
     variables = {"a": {"b": [1, "x"]}, "b": None, "ab": "text", "n": 3, "o": 0}
-    expression.evaluate(variables)
+    try:
+        expression.evaluate(variables)
+    except ExpressionError as error:
+        assert " could not be evaluated: " in str(error)
     assert all(name.isidentifier() for name in expression.names())

@@ -75,7 +75,7 @@ async def test_after_breakpoint_with_a_condition_over_state_and_event() -> None:
     async with Runtime([saga_of(ledger)]) as rt:
         wid = await rt.start("s", 1, paused=True)
         bp = Breakpoint(event="stage.transaction.completed",
-                        condition='event.payload.output >= 3 and state.stages["a"].output == 2')
+                        condition='event.payload.output >= 3 && state.stages["a"].output == 2')
         report = await rt.mstep(wid, until=[bp])
         assert report.reason == "breakpoint" and report.when == "after"
         assert report.events[-1].path == "b" and report.events[-1].event.payload["output"] == 3
