@@ -1,5 +1,8 @@
 """The UI tests' fixtures: ``stepsaga serve`` as a real process (the demo saga on a
-SQLite file)."""
+SQLite file) and Debian's Chromium driven by Playwright.
+
+Without Chromium the browser tests fail, never skip: scripts/test.sh installs it.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+# Playwright cannot download its own browsers here; these keep Debian's from calling
+# home (updates, sync, field trials) so that every request it makes is the page's
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 class Server:
@@ -47,3 +56,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     finally:
         code, err = served.stop()
         assert code == 0, err
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():  # fail, never skip: CI installs it (scripts/test.sh)
+        pytest.fail(f"the browser tests need Debian's Chromium at {CHROMIUM}: "
+                    "apt-get install -y --no-install-recommends chromium", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                              args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
