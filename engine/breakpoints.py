@@ -23,7 +23,9 @@ anything but ``true`` does not match either.
 'event.attempt >= 2'
 
 Breakpoints are stored as :meth:`Breakpoint.to_dict` gives them, with
-``"language": "cel"``.
+``"language": "cel"``; one stored without it has a condition of the language
+before CEL, which :meth:`Breakpoint.from_dict` carries over
+(:mod:`engine.legacy_conditions`) or refuses.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 from .errors import ExpressionError
 from .events import Event
 from .expressions import Expression, parse_expression
+from .legacy_conditions import to_cel
 from .state import WorkState
 
 __all__ = ["LANGUAGE", "VARIABLES", "Breakpoint", "event_view", "state_view"]
@@ -100,9 +103,31 @@ class Breakpoint:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Breakpoint:
-        """The breakpoint :meth:`to_dict` stored."""
+        """The breakpoint :meth:`to_dict` stored. A condition stored without
+        ``"language": "cel"`` was written before conditions were CEL: it is carried
+        over (:func:`engine.legacy_conditions.to_cel`), or refused with an
+        :class:`~engine.errors.ExpressionError` naming the breakpoint and the condition.
+
+        >>> Breakpoint.from_dict({"id": "bp1", "condition": "not event.attempt > 1"}).condition
+        '!(event.attempt > 1)'
+        """
+        condition = data.get("condition")
+        language = data.get("language")
+        if condition is not None and language is None:
+            try:
+                carried = to_cel(condition)
+                parse_expression(carried, names=VARIABLES)
+            except ExpressionError as exc:
+                raise ExpressionError(
+                    f"breakpoint {data['id']}: condition {condition!r} was written before "
+                    f"conditions were CEL and cannot be carried over: {exc}; set the "
+                    f"breakpoint again with a CEL condition") from None
+            condition = carried
+        elif condition is not None and language != LANGUAGE:
+            raise ExpressionError(f"breakpoint {data['id']}: condition {condition!r} is in "
+                                  f"language {language!r}; expected {LANGUAGE!r}")
         return cls(id=data["id"], event=data.get("event", "*"), path=data.get("path", "*"),
-                   when=data.get("when", "after"), condition=data.get("condition"))
+                   when=data.get("when", "after"), condition=condition)
 
 
 def event_view(event: Event) -> dict[str, Any]:

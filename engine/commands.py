@@ -31,7 +31,7 @@ from . import events as ev
 from .breakpoints import Breakpoint
 from .context import json_problem, shown
 from .definitions import MISSING
-from .errors import WorkStateError
+from .errors import ExpressionError, WorkStateError
 from .events import Event
 from .plan import Plan
 from .state import WorkState
@@ -98,6 +98,8 @@ def _signal(plan: Plan | None, state: WorkState, command: Command) -> list[Event
 
 def _set_breakpoint(plan: Plan | None, state: WorkState, command: Command) -> list[Event]:
     breakpoint = command.args.get("breakpoint")
+    if isinstance(breakpoint, dict):  # stored, and unreadable: see command_from_data
+        breakpoint = Breakpoint.from_dict(breakpoint)
     if not isinstance(breakpoint, Breakpoint):
         raise TypeError(f"a breakpoint must be a Breakpoint, got {shown(breakpoint)}")
     _alive(state, "set a breakpoint on")
@@ -181,6 +183,8 @@ def _step(plan: Plan | None, state: WorkState, command: Command) -> list[Event]:
     ``max_steps``."""
     what = "step" if command.kind == "step" else "multi-step"
     until = command.args.get("until", ())
+    if isinstance(until, list):  # stored, and unreadable: see command_from_data
+        until = [Breakpoint.from_dict(b) if isinstance(b, dict) else b for b in until]
     if not isinstance(until, list | tuple) or not all(isinstance(b, Breakpoint) for b in until):
         raise TypeError(f"until must be a list of Breakpoints, got {shown(until)}")
     most = command.args.get("max_steps")
@@ -248,13 +252,22 @@ def command_data(command: Command) -> dict[str, Any]:
     return {"kind": command.kind, "by": command.by, "reason": command.reason, "args": args}
 
 
+def _read_breakpoint(data: dict[str, Any]) -> Breakpoint | dict[str, Any]:
+    try:
+        return Breakpoint.from_dict(data)
+    except ExpressionError:
+        return data
+
+
 def command_from_data(data: Mapping[str, Any]) -> Command:
-    """The :class:`Command` that :func:`command_data` stored."""
+    """The :class:`Command` that :func:`command_data` stored. A breakpoint that cannot
+    be read back (a condition from before CEL that has no CEL counterpart) stays a
+    dict: the command's rule reads it again and rejects the command, saying why."""
     args = dict(data.get("args") or {})
     if isinstance(args.get("breakpoint"), dict):
-        args["breakpoint"] = Breakpoint.from_dict(args["breakpoint"])
+        args["breakpoint"] = _read_breakpoint(args["breakpoint"])
     if isinstance(args.get("until"), list):
-        args["until"] = [Breakpoint.from_dict(b) if isinstance(b, dict) else b
+        args["until"] = [_read_breakpoint(b) if isinstance(b, dict) else b
                          for b in args["until"]]
     return Command(kind=str(data["kind"]), by=str(data.get("by", "")),
                    reason=str(data.get("reason", "")), args=args)

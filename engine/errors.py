@@ -6,7 +6,8 @@ each error is defined (``engine.errors`` unless said)::
 
     EngineError
     ├── DefinitionError (ValueError)     a saga definition is malformed
-    ├── ExpressionError (ValueError)     a CEL condition is malformed or fails on the data
+    ├── ExpressionError (ValueError)     a CEL condition is malformed, fails on the data,
+    │                                    or was recorded before CEL and has no CEL form
     ├── ServiceError (ValueError)        missing services, or a cycle between them
     ├── WorkStateError (RuntimeError)    an operation does not fit the work's status
     ├── UnknownWorkError (LookupError)   no work has that id
@@ -67,8 +68,10 @@ class DefinitionError(EngineError, ValueError):
 
 
 class ExpressionError(EngineError, ValueError):
-    """A CEL condition is not valid (the message gives the source and the column), or
-    could not be evaluated on the data (it names the problem: a missing key...)."""
+    """A CEL condition is not valid (the message gives the source and the column), could
+    not be evaluated on the data (it names the problem: a missing key...), or was
+    written before conditions were CEL and cannot be carried over (it names the
+    breakpoint)."""
 
 
 class ServiceError(EngineError, ValueError):

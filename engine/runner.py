@@ -31,6 +31,7 @@ from .definitions import MISSING, Abort, Branch, Forward, Loop, Map, RetryTransa
 from .errors import (
     CompensationResultError,
     DefinitionError,
+    ExpressionError,
     InterruptedCall,
     OutputError,
     RetryPolicyError,
@@ -133,7 +134,9 @@ class WorkRunner:
         self._idle: anyio.Event | None = None  # set when the last call in flight ends
         self._finished: anyio.Event | None = None
         self._step_lock: anyio.Lock | None = None
-        self._breakpoints: dict[str, Breakpoint] = {}
+        self._breakpoints: dict[str, Breakpoint] = {}  # the stored ones, read
+        self._read_from: dict[str, dict[str, Any]] = {}  # ... from these dicts of the state
+        self._unreadable: dict[str, str] = {}  # breakpoint id: why its condition was dropped
         self._skip_before: tuple[str, str, int] | None = None
         self._driving = False
         # set by a leased runtime: a wait of at least this many seconds parks the work
@@ -279,12 +282,29 @@ class WorkRunner:
         stored = self.state.breakpoints
         if not stored:
             return extra
-        if len(self._breakpoints) != len(stored) or any(k not in self._breakpoints
-                                                        for k in stored):
-            self._breakpoints = {k: Breakpoint.from_dict(v) for k, v in stored.items()}
+        # a breakpoint set again under its id is a new dict in the state
+        if len(self._read_from) != len(stored) or any(self._read_from.get(k) is not v
+                                                      for k, v in stored.items()):
+            self._read_breakpoints(stored)
         if not extra:
             return list(self._breakpoints.values())
         return [*self._breakpoints.values(), *extra]
+
+    def _read_breakpoints(self, stored: dict[str, dict[str, Any]]) -> None:
+        self._breakpoints, self._unreadable = {}, {}
+        for ident, data in stored.items():
+            try:
+                bp = Breakpoint.from_dict(data)
+            except ExpressionError as exc:
+                # a condition of the language before CEL that CEL cannot take: rather than
+                # run past where a person meant to stop, stop wherever the breakpoint's
+                # globs match, and say why in the pause
+                _LOG.warning("work %s: %s", self.work_id, exc)
+                self._unreadable[ident] = str(exc)
+                bp = Breakpoint(id=ident, event=data.get("event", "*"),
+                                path=data.get("path", "*"), when=data.get("when", "after"))
+            self._breakpoints[ident] = bp
+        self._read_from = dict(stored)
 
     def _match(self, when: str, event: Event, bps: Sequence[Breakpoint]) -> Breakpoint | None:
         if when == "before":
@@ -813,6 +833,8 @@ class WorkRunner:
     async def _pause_at(self, bp: Breakpoint, when: str, event: Event,
                         seq: int | None = None) -> None:
         payload: dict[str, Any] = {"reason": "breakpoint", "breakpoint": bp.id, "when": when}
+        if bp.id in self._unreadable and self._breakpoints.get(bp.id) is bp:
+            payload["problem"] = self._unreadable[bp.id]
         if when == "before":
             payload["pending"] = {"type": event.type, "path": event.path,
                                   "attempt": event.attempt}
