@@ -251,6 +251,40 @@ class WorkConnection:
 
 
 @strawberry.type
+class Worker(relay.Node):
+    """A named set of slots in a worker node. ``status``: active, draining, removed, or
+    lost (its heartbeat is older than the lease time)."""
+
+    key: relay.NodeID[str]
+    worker_id: str
+    node: str
+    name: str
+    status: str
+    concurrency: int
+    sagas: list[str] | None
+    host: str
+    pid: int
+    running: int
+    registered_at: float
+    heartbeat_at: float
+    updated_at: float
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> Worker:
+        return cls(key=row["worker_id"], worker_id=row["worker_id"], node=row["node"],
+                   name=row["name"], status=row["status"], concurrency=row["concurrency"],
+                   sagas=row["sagas"].split(",") if row["sagas"] else None, host=row["host"],
+                   pid=row["pid"], running=row["running"], registered_at=row["registered_at"],
+                   heartbeat_at=row["heartbeat_at"], updated_at=row["updated_at"])
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
+                            required: bool = False) -> list[Worker | None]:
+        rows = {r["worker_id"]: r for r in await _service(info).workers()}
+        return [cls.of(rows[k]) if k in rows else None for k in node_ids]
+
+
+@strawberry.type
 class Saga:
     """A registered definition."""
 
@@ -293,6 +327,49 @@ def _error(error: ApiError) -> NotFound | WrongState | InvalidInput | Conflict:
     if error.kind == "conflict":
         return Conflict(message=error.message, field=error.field)
     return InvalidInput(message=error.message, field=error.field)
+
+
+@strawberry.type
+class WorkerChanged:
+    """What a worker node did with a command sent to it: ``applied``, or ``pending``
+    when it did not answer within the wait."""
+
+    outcome: str
+    worker: Worker | None
+
+
+WorkerResult = Annotated[WorkerChanged | NotFound | WrongState | InvalidInput | Conflict,
+                         strawberry.union("WorkerResult")]
+
+
+async def _node_command(info: Info, node: str, kind: str, args: dict[str, Any], by: str,
+                        request_id: str | None) -> Any:
+    service = _service(info)
+    try:
+        found = await service.node_command(node, kind, args, by=by, request_id=request_id)
+    except ApiError as exc:
+        return _error(exc)
+    if found is None:
+        return WorkerChanged(outcome="pending", worker=None)
+    if found.get("outcome") == "rejected":
+        error = found.get("error") or {}
+        kind_of = "not_found" if error.get("type") == "KeyError" else "invalid_input"
+        return _error(ApiError(kind_of, str(error.get("message", "rejected"))))
+    worker = None
+    if found.get("worker_id"):
+        try:
+            worker = Worker.of(await service.worker(str(found["worker_id"])))
+        except ApiError:
+            worker = None
+    return WorkerChanged(outcome="applied", worker=worker)
+
+
+def _split(worker_id: str) -> tuple[str, str]:
+    node, _, name = worker_id.rpartition("/")
+    if not node or not name:
+        raise ApiError("invalid_input", f"a worker id is node/name, got {worker_id!r:.80}",
+                       field="workerId")
+    return node, name
 
 
 @strawberry.type
@@ -375,6 +452,17 @@ class Query:
                 for s in service.sagas()]
 
     @strawberry.field
+    async def all_workers(self, info: Info, status: list[str] | None = None) -> list[Worker]:
+        return [Worker.of(r) for r in await _service(info).workers(status)]
+
+    @strawberry.field
+    async def worker(self, info: Info, worker_id: str) -> Worker | None:
+        try:
+            return Worker.of(await _service(info).worker(worker_id))
+        except ApiError:
+            return None
+
+    @strawberry.field
     async def work(self, info: Info, work_id: str) -> Work | None:
         return await _work(info, work_id)
 
@@ -413,6 +501,38 @@ class Mutation:
         work = await _work(info, created)
         assert work is not None
         return WorkCreated(work=work)
+
+    @strawberry.mutation
+    async def add_workers(self, info: Info, node: str, name: str, concurrency: int = 10,
+                          sagas: list[str] | None = None, by: str = "",
+                          request_id: str | None = None) -> WorkerResult:
+        """A new named worker on worker node ``node``."""
+        return await _node_command(info, node, "add_worker", {
+            "name": name, "concurrency": concurrency, "sagas": sagas}, by, request_id)
+
+    @strawberry.mutation
+    async def update_workers(self, info: Info, worker_id: str, concurrency: int,
+                             by: str = "", request_id: str | None = None) -> WorkerResult:
+        """Resize a worker: how many works it runs at once."""
+        try:
+            node, name = _split(worker_id)
+        except ApiError as exc:
+            return _error(exc)
+        return await _node_command(info, node, "set_concurrency", {
+            "name": name, "concurrency": concurrency}, by, request_id)
+
+    @strawberry.mutation
+    async def remove_workers(self, info: Info, worker_id: str, hard: bool = False,
+                             by: str = "", request_id: str | None = None) -> WorkerResult:
+        """Drain a worker (its works finish their step and go to other workers), or with
+        ``hard`` stop it now (its works are handed on at once, a call in flight runs
+        again elsewhere)."""
+        try:
+            node, name = _split(worker_id)
+        except ApiError as exc:
+            return _error(exc)
+        return await _node_command(info, node, "remove_worker", {"name": name, "hard": hard},
+                                   by, request_id)
 
     @strawberry.mutation
     async def rewind_work(self, info: Info, work_id: str, to_seq: int, paused: bool = True,
@@ -517,8 +637,30 @@ class Mutation:
                             request_id)
 
 
+_WORKER_FIELDS = ("status", "concurrency", "running", "sagas")
+
+
 @strawberry.type
 class Subscription:
+    @strawberry.subscription
+    async def workers(self, info: Info, interval: float = 0.25
+                      ) -> AsyncGenerator[Worker, None]:
+        """Each worker as it is now, then again whenever its status, concurrency, load or
+        sagas change (heartbeats alone do not count; a worker whose heartbeat stops
+        turns ``lost``)."""
+        import anyio
+
+        service = _service(info)
+        pace = min(max(interval, 0.05), 10.0)
+        known: dict[str, tuple[Any, ...]] = {}
+        while True:
+            for row in await service.workers():
+                shape = tuple(row[k] for k in _WORKER_FIELDS)
+                if known.get(row["worker_id"]) != shape:
+                    known[row["worker_id"]] = shape
+                    yield Worker.of(row)
+            await anyio.sleep(pace)
+
     @strawberry.subscription
     async def work_events(self, info: Info, work_id: str | None = None,
                           after: str | None = None,
@@ -537,4 +679,4 @@ class Subscription:
 
 
 schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription,
-                           types=[Work])
+                           types=[Work, Worker])

@@ -69,12 +69,71 @@ class Service:
     worker node in this process takes it at once)."""
 
     def __init__(self, store: SqlStore, feed: Feed, runtime: Runtime, *,
-                 wake: Any = None, command_timeout: float = 10.0) -> None:
+                 wake: Any = None, command_timeout: float = 10.0,
+                 lost_after: float = 10.0) -> None:
         self.store = store
         self.feed = feed
         self.runtime = runtime  # the sagas' plans; creates works for the worker nodes
         self.wake = wake
         self.command_timeout = command_timeout
+        # a worker whose last heartbeat is older than this (the nodes' lease time) is lost
+        self.lost_after = lost_after
+
+    # ------------------------------------------------------------ workers
+
+    def shown_worker(self, row: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+        """A worker's row as people see it: ``lost`` when it is not removed and its
+        heartbeat is older than the lease time (its node died or cannot reach the store)."""
+        import time
+
+        shown = dict(row)
+        moment = time.time() if now is None else now
+        if shown["status"] != "removed" and shown["heartbeat_at"] < moment - self.lost_after:
+            shown["status"] = "lost"
+        return shown
+
+    async def workers(self, status: list[str] | None = None) -> list[dict[str, Any]]:
+        from workers import registry
+
+        rows = [self.shown_worker(r) for r in await registry.list_workers(self.store)]
+        return [r for r in rows if not status or r["status"] in status]
+
+    async def worker(self, worker_id: str) -> dict[str, Any]:
+        for row in await self.workers():
+            if row["worker_id"] == worker_id:
+                return row
+        raise ApiError("not_found", f"no worker has id {worker_id!r}", field="workerId")
+
+    async def node_command(self, node_id: str, kind: str, args: dict[str, Any], *,
+                           by: str = "", request_id: str | None = None,
+                           wait: float | None = None) -> dict[str, Any] | None:
+        """Send a command to worker node ``node_id`` and wait for the outcome it records
+        (None: not taken within the wait). A node none of whose workers is alive is not
+        sent anything."""
+        from engine.store import inbox
+        from workers import registry
+
+        alive = [w for w in await self.workers() if w["node"] == node_id
+                 and w["status"] in ("active", "draining")]
+        if not alive:
+            raise ApiError("not_found", f"no live worker node has id {node_id!r}",
+                           field="node")
+        try:
+            sent = await inbox.send_to_node(self.store, node_id, kind, args, by=by,
+                                            request_id=request_id)
+        except ConflictError as exc:
+            raise ApiError("conflict", str(exc), field="requestId") from None
+        except ValueError as exc:
+            raise ApiError("invalid_input", str(exc)) from None
+        if self.wake is not None:
+            self.wake([inbox.NODE_PREFIX + node_id])
+        limit = self.command_timeout if wait is None else wait
+        for _ in range(max(1, int(limit / 0.02))):
+            found = await registry.command_outcome(self.store, node_id, sent.number)
+            if found is not None:
+                return found
+            await anyio.sleep(0.02)
+        return None
 
     # ------------------------------------------------------------ reading
 

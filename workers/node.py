@@ -171,6 +171,9 @@ class WorkerNode:
         self._tg: anyio.abc.TaskGroup | None = None
         self._stop = anyio.Event()
         self.claimed = 0  # works claimed since start (a lease taken over counts)
+        # the commands sent to this node (engine.store.inbox.send_to_node) taken so far
+        self._node_applied: int | None = None
+        self._node_lock = anyio.Lock()
 
     # ------------------------------------------------------------ running
 
@@ -188,6 +191,9 @@ class WorkerNode:
             tg.start_soon(self._heartbeat)
             if self.schedules:
                 tg.start_soon(self._schedule)
+            # commands sent to a node id before it started are not its own
+            last = await inbox.pending(self.store, inbox.NODE_PREFIX + self.node_id)
+            self._node_applied = last[-1].number if last else 0
             if self.store.dialect == "postgresql":
                 await tg.start(self._listen)
             else:
@@ -445,11 +451,65 @@ class WorkerNode:
 
     def mail(self, sent: Mapping[str, int] | Iterable[str]) -> None:
         """Commands came to the inbox of these works: the worker that drives one takes
-        them at its next step boundary; a parked one was made claimable by the send."""
+        them at its next step boundary; a parked one was made claimable by the send.
+        A command to this node itself is taken at once."""
+        if inbox.NODE_PREFIX + self.node_id in sent and self._tg is not None:
+            self._tg.start_soon(self._take_node_mail)
         for worker in self._workers.values():
             if worker.runtime is not None:
                 worker.runtime.mail(sent)
         self._kick()
+
+    async def _take_node_mail(self) -> None:
+        """Carry out the commands sent to this node, in order, and record each outcome."""
+        async with self._node_lock:
+            if self._node_applied is None:
+                return
+            target = inbox.NODE_PREFIX + self.node_id
+            try:
+                found = await inbox.pending(self.store, target, self._node_applied)
+            except Exception:  # the store is away: the next wake-up reads again
+                _LOG.exception("node %s could not read its commands", self.node_id)
+                return
+            for sent in found:
+                command = sent.command
+                payload: dict[str, Any] = {"number": sent.number, "kind": command.kind,
+                                           "by": command.by, "outcome": "applied"}
+                try:
+                    result = await self._node_command(command.kind, dict(command.args))
+                    if result is not None:
+                        payload["worker_id"] = result
+                except (ValueError, KeyError, TypeError) as exc:
+                    payload.update(outcome="rejected", error={
+                        "type": type(exc).__name__,
+                        "message": str(exc.args[0]) if isinstance(exc, KeyError) and
+                        exc.args else str(exc)})
+                self._node_applied = sent.number
+                try:
+                    await registry.record_node_command(self.store, self.node_id, payload)
+                except Exception:
+                    _LOG.exception("node %s could not record the outcome of command %d",
+                                   self.node_id, sent.number)
+
+    async def _node_command(self, kind: str, args: dict[str, Any]) -> str | None:
+        name = args.get("name")
+        if not isinstance(name, str):
+            raise ValueError(f"a worker's name must be a string, got {name!r}")
+        if kind == "add_worker":
+            sagas = args.get("sagas")
+            spec = WorkerSpec(name=name, concurrency=args.get("concurrency", 10),
+                              sagas=tuple(sagas) if sagas else None)
+            return await self.add_worker(spec)
+        if kind == "set_concurrency":
+            await self.set_concurrency(name, args.get("concurrency"))  # type: ignore[arg-type]
+            return self._worker(name).worker_id
+        worker = self._worker(name)  # a KeyError naming it when there is none
+        assert self._tg is not None
+        if kind == "remove_worker" and args.get("hard"):
+            self._tg.start_soon(self.remove_worker, name)
+        else:  # draining goes on after the command's outcome is recorded
+            self._tg.start_soon(self.drain_worker, name)
+        return worker.worker_id
 
     async def _watch_commands(self) -> None:
         """On SQLite: poll the inbox for commands sent by other processes (PostgreSQL

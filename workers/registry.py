@@ -3,7 +3,9 @@ the ``workers`` table is their projection (one row per worker, in the same commi
 
 Event types: ``worker.registered``, ``worker.updated`` (concurrency changed),
 ``worker.draining``, ``worker.removed`` and ``worker.heartbeat`` (with how many works
-it runs).
+it runs); and ``node.command``, the outcome of a command sent to a node (add, resize,
+drain or remove a worker; see :func:`engine.store.inbox.send_to_node`), under the
+node's id.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from engine.store import SqlStore
 from engine.store.schema import worker_events, workers
 
-__all__ = ["WORKER_EVENTS", "list_workers", "record", "worker_events_of"]
+__all__ = ["WORKER_EVENTS", "command_outcome", "list_workers", "record",
+           "record_node_command", "worker_events_of"]
 
 WORKER_EVENTS = ("worker.registered", "worker.updated", "worker.draining", "worker.removed",
                  "worker.heartbeat")
@@ -59,3 +62,25 @@ async def worker_events_of(store: SqlStore, worker_id: str) -> list[dict[str, An
     async with store.engine.connect() as conn:
         return [{**r, "payload": json.loads(r["payload"])}
                 for r in (await conn.execute(query)).mappings()]
+
+
+async def record_node_command(store: SqlStore, node_id: str, payload: dict[str, Any]) -> None:
+    """Record what node ``node_id`` did with a command sent to it (its number, kind,
+    outcome and, when rejected, the error)."""
+    async with store.engine.begin() as conn:
+        await conn.execute(worker_events.insert().values(
+            worker_id=node_id, type="node.command", payload=json.dumps(payload),
+            time=time.time()))
+
+
+async def command_outcome(store: SqlStore, node_id: str, number: int) -> dict[str, Any] | None:
+    """The outcome node ``node_id`` recorded for its command ``number``, or None yet."""
+    query = (sa.select(worker_events.c.payload).where(
+        worker_events.c.worker_id == node_id, worker_events.c.type == "node.command")
+        .order_by(worker_events.c.position.desc()).limit(50))
+    async with store.engine.connect() as conn:
+        for (text,) in await conn.execute(query):
+            payload: dict[str, Any] = json.loads(text)
+            if payload.get("number") == number:
+                return payload
+    return None

@@ -39,9 +39,14 @@ from .codec import dumps
 from .schema import commands, events, leases
 from .sql import WORKS_CHANNEL, SqlStore
 
-__all__ = ["CHANNEL", "SentCommand", "last_position", "pending", "send", "since"]
+__all__ = ["CHANNEL", "NODE_PREFIX", "SentCommand", "last_position", "pending", "send",
+           "send_to_node", "since"]
 
 CHANNEL = "stepsaga_commands"  # NOTIFY channel: a command was sent; the payload is the work id
+# a command for a worker node rather than a work (add, resize, drain, remove a worker) is
+# kept in the same inbox under this prefix and the node's id; the node takes it
+NODE_PREFIX = "node:"
+NODE_COMMANDS = frozenset({"add_worker", "set_concurrency", "drain_worker", "remove_worker"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,3 +169,48 @@ async def last_position(store: SqlStore) -> int:
     async with store.engine.connect() as conn:
         found = (await conn.execute(sa.select(sa.func.max(commands.c.position)))).scalar()
     return int(found or 0)
+
+
+async def send_to_node(store: SqlStore, node_id: str, kind: str, args: dict[str, Any], *,
+                       by: str = "", request_id: str | None = None) -> SentCommand:
+    """A command for worker node ``node_id`` (one of ``add_worker``, ``set_concurrency``,
+    ``drain_worker``, ``remove_worker``), numbered per node; the node takes it and
+    records the outcome as a ``node.command`` worker event (see workers.node)."""
+    target = check_work_id(NODE_PREFIX + str(node_id))
+    request_id = _check_request_id(request_id)
+    if kind not in NODE_COMMANDS:
+        raise ValueError(f"unknown node command {kind!r}; expected one of "
+                         f"{sorted(NODE_COMMANDS)}")
+    text = dumps(args)
+    now = time.time()
+    postgres = store.dialect == "postgresql"
+
+    def run(conn: Connection) -> Any:
+        if postgres:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                         {"key": "commands:" + target})
+        if request_id is not None:
+            earlier = conn.execute(sa.select(commands).where(
+                commands.c.request_id == request_id)).mappings().first()
+            if earlier is not None:
+                if (earlier["work_id"], earlier["kind"], json.loads(earlier["args"])) != \
+                        (target, kind, args):
+                    raise ConflictError(f"request id {request_id!r} was used before for "
+                                        "another request; use a new one")
+                return earlier
+        number = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(commands.c.number), 0))
+                                  .where(commands.c.work_id == target)).scalar_one()) + 1
+        values = {"work_id": target, "number": number, "kind": kind, "sender": by,
+                  "reason": "", "args": text, "request_id": request_id, "sent_at": now}
+        position = conn.execute(sa.insert(commands).values(**values)
+                                .returning(commands.c.position)).scalar_one()
+        if postgres:
+            conn.execute(sa.text("SELECT pg_notify(:channel, :target)"),
+                         {"channel": CHANNEL, "target": target})
+        return {**values, "position": position}
+
+    row = await store.transaction(run)
+    return SentCommand(work_id=row["work_id"], number=int(row["number"]),
+                       command=Command(kind=kind, by=row["sender"], args=json.loads(row["args"])),
+                       request_id=row["request_id"], sent_at=float(row["sent_at"]),
+                       position=int(row["position"]))

@@ -94,3 +94,62 @@ async def test_lists_page_by_cursor_and_load_stage_runs_in_one_batch(tmp_path: P
             assert events[0] == "work.created" and "work.command" in events
             node.stop()
             tg.cancel_scope.cancel()
+
+
+async def test_workers_are_listed_and_changed_through_their_node(store_url: str) -> None:
+    async with SqlStore.open(store_url) as store:
+        node = WorkerNode(store, sagas(), [WorkerSpec(name="w", concurrency=2)],
+                          node_id="n1", poll_interval=0.05)
+        async with anyio.create_task_group() as tg, Feed.running(store) as feed, \
+                Runtime(sagas(), store=store) as runtime:
+            await tg.start(node.run)
+            service = Service(store, feed, runtime, wake=node.mail)
+
+            async def run(query: str, **variables: Any) -> dict[str, Any]:
+                result = await schema.execute(query, variable_values=variables,
+                                              context_value=Context(service))
+                assert result.errors is None, result.errors
+                assert result.data is not None
+                return result.data
+
+            listed = await run("{ allWorkers { workerId status concurrency node } }")
+            assert listed["allWorkers"] == [{"workerId": "n1/w", "status": "active",
+                                             "concurrency": 2, "node": "n1"}]
+            change = ("mutation($m: String!) {{ {0} {{ __typename ... on WorkerChanged "
+                      "{{ outcome worker {{ workerId status concurrency }} }} "
+                      "... on NotFound {{ message }} ... on InvalidInput {{ message }} }} }}")
+            added = await run(change.format('addWorkers(node: "n1", name: "extra", '
+                                            'concurrency: 3, by: $m)'), m="ann")
+            assert added["addWorkers"]["worker"] == {"workerId": "n1/extra",
+                                                     "status": "active", "concurrency": 3}
+            resized = await run(change.format('updateWorkers(workerId: "n1/extra", '
+                                              'concurrency: 5, by: $m)'), m="ann")
+            assert resized["updateWorkers"]["worker"]["concurrency"] == 5
+            assert node.workers()["extra"]["concurrency"] == 5  # the node itself changed
+            bad = await run(change.format('updateWorkers(workerId: "n1/extra", '
+                                          'concurrency: 0, by: $m)'), m="ann")
+            assert bad["updateWorkers"]["__typename"] == "InvalidInput"
+            assert "concurrency must be a whole number >= 1" in bad["updateWorkers"]["message"]
+            missing = await run(change.format('updateWorkers(workerId: "n1/nope", '
+                                              'concurrency: 2, by: $m)'), m="ann")
+            assert missing["updateWorkers"]["__typename"] == "NotFound"
+            nowhere = await run(change.format('addWorkers(node: "n9", name: "x", by: $m)'),
+                                m="ann")
+            assert nowhere["addWorkers"]["__typename"] == "NotFound"
+            removed = await run(change.format('removeWorkers(workerId: "n1/extra", by: $m)'),
+                                m="ann")
+            assert removed["removeWorkers"]["outcome"] == "applied"
+            for _ in range(250):
+                rows = {r["workerId"]: r["status"] for r in (await run(
+                    "{ allWorkers { workerId status } }"))["allWorkers"]}
+                if rows.get("n1/extra") == "removed":
+                    break
+                await anyio.sleep(0.02)
+            assert rows == {"n1/w": "active", "n1/extra": "removed"}
+            # a worker whose heartbeat is older than the lease time shows as lost
+            stale = Service(store, feed, runtime, lost_after=1e-9)
+            shown = await schema.execute("{ allWorkers(status: [\"lost\"]) { workerId } }",
+                                         context_value=Context(stale))
+            assert shown.data == {"allWorkers": [{"workerId": "n1/w"}]}
+            node.stop()
+            tg.cancel_scope.cancel()
