@@ -21,11 +21,14 @@ from engine.commands import Command, command_events
 from engine.errors import ConflictError, UnknownSagaError, UnknownWorkError, WorkStateError
 from engine.events import RecordedEvent
 from engine.plan import Plan
-from engine.state import WorkState, replay
+from engine.state import WorkState, evolve, replay
 from engine.store import SqlStore
 from engine.store.feed import Feed
 
-__all__ = ["ApiError", "Outcome", "Service"]
+__all__ = ["CHECKPOINT_EVERY", "CHECKPOINT_WORKS", "ApiError", "Outcome", "Service"]
+
+CHECKPOINT_EVERY = 100  # events between the states kept for time travel
+CHECKPOINT_WORKS = 32  # works whose states are kept, the most recently asked about
 
 
 class ApiError(Exception):
@@ -78,6 +81,7 @@ class Service:
         self.command_timeout = command_timeout
         # a worker whose last heartbeat is older than this (the nodes' lease time) is lost
         self.lost_after = lost_after
+        self._checkpoints: dict[str, dict[int, WorkState]] = {}  # work -> seq -> state
 
     # ------------------------------------------------------------ workers
 
@@ -158,17 +162,35 @@ class Service:
         if isinstance(first, bool) or not 1 <= first <= 1000:
             raise ApiError("invalid_input", f"first must be 1 to 1000, got {first!r}",
                            field="first")
-        stream = await self.store.read(work_id, after=after, until=after + first)
-        return stream
+        return await self.store.read(work_id, after=after, limit=first)
 
     async def state_at(self, work_id: str, seq: int) -> WorkState:
-        stream = await self.store.read(work_id, until=seq)
-        if not stream:
+        """Time travel: the state right after event ``seq``. A work's events never change
+        once written, so states along its stream are kept (every CHECKPOINT_EVERY events,
+        for the last few works asked about) and a scrub through a long work replays only
+        the events after the nearest one."""
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise ApiError("invalid_input", f"seq must be a whole number >= 0, got {seq!r}",
+                           field="seq")
+        kept = self._checkpoints.pop(work_id, {})
+        self._checkpoints[work_id] = kept  # the most recently used last
+        while len(self._checkpoints) > CHECKPOINT_WORKS:
+            self._checkpoints.pop(next(iter(self._checkpoints)))
+        base = max((s for s in kept if s <= seq), default=0)
+        state = kept[base].copy() if base else WorkState()
+        stream = await self.store.read(work_id, after=base, until=seq)
+        if not stream and not base:
+            if await self.store.read(work_id, until=1):
+                return WorkState()  # seq 0: before anything happened
             raise ApiError("not_found", f"no work has id {work_id!r}", field="workId")
-        if not 0 <= seq <= len(stream) or seq > stream[-1].seq:
-            raise ApiError("invalid_input", f"work {work_id} has events 1..{stream[-1].seq}; "
-                           f"no seq {seq}", field="seq")
-        return replay(stream[:seq])
+        for recorded in stream:
+            evolve(state, recorded)
+            if recorded.seq % CHECKPOINT_EVERY == 0 and recorded.seq not in kept:
+                kept[recorded.seq] = state.copy()
+        if state.seq != seq:
+            raise ApiError("invalid_input", f"work {work_id} has events 1..{state.seq}; no "
+                           f"seq {seq}", field="seq")
+        return state
 
     # ------------------------------------------------------------ creating
 

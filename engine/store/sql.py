@@ -451,13 +451,18 @@ class SqlStore:
 
     # ------------------------------------------------------------ reading
 
-    async def read(self, work_id: str, *, after: int = 0,
-                   until: int | None = None) -> list[RecordedEvent]:
-        """The events of a work with ``after < seq <= until``, in order."""
+    async def read(self, work_id: str, *, after: int = 0, until: int | None = None,
+                   limit: int | None = None) -> list[RecordedEvent]:
+        """The events of a work with ``after < seq <= until``, in order; at most
+        ``limit`` of them (a page)."""
         check_work_id(work_id)
         query = sa.select(events).where(events.c.work_id == work_id, events.c.seq > after)
         if until is not None:
             query = query.where(events.c.seq <= until)
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise ValueError(f"limit must be a whole number >= 0, got {limit!r}")
+            query = query.limit(limit)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query.order_by(events.c.seq))).mappings().all()
         return [decode_event(dict(row)) for row in rows]

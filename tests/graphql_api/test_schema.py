@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 
-from engine import Runtime
+from engine import Runtime, replay
 from engine.store import SqlStore
 from engine.store.feed import Feed
 from graphql_api.schema import Context, schema
@@ -153,3 +153,40 @@ async def test_workers_are_listed_and_changed_through_their_node(store_url: str)
             assert shown.data == {"allWorkers": [{"workerId": "n1/w"}]}
             node.stop()
             tg.cancel_scope.cancel()
+
+
+async def test_time_travel_through_a_long_work_replays_from_checkpoints(
+        tmp_path: Path) -> None:
+    from engine import Map, Saga, Stage
+
+    async def quick(ctx: Any, n: int) -> int:
+        return n + 1
+
+    many = Saga(name="many", stages=[Map(name="each", stage=Stage(name="one",
+                                                                  transaction=quick))])
+    url = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
+    async with SqlStore.open(url) as store, Feed.running(store) as feed, \
+            Runtime([many], store=store) as runtime:
+        done = await runtime.run("many", list(range(200)))
+        assert done.status == "completed" and done.events > 300
+        service = Service(store, feed, runtime)
+        stream = await store.read(done.work_id)
+        for seq in (0, 1, 150, 301, 299, done.events, 205):
+            state = await service.state_at(done.work_id, seq)
+            assert state == replay(stream[:seq]) if seq else state.seq == 0
+        assert sorted(service._checkpoints[done.work_id]) == list(
+            range(100, done.events + 1, 100))
+        query = ("query($id: String!, $seq: Int!) { work(workId: $id) { "
+                 "stateAt(seq: $seq) stateDiff(fromSeq: 1, toSeq: 2) "
+                 "events(afterSeq: 300, first: 5) { seq } } }")
+        result = await schema.execute(query, variable_values={"id": done.work_id, "seq": 250},
+                                      context_value=Context(service))
+        assert result.errors is None and result.data is not None
+        work = result.data["work"]
+        assert work["stateAt"]["seq"] == 250
+        assert [e["seq"] for e in work["events"]] == [301, 302, 303, 304, 305]
+        assert {"path": "status", "before": "pending", "after": "running"} in work["stateDiff"]
+        bad = await schema.execute(query, variable_values={"id": done.work_id,
+                                                           "seq": done.events + 1},
+                                   context_value=Context(service))
+        assert bad.errors and f"no seq {done.events + 1}" in bad.errors[0].message
