@@ -26,6 +26,10 @@ from engine.errors import ExpressionError
 from engine.events import RecordedEvent
 from engine.store import queries
 
+from .ops import Locks, ScheduleInfo, ServiceHealth, schedule_change
+from .ops import locks as list_locks
+from .ops import schedules as list_schedules
+from .ops import services as list_services
 from .service import ApiError, Outcome, Service, check_outcome
 
 __all__ = ["Context", "schema"]
@@ -373,6 +377,19 @@ def _split(worker_id: str) -> tuple[str, str]:
 
 
 @strawberry.type
+class ScheduleChanged:
+    """A schedule as it is after the change (null once deleted); ``workId``: the work a
+    trigger created."""
+
+    schedule: ScheduleInfo | None
+    work_id: str | None
+
+
+ScheduleResult = Annotated[ScheduleChanged | NotFound | InvalidInput | Conflict,
+                           strawberry.union("ScheduleResult")]
+
+
+@strawberry.type
 class CommandTaken:
     """A command the work's holder took: its number, what it recorded (``outcome``
     ``applied``; for step and mstep a ``report``) and the work now. ``outcome`` is
@@ -452,6 +469,20 @@ class Query:
                 for s in service.sagas()]
 
     @strawberry.field
+    async def schedules(self, info: Info) -> list[ScheduleInfo]:
+        return await list_schedules(_service(info).store)
+
+    @strawberry.field
+    async def locks(self, info: Info, name: str | None = None) -> Locks:
+        return await list_locks(_service(info).store, name)
+
+    @strawberry.field
+    async def services(self, info: Info, history: int = 100) -> list[ServiceHealth]:
+        """The services stages need, with their latest health checks (the graph's
+        history, newest first, ``history`` rows at most across services)."""
+        return await list_services(_service(info).store, history)
+
+    @strawberry.field
     async def all_workers(self, info: Info, status: list[str] | None = None) -> list[Worker]:
         return [Worker.of(r) for r in await _service(info).workers(status)]
 
@@ -501,6 +532,41 @@ class Mutation:
         work = await _work(info, created)
         assert work is not None
         return WorkCreated(work=work)
+
+    @strawberry.mutation
+    async def create_schedule(self, info: Info, name: str, saga: str, cron: str,
+                              input: JSON | None = None, timezone: str = "UTC",
+                              overlap: str = "skip", catch_up: str = "last",
+                              paused: bool = False) -> ScheduleResult:
+        return await schedule_change(info, "create", name, saga=saga, cron=cron,
+                                     input=input, timezone=timezone, overlap=overlap,
+                                     catch_up=catch_up, paused=paused)
+
+    @strawberry.mutation
+    async def update_schedule(self, info: Info, name: str, saga: str | None = None,
+                              cron: str | None = None, input: JSON | None = None,
+                              timezone: str | None = None, overlap: str | None = None,
+                              catch_up: str | None = None) -> ScheduleResult:
+        return await schedule_change(info, "update", name, saga=saga, cron=cron,
+                                     input=input, timezone=timezone, overlap=overlap,
+                                     catch_up=catch_up)
+
+    @strawberry.mutation
+    async def pause_schedule(self, info: Info, name: str) -> ScheduleResult:
+        return await schedule_change(info, "pause", name)
+
+    @strawberry.mutation
+    async def resume_schedule(self, info: Info, name: str) -> ScheduleResult:
+        return await schedule_change(info, "resume", name)
+
+    @strawberry.mutation
+    async def trigger_schedule(self, info: Info, name: str) -> ScheduleResult:
+        """Fire the schedule now: a new work of its saga, queued for the workers."""
+        return await schedule_change(info, "trigger", name)
+
+    @strawberry.mutation
+    async def delete_schedule(self, info: Info, name: str) -> ScheduleResult:
+        return await schedule_change(info, "delete", name)
 
     @strawberry.mutation
     async def add_workers(self, info: Info, node: str, name: str, concurrency: int = 10,

@@ -39,7 +39,7 @@ from engine.store import ConflictError, SqlStore
 from engine.store.schema import schedules, works
 
 __all__ = ["Schedule", "Scheduler", "create", "delete", "get", "list_schedules", "next_tick",
-           "pause", "resume", "tick_work_id", "trigger"]
+           "pause", "resume", "tick_work_id", "trigger", "update"]
 
 _LOG = logging.getLogger("stepsaga.schedules")
 OVERLAP = ("skip", "queue", "allow")
@@ -168,6 +168,27 @@ async def resume(store: SqlStore, name: str) -> None:
     upcoming = next_tick(row["cron"], row["timezone"], time.time())
     if not await _update(store, name, row["version"], paused=False, next_at=upcoming):
         await resume(store, name)
+
+
+async def update(store: SqlStore, name: str, **changes: Any) -> dict[str, Any]:
+    """Change a schedule's saga, input, cron, time zone, overlap or catch-up (checked like
+    a new one; the next tick follows the new cron from now on); the schedule after."""
+    allowed = {"saga", "input", "cron", "timezone", "overlap", "catch_up"}
+    unknown = sorted(set(changes) - allowed)
+    if unknown:
+        raise ValueError(f"a schedule has no field {unknown[0]!r} to change; one of "
+                         f"{sorted(allowed)}")
+    while True:
+        row = await get(store, name)
+        fields = {k: row[k] for k in allowed} | {k: v for k, v in changes.items()
+                                                 if v is not None}
+        checked = Schedule(name=name, paused=row["paused"], **fields)  # refuses what is bad
+        values: dict[str, Any] = {k: getattr(checked, k) for k in allowed}
+        values["input"] = json.dumps(checked.input)
+        if changes.get("cron") is not None or changes.get("timezone") is not None:
+            values["next_at"] = next_tick(checked.cron, checked.timezone, time.time())
+        if await _update(store, name, row["version"], **values):
+            return await get(store, name)
 
 
 async def delete(store: SqlStore, name: str) -> None:

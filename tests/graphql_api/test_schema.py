@@ -190,3 +190,76 @@ async def test_time_travel_through_a_long_work_replays_from_checkpoints(
                                                            "seq": done.events + 1},
                                    context_value=Context(service))
         assert bad.errors and f"no seq {done.events + 1}" in bad.errors[0].message
+
+
+async def test_schedules_locks_and_services_through_the_schema(tmp_path: Path) -> None:
+    from workers.health import HealthCheck
+    from workers.locks import LockService
+
+    async def fine() -> bool:
+        return True
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
+    async with SqlStore.open(url) as store:
+        node = WorkerNode(store, sagas(), [WorkerSpec(name="w", concurrency=2)],
+                          node_id="n1", poll_interval=0.05, schedules=False,
+                          health_checks=[HealthCheck("mailer", fine)], health_interval=0.05)
+        async with anyio.create_task_group() as tg, Feed.running(store) as feed, \
+                Runtime(sagas(), store=store) as runtime:
+            await tg.start(node.run)
+            service = Service(store, feed, runtime, wake=node.mail)
+
+            async def run(query: str, **variables: Any) -> dict[str, Any]:
+                result = await schema.execute(query, variable_values=variables,
+                                              context_value=Context(service))
+                assert result.errors is None, result.errors
+                assert result.data is not None
+                return result.data
+
+            shape = ("{ __typename ... on ScheduleChanged { workId schedule { name cron "
+                     "paused fired saga timezone } } ... on InvalidInput { message field } "
+                     "... on NotFound { message } ... on Conflict { message } }")
+            made = await run(f'mutation {{ createSchedule(name: "nightly", saga: "gate", '
+                             f'cron: "0 3 * * *", input: 1) {shape} }}')
+            assert made["createSchedule"]["schedule"]["cron"] == "0 3 * * *"
+            again = await run(f'mutation {{ createSchedule(name: "nightly", saga: "gate", '
+                              f'cron: "0 3 * * *") {shape} }}')
+            assert again["createSchedule"]["__typename"] == "Conflict"
+            bad = await run(f'mutation {{ createSchedule(name: "x", saga: "gate", '
+                            f'cron: "every day") {shape} }}')
+            assert bad["createSchedule"]["__typename"] == "InvalidInput"
+            unknown = await run(f'mutation {{ createSchedule(name: "x", saga: "nope", '
+                                f'cron: "0 3 * * *") {shape} }}')
+            assert unknown["createSchedule"]["__typename"] == "NotFound"
+            moved = await run(f'mutation {{ updateSchedule(name: "nightly", '
+                              f'cron: "30 4 * * *", timezone: "Europe/Paris") {shape} }}')
+            assert moved["updateSchedule"]["schedule"]["timezone"] == "Europe/Paris"
+            paused = await run(f'mutation {{ pauseSchedule(name: "nightly") {shape} }}')
+            assert paused["pauseSchedule"]["schedule"]["paused"] is True
+            fired = await run(f'mutation {{ triggerSchedule(name: "nightly") {shape} }}')
+            work_id = fired["triggerSchedule"]["workId"]
+            assert fired["triggerSchedule"]["schedule"]["fired"] == 1
+            assert (await run("query($id: String!) { work(workId: $id) { saga } }",
+                              id=work_id))["work"]["saga"] == "gate"
+            assert [s["name"] for s in (await run("{ schedules { name } }"))["schedules"]] \
+                == ["nightly"]
+            gone = await run(f'mutation {{ deleteSchedule(name: "nightly") {shape} }}')
+            assert gone["deleteSchedule"]["schedule"] is None
+            missing = await run(f'mutation {{ pauseSchedule(name: "nightly") {shape} }}')
+            assert missing["pauseSchedule"]["__typename"] == "NotFound"
+            # locks: a holder and a waiter, as the lock service has them
+            lock = LockService(store)
+            await lock.acquire("customer:7", "work-a", ttl=30)
+            shown = await run('{ locks(name: "customer:7") { held { holder } waiting '
+                              '{ holder } } }')
+            assert shown["locks"] == {"held": [{"holder": "work-a"}], "waiting": []}
+            # services: the health graph's history
+            for _ in range(100):
+                health = (await run("{ services { service available history { ok } } }"))[
+                    "services"]
+                if health:
+                    break
+                await anyio.sleep(0.02)
+            assert health[0]["service"] == "mailer" and health[0]["available"] is True
+            node.stop()
+            tg.cancel_scope.cancel()
