@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 
-from engine import Runtime, replay
+from engine import Command, Runtime, replay
 from engine.store import SqlStore
 from engine.store.feed import Feed
 from graphql_api.schema import Context, schema
@@ -261,5 +261,49 @@ async def test_schedules_locks_and_services_through_the_schema(tmp_path: Path) -
                     break
                 await anyio.sleep(0.02)
             assert health[0]["service"] == "mailer" and health[0]["available"] is True
+            node.stop()
+            tg.cancel_scope.cancel()
+
+
+async def test_works_and_stages_subscriptions_follow_filters(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
+    async with SqlStore.open(url) as store:
+        node = WorkerNode(store, sagas(), [WorkerSpec(name="w", concurrency=4)],
+                          node_id="n1", poll_interval=0.05)
+        async with anyio.create_task_group() as tg, Feed.running(store) as feed, \
+                Runtime(sagas(), store=store) as runtime:
+            await tg.start(node.run)
+            service = Service(store, feed, runtime, wake=node.mail)
+            changes: list[dict[str, Any]] = []
+            stages: list[dict[str, Any]] = []
+
+            async def follow(query: str, into: list[dict[str, Any]], count: int) -> None:
+                stream = await schema.subscribe(query, context_value=Context(service))
+                async for item in stream:  # type: ignore[union-attr]
+                    assert item.errors is None, item.errors
+                    assert item.data is not None
+                    into.append(next(iter(item.data.values())))
+                    if len(into) >= count:
+                        return
+
+            tg.start_soon(follow, 'subscription { works(saga: ["gate"], status: ["completed"])'
+                                  ' { cursor type work { workId status output } } }',
+                          changes, 2)
+            tg.start_soon(follow, 'subscription { stages(saga: ["slow"], template: ["s3"]) '
+                                  '{ type workId path template run { status } } }', stages, 2)
+            await anyio.sleep(0.1)  # both subscribed, from now on
+            slow = await runtime.start("slow", 0, run=False)
+            gates = [await runtime.start("gate", i, run=False) for i in range(2)]
+            for wid in gates:
+                await service.command(wid, Command(kind="signal",
+                                                   args={"name": "go", "payload": 1}))
+            await until(lambda: len(changes) >= 2 and len(stages) >= 2, 30)
+            assert {c["work"]["workId"] for c in changes} == set(gates)
+            assert all(c["type"] == "work.completed" and c["work"]["output"] == 2
+                       for c in changes)
+            assert [s["type"] for s in stages] == ["stage.transaction.started",
+                                                   "stage.transaction.completed"]
+            assert {s["workId"] for s in stages} == {slow}
+            assert stages[-1]["run"]["status"] == "completed"
             node.stop()
             tg.cancel_scope.cancel()
