@@ -289,6 +289,16 @@ class Worker(relay.Node):
 
 
 @strawberry.type
+class AggregateRow:
+    """One group: its fields (and ``bucket``, the start of its time bucket), the
+    reducer's value and how many rows it has."""
+
+    group: JSON
+    value: float | None
+    count: int
+
+
+@strawberry.type
 class Saga:
     """A registered definition."""
 
@@ -467,6 +477,26 @@ class Query:
         service = _service(info)
         return [Saga(name=s.name, stages=[stage.name for stage in s.stages])
                 for s in service.sagas()]
+
+    @strawberry.field
+    async def aggregate(self, info: Info, over: str = "works",
+                        group_by: list[str] | None = None, reducer: str = "count",
+                        field: str | None = None, expression: str | None = None,
+                        bucket_seconds: float | None = None, saga: list[str] | None = None,
+                        status: list[str] | None = None, since: float | None = None,
+                        until: float | None = None) -> list[AggregateRow]:
+        """Group works (``over: "works"``) or stage runs (``"stage_runs"``) by fields and
+        time buckets, and fold each group with a reducer (count, sum, avg, min, max, p95)
+        over a numeric field or a CEL expression mapping each row (``work`` or
+        ``stage``) to a number, e.g. ``size(work.output.items)``."""
+        from engine.store.aggregates import aggregate as fold
+
+        rows = await fold(_service(info).store, over=over, group_by=group_by or [],
+                          reducer=reducer, field=field, expression=expression,
+                          bucket=bucket_seconds, saga=saga, status=status, since=since,
+                          until=until)
+        return [AggregateRow(group=r["group"], value=r["value"], count=r["count"])
+                for r in rows]
 
     @strawberry.field
     async def schedules(self, info: Info) -> list[ScheduleInfo]:
