@@ -406,6 +406,24 @@ async def _worker(args: argparse.Namespace, specs: list[Any]) -> int:
     return 0
 
 
+# the flags of serve and worker that a config file (or its variables) may set instead
+_SETTINGS = {"store": ("store", "url"), "app": ("serve", "app"), "host": ("serve", "host"),
+             "port": ("serve", "port"), "no_workers": ("serve", "no_workers"),
+             "worker": ("worker", "workers"), "lease_ttl": ("worker", "lease_ttl"),
+             "park_after": ("worker", "park_after"),
+             "drain_deadline": ("worker", "drain_deadline"), "node_id": ("worker", "node_id")}
+
+
+def _settle(args: argparse.Namespace, settings: dict[str, dict[str, Any]]) -> None:
+    """Fill the flags not given on the command line from the settings (a config file,
+    STEPSAGA_* variables, the defaults), in that order of precedence after the flags."""
+    for dest, (section, key) in _SETTINGS.items():
+        if hasattr(args, dest) and getattr(args, dest) in (None, []):
+            value = settings[section][key]
+            setattr(args, dest, value if value != "" else None)
+    args.command_timeout = settings["serve"]["command_timeout"]
+
+
 async def _serve(args: argparse.Namespace, app: Any, specs: list[Any]) -> int:
     from .server import serve
 
@@ -419,6 +437,7 @@ async def _serve(args: argparse.Namespace, app: Any, specs: list[Any]) -> int:
 
     await serve(store_url=args.store, app=app, host=args.host, port=args.port,
                 workers=specs, no_workers=args.no_workers,
+                command_timeout=args.command_timeout,
                 node_options={"node_id": args.node_id, "lease_ttl": args.lease_ttl,
                               "park_after": args.park_after}, ready=ready)
     print(json.dumps({"stopped": True}), flush=True)
@@ -475,44 +494,57 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "skipped, one copied in part is completed")
     worker = commands.add_parser(
         "worker", help="run a worker node: claim works from the store and run them")
-    worker.add_argument("--store", default=DEFAULT_STORE, metavar="URL",
+    worker.add_argument("--store", default=None, metavar="URL",
                         help=f"the store to take works from (default {DEFAULT_STORE})")
-    worker.add_argument("--app", default="workers.actions:demo_saga",
+    worker.add_argument("--app", default=None,
                         help="module:attribute holding the sagas to run, or a "
                              "workers.node.WorkerApp with services, health checks and "
                              "limits too (default: the product's own)")
     worker.add_argument("--worker", action="append", default=[], metavar="NAME=N[:SAGAS]",
                         help="a named worker running up to N works at once, of the listed "
                              "sagas (comma-separated) or all; repeatable (default main=10)")
-    worker.add_argument("--lease-ttl", type=float, default=10.0,
+    worker.add_argument("--lease-ttl", type=float, default=None,
                         help="seconds a lease lasts unless renewed (default 10)")
-    worker.add_argument("--drain-deadline", type=float, default=30.0,
+    worker.add_argument("--drain-deadline", type=float, default=None,
                         help="on SIGTERM, seconds to let works finish their step (default 30)")
-    worker.add_argument("--park-after", type=float, default=60.0,
+    worker.add_argument("--park-after", type=float, default=None,
                         help="a work that sleeps this many seconds or more (a timer, a "
                              "retry's backoff) is handed back to the store until it is "
                              "due, freeing its slot (default 60)")
     worker.add_argument("--node-id", help="this node's id (default host:pid:random)")
+    worker.add_argument("--config", metavar="FILE",
+                        help="a TOML file of settings (see graphql_api.config); flags and "
+                             "STEPSAGA_<SECTION>_<KEY> variables override it")
     serve = commands.add_parser(
         "serve", help="run the GraphQL API and a worker node on one store (SQLite default)")
-    serve.add_argument("--store", default=DEFAULT_STORE, metavar="URL",
+    serve.add_argument("--store", default=None, metavar="URL",
                        help=f"the store (default {DEFAULT_STORE}, created when missing)")
-    serve.add_argument("--app", default="workers.actions:demo_saga",
+    serve.add_argument("--app", default=None,
                        help="module:attribute holding the sagas (default: the demo saga)")
-    serve.add_argument("--host", default="127.0.0.1",
+    serve.add_argument("--host", default=None,
                        help="the address to listen on (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0: any "
+    serve.add_argument("--port", type=int, default=None, help="the port (default 8000; 0: any "
                        "free one, printed)")
     serve.add_argument("--worker", action="append", default=[], metavar="NAME=N[:SAGAS]",
                        help="a named worker of this process's node (default main=10)")
-    serve.add_argument("--no-workers", action="store_true",
+    serve.add_argument("--no-workers", action="store_true", default=None,
                        help="serve the API only: worker nodes run elsewhere")
     serve.add_argument("--node-id", help="this node's id (default host:pid:random)")
-    serve.add_argument("--lease-ttl", type=float, default=10.0,
+    serve.add_argument("--config", metavar="FILE",
+                       help="a TOML file of settings (see graphql_api.config); flags and "
+                            "STEPSAGA_<SECTION>_<KEY> variables override it")
+    serve.add_argument("--lease-ttl", type=float, default=None,
                        help="seconds a lease lasts unless renewed (default 10)")
-    serve.add_argument("--park-after", type=float, default=60.0,
+    serve.add_argument("--park-after", type=float, default=None,
                        help="a work idle this many seconds or more is parked (default 60)")
     args = parser.parse_args(argv)
+    if args.command in ("serve", "worker"):
+        from .config import ConfigError, load
+
+        try:
+            _settle(args, load(args.config))
+        except ConfigError as exc:
+            parser.error(str(exc))
     if args.command == "serve":
         from workers.node import WorkerSpec
 

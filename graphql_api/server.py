@@ -92,7 +92,7 @@ async def _stop_on_signal(server: Any) -> None:
 
 async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequence[Any],
                 no_workers: bool = False, node_options: dict[str, Any] | None = None,
-                ready: Any = None) -> None:
+                ready: Any = None, command_timeout: float = 10.0) -> None:
     """``stepsaga serve``: API and (unless ``no_workers``) a worker node on one store,
     until SIGTERM or SIGINT; then the server stops taking requests, closes its
     subscriptions and the node hands its works on."""
@@ -101,7 +101,8 @@ async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequ
         async with anyio.create_task_group() as tg:
             if node is not None:
                 await tg.start(node.run)
-            async with running_api(store, app, node=node) as service:
+            async with running_api(store, app, node=node,
+                                   command_timeout=command_timeout) as service:
                 config = uvicorn.Config(make_app(service), host=host, port=port,
                                         log_level="warning", lifespan="off",
                                         ws="websockets-sansio")

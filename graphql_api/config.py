@@ -1,0 +1,171 @@
+"""Configuration: one TOML file, environment variables overriding it, read here and
+nowhere else, checked at start with errors that name the key, the value and what was
+expected.
+
+Every setting, its section and its default::
+
+    [store]
+    url = "sqlite+aiosqlite:///stepsaga.sqlite"   # SQLite file or postgresql+asyncpg://...
+
+    [serve]                        # stepsaga serve
+    host = "127.0.0.1"             # binds to this machine only unless told otherwise
+    port = 8000                    # 0: any free port (printed)
+    app = "workers.actions:demo_saga"
+    no_workers = false             # true: an API-only node
+    command_timeout = 10.0         # seconds a mutation waits for the work's holder
+
+    [worker]                       # the worker node of stepsaga serve and stepsaga worker
+    workers = ["main=10"]          # NAME=N or NAME=N:saga1,saga2
+    lease_ttl = 10.0
+    park_after = 60.0
+    drain_deadline = 30.0
+    node_id = ""                   # empty: host:pid:random
+
+An environment variable ``STEPSAGA_<SECTION>_<KEY>`` (``STEPSAGA_SERVE_PORT=9000``,
+``STEPSAGA_STORE_URL=...``) overrides the file; a command-line flag overrides both.
+``STEPSAGA_WORKER_WORKERS`` takes a comma-free list separated by spaces.
+
+>>> settings = load(None, {"STEPSAGA_SERVE_PORT": "9000"})
+>>> settings["serve"]["port"], settings["store"]["url"]
+(9000, 'sqlite+aiosqlite:///stepsaga.sqlite')
+>>> load(None, {"STEPSAGA_SERVE_PORT": "nine"})
+Traceback (most recent call last):
+...
+graphql_api.config.ConfigError: serve.port (from STEPSAGA_SERVE_PORT): expected a whole number from 0 to 65535, got 'nine'
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULTS", "ConfigError", "load"]
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used: the message names the key, the value and what was
+    expected."""
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise TypeError("expected a whole number from 0 to 65535")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false",
+                                                    "no", "off"):
+        return value.lower() in ("1", "true", "yes", "on")
+    if not isinstance(value, bool):
+        raise TypeError("expected true or false")
+    return value
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise TypeError("expected a number of seconds >= 0") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            not math.isfinite(value) or value < 0:
+        raise TypeError("expected a number of seconds >= 0")
+    return float(value)
+
+
+def _positive(value: Any) -> float:
+    found = _seconds(value)
+    if found <= 0:
+        raise TypeError("expected a number of seconds > 0")
+    return found
+
+
+def _workers(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, list) or not value or \
+            not all(isinstance(v, str) and v for v in value):
+        raise TypeError('expected a list of workers like ["main=10", "mail=5:welcome"]')
+    from workers.node import WorkerSpec
+
+    for spec in value:
+        try:
+            WorkerSpec.parse(spec)
+        except ValueError as exc:
+            raise TypeError(str(exc)) from None
+    return list(value)
+
+
+_CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
+    "store": {"url": (_text, "sqlite+aiosqlite:///stepsaga.sqlite")},
+    "serve": {"host": (_text, "127.0.0.1"), "port": (_port, 8000),
+              "app": (_text, "workers.actions:demo_saga"), "no_workers": (_flag, False),
+              "command_timeout": (_positive, 10.0)},
+    "worker": {"workers": (_workers, ["main=10"]), "lease_ttl": (_positive, 10.0),
+               "park_after": (_seconds, 60.0), "drain_deadline": (_seconds, 30.0),
+               "node_id": (_text, "")},
+}
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    section: {key: default for key, (_, default) in keys.items()}
+    for section, keys in _CHECKS.items()}
+"""Every setting's default, by section."""
+
+
+def load(path: str | os.PathLike[str] | None = None,
+         environ: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """The settings: defaults, then the TOML file at ``path`` (if given), then the
+    environment's ``STEPSAGA_<SECTION>_<KEY>`` variables. Unknown sections and keys are
+    refused, so a typo is not silently ignored."""
+    env = os.environ if environ is None else environ
+    found = {section: dict(values) for section, values in DEFAULTS.items()}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+        for section, values in data.items():
+            if section not in _CHECKS:
+                raise ConfigError(f"config file {str(path)!r}: unknown section [{section}]; "
+                                  f"the sections are {', '.join(sorted(_CHECKS))}")
+            if not isinstance(values, dict):
+                raise ConfigError(f"config file {str(path)!r}: {section} must be a section "
+                                  f"([{section}]), got {values!r:.60}")
+            for key, value in values.items():
+                found[section][key] = _checked(section, key, value, f"in {str(path)!r}")
+    for name, value in env.items():
+        if not name.startswith("STEPSAGA_") or name in ("STEPSAGA_VENV",):
+            continue
+        rest = name[len("STEPSAGA_"):].lower()
+        section, _, key = rest.partition("_")
+        if section not in _CHECKS or not key:
+            continue  # another program's variable (STEPSAGA_TEST_...): not ours to refuse
+        found[section][key] = _checked(section, key, value, f"from {name}")
+    return found
+
+
+def _checked(section: str, key: str, value: Any, where: str) -> Any:
+    keys = _CHECKS[section]
+    if key not in keys:
+        raise ConfigError(f"{section}.{key} ({where}) is not a setting; [{section}] has "
+                          f"{', '.join(sorted(keys))}")
+    check, _ = keys[key]
+    try:
+        return check(value)
+    except TypeError as exc:
+        raise ConfigError(f"{section}.{key} ({where}): {exc}, got {value!r:.80}") from None
