@@ -84,10 +84,12 @@ async def _stop_on_signal(server: Any) -> None:
     import signal
 
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
+        async for _ in signals:  # held until the process ends: a second signal waits too
+            if server.should_exit:
+                _LOG.warning("stopping already; the node is handing its works on")
+                continue
             _LOG.warning("stopping: no new requests; the node hands its works on")
             server.should_exit = True
-            return
 
 
 async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequence[Any],

@@ -5,6 +5,7 @@ by a second ``stepsaga worker`` process on the same SQLite file."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -152,3 +153,29 @@ def test_bad_serve_arguments_are_refused(tmp_path: Path) -> None:
                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
                               capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+async def test_sigterm_closes_subscriptions_with_a_restart_code(tmp_path: Path) -> None:
+    import json
+
+    import websockets
+
+    server = Served("serve", "--store", f"sqlite+aiosqlite:///{tmp_path}/s.sqlite",
+                    "--port", "0", "--app", APP)
+    url = server.ready()["url"].replace("http://", "ws://")
+    try:
+        async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as sock:
+            await sock.send(json.dumps({"type": "connection_init"}))
+            assert json.loads(await sock.recv())["type"] == "connection_ack"
+            await sock.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+                "query": "subscription { workEvents { seq type } }"}}))
+            await anyio.sleep(0.2)
+            server.process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(20), pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await sock.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        server.process.wait(timeout=30)  # it ends by itself, after the node handed on
+    finally:
+        code, out, err = server.stop()
+    assert code == 0 and '"stopped": true' in out, err
