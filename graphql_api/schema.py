@@ -442,6 +442,23 @@ class BreakpointInput:
             raise ApiError("invalid_input", str(exc), field="breakpoint") from None
 
 
+async def _create(info: Info, saga: str, input: Any, *, paused: bool, priority: int,
+                  start_at: float | None, work_id: str | None = None,
+                  breakpoints: list[BreakpointInput] | None = None,
+                  request_id: str | None = None) -> Any:
+    service = _service(info)
+    try:
+        points = [b.build() for b in breakpoints or []]
+        created, _ = await service.create_work(
+            saga, input, paused=paused, priority=priority, start_at=start_at,
+            work_id=work_id, breakpoints=points, request_id=request_id)
+    except ApiError as exc:
+        return _error(exc)
+    work = await _work(info, created)
+    assert work is not None
+    return WorkCreated(work=work)
+
+
 async def _work(info: Info, work_id: str) -> Work | None:
     row = await _service(info).store.work(work_id)
     return None if row is None else Work.of(row)
@@ -551,17 +568,26 @@ class Mutation:
     @strawberry.mutation
     async def create_work(self, info: Info, saga: str, input: JSON | None = None,
                           paused: bool = False, priority: int = 0,
-                          start_at: float | None = None, work_id: str | None = None
-                          ) -> CreateWorkResult:
-        service = _service(info)
-        try:
-            created = await service.create_work(saga, input, paused=paused, priority=priority,
-                                                start_at=start_at, work_id=work_id)
-        except ApiError as exc:
-            return _error(exc)  # type: ignore[return-value]
-        work = await _work(info, created)
-        assert work is not None
-        return WorkCreated(work=work)
+                          start_at: float | None = None, work_id: str | None = None,
+                          breakpoints: list[BreakpointInput] | None = None,
+                          request_id: str | None = None) -> CreateWorkResult:
+        """A work of ``saga`` queued for the worker nodes: started paused, with a
+        priority (higher first), not before ``startAt`` (Unix time), with breakpoints.
+        With a ``requestId`` the same request again answers the same work."""
+        return await _create(info, saga, input, paused=paused, priority=priority,
+                             start_at=start_at, work_id=work_id, breakpoints=breakpoints,
+                             request_id=request_id)
+
+    @strawberry.mutation
+    async def update_or_create_work(self, info: Info, key: str, saga: str,
+                                    input: JSON | None = None, paused: bool = False,
+                                    priority: int = 0, start_at: float | None = None
+                                    ) -> CreateWorkResult:
+        """The work named ``key``: created the first time (queued for the workers), the
+        same work every time after, as long as it asks for the same saga and input; a
+        key used for another saga or input is a conflict."""
+        return await _create(info, saga, input, paused=paused, priority=priority,
+                             start_at=start_at, request_id="key:" + key)
 
     @strawberry.mutation
     async def create_schedule(self, info: Info, name: str, saga: str, cron: str,

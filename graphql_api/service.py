@@ -10,7 +10,10 @@ the holder's ``work.command`` event on this process's feed and answers with it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +59,20 @@ class Outcome:
     @property
     def payload(self) -> dict[str, Any]:
         return dict(self.recorded.event.payload) if self.recorded is not None else {}
+
+
+def _points(found: Any) -> list[str]:
+    """Breakpoints as a request asks for them: what they stop at, not their random ids."""
+    return sorted(json.dumps({k: b.get(k) for k in ("event", "path", "when", "condition")},
+                             sort_keys=True) for b in found)
+
+
+def _digest(request_id: str) -> str:
+    """The id a request id names (of a work it creates, of a fork it makes)."""
+    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 200:
+        raise ApiError("invalid_input", f"a request id must be 1 to 200 characters, got "
+                       f"{request_id!r:.60}", field="requestId")
+    return hashlib.sha256(request_id.encode()).hexdigest()[:40]
 
 
 def rejection(work_id: str, error: BaseException, status: str) -> ApiError:
@@ -196,18 +213,47 @@ class Service:
 
     async def create_work(self, saga: str, input: Any, *, paused: bool = False,
                           priority: int = 0, start_at: float | None = None,
-                          work_id: str | None = None) -> str:
+                          work_id: str | None = None, breakpoints: Sequence[Any] = (),
+                          request_id: str | None = None) -> tuple[str, bool]:
+        """Create a work queued for the worker nodes; its id and whether it is new. A
+        request id (or a work id given) makes it idempotent: the same request again
+        answers the work it made; another request with that id is a conflict."""
         self.plan(saga)
+        if request_id is not None:
+            if work_id is not None:
+                raise ApiError("invalid_input", "give a work id or a request id, not both",
+                               field="requestId")
+            work_id = "req-" + _digest(request_id)
+        if work_id is not None:
+            earlier = await self.store.read(work_id, until=1)
+            if earlier:
+                first = earlier[0].event.payload
+                asked = {"saga": saga, "input": input, "paused": paused,
+                         "priority": priority, "start_at": start_at,
+                         "breakpoints": _points(b.to_dict() for b in breakpoints)}
+                had = {"saga": first.get("saga"), "input": first.get("input"),
+                       "paused": bool(first.get("paused")),
+                       "priority": first.get("priority", 0), "start_at": first.get("start_at"),
+                       "breakpoints": _points(first.get("breakpoints", []))}
+                if request_id is not None and asked == had:
+                    return work_id, False
+                which = f"request id {request_id!r}" if request_id is not None else \
+                    f"work id {work_id!r}"
+                raise ApiError("conflict", f"{which} was used before for another work "
+                               f"(of saga {had['saga']!r}); use a new one",
+                               field="requestId" if request_id is not None else "workId")
         try:
-            return await self.runtime.start(saga, input, paused=paused, run=False,
+            made = await self.runtime.start(saga, input, paused=paused, run=False,
                                             priority=priority, start_at=start_at,
-                                            work_id=work_id)
+                                            work_id=work_id, breakpoints=breakpoints)
         except WorkStateError as exc:
             raise ApiError("conflict", str(exc), field="workId") from None
         except (ValueError, TypeError) as exc:
             field = "input" if "input" in str(exc) else (
-                "priority" if "priority" in str(exc) else "startAt")
+                "priority" if "priority" in str(exc) else
+                "workId" if "work id" in str(exc) else "startAt")
             raise ApiError("invalid_input", str(exc), field=field) from None
+        return made, True
 
     async def rewind(self, work_id: str, seq: int, *, paused: bool = True,
                      request_id: str | None = None) -> str:
@@ -221,9 +267,7 @@ class Service:
         self.plan(state.saga)
         new_id = None
         if request_id is not None:
-            import hashlib
-
-            new_id = "fork-" + hashlib.sha256(request_id.encode()).hexdigest()[:40]
+            new_id = "fork-" + _digest(request_id)
             earlier = await self.store.read(new_id, until=1)
             if earlier:
                 came = earlier[0].event.payload.get("forked_from") or {}

@@ -307,3 +307,49 @@ async def test_works_and_stages_subscriptions_follow_filters(tmp_path: Path) -> 
             assert stages[-1]["run"]["status"] == "completed"
             node.stop()
             tg.cancel_scope.cancel()
+
+
+async def test_create_work_is_idempotent_by_request_id_and_key(store_url: str) -> None:
+    async with SqlStore.open(store_url) as store, Feed.running(store) as feed, \
+            Runtime(sagas(), store=store) as runtime:
+        service = Service(store, feed, runtime)
+
+        async def run(query: str, **variables: Any) -> dict[str, Any]:
+            result = await schema.execute(query, variable_values=variables,
+                                          context_value=Context(service))
+            assert result.errors is None, result.errors
+            assert result.data is not None
+            return next(iter(result.data.values()))
+
+        shape = ("{ __typename ... on WorkCreated { work { workId paused priority "
+                 "breakpoints } } ... on Conflict { message field } ... on InvalidInput "
+                 "{ message field } ... on NotFound { message field } }")
+        create = ("mutation($input: JSON, $rid: String) { createWork(saga: \"gate\", "
+                  "input: $input, paused: true, priority: 3, requestId: $rid, breakpoints: "
+                  "[{event: \"stage.*\", path: \"b\", condition: \"state.seq > 2\"}]) "
+                  f"{shape} }}")
+        first = await run(create, input=1, rid="r-1")
+        work = first["work"]
+        assert work["paused"] and work["priority"] == 3
+        assert work["breakpoints"][0]["condition"] == "state.seq > 2"
+        again = await run(create, input=1, rid="r-1")
+        assert again["work"]["workId"] == work["workId"]
+        other = await run(create, input=2, rid="r-1")
+        assert other == {"__typename": "Conflict", "message": other["message"],
+                         "field": "requestId"}
+        bad = await run("mutation { createWork(saga: \"gate\", breakpoints: [{condition: "
+                        f"\"state.seq >\"}}]) {shape} }}")
+        assert bad["__typename"] == "InvalidInput" and bad["field"] == "breakpoint"
+        unknown = await run(f"mutation {{ createWork(saga: \"nope\") {shape} }}")
+        assert unknown["__typename"] == "NotFound" and unknown["field"] == "saga"
+        schema_bad = await run(f"mutation {{ createWork(saga: \"gate\", priority: 10000000) "
+                               f"{shape} }}")
+        assert schema_bad["__typename"] == "InvalidInput" and \
+            schema_bad["field"] == "priority"
+        keyed = ("mutation($input: JSON) { updateOrCreateWork(key: \"order-7\", "
+                 f"saga: \"gate\", input: $input) {shape} }}")
+        made = await run(keyed, input=7)
+        assert (await run(keyed, input=7))["work"]["workId"] == made["work"]["workId"]
+        assert (await run(keyed, input=8))["__typename"] == "Conflict"
+        # nothing stored for the refused ones: the two works and nothing else
+        assert len(await store.work_ids()) == 2
