@@ -1,18 +1,21 @@
 """Many nodes on a real PostgreSQL: two API-only `stepsaga serve --no-workers` processes
-and two `stepsaga worker` processes. Every debugger operation sent to either API node
-reaches the work wherever it runs; a worker killed while its work is paused hands it
+and two `stepsaga worker` processes; the same on one SQLite file with `stepsaga serve`
+(its own node running some sagas) and the worker processes. Every debugger operation
+sent to either API node reaches the work wherever it runs; a worker killed while its work is paused hands it
 on still paused, each command taken once; a subscriber resumed from its cursor misses
 nothing and gets nothing twice."""
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 from pathlib import Path
 from typing import Any
 
 import anyio
 import asyncpg
+import pytest
 import sqlalchemy as sa
 from gql import GraphQLRequest, gql
 
@@ -20,6 +23,12 @@ from .wire import APP, CREATE, EVENTS, WORK, Served, ask, http, steer, until, ws
 
 
 async def query(url: str, sql: str, *args: Any) -> list[Any]:
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(sa.make_url(url).database or "") as conn:
+            conn.row_factory = sqlite3.Row
+            return list(conn.execute(re.sub(r"\$\d+", "?", sql), args).fetchall())
     dsn = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     conn = await asyncpg.connect(dsn)
     try:
@@ -28,24 +37,35 @@ async def query(url: str, sql: str, *args: Any) -> list[Any]:
         await conn.close()
 
 
-async def test_two_api_nodes_steer_works_run_by_two_worker_nodes(
-        postgres_url: str, tmp_path: Path, monkeypatch: Any) -> None:
+@pytest.fixture(params=["postgres", "sqlite"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """PostgreSQL with two API-only nodes, or one SQLite file with `stepsaga serve`
+    (whose own node runs the gate and fragile sagas) as both API nodes."""
+    if request.param == "sqlite":
+        return "sqlite", f"sqlite+aiosqlite:///{tmp_path}/store.sqlite"
+    return "postgres", str(request.getfixturevalue("postgres_url"))
+
+
+async def test_api_nodes_steer_works_run_by_worker_nodes(
+        backend: tuple[str, str], tmp_path: Path, monkeypatch: Any) -> None:
+    kind, postgres_url = backend
     fix = tmp_path / "fixed"
     monkeypatch.setenv("STEPSAGA_TEST_FIX", str(fix))
-    api_a = Served("serve", "--no-workers", "--store", postgres_url, "--port", "0",
-                   "--app", APP)
+    own = ["--no-workers"] if kind == "postgres" else ["--worker", "main=8:gate,fragile"]
+    api_a = Served("serve", *own, "--store", postgres_url, "--port", "0", "--app", APP)
     processes = [api_a]
     try:
         url_a = api_a.ready()["url"]  # the first one migrates the new database
-        api_b = Served("serve", "--no-workers", "--store", postgres_url, "--port", "0",
-                       "--app", APP)
-        processes.append(api_b)
+        if kind == "postgres":
+            api_b = Served("serve", "--no-workers", "--store", postgres_url, "--port", "0",
+                           "--app", APP)
+            processes.append(api_b)
         workers = {name: Served("worker", "--store", postgres_url, "--app", APP,
                                 "--worker", "main=8", "--lease-ttl", "2",
                                 "--park-after", "60", "--node-id", name)
                    for name in ("w1", "w2")}
         processes += workers.values()
-        url_b = api_b.ready()["url"]
+        url_b = api_b.ready()["url"] if kind == "postgres" else url_a
         for worker in workers.values():
             worker.ready()
         async with http(url_a) as a, http(url_b) as b:
