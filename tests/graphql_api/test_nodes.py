@@ -1,9 +1,9 @@
 """Many nodes on a real PostgreSQL: two API-only `stepsaga serve --no-workers` processes
 and two `stepsaga worker` processes; the same on one SQLite file with `stepsaga serve`
 (its own node running some sagas) and the worker processes. Every debugger operation
-sent to either API node reaches the work wherever it runs; a worker killed while its work is paused hands it
-on still paused, each command taken once; a subscriber resumed from its cursor misses
-nothing and gets nothing twice."""
+sent to either API node reaches the work wherever it runs; a worker killed while its
+work is paused hands it on still paused, each command taken once; a subscriber resumed
+from its cursor misses nothing and gets nothing twice."""
 
 from __future__ import annotations
 
