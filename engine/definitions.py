@@ -284,12 +284,37 @@ def _check_children(kind: str, name: str, children: Sequence[Node]) -> tuple[Nod
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Saga(_NodeBase):
-    """Stages run one after the other; ``retry_budget`` caps the retries of all of them."""
+    """Stages run one after the other; ``retry_budget`` caps the retries of all of them.
+
+    ``version`` and ``continues`` say which works a registered saga may go on with.
+    Every work records the hash of the definition it was started on
+    (:func:`engine.catalog.definition_hash`, which changes with the stages' names,
+    order, kinds and parameters, not with descriptions, examples or the names of
+    functions) and the version of the saga. A runtime or worker node goes on with a
+    work only when the work has no recorded hash (it is older than hashes), when the
+    hash is the one of its own definition, or when the work's version is one of
+    ``continues``: so declare there the versions whose works this definition can
+    continue (``continues=(1,)`` on version 2: works of version 1 still fit it). Any
+    other work is left in the store, unfinished and shown as waiting with the reason,
+    for a node that runs its definition; or a person rewinds it onto this one
+    (:meth:`engine.Runtime.rewind`). A version says nothing by itself: a changed
+    definition that keeps its version does not continue its old works unless
+    ``continues`` names that version. Only the version of the saga a work runs counts,
+    not those of the sagas it uses by name (their changes change its hash).
+
+    >>> async def step(ctx, x): return x
+    >>> v2 = Saga(name="order", version=2, continues=(1,),
+    ...           stages=[Stage(name="reserve", transaction=step)])
+    >>> v2.version, v2.continues
+    (2, (1,))
+    """
 
     stages: Sequence[Node]
     retry_budget: int | None = None
     input_schema: Mapping[str, Any] | None = None
     description: str = ""
+    version: int = 1
+    continues: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self._check_common("saga")
@@ -298,9 +323,26 @@ class Saga(_NodeBase):
             raise DefinitionError(f"saga {self.name!r}: expected at least one stage")
         if self.retry_budget is not None and self.retry_budget < 0:
             raise DefinitionError(f"saga {self.name!r}: retry_budget must be >= 0")
+        if not _is_version(self.version):
+            raise DefinitionError(f"saga {self.name!r}: version must be a whole number >= 1, "
+                                  f"got {self.version!r}")
+        if isinstance(self.continues, str | bytes) or not isinstance(self.continues,
+                                                                     Sequence):
+            raise DefinitionError(f"saga {self.name!r}: continues must be a tuple of "
+                                  f"versions (whole numbers >= 1), got {self.continues!r}")
+        continues = tuple(self.continues)
+        for version in continues:
+            if not _is_version(version):
+                raise DefinitionError(f"saga {self.name!r}: continues must hold versions "
+                                      f"(whole numbers >= 1), got {version!r} in it")
+        object.__setattr__(self, "continues", tuple(sorted(set(continues))))
 
     def children(self) -> Sequence[Node]:
         return self.stages
+
+
+def _is_version(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _check_concurrency(kind: str, name: str, value: int | None) -> None:

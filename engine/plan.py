@@ -41,14 +41,20 @@ class NodeInfo:
 
 
 class Plan:
-    """The compiled form of one registered saga."""
+    """The compiled form of one registered saga.
 
-    __slots__ = ("_by_path", "has_observers", "name", "nodes", "saga", "services")
+    ``refs`` maps the template path of each stage that was a :class:`SagaRef` to the
+    name of the registered saga it uses (the plan holds that saga's stages there).
+    """
 
-    def __init__(self, saga: Saga, nodes: dict[str, NodeInfo]) -> None:
+    __slots__ = ("_by_path", "has_observers", "name", "nodes", "refs", "saga", "services")
+
+    def __init__(self, saga: Saga, nodes: dict[str, NodeInfo],
+                 refs: Mapping[str, str] | None = None) -> None:
         self.saga = saga
         self.name = saga.name
         self.nodes = nodes
+        self.refs: Mapping[str, str] = dict(refs or {})
         self._by_path: dict[str, NodeInfo] = {}
         self.has_observers = any(info.observers for info in nodes.values())
         services: dict[str, list[str]] = {}
@@ -67,7 +73,12 @@ class Plan:
         return found
 
 
-def _resolve(node: Node, registry: Mapping[str, Saga], chain: tuple[str, ...]) -> Node:
+def _join(template: str, name: str) -> str:
+    return f"{template}/{name}" if template else name
+
+
+def _resolve(node: Node, registry: Mapping[str, Saga], chain: tuple[str, ...],
+             template: str, refs: dict[str, str]) -> Node:
     if isinstance(node, SagaRef):
         target = registry.get(node.saga)
         if target is None:
@@ -80,15 +91,18 @@ def _resolve(node: Node, registry: Mapping[str, Saga], chain: tuple[str, ...]) -
                 f"saga reference cycle: {' -> '.join((*chain, node.saga))} "
                 f"(at stage {node.name!r})"
             )
-        resolved = _resolve(target, registry, (*chain, node.saga))
+        refs[template] = node.saga
+        resolved = _resolve(target, registry, (*chain, node.saga), template, refs)
         return dataclasses.replace(resolved, name=node.name, hooks=(*resolved.hooks, *node.hooks))
     fields: dict[str, Any] = {}
     for attr in ("stages", "branches", "cases"):
         if hasattr(node, attr):
-            fields[attr] = tuple(_resolve(c, registry, chain) for c in getattr(node, attr))
+            fields[attr] = tuple(_resolve(c, registry, chain, _join(template, c.name), refs)
+                                 for c in getattr(node, attr))
     for attr in ("stage", "body"):
         if hasattr(node, attr):
-            fields[attr] = _resolve(getattr(node, attr), registry, chain)
+            child = getattr(node, attr)
+            fields[attr] = _resolve(child, registry, chain, _join(template, child.name), refs)
     return dataclasses.replace(node, **fields) if fields else node
 
 
@@ -98,7 +112,8 @@ def compile_saga(saga: Saga, registry: Mapping[str, Saga] | None = None) -> Plan
         raise DefinitionError(f"expected a Saga at the root, got {type(saga).__name__}")
     registry = dict(registry or {})
     registry.setdefault(saga.name, saga)
-    root = _resolve(saga, registry, (saga.name,))
+    refs: dict[str, str] = {}
+    root = _resolve(saga, registry, (saga.name,), "", refs)
     assert isinstance(root, Saga)
     nodes: dict[str, NodeInfo] = {}
     # ancestors: (depth, template, hooks) of each enclosing node, outermost first
@@ -141,4 +156,4 @@ def compile_saga(saga: Saga, registry: Mapping[str, Saga] | None = None) -> Plan
             walk(child, child_template, depth + 1, chain, budgets)
 
     walk(root, "", 0, (), ())
-    return Plan(root, nodes)
+    return Plan(root, nodes, refs)
