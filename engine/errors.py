@@ -10,6 +10,8 @@ each error is defined (``engine.errors`` unless said)::
     │                                    or was recorded before CEL and has no CEL form
     ├── ServiceError (ValueError)        missing services, or a cycle between them
     ├── WorkStateError (RuntimeError)    an operation does not fit the work's status
+    │   └── DefinitionMismatchError      the work started on a definition of its saga
+    │                                    this runtime does not continue
     ├── UnknownWorkError (LookupError)   no work has that id
     ├── UnknownSagaError (LookupError)   no saga is registered under that name
     ├── CorruptEventError (ValueError)   a stored event cannot be read or applied:
@@ -43,6 +45,7 @@ __all__ = [
     "ConflictError",
     "CorruptEventError",
     "DefinitionError",
+    "DefinitionMismatchError",
     "EngineError",
     "ExpressionError",
     "InterruptedCall",
@@ -80,6 +83,23 @@ class ServiceError(EngineError, ValueError):
 
 class WorkStateError(EngineError, RuntimeError):
     """The operation does not fit the work's current status (e.g. resume a running work)."""
+
+
+class DefinitionMismatchError(WorkStateError):
+    """A work was started on another definition of its saga than the one this runtime
+    has, and this one does not declare the work's version in ``continues`` (see
+    :class:`engine.Saga`): the work is left in the store for a node that runs its
+    definition. The attributes name both definitions."""
+
+    def __init__(self, message: str, *, work_id: str, saga: str, definition: str,
+                 version: int | None, current: str, current_version: int) -> None:
+        super().__init__(message)
+        self.work_id = work_id
+        self.saga = saga
+        self.definition = definition  # the hash the work recorded
+        self.version = version  # the version it recorded (None: not recorded)
+        self.current = current  # the hash of this runtime's definition
+        self.current_version = current_version
 
 
 class UnknownWorkError(EngineError, LookupError):

@@ -28,6 +28,7 @@ import tenacity
 
 from . import events as ev
 from .breakpoints import Breakpoint
+from .catalog import can_continue, describe
 from .clock import Clock, SystemClock
 from .commands import Command, check_json, command_events
 from .definitions import MISSING, Saga
@@ -35,6 +36,7 @@ from .errors import (
     ConflictError,
     CorruptEventError,
     DefinitionError,
+    DefinitionMismatchError,
     LeaseLostError,
     StoreError,
     UnknownSagaError,
@@ -46,7 +48,7 @@ from .gate import Gate
 from .ids import check_work_id
 from .ids import new_work_id as make_work_id
 from .lease import Lease
-from .plan import Plan, compile_saga
+from .plan import Plan, compile_saga, template_of
 from .runner import DryRun, StepReport, WorkRunner, schema_problem
 from .services import Service, ServiceScope, check_services
 from .state import WorkState, replay
@@ -192,6 +194,7 @@ class Runtime:
             self._sagas[saga.name] = saga
         self._services = {s.name: s for s in services}
         self._plans = {name: compile_saga(saga, self._sagas) for name, saga in self._sagas.items()}
+        self._described: dict[str, dict[str, Any]] = {}  # saga -> describe(its plan)
         self._works: dict[str, WorkRunner] = {}
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -286,6 +289,43 @@ class Runtime:
             raise UnknownSagaError(
                 f"no saga is registered as {saga!r} (registered: {sorted(self._plans)})"
             ) from None
+
+    def describe(self, saga: str) -> dict[str, Any]:
+        """The registered definition of ``saga`` as JSON-ready data, with its hash under
+        ``definition`` (see :func:`engine.catalog.describe`). Do not change it."""
+        found = self._described.get(saga)
+        if found is None:
+            found = self._described[saga] = describe(self.plan(saga))
+        return found
+
+    def definition(self, saga: str) -> str:
+        """The hash of the registered definition of ``saga``: what its works record."""
+        return str(self.describe(saga)["definition"])
+
+    def catalog(self) -> list[dict[str, Any]]:
+        """:meth:`describe` of every registered saga, by name."""
+        return [self.describe(name) for name in sorted(self._plans)]
+
+    def check_definition(self, state: WorkState) -> None:
+        """Raise :class:`~engine.errors.DefinitionMismatchError` when the work of
+        ``state`` was started on a definition of its saga that this runtime's does not
+        continue (see :class:`engine.Saga`): it must not run here."""
+        plan = self.plan(state.saga)
+        current = self.definition(state.saga)
+        if can_continue(plan, state.definition, state.definition_version, current=current):
+            return
+        version = state.definition_version
+        continued = ", ".join(map(str, plan.saga.continues)) or "none"
+        raise DefinitionMismatchError(
+            f"work {state.work_id} was started on definition {state.definition} "
+            f"(version {version if version is not None else 'unknown'}) of saga "
+            f"{state.saga!r}; this runtime has definition {current} (version "
+            f"{plan.saga.version}, continuing versions: {continued}), so the work is left "
+            f"for a node that runs its definition. To go on with it here, declare version "
+            f"{version if version is not None else '?'} in the saga's continues, or rewind "
+            "it onto this definition", work_id=state.work_id, saga=state.saga,
+            definition=str(state.definition), version=version, current=current,
+            current_version=plan.saga.version)
 
     def _runner(self, work_id: str) -> WorkRunner:
         try:
@@ -396,7 +436,9 @@ class Runtime:
         self._works[work_id] = runner
         payload: dict[str, Any] = {"saga": saga, "input": input, "paused": paused,
                                    "stages": len(plan.saga.stages),
-                                   "breakpoints": [b.to_dict() for b in breakpoints]}
+                                   "breakpoints": [b.to_dict() for b in breakpoints],
+                                   "definition": self.definition(saga),
+                                   "definition_version": plan.saga.version}
         if dry_run is not None:
             payload["dry_run"] = {"fail": list(dry_run.fail)}
         if priority:
@@ -533,6 +575,12 @@ class Runtime:
         for work_id in work_ids:
             try:
                 runner = await self._load(work_id)
+                self.check_definition(runner.state)
+            except DefinitionMismatchError as exc:
+                _LOG.warning("recover() leaves work %s: %s", work_id, exc)
+                if self._own_lease:
+                    await self._hand_back([work_id])
+                continue
             except Exception as exc:
                 _LOG.error("recover() cannot load work %s: %s", work_id, exc)
                 if self._own_lease:
@@ -566,7 +614,10 @@ class Runtime:
         """A new work forked from the first ``seq`` events of ``work_id``, to run again
         (after a fix). It starts paused unless asked otherwise. The fork is written in
         one commit; with ``run=False`` (a store needed) it is queued for worker nodes
-        instead of run here."""
+        instead of run here. The fork is a work of this runtime's definition of the saga
+        (it records that definition's hash and version), so a work left for another
+        definition goes on under this one: every stage in the first ``seq`` events must
+        exist in it (a ``ValueError`` names the first that does not)."""
         if not run and self.store is None:
             raise ValueError("run=False queues the fork for worker nodes: it needs a store")
         if self._tg is None:
@@ -575,8 +626,15 @@ class Runtime:
         if not 1 <= seq <= len(stream):
             raise ValueError(f"work {work_id} has events 1..{len(stream)}; cannot rewind to "
                              f"seq {seq}")
-        first = stream[0].event
-        plan = self.plan(first.payload["saga"])
+        saga = _saga_of(stream)
+        plan = self.plan(saga)
+        for recorded in stream[:seq]:
+            if template_of(recorded.event.path) not in plan.nodes:
+                raise ValueError(
+                    f"cannot rewind work {work_id} to seq {seq} onto definition "
+                    f"{self.definition(saga)} of saga {saga!r}: event seq {recorded.seq} "
+                    f"({recorded.event.type}) is of stage {recorded.event.path!r}, which "
+                    "this definition does not have; rewind to an earlier seq")
         new_id = new_work_id or make_work_id()
         if new_id in self._works:
             raise WorkStateError(f"a work with id {new_id!r} exists already")
@@ -588,7 +646,10 @@ class Runtime:
             event = recorded.event
             if event.type == ev.WORK_CREATED:
                 payload = {**event.payload, "paused": paused or event.payload.get("paused"),
-                           "forked_from": {"work_id": work_id, "seq": seq}}
+                           "forked_from": {"work_id": work_id, "seq": seq},
+                           "stages": len(plan.saga.stages),
+                           "definition": self.definition(saga),
+                           "definition_version": plan.saga.version}
                 event = Event(type=event.type, path=event.path, attempt=event.attempt,
                               payload=payload, version=event.version)
             elif event.type == ev.WORK_COMMAND:
@@ -723,6 +784,11 @@ class Runtime:
                 saga = snapshot.saga if snapshot is not None else _saga_of(rest)
                 runner = self._new_runner(self.plan(saga), work_id, snapshot=snapshot,
                                           history=rest)
+                self.check_definition(runner.state)
+            except DefinitionMismatchError as exc:
+                _LOG.warning("not adopting work %s: %s", work_id, exc)
+                failed[work_id] = exc
+                continue
             except Exception as exc:
                 _LOG.error("cannot adopt work %s: %s", work_id, exc)
                 failed[work_id] = exc
@@ -852,6 +918,8 @@ class Runtime:
                     return None
                 runner = await self._get(work_id)
         found = command_events(runner.plan, runner.state, command)
+        if found and command.kind == "retry_compensation":
+            self.check_definition(runner.state)  # its compensations would run here
         if found and runner.state.terminal:
             await self._relet(runner)
         if command.kind == "retry_compensation":

@@ -155,6 +155,7 @@ class WorkState:
     started_at: float | None = None  # when it started running
     worker: str | None = None  # the worker that recorded its latest event ("node/name")
     definition: str | None = None  # the hash of the saga's definition it started with
+    definition_version: int | None = None  # that definition's version (Saga.version)
 
     @property
     def terminal(self) -> bool:
@@ -305,6 +306,8 @@ def _work_created(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     state.priority = int(p.get("priority", 0))
     state.start_at = p.get("start_at")
     state.definition = p.get("definition")
+    version = p.get("definition_version")
+    state.definition_version = version if isinstance(version, int) else None
     fork = p.get("forked_from")
     if fork is not None:
         state.parent_work_id = fork["work_id"]

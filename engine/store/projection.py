@@ -53,7 +53,7 @@ def work_row(state: WorkState, current_stage: str | None,
         state.created_at is None else finished - state.created_at,
         "error_type": _error_type(state), "worker": worker,
         "node": worker.rsplit("/", 1)[0] if worker else None,
-        "definition": state.definition,
+        "definition": state.definition, "definition_version": state.definition_version,
     }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .schema import stage_runs, works
-from .sql import _STATUS, _WORKS, SqlStore, _shown
+from .sql import _STATUS, _WORKS, HELD_BACK_STATUSES, SqlStore, _shown
 
 __all__ = ["count_works", "decode_cursor", "encode_cursor", "stage_runs_of", "works_by_id",
            "works_page"]
@@ -38,9 +38,11 @@ def _filtered(query: Any, saga: Sequence[str] | None, status: Sequence[str] | No
         query = query.where(works.c.saga.in_(list(saga)))
     if status:
         wanted = list(status)
-        # a pending work held back by the nodes shows as waiting (see sql._STATUS): only
-        # then is the shown status not the column's, which the indexes cover
-        shown = _STATUS if {"pending", "waiting"} & set(wanted) else works.c.status
+        # a pending or running work held back by the nodes shows as waiting (see
+        # sql._STATUS): only then is the shown status not the column's, which the
+        # indexes cover
+        held = {"waiting", *HELD_BACK_STATUSES}
+        shown = _STATUS if held & set(wanted) else works.c.status
         query = query.where(shown.in_(wanted))
     return query
 

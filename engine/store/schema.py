@@ -13,16 +13,22 @@ the nodes, or handed back by a draining node) and claimed ones, with the node th
 runs it, until when (renewed by heartbeat), and a token that grows at every claim.
 A work run by a plain runtime of its own has no row. ``workers`` is the
 projection of ``worker_events``: the named workers of every node, their
-concurrency and state.
+concurrency and state. A lease row also holds the hash and version of the definition
+its work started on, so a node claims only the works its definitions continue.
+
+``catalog`` is what each worker node runs: one row per (node, saga) with the
+description of its definition (:func:`engine.catalog.describe`), its hash and
+version, written when the node starts, renewed by its heartbeat, deleted when it
+stops (see :mod:`engine.store.catalog`).
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["commands", "events", "health_checks", "leases", "lock_holders", "lock_waiters",
-           "metadata", "rate_buckets", "schedules", "snapshots", "stage_runs", "worker_events",
-           "workers", "works"]
+__all__ = ["catalog", "commands", "events", "health_checks", "leases", "lock_holders",
+           "lock_waiters", "metadata", "rate_buckets", "schedules", "snapshots", "stage_runs",
+           "worker_events", "workers", "works"]
 
 metadata = sa.MetaData()
 
@@ -75,6 +81,7 @@ works = sa.Table(
     sa.Column("worker", sa.String(200)),  # the worker of its latest event
     sa.Column("node", sa.String(200)),  # that worker's node
     sa.Column("definition", sa.String(64)),  # the hash of the definition it started on
+    sa.Column("definition_version", sa.Integer),  # and that definition's version
     sa.Index("works_status", "status"),
     sa.Index("works_saga", "saga"),
     sa.Index("works_created", "created_at", "work_id"),
@@ -122,6 +129,10 @@ leases = sa.Table(
     # the number of the last command sent to the work (engine.store.inbox): a lease handed
     # back while a command it did not take waits is free at once
     sa.Column("mail", sa.Integer, nullable=False, server_default="0"),
+    # the definition the work started on (its hash and version), or NULL: unknown (a row
+    # written before these columns, or by a plain runtime's recover())
+    sa.Column("definition", sa.String(64)),
+    sa.Column("definition_version", sa.Integer),
     sa.Index("leases_expires", "expires_at"),
     sa.Index("leases_owner", "owner"),
     # the free rows by start time: an idle node sleeps until the next delayed work is due
@@ -227,4 +238,16 @@ health_checks = sa.Table(  # the history of service health checks
     sa.Column("node", sa.String(200), nullable=False),
     sa.Column("time", sa.Float(precision=53), nullable=False),
     sa.Index("health_checks_service", "service", "position"),
+)
+
+catalog = sa.Table(  # the definitions each live worker node runs
+    "catalog", metadata,
+    sa.Column("node", sa.String(200), primary_key=True),
+    sa.Column("saga", sa.String(200), primary_key=True),
+    sa.Column("definition", sa.String(64), nullable=False),  # the hash
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("description", sa.Text, nullable=False),  # JSON: engine.catalog.describe
+    sa.Column("published_at", sa.Float(precision=53), nullable=False),
+    sa.Column("seen_at", sa.Float(precision=53), nullable=False),  # the node's last beat
+    sa.Column("expires_at", sa.Float(precision=53), nullable=False),  # gone after this
 )

@@ -47,8 +47,8 @@ from .codec import (
 from .projection import stage_row, work_row
 from .schema import events, leases, snapshots, stage_runs, works
 
-__all__ = ["APPEND_LOCK", "EVENTS_CHANNEL", "WORKS_CHANNEL", "ConflictError", "LeaseLostError",
-           "SqlStore", "StoreConfig", "StoreError"]
+__all__ = ["APPEND_LOCK", "EVENTS_CHANNEL", "HELD_BACK_STATUSES", "WORKS_CHANNEL",
+           "ConflictError", "LeaseLostError", "SqlStore", "StoreConfig", "StoreError"]
 
 if TYPE_CHECKING:
     from ..commands import Command
@@ -334,7 +334,9 @@ class SqlStore:
                 item.lease = {"work_id": work_id, "saga": state.saga,
                               "priority": state.priority, "owner": None, "worker": None,
                               "token": 0, "expires_at": state.start_at or 0.0,
-                              "claimed_at": None, "waiting": None, "mail": 0}
+                              "claimed_at": None, "waiting": None, "mail": 0,
+                              "definition": state.definition,
+                              "definition_version": state.definition_version}
                 if lease is not None:
                     item.lease.update(owner=lease.owner, worker=lease.worker, token=1,
                                       expires_at=now + lease.ttl, claimed_at=now)
@@ -569,8 +571,9 @@ class SqlStore:
         return await lease_rows.expire(self, owner=owner, work_ids=work_ids)
 
     async def work(self, work_id: str) -> dict[str, Any] | None:
-        """A work's projection row; a pending work that worker nodes hold back (its saga
-        is at its concurrency limit) shows as ``waiting``, the reason under path ''."""
+        """A work's projection row; a pending or running work that worker nodes hold back
+        (its saga is at its concurrency limit, or no live node runs its definition) shows
+        as ``waiting``, the reason under path ''."""
         check_work_id(work_id)
         async with self.engine.connect() as conn:
             row = (await conn.execute(_WORKS.where(
@@ -760,9 +763,11 @@ _PG_STREAMS = sa.text(
 ).bindparams(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Text)))
 
 
-# A work's status as shown: the projection's, except that a pending work held back by
-# worker nodes (leases.waiting: its saga is at its concurrency limit) is waiting.
-_HELD_BACK = sa.and_(works.c.status == "pending", leases.c.waiting.is_not(None))
+# A work's status as shown: the projection's, except that a pending or running work held
+# back by worker nodes (leases.waiting: its saga is at its concurrency limit, or no live
+# node runs the definition it started on) is waiting.
+HELD_BACK_STATUSES = ("pending", "running")
+_HELD_BACK = sa.and_(works.c.status.in_(HELD_BACK_STATUSES), leases.c.waiting.is_not(None))
 _STATUS = sa.case((_HELD_BACK, sa.literal("waiting")), else_=works.c.status)
 _WORKS = sa.select(works, leases.c.waiting.label("held_back")).select_from(
     works.outerjoin(leases, leases.c.work_id == works.c.work_id))
@@ -771,7 +776,7 @@ _WORKS = sa.select(works, leases.c.waiting.label("held_back")).select_from(
 def _shown(row: Any) -> dict[str, Any]:
     shown = dict(row)
     held_back = shown.pop("held_back")
-    if held_back is not None and shown["status"] == "pending":
+    if held_back is not None and shown["status"] in HELD_BACK_STATUSES:
         shown["status"] = "waiting"
         shown["waiting"] = dumps({"": held_back})
     return shown
