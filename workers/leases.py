@@ -6,9 +6,13 @@ from __future__ import annotations
 from engine.store.leases import (
     CHANNEL,
     Claimed,
+    HeldBack,
+    Runs,
     check_saga_limits,
     claim,
     drop,
+    hold_back_foreign,
+    leave,
     next_due,
     notify,
     release,
@@ -16,5 +20,5 @@ from engine.store.leases import (
     renew_mail,
 )
 
-__all__ = ["CHANNEL", "Claimed", "check_saga_limits", "claim", "drop", "next_due", "notify",
-           "release", "renew", "renew_mail"]
+__all__ = ["CHANNEL", "Claimed", "HeldBack", "Runs", "check_saga_limits", "claim", "drop",
+           "hold_back_foreign", "leave", "next_due", "notify", "release", "renew", "renew_mail"]

@@ -9,6 +9,13 @@ their creation's commit, or leases released by a draining node), until the next
 delayed work is due, or, for leases that expire silently, until a poll at half the
 lease time; on SQLite they poll.
 
+A node publishes the catalog it runs (:mod:`engine.store.catalog`: the description,
+hash and version of each saga's definition) when it starts, renews it with its
+heartbeat and withdraws it when it stops. It claims only the works its definitions
+continue (see :class:`engine.Saga`'s ``version`` and ``continues``); the works of its
+sagas started on another definition are left for a node that runs it, shown as
+waiting with the reason, and logged once per definition.
+
 Draining (SIGTERM on ``stepsaga worker``) takes nothing new, lets every work finish
 the step it is in, records it, and releases the lease, so another node goes on at
 once; what is still running at the deadline is cut off and re-run elsewhere (at
@@ -31,10 +38,12 @@ import anyio
 import anyio.abc
 import sqlalchemy as sa
 
-from engine import Runtime, Saga
+from engine import DefinitionMismatchError, Runtime, Saga, compile_saga
+from engine.catalog import describe
 from engine.lease import Lease
 from engine.services import Service
 from engine.store import SqlStore, inbox
+from engine.store import catalog as published_catalog
 
 from . import leases, registry
 from .gate import NodeGate
@@ -44,6 +53,8 @@ from .limits import RateLimit
 __all__ = ["WorkerApp", "WorkerNode", "WorkerSpec"]
 
 _LOG = logging.getLogger("stepsaga.worker")
+# how often, at most, an idle node marks the works it leaves for another definition
+HOLD_BACK_EVERY = 1.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -158,6 +169,17 @@ class WorkerNode:
         pg = store.dialect == "postgresql"
         self.poll_interval = poll_interval or (lease_ttl / 2 if pg else min(0.2, lease_ttl / 4))
         known = {s.name for s in self.sagas}
+        registered = {s.name: s for s in self.sagas}
+        # what this node runs: published in the store, and the works its claims take
+        self.catalog: dict[str, dict[str, Any]] = {
+            s.name: describe(compile_saga(s, registered)) for s in self.sagas}
+        self._runs = {name: leases.Runs(definition=found["definition"],
+                                        version=found["version"],
+                                        continues=tuple(found["continues"]))
+                      for name, found in self.catalog.items()}
+        self._held_back_at = -HOLD_BACK_EVERY  # when foreign works were last marked
+        self._logged: set[tuple[str, str | None]] = set()  # (saga, definition) left, logged
+        self._hard_stop = False
         self._workers: dict[str, _Worker] = {}
         self._initial = list(workers)
         for spec in self._initial:
@@ -180,7 +202,24 @@ class WorkerNode:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
                   ) -> None:
         """Run until :meth:`drain` or :meth:`stop`; ``task_status.started()`` once every
-        worker is registered."""
+        worker is registered and the node's catalog is published."""
+        try:
+            await self._run(task_status)
+        finally:
+            if not self._hard_stop:  # stop() is a crash: the catalog expires by itself
+                await self._withdraw()
+
+    async def _withdraw(self) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            try:
+                await published_catalog.withdraw(self.store, node=self.node_id)
+            except Exception:  # the store is away: the catalog expires by itself
+                _LOG.exception("node %s could not withdraw its catalog", self.node_id)
+
+    async def _run(self, task_status: anyio.abc.TaskStatus[None]) -> None:
+        await published_catalog.publish(self.store, node=self.node_id,
+                                        descriptions=list(self.catalog.values()),
+                                        ttl=self.lease_ttl)
         async with anyio.create_task_group() as tg:
             self._tg = tg
             if self.health is not None:
@@ -206,10 +245,12 @@ class WorkerNode:
         self._tg = None
 
     async def drain(self, deadline: float | None = None) -> None:
-        """Drain every worker (see the module docstring), then stop the node."""
+        """Drain every worker (see the module docstring), withdraw the node's catalog,
+        then stop the node."""
         async with anyio.create_task_group() as tg:
             for worker in list(self._workers.values()):
                 tg.start_soon(self._drain_one, worker, deadline)
+        await self._withdraw()
         self._stop.set()
 
     async def stopped(self) -> None:
@@ -217,7 +258,9 @@ class WorkerNode:
         await self._stop.wait()
 
     def stop(self) -> None:
-        """Stop at once, as a crash would (leases expire; for tests and hard exits)."""
+        """Stop at once, as a crash would (leases and the catalog expire; for tests and
+        hard exits)."""
+        self._hard_stop = True
         for worker in self._workers.values():
             worker.scope.cancel()
         self._stop.set()
@@ -380,17 +423,59 @@ class WorkerNode:
                      names: Sequence[str]) -> list[leases.Claimed]:
         got = await leases.claim(self.store, owner=self.node_id, worker=worker.worker_id,
                                  limit=free, ttl=self.lease_ttl, sagas=names,
-                                 saga_limits=self.saga_limits)
+                                 saga_limits=self.saga_limits, definitions=self._runs)
         self.claimed += len(got)
+        broken: dict[str, Exception] = {}
         adopted = await runtime.adopt_many([c.work_id for c in got],
                                            mail={c.work_id: c.mail for c in got},
-                                           tokens={c.work_id: c.token for c in got})
+                                           tokens={c.work_id: c.token for c in got},
+                                           broken=broken)
         # a work that cannot be loaded (None) keeps its row: its lease expires, it is
         # logged again by whoever claims it next, and it stays visible as unfinished
         ended = [c.work_id for c, ok in zip(got, adopted, strict=True) if ok is False]
         if ended:  # they ended elsewhere: their rows must not be claimed again
             await leases.drop(self.store, owner=self.node_id, work_ids=ended)
+        foreign = [e for e in broken.values() if isinstance(e, DefinitionMismatchError)]
+        if foreign:  # their rows did not say which definition: they do now
+            await self._leave(foreign)
+        if len(got) < free:
+            await self._hold_back(names)
         return got
+
+    async def _leave(self, refused: Sequence[DefinitionMismatchError]) -> None:
+        """Hand back works this node would not adopt (started on a definition it does
+        not continue), marked with the reason, for a node that runs their definition."""
+        by_saga: dict[str, list[tuple[str, str, int | None]]] = {}
+        for error in refused:
+            by_saga.setdefault(error.saga, []).append(
+                (error.work_id, error.definition, error.version))
+        for saga, works in by_saga.items():
+            self._log_left(await leases.leave(self.store, owner=self.node_id, saga=saga,
+                                              runs=self._runs[saga], works=works))
+
+    async def _hold_back(self, names: Sequence[str]) -> None:
+        """Now and then, when idle: mark the works of ``names`` started on a definition
+        this node does not continue as waiting, with the reason."""
+        now = time.monotonic()
+        if now - self._held_back_at < HOLD_BACK_EVERY:
+            return
+        self._held_back_at = now
+        try:
+            with anyio.CancelScope(shield=True):  # see _schedule
+                self._log_left(await leases.hold_back_foreign(
+                    self.store, owner=self.node_id, definitions=self._runs, sagas=names))
+        except Exception:  # the store is away: the next idle claim marks them
+            _LOG.exception("node %s could not mark the works it leaves", self.node_id)
+
+    def _log_left(self, left: Sequence[leases.HeldBack]) -> None:
+        """Log once per saga and definition why this node leaves works."""
+        for held in left:
+            if (held.saga, held.definition) not in self._logged:
+                if len(self._logged) > 10_000:
+                    self._logged.clear()
+                self._logged.add((held.saga, held.definition))
+                _LOG.warning("node %s leaves work %s (and any other of its definition): %s",
+                             self.node_id, held.work_id, held.reason)
 
     async def _drain_one(self, worker: _Worker, deadline: float | None) -> None:
         if worker.status != "active":
@@ -430,6 +515,7 @@ class WorkerNode:
             except Exception:
                 _LOG.exception("node %s could not renew its leases", self.node_id)
                 continue
+            await self._renew_catalog()
             for name, ids in driven.items():
                 worker = self._workers[name]
                 runtime = worker.runtime
@@ -448,6 +534,19 @@ class WorkerNode:
                 except Exception:  # the store is away: the next beat records again
                     _LOG.exception("worker %s could not record its heartbeat",
                                    worker.worker_id)
+
+    async def _renew_catalog(self) -> None:
+        """Keep this node's catalog live; publish it again if it went (pruned, or the
+        store was replaced)."""
+        try:
+            with anyio.CancelScope(shield=True):  # see _schedule
+                if not await published_catalog.beat(self.store, node=self.node_id,
+                                                    ttl=self.lease_ttl):
+                    await published_catalog.publish(
+                        self.store, node=self.node_id,
+                        descriptions=list(self.catalog.values()), ttl=self.lease_ttl)
+        except Exception:  # the store is away: the next beat tries again
+            _LOG.exception("node %s could not renew its catalog", self.node_id)
 
     def mail(self, sent: Mapping[str, int] | Iterable[str]) -> None:
         """Commands came to the inbox of these works: the worker that drives one takes

@@ -10,6 +10,13 @@ without waiting for each other; on SQLite the claim is one write transaction, so
 several processes on one file take turns. A work's last commit deletes its row.
 Times are the nodes' wall clocks (kept in step by NTP across machines).
 
+A lease row holds the hash and version of the definition its work started on. A
+node that says which definitions it runs (:class:`Runs`) claims only the works they
+continue (no hash recorded, the same hash, or a version its saga declares in
+``continues``; the rule of :func:`engine.catalog.can_continue`), and marks the others
+of its sagas as waiting, with the reason, until a node that runs their definition
+takes them (:func:`hold_back_foreign`; :func:`leave` for one it refused to adopt).
+
 The claims live here, in the store, beside the lease rows ``append`` writes: worker
 nodes (:mod:`workers.node`) claim works to run; a plain :class:`engine.Runtime` with a
 store leases the works it creates and claims the works :meth:`~engine.Runtime.recover`
@@ -29,13 +36,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from ..lease import UNTIL_WOKEN
+from .schema import leases
 from .sql import WORKS_CHANNEL, SqlStore
 
-__all__ = ["CHANNEL", "UNTIL_WOKEN", "Claimed", "check_saga_limits", "claim", "claim_works",
-           "drop", "expire", "next_due", "notify", "process_owner", "release", "renew",
-           "renew_mail"]
+__all__ = ["CHANNEL", "UNTIL_WOKEN", "Claimed", "HeldBack", "Runs", "check_saga_limits", "claim",
+           "claim_works", "drop", "expire", "hold_back_foreign", "leave", "next_due", "notify",
+           "process_owner", "release", "renew", "renew_mail"]
 
 CHANNEL = WORKS_CHANNEL  # NOTIFY channel: claimable works appeared (new, or handed back)
 
@@ -47,11 +57,47 @@ class Claimed:
     mail: int = 0  # the number of the last command sent to it (engine.store.inbox)
 
 
+@dataclass(frozen=True, slots=True)
+class Runs:
+    """The definition of one saga a node runs: its hash, its version and the versions
+    whose works it continues (:class:`engine.Saga`'s ``version`` and ``continues``)."""
+
+    definition: str
+    version: int
+    continues: tuple[int, ...] = ()
+
+    @property
+    def text(self) -> str:
+        continued = ", ".join(map(str, self.continues)) or "none"
+        return f"{self.definition} (version {self.version}, continuing versions: {continued})"
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBack:
+    """A work a node left for another definition of its saga."""
+
+    work_id: str
+    saga: str
+    definition: str | None  # the one the work started on
+    version: int | None
+    reason: str
+
+
+def _accepted(definitions: Mapping[str, Runs] | None) -> tuple[list[str] | None, list[str]]:
+    """The hashes a claim takes, and the ``saga@version`` keys it continues (None: any)."""
+    if definitions is None:
+        return None, []
+    return (sorted({runs.definition for runs in definitions.values()}),
+            sorted({f"{saga}@{v}" for saga, runs in definitions.items() for v in runs.continues}))
+
+
 _PG_CLAIM = """
 WITH candidates AS (
     SELECT work_id FROM leases
     WHERE expires_at < $1 AND ($5::text[] IS NULL OR saga = ANY($5::text[]))
       AND NOT (saga = ANY($7::text[]))
+      AND ($8::text[] IS NULL OR definition IS NULL OR definition = ANY($8::text[])
+           OR saga || '@' || definition_version::text = ANY($9::text[]))
     ORDER BY priority DESC, work_id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -66,7 +112,7 @@ _SQLITE_CLAIM = """
 UPDATE leases SET owner = ?, worker = ?, token = token + 1, expires_at = ?, claimed_at = ?,
     waiting = NULL
 WHERE work_id IN (
-    SELECT work_id FROM leases WHERE expires_at < ?{sagas}{exclude}
+    SELECT work_id FROM leases WHERE expires_at < ?{sagas}{exclude}{definitions}
     ORDER BY priority DESC, work_id LIMIT ?
 )
 RETURNING work_id, token, mail
@@ -103,26 +149,30 @@ def _check(owner: str, worker: str, ttl: float) -> None:
 
 async def claim(store: SqlStore, *, owner: str, worker: str, limit: int, ttl: float,
                 sagas: Sequence[str] | None = None,
-                saga_limits: Mapping[str, int] | None = None) -> list[Claimed]:
+                saga_limits: Mapping[str, int] | None = None,
+                definitions: Mapping[str, Runs] | None = None) -> list[Claimed]:
     """Lease up to ``limit`` claimable works (of ``sagas``, or any) to ``worker`` of node
     ``owner`` for ``ttl`` seconds: higher priorities first, then the oldest (in any
     order among those: adopt them together). A saga in ``saga_limits`` never has more
-    works leased at once, across all nodes, than its limit."""
+    works leased at once, across all nodes, than its limit. With ``definitions`` (saga
+    -> what the node runs of it), only works those definitions continue are claimed."""
     _check(owner, worker, ttl)
     limits = check_saga_limits(saga_limits or {})
     names = list(sagas) if sagas is not None else None
     limited = [s for s in limits if names is None or s in names]
-    got = await _claim(store, owner, worker, limit, ttl, names, limited)
+    accepted = _accepted(definitions)
+    got = await _claim(store, owner, worker, limit, ttl, names, limited, accepted)
     for saga in limited:
         if len(got) >= limit:
             break
-        got += await _claim(store, owner, worker, limit - len(got), ttl, [saga], [],
+        got += await _claim(store, owner, worker, limit - len(got), ttl, [saga], [], accepted,
                             cap=limits[saga])
     return got
 
 
 async def _claim(store: SqlStore, owner: str, worker: str, limit: int, ttl: float,
-                 names: list[str] | None, exclude: list[str], cap: int | None = None,
+                 names: list[str] | None, exclude: list[str],
+                 accepted: tuple[list[str] | None, list[str]], cap: int | None = None,
                  ) -> list[Claimed]:
     """One claim; with ``cap`` (one saga in ``names``), in a transaction that counts the
     saga's live leases first, serialised with every other capped claim of that saga."""
@@ -135,17 +185,23 @@ async def _claim(store: SqlStore, owner: str, worker: str, limit: int, ttl: floa
         async with store.postgres_connection() as conn:
             if cap is None:
                 rows = await conn.fetch(_PG_CLAIM, now, limit, owner, worker, names,
-                                        now + ttl, exclude)
+                                        now + ttl, exclude, *accepted)
             else:
                 assert names is not None
                 with anyio.CancelScope(shield=True):  # never leave it open, holding locks
                     rows = await _capped_pg(conn, names[0], cap, live, now, limit, owner,
-                                            worker, ttl, exclude)
+                                            worker, ttl, exclude, accepted)
         return [Claimed(r["work_id"], r["token"], r["mail"]) for r in rows]
 
+    hashes, keys = accepted
+    marks = ", ".join("?" for _ in hashes or ())
+    keyed = "" if not keys else \
+        f" OR saga || '@' || definition_version IN ({', '.join('?' for _ in keys)})"
     sql = _SQLITE_CLAIM.format(
         sagas="" if names is None else f" AND saga IN ({', '.join('?' for _ in names)})",
-        exclude="" if not exclude else f" AND saga NOT IN ({', '.join('?' for _ in exclude)})")
+        exclude="" if not exclude else f" AND saga NOT IN ({', '.join('?' for _ in exclude)})",
+        definitions="" if hashes is None else
+        f" AND (definition IS NULL OR definition IN ({marks}){keyed})")
 
     def run(conn: sqlite3.Connection) -> list[Claimed]:
         room = limit
@@ -156,7 +212,8 @@ async def _claim(store: SqlStore, owner: str, worker: str, limit: int, ttl: floa
             room = min(limit, cap - held)
         got: list[Claimed] = []
         if room > 0:
-            args = [owner, worker, now + ttl, now, now, *(names or []), *exclude, room]
+            args = [owner, worker, now + ttl, now, now, *(names or []), *exclude,
+                    *(hashes or []), *keys, room]
             got = [Claimed(w, t, m) for w, t, m in conn.execute(sql, args).fetchall()]
         if cap is not None:
             assert names is not None
@@ -171,7 +228,8 @@ async def _claim(store: SqlStore, owner: str, worker: str, limit: int, ttl: floa
 
 
 async def _capped_pg(conn: Any, saga: str, cap: int, live: str, now: float, limit: int,
-                     owner: str, worker: str, ttl: float, exclude: list[str]) -> list[Any]:
+                     owner: str, worker: str, ttl: float, exclude: list[str],
+                     accepted: tuple[list[str] | None, list[str]]) -> list[Any]:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "saga:" + saga)
         held = await conn.fetchval(live.format("$1", "$2"), saga, now)
@@ -179,12 +237,83 @@ async def _capped_pg(conn: Any, saga: str, cap: int, live: str, now: float, limi
         rows = []
         if room > 0:
             rows = list(await conn.fetch(_PG_CLAIM, now, room, owner, worker, [saga],
-                                         now + ttl, exclude))
+                                         now + ttl, exclude, *accepted))
         if held + len(rows) >= cap:
             await conn.execute(_MARK.format("$1", "$2", "$3"), _at_limit(saga, cap), saga, now)
         else:
             await conn.execute(_UNMARK.format("$1"), saga)
         return rows
+
+
+def _tail(owner: str, saga: str, runs: Runs) -> str:
+    return (f") of saga {saga}; node {owner} runs {runs.text}, which does not continue "
+            "it: it waits for a node that runs its definition, or a rewind onto one that "
+            "is run")
+
+
+def _reason(owner: str, saga: str, runs: Runs) -> Any:
+    """Why a lease row waits, as SQL: its own definition, and what node ``owner`` runs."""
+    version = sa.func.coalesce(sa.cast(leases.c.definition_version, sa.Text), "unknown")
+    return (sa.literal("started on definition ") + leases.c.definition + " (version "
+            + version + sa.literal(_tail(owner, saga, runs)))
+
+
+async def hold_back_foreign(store: SqlStore, *, owner: str, definitions: Mapping[str, Runs],
+                            sagas: Sequence[str] | None = None) -> list[HeldBack]:
+    """Mark the claimable works of ``sagas`` (default: all in ``definitions``) that were
+    started on a definition that node ``owner`` does not continue as waiting, with the
+    reason (the works list shows them so); the works newly marked. A node that runs
+    their definition claims them as usual, which clears the mark."""
+    wanted = [s for s in (definitions if sagas is None else sagas) if s in definitions]
+    if not wanted:
+        return []
+    now = time.time()
+
+    def run(conn: Connection) -> list[HeldBack]:
+        found: list[HeldBack] = []
+        for saga in wanted:
+            runs = definitions[saga]
+            foreign = [leases.c.saga == saga, leases.c.expires_at < now,
+                       leases.c.waiting.is_(None), leases.c.definition.is_not(None),
+                       leases.c.definition != runs.definition]
+            if runs.continues:  # a version it continues is not foreign
+                foreign.append(sa.or_(leases.c.definition_version.is_(None),
+                                      leases.c.definition_version.not_in(runs.continues)))
+            update = (sa.update(leases).where(*foreign).values(waiting=_reason(owner, saga, runs))
+                .returning(leases.c.work_id, leases.c.definition,
+                           leases.c.definition_version, leases.c.waiting))
+            found += [HeldBack(row.work_id, saga, row.definition, row.definition_version,
+                               row.waiting) for row in conn.execute(update)]
+        return found
+
+    return await store.transaction(run)
+
+
+async def leave(store: SqlStore, *, owner: str, saga: str, runs: Runs,
+                works: Sequence[tuple[str, str, int | None]]) -> list[HeldBack]:
+    """Hand back node ``owner``'s leases on works of ``saga`` it would not adopt
+    ``(work id, definition, version)``: started on a definition that ``runs`` does not
+    continue. Their rows learn that definition (so the node's claims pass them by from
+    now on) and say why they wait; they are free for a node that runs it."""
+    def run(conn: Connection) -> list[HeldBack]:
+        found: list[HeldBack] = []
+        for work_id, definition, version in works:
+            reason = (f"started on definition {definition} (version "
+                      f"{'unknown' if version is None else version}"
+                      + _tail(owner, saga, runs))
+            update = (sa.update(leases).where(leases.c.work_id == work_id,
+                                              leases.c.owner == owner)
+                      .values(definition=definition, definition_version=version, owner=None,
+                              worker=None, expires_at=0.0, waiting=reason)
+                      .returning(leases.c.work_id))
+            if conn.execute(update).first() is not None:
+                found.append(HeldBack(work_id, saga, definition, version, reason))
+        return found
+
+    left = await store.transaction(run)
+    if left:
+        await notify(store)  # a node with their definition may be idle
+    return left
 
 
 async def renew(store: SqlStore, *, owner: str, ttl: float,
