@@ -7,12 +7,15 @@ parameters of composites. Functions appear by qualified name, never as code.
 
 :func:`definition_hash` is a SHA-256 of that description in canonical JSON (sorted
 keys, no spaces), 32 hex digits. It covers what the rules see when they go on with a
-work: the stages' names, order and kinds and their parameters (retries and backoff,
-timeouts, whether a compensation, an items function or a fallback exists, hooks,
-schemas, services, keys, signals, durations, maxima, cases, concurrency). It leaves
-out what is cosmetic: descriptions, examples, the names of functions (a function
-moved or renamed is the same stage; what a function does is never in the hash) and
-the saga's ``version`` and ``continues``.
+work: the stages' names, order and kinds and their parameters (attempts and which
+errors retry, timeouts, whether there is a compensation or an items function,
+fallbacks, hooks, schemas, services, keys, signals, durations, maxima, cases,
+dependencies, concurrency). It leaves out what is cosmetic, and what a work that goes
+on does not depend on: descriptions, examples, the names of functions (a function
+moved or renamed is the same stage; what a function does is never in the hash), the
+saga's ``version`` and ``continues``, and backoffs (the delay a retry waits is
+recorded in its event when chosen; leaving them out also keeps the hash the same
+when tenacity names its strategies' parameters otherwise).
 
 >>> from engine import Saga, Stage, RetryPolicy, compile_saga
 >>> async def reserve(ctx, order): return order
@@ -70,8 +73,9 @@ HASH_DIGITS = 32  # hex digits of the SHA-256 kept: 128 bits
 # there is one
 _FUNCTIONS = frozenset({"transaction", "compensation", "items", "until", "choose", "check",
                         "notify"})
-# fields the hash leaves out: they change nothing the rules do
+# fields of the saga and of its stages the hash leaves out (see the module docstring)
 _COSMETIC = frozenset({"description", "example", "version", "continues", "definition"})
+_RETRIES = ("retry", "compensation_retry")  # their "backoff" is left out too
 
 
 def qualified_name(fn: Any) -> str:
@@ -265,20 +269,34 @@ def describe(plan: Plan) -> dict[str, Any]:
             **{k: v for k, v in found.items() if k != "saga"}}
 
 
-def _replayed(value: Any) -> Any:
-    """What of a description the hash covers."""
-    if isinstance(value, dict):
-        return {k: (v is not None if k in _FUNCTIONS else _replayed(v))
-                for k, v in value.items() if k not in _COSMETIC}
-    if isinstance(value, list):
-        return [_replayed(v) for v in value]
-    return value
+def _replayed(description: Mapping[str, Any]) -> dict[str, Any]:
+    """What of a description the hash covers. Only the fields of the saga, its stages,
+    their retries and hooks are looked at: values (schemas, fallbacks) count whole."""
+    found = {k: v for k, v in description.items() if k not in _COSMETIC}
+    found["stages"] = [_replayed_stage(stage) for stage in description.get("stages", ())]
+    return found
+
+
+def _replayed_stage(stage: Mapping[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in stage.items():
+        if key in _COSMETIC:
+            continue
+        if key in _FUNCTIONS:
+            value = value is not None
+        elif key in _RETRIES and isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if k != "backoff"}
+        elif key == "hooks":
+            value = [{k: (v is not None if k in _FUNCTIONS else v) for k, v in hook.items()}
+                     for hook in value]
+        found[key] = value
+    return found
 
 
 def hash_description(description: Mapping[str, Any]) -> str:
     """The hash of a description made by :func:`describe` (its ``definition`` field,
     when present, is left out): a stored description hashes to the same value."""
-    canonical = json.dumps(_replayed(dict(description)), sort_keys=True,
+    canonical = json.dumps(_replayed(description), sort_keys=True,
                            separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_DIGITS]
 

@@ -77,16 +77,18 @@ async def watch(ctx: Any, event: Any) -> None:
     return None
 
 
-def payment(*, attempts: int = 4, version: int = 3) -> Saga:
+def payment(*, attempts: int = 4, version: int = 3, wait: float = 2,
+            schema: Any = None) -> Saga:
     return Saga(name="payment", version=version, stages=[
         Stage(name="charge", transaction=step, compensation=undo,
-              retry=RetryPolicy(attempts=attempts, wait=tenacity.wait_fixed(2),
+              retry=RetryPolicy(attempts=attempts, wait=tenacity.wait_fixed(wait),
                                 retry_on=(ConnectionError, CardDeclined),
                                 give_up_on=(ValueError,)),
               timeout=5.0, compensation_timeout=7.0,
               compensation_retry=RetryPolicy(attempts=2, wait=tenacity.wait_fixed(1)),
               hooks=(Guard(name="positive", check=positive),),
-              input_schema={"type": "object"}, output_schema={"type": "object"},
+              input_schema={"type": "object"},
+              output_schema=schema or {"type": "object"},
               example={"charged": True}, services=("bank",), lock_key="card:{card}",
               rate_limit_key="bank:{bank}")])
 
@@ -210,6 +212,7 @@ def test_the_hash_changes_with_what_a_work_replays_and_not_with_the_cosmetic() -
         "a stage added": plan_of(composite(extra=True)),
         "a retry of a saga used by name": plan_of(composite(), payment(attempts=5)),
         "a sleep's seconds": plan_of(composite(seconds=31)),
+        "a schema": plan_of(composite(), payment(schema={"type": "object", "version": 2})),
     }
     for what, plan in changed.items():
         assert definition_hash(plan) != base, what
@@ -225,6 +228,7 @@ def test_the_hash_changes_with_what_a_work_replays_and_not_with_the_cosmetic() -
         "another function of the same kind": plan_of(composite(transaction=other_step)),
         "a version": plan_of(composite(version=2, continues=(1,))),
         "the version of a saga used by name": plan_of(composite(), payment(version=4)),
+        "a backoff (the delay chosen is recorded)": plan_of(composite(), payment(wait=3)),
     }
     for what, plan in same.items():
         assert definition_hash(plan) == base, what
