@@ -180,6 +180,7 @@ class WorkerNode:
         self._held_back_at = -HOLD_BACK_EVERY  # when foreign works were last marked
         self._logged: set[tuple[str, str | None]] = set()  # (saga, definition) left, logged
         self._hard_stop = False
+        self._withdrawn = False
         self._workers: dict[str, _Worker] = {}
         self._initial = list(workers)
         for spec in self._initial:
@@ -210,6 +211,7 @@ class WorkerNode:
                 await self._withdraw()
 
     async def _withdraw(self) -> None:
+        self._withdrawn = True  # a heartbeat from now on publishes nothing again
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             try:
                 await published_catalog.withdraw(self.store, node=self.node_id)
@@ -541,7 +543,7 @@ class WorkerNode:
         try:
             with anyio.CancelScope(shield=True):  # see _schedule
                 if not await published_catalog.beat(self.store, node=self.node_id,
-                                                    ttl=self.lease_ttl):
+                                                    ttl=self.lease_ttl) and not self._withdrawn:
                     await published_catalog.publish(
                         self.store, node=self.node_id,
                         descriptions=list(self.catalog.values()), ttl=self.lease_ttl)
