@@ -417,8 +417,23 @@ class WorkCreated:
     work: Work
 
 
+@strawberry.type
+class WorkDeleted:
+    """The audit record of a deleted work, which outlives it."""
+
+    work_id: str
+    saga: str
+    status: str
+    events: int
+    deleted_by: str
+    reason: str
+    deleted_at: float
+
+
 CommandResult = Annotated[CommandTaken | NotFound | WrongState | InvalidInput | Conflict,
                           strawberry.union("CommandResult")]
+DeleteWorkResult = Annotated[WorkDeleted | NotFound | WrongState | InvalidInput,
+                             strawberry.union("DeleteWorkResult")]
 CreateWorkResult = Annotated[WorkCreated | NotFound | InvalidInput | Conflict,
                              strawberry.union("CreateWorkResult")]
 
@@ -516,6 +531,17 @@ class Query:
                 for r in rows]
 
     @strawberry.field
+    async def deletions(self, info: Info, work_id: str | None = None,
+                        last: int = 100) -> list[WorkDeleted]:
+        """The audit of deleted works, newest first."""
+        from engine.store.deletion import deletions_of
+
+        rows = await deletions_of(_service(info).store, work_id, max(1, min(last, 1000)))
+        return [WorkDeleted(**{k: r[k] for k in ("work_id", "saga", "status", "events",
+                                                 "deleted_by", "reason", "deleted_at")})
+                for r in rows]
+
+    @strawberry.field
     async def schedules(self, info: Info) -> list[ScheduleInfo]:
         return await list_schedules(_service(info).store)
 
@@ -577,6 +603,25 @@ class Mutation:
         return await _create(info, saga, input, paused=paused, priority=priority,
                              start_at=start_at, work_id=work_id, breakpoints=breakpoints,
                              request_id=request_id)
+
+    @strawberry.mutation
+    async def delete_work(self, info: Info, work_id: str, by: str, reason: str = ""
+                          ) -> DeleteWorkResult:
+        """Delete a finished work: its events, projections and commands go, the deletion
+        (who, when, the saga, the final status, why) stays in the audit."""
+        from engine.errors import UnknownWorkError, WorkStateError
+        from engine.store.deletion import delete_work
+
+        try:
+            audit = await delete_work(_service(info).store, work_id, by=by, reason=reason)
+        except UnknownWorkError as exc:
+            return NotFound(message=str(exc), field="workId")
+        except WorkStateError as exc:
+            row = await _service(info).store.work(work_id)
+            return WrongState(message=str(exc), status=row["status"] if row else None)
+        except ValueError as exc:
+            return InvalidInput(message=str(exc), field="by")
+        return WorkDeleted(**audit)
 
     @strawberry.mutation
     async def update_or_create_work(self, info: Info, key: str, saga: str,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["catalog", "commands", "events", "health_checks", "leases", "lock_holders",
+__all__ = ["catalog", "commands", "deletions", "events", "health_checks", "leases", "lock_holders",
            "lock_waiters", "metadata", "rate_buckets", "schedules", "snapshots", "stage_runs",
            "worker_events", "workers", "works"]
 
@@ -49,6 +49,8 @@ events = sa.Table(
     sa.Column("time", sa.Float(precision=53), nullable=False),
     sa.Column("worker", sa.String(200)),
     sa.UniqueConstraint("work_id", "seq", name="events_work_seq"),
+    # positions are never handed out twice, even after a deletion (engine.store.deletion)
+    sqlite_autoincrement=True,
 )
 
 works = sa.Table(
@@ -250,4 +252,17 @@ catalog = sa.Table(  # the definitions each live worker node runs
     sa.Column("published_at", sa.Float(precision=53), nullable=False),
     sa.Column("seen_at", sa.Float(precision=53), nullable=False),  # the node's last beat
     sa.Column("expires_at", sa.Float(precision=53), nullable=False),  # gone after this
+)
+
+deletions = sa.Table(  # the audit of deleted works: it outlives them
+    "deletions", metadata,
+    sa.Column("position", _POSITION, primary_key=True, autoincrement=True),
+    sa.Column("work_id", _ID, nullable=False),
+    sa.Column("saga", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(40), nullable=False),
+    sa.Column("events", sa.Integer, nullable=False),
+    sa.Column("deleted_by", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("deleted_at", sa.Float(precision=53), nullable=False),
+    sa.Index("deletions_work", "work_id"),
 )

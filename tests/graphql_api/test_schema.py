@@ -353,3 +353,31 @@ async def test_create_work_is_idempotent_by_request_id_and_key(store_url: str) -
         assert (await run(keyed, input=8))["__typename"] == "Conflict"
         # nothing stored for the refused ones: the two works and nothing else
         assert len(await store.work_ids()) == 2
+
+
+async def test_delete_work_through_the_schema(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
+    async with SqlStore.open(url) as store, Feed.running(store) as feed, \
+            Runtime(sagas(), store=store) as runtime:
+        service = Service(store, feed, runtime)
+        done = (await runtime.run("slow", 0)).work_id
+        live = await runtime.start("gate", 0, run=False)
+        shape = ("{ __typename ... on WorkDeleted { workId saga status deletedBy } "
+                 "... on WrongState { message now: status } ... on NotFound { field } }")
+
+        async def delete(work_id: str) -> dict[str, Any]:
+            result = await schema.execute(
+                f'mutation($id: String!) {{ deleteWork(workId: $id, by: "ann") {shape} }}',
+                variable_values={"id": work_id}, context_value=Context(service))
+            assert result.errors is None and result.data is not None
+            return dict(result.data["deleteWork"])
+
+        assert await delete(live) == {"__typename": "WrongState", "now": "pending",
+                                      "message": (await delete(live))["message"]}
+        assert (await delete("nope"))["field"] == "workId"
+        assert await delete(done) == {"__typename": "WorkDeleted", "workId": done,
+                                      "saga": "slow", "status": "completed",
+                                      "deletedBy": "ann"}
+        assert await store.read(done) == [] and await store.read(live) != []
+        audit = await schema.execute("{ deletions { workId } }", context_value=Context(service))
+        assert audit.data == {"deletions": [{"workId": done}]}
