@@ -299,11 +299,126 @@ class AggregateRow:
 
 
 @strawberry.type
-class Saga:
-    """A registered definition."""
+class StageFigures:
+    """How a stage's runs went, across works: counts by status, durations."""
 
+    runs: int
+    completed: int
+    failed: int
+    avg_duration: float | None
+    p95_duration: float | None
+
+
+@strawberry.type
+class StageInfo(relay.Node):
+    """A stage of a saga as its definition has it (``path`` like ``pack[*]/box``), with
+    its kind, children and settings (``details``: retries, timeouts, compensation,
+    schemas, keys, the parameters of its kind), and the figures of its runs."""
+
+    key: relay.NodeID[str]  # saga:path
+    saga: str
+    path: str
+    template: str
     name: str
-    stages: list[str]
+    kind: str
+    children: list[str]
+    has_compensation: bool
+    details: JSON
+
+    @classmethod
+    def of(cls, saga: str, stage: dict[str, Any]) -> StageInfo:
+        return cls(key=f"{saga}:{stage['path']}", saga=saga, path=stage["path"],
+                   template=stage["template"], name=stage["name"], kind=stage["kind"],
+                   children=list(stage.get("children", [])),
+                   has_compensation=bool(stage.get("compensation")), details=stage)
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
+                            required: bool = False) -> list[StageInfo | None]:
+        found: list[StageInfo | None] = []
+        for key in node_ids:
+            saga, _, path = key.partition(":")
+            found.append(next((s for s in _stages(info, saga) if s.path == path), None))
+        return found
+
+    @strawberry.field
+    async def figures(self, info: Info) -> StageFigures:
+        from engine.store.aggregates import aggregate
+
+        store = _service(info).store
+        counts = await aggregate(store, over="stage_runs", group_by=["template", "status"],
+                                 saga=[self.saga])
+        mine = [r for r in counts if r["group"]["template"] == self.path]
+        by_status = {r["group"]["status"]: r["count"] for r in mine}
+        durations = {}
+        for reducer in ("avg", "p95"):
+            rows = await aggregate(store, over="stage_runs", group_by=["template"],
+                                   reducer=reducer, field="duration", saga=[self.saga])
+            durations[reducer] = next((r["value"] for r in rows
+                                       if r["group"]["template"] == self.path), None)
+        return StageFigures(runs=sum(by_status.values()),
+                            completed=by_status.get("completed", 0),
+                            failed=by_status.get("failed", 0),
+                            avg_duration=durations["avg"], p95_duration=durations["p95"])
+
+
+@strawberry.type
+class Running:
+    """A definition of the saga that live worker nodes run, and which nodes."""
+
+    definition: str
+    version: int
+    nodes: list[str]
+    published_at: float
+
+
+@strawberry.type
+class Saga(relay.Node):
+    """A registered definition: its stages, its hash and version, and the definitions
+    the live worker nodes actually run (two during a rolling deployment)."""
+
+    key: relay.NodeID[str]
+    name: str
+    definition: str
+    version: int
+    continues: list[int]
+    description: str
+    input_schema: JSON | None
+    stages: list[StageInfo]
+
+    @classmethod
+    def of(cls, description: dict[str, Any], input_schema: Any) -> Saga:
+        name = description["saga"]
+        return cls(key=name, name=name, definition=description["definition"],
+                   version=description["version"], continues=description["continues"],
+                   description=description["description"], input_schema=input_schema,
+                   stages=[StageInfo.of(name, st) for st in description["stages"]])
+
+    @classmethod
+    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
+                      required: bool = False) -> list[Saga | None]:
+        known = {s.name: s for s in _sagas(info)}
+        return [known.get(key) for key in node_ids]
+
+    @strawberry.field
+    async def running(self, info: Info) -> list[Running]:
+        from engine.store.catalog import published
+
+        return [Running(definition=p.definition, version=p.version, nodes=list(p.nodes),
+                        published_at=p.published_at)
+                for p in await published(_service(info).store, saga=self.name)]
+
+
+def _sagas(info: Info) -> list[Saga]:
+    from engine.catalog import describe
+
+    service = _service(info)
+    return [Saga.of(describe(service.plan(s.name)), s.input_schema) for s in service.sagas()]
+
+
+def _stages(info: Info, saga: str | None = None) -> list[StageInfo]:
+    return [stage for s in _sagas(info) if saga is None or s.name == saga
+            for stage in s.stages]
 
 
 # ------------------------------------------------------------------ errors
@@ -506,9 +621,23 @@ class Query:
 
     @strawberry.field
     def all_sagas(self, info: Info) -> list[Saga]:
-        service = _service(info)
-        return [Saga(name=s.name, stages=[stage.name for stage in s.stages])
-                for s in service.sagas()]
+        """The catalog: every saga this node knows, with its stages."""
+        return _sagas(info)
+
+    @strawberry.field
+    def saga(self, info: Info, name: str) -> Saga | None:
+        return next((s for s in _sagas(info) if s.name == name), None)
+
+    @strawberry.field
+    def all_stages(self, info: Info, saga: str | None = None,
+                   kind: str | None = None) -> list[StageInfo]:
+        """Stage templates across sagas (of one saga, of one kind); each with the
+        figures of its runs."""
+        return [s for s in _stages(info, saga) if kind is None or s.kind == kind]
+
+    @strawberry.field
+    def stage(self, info: Info, saga: str, path: str) -> StageInfo | None:
+        return next((s for s in _stages(info, saga) if s.path == path), None)
 
     @strawberry.field
     async def aggregate(self, info: Info, over: str = "works",
@@ -935,4 +1064,4 @@ class Subscription:
 
 
 schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription,
-                           types=[Work, Worker])
+                           types=[Work, Worker, Saga, StageInfo])

@@ -381,3 +381,48 @@ async def test_delete_work_through_the_schema(tmp_path: Path) -> None:
         assert await store.read(done) == [] and await store.read(live) != []
         audit = await schema.execute("{ deletions { workId } }", context_value=Context(service))
         assert audit.data == {"deletions": [{"workId": done}]}
+
+
+async def test_the_catalog_shows_sagas_stages_and_what_the_nodes_run(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
+    async with SqlStore.open(url) as store:
+        node = WorkerNode(store, sagas(), [WorkerSpec(name="w", concurrency=4)],
+                          node_id="n1", poll_interval=0.05)
+        async with anyio.create_task_group() as tg, Feed.running(store) as feed, \
+                Runtime(sagas(), store=store) as runtime:
+            await tg.start(node.run)
+            service = Service(store, feed, runtime, wake=node.mail)
+            for i in range(3):
+                await runtime.run("slow", i)
+
+            async def run(query: str, **variables: Any) -> dict[str, Any]:
+                result = await schema.execute(query, variable_values=variables,
+                                              context_value=Context(service))
+                assert result.errors is None, result.errors
+                assert result.data is not None
+                return result.data
+
+            found = (await run("{ allSagas { id name definition version running "
+                               "{ definition nodes } stages { path kind hasCompensation } "
+                               "} }"))["allSagas"]
+            by_name = {s["name"]: s for s in found}
+            assert set(by_name) == {"slow", "gate", "fragile"}
+            fragile = by_name["fragile"]
+            assert [(s["path"], s["kind"], s["hasCompensation"]) for s in
+                    fragile["stages"]] == [("", "Saga", False), ("a", "Stage", True),
+                                           ("b", "Stage", False)]
+            assert fragile["running"] == [{"definition": fragile["definition"],
+                                           "nodes": ["n1"]}]
+            again = await run("query($id: ID!) { node(id: $id) { ... on Saga { name } } }",
+                              id=fragile["id"])
+            assert again["node"]["name"] == "fragile"
+            stage = (await run('{ stage(saga: "slow", path: "s3") { kind figures { runs '
+                               'completed avgDuration p95Duration } details } }'))["stage"]
+            assert stage["kind"] == "Stage" and stage["figures"]["runs"] == 3
+            assert stage["figures"]["completed"] == 3
+            assert stage["figures"]["p95Duration"] >= stage["figures"]["avgDuration"] * 0.5
+            assert stage["details"]["transaction"] == "tests.graphql_api.app.tick"
+            waits = (await run('{ allStages(kind: "Wait") { saga path } }'))["allStages"]
+            assert waits == [{"saga": "gate", "path": "w"}]
+            node.stop()
+            tg.cancel_scope.cancel()
