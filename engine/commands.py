@@ -197,6 +197,42 @@ def _step(plan: Plan | None, state: WorkState, command: Command) -> list[Event]:
     return []
 
 
+def _update(plan: Plan | None, state: WorkState, command: Command) -> list[Event]:
+    """A new priority (any time before the end), a new input (only before the work
+    started: after, it is recorded in what ran)."""
+    args = command.args
+    unknown = sorted(set(args) - {"priority", "input"})
+    if unknown:
+        raise ValueError(f"a work's update may change priority or input, not {unknown[0]!r}")
+    if not args:
+        raise ValueError("an update needs a priority or an input")
+    payload: dict[str, Any] = {"by": command.by}
+    if "priority" in args:
+        priority = args["priority"]
+        if isinstance(priority, bool) or not isinstance(priority, int) or \
+                not -1_000_000 <= priority <= 1_000_000:
+            raise ValueError(f"priority must be a whole number from -1000000 to 1000000, "
+                             f"got {priority!r}")
+        payload.update(priority=priority, previous_priority=state.priority)
+    if "input" in args:
+        value = args["input"]
+        check_json(value, "the work's input")
+        if plan is not None and plan.saga.input_schema is not None:
+            from .runner import schema_problem  # jsonschema only when a schema is there
+
+            problem = schema_problem(plan.saga.input_schema, value)
+            if problem is not None:
+                raise ValueError(f"input of saga {state.saga!r} does not match its schema: "
+                                 f"{problem}")
+        payload.update(input=value, previous_input=state.input)
+    _alive(state, "update")
+    if "input" in args and (state.status != "pending" or state.stages):
+        raise WorkStateError(f"work {state.work_id} is {state.display_status}: it has "
+                             "started, its input is recorded; only a queued work's input "
+                             "may change")
+    return [Event(type=ev.WORK_UPDATED, payload=payload)]
+
+
 def _resolve(plan: Plan | None, state: WorkState, command: Command) -> list[Event]:
     _needs_compensation_failed(state)
     return [Event(type=ev.WORK_RESOLVED, payload={"by": command.by,
@@ -213,6 +249,7 @@ _RULES: dict[str, Callable[[Plan | None, WorkState, Command], list[Event]]] = {
     "cancel": _cancel,
     "retry_compensation": _retry_compensation,
     "resolve": _resolve,
+    "update": _update,
     "step": _step,
     "mstep": _step,
 }

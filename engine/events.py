@@ -61,6 +61,7 @@ __all__ = [
     "WORK_RESOLVED",
     "WORK_RESUMED",
     "WORK_STARTED",
+    "WORK_UPDATED",
     "Event",
     "RecordedEvent",
 ]
@@ -85,6 +86,8 @@ SIGNAL_RECEIVED = "signal.received"
 # rejected, with the error) and, for step and mstep, what the stepping did; recorded
 # after the events the command caused, in the same commit
 WORK_COMMAND = "work.command"
+# a person changed a work's priority, or its input before it started
+WORK_UPDATED = "work.updated"
 
 # stages
 STAGE_STARTED = "stage.started"

@@ -422,6 +422,13 @@ def _work_command(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     state.commands_applied = number
 
 
+def _work_updated(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
+    if "priority" in p:
+        state.priority = int(p["priority"])
+    if "input" in p:
+        state.input = p["input"]
+
+
 def _stage_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     _stage(state, r.event.path, t, p)
 
@@ -607,6 +614,7 @@ _HANDLERS = {
     ev.WORK_BREAKPOINT_CLEARED: _breakpoint_cleared,
     ev.SIGNAL_RECEIVED: _signal_received,
     ev.WORK_COMMAND: _work_command,
+    ev.WORK_UPDATED: _work_updated,
     ev.STAGE_STARTED: _stage_started,
     ev.STAGE_COMPLETED: _stage_completed,
     ev.STAGE_FAILED: _stage_failed,

@@ -734,6 +734,21 @@ class Mutation:
                              request_id=request_id)
 
     @strawberry.mutation
+    async def update_work(self, info: Info, work_id: str, priority: int | None = None,
+                          input: JSON | None = None, set_input: bool = False, by: str = "",
+                          request_id: str | None = None) -> CommandResult:
+        """Change a work's priority (the claim order takes it at once), or its input
+        (``setInput: true``) while it is still queued; breakpoints change with
+        ``setBreakpoint`` and ``clearBreakpoint``."""
+        args: dict[str, Any] = {}
+        if priority is not None:
+            args["priority"] = priority
+        if set_input:
+            args["input"] = input
+        return await _steer(info, work_id, Command(kind="update", by=by, args=args),
+                            request_id)
+
+    @strawberry.mutation
     async def delete_work(self, info: Info, work_id: str, by: str, reason: str = ""
                           ) -> DeleteWorkResult:
         """Delete a finished work: its events, projections and commands go, the deletion

@@ -127,8 +127,12 @@ async def send(store: SqlStore, work_id: str, command: Command, *,
         # a delayed work never claimed yet keeps its start time
         due = sa.case((sa.and_(leases.c.owner.is_(None), leases.c.token > 0), 0.0),
                       else_=leases.c.expires_at)
+        changes: dict[str, Any] = {"mail": number, "expires_at": due}
+        if command.kind == "update" and "priority" in command.args:
+            # the claim order takes the new priority now; the holder records it
+            changes["priority"] = command.args["priority"]
         touched = conn.execute(sa.update(leases).where(leases.c.work_id == work_id)
-                               .values(mail=number, expires_at=due)).rowcount
+                               .values(**changes)).rowcount
         if not touched:  # ended, or never leased: a node takes it to record the outcome
             first = json.loads(created)
             conn.execute(sa.insert(leases).values(

@@ -426,3 +426,51 @@ async def test_the_catalog_shows_sagas_stages_and_what_the_nodes_run(tmp_path: P
             assert waits == [{"saga": "gate", "path": "w"}]
             node.stop()
             tg.cancel_scope.cancel()
+
+
+async def test_update_work_changes_priority_and_a_queued_input(store_url: str) -> None:
+    from engine.store.schema import leases
+
+    async with SqlStore.open(store_url) as store, Feed.running(store) as feed, \
+            Runtime(sagas(), store=store) as runtime:
+        service = Service(store, feed, runtime, command_timeout=0.2)
+        queued = await runtime.start("gate", 1, run=False)
+
+        async def update(args: str) -> dict[str, Any]:
+            result = await schema.execute(
+                f"mutation($id: String!) {{ updateWork(workId: $id, {args}) {{ __typename "
+                "... on CommandTaken { outcome number } ... on InvalidInput { message } "
+                "... on WrongState { message } } }", variable_values={"id": queued},
+                context_value=Context(service))
+            assert result.errors is None and result.data is not None
+            return dict(result.data["updateWork"])
+
+        # no node holds it: the command waits in its inbox, the claim order changes now
+        assert await update("priority: 7, setInput: true, input: 5") == {
+            "__typename": "CommandTaken", "outcome": "pending", "number": 1}
+        async with store.engine.connect() as conn:
+            import sqlalchemy as sa
+
+            lease = (await conn.execute(sa.select(leases.c.priority).where(
+                leases.c.work_id == queued))).scalar_one()
+        assert lease == 7
+        refused = await update("priority: 10000000")
+        assert refused["__typename"] == "InvalidInput" and "priority must be" in \
+            refused["message"]
+        assert (await update(""))["__typename"] == "InvalidInput"
+        node = WorkerNode(store, sagas(), [WorkerSpec(name="w")], node_id="n1",
+                          poll_interval=0.05)
+        async with anyio.create_task_group() as tg:
+            await tg.start(node.run)
+            for _ in range(250):
+                state = await service.state(queued)
+                if state.commands_applied == 1 and state.stages:
+                    break
+                await anyio.sleep(0.02)
+            # taken before anything ran: the work started on the new input
+            assert state.priority == 7 and state.stages[""].input == 5
+            late = await update("setInput: true, input: 6")
+            assert late["__typename"] == "WrongState" and "its input is recorded" in \
+                late["message"]
+            node.stop()
+            tg.cancel_scope.cancel()
