@@ -50,7 +50,16 @@ class Context:
             rows = await queries.works_by_id(store, keys)
             return [rows.get(k) for k in keys]
 
+        async def load_events(keys: list[tuple[str, int, int]]) -> list[list[Any]]:
+            pages: dict[tuple[int, int], dict[str, list[Any]]] = {}
+            for after, first in {(a, f) for _, a, f in keys}:
+                pages[(after, first)] = await queries.events_of(
+                    store, [w for w, a, f in keys if (a, f) == (after, first)],
+                    after=after, first=first)
+            return [pages[(a, f)][w] for w, a, f in keys]
+
         self.stage_runs: DataLoader[str, list[dict[str, Any]]] = DataLoader(load_runs)
+        self.events: DataLoader[tuple[str, int, int], list[Any]] = DataLoader(load_events)
         self.works: DataLoader[str, dict[str, Any] | None] = DataLoader(load_works)
 
 
@@ -183,7 +192,11 @@ class Work(relay.Node):
     @strawberry.field
     async def events(self, info: Info, after_seq: int = 0, first: int = 100) -> list[Event]:
         """Its events after ``afterSeq``, at most ``first`` (up to 1,000)."""
-        stream = await _service(info).events(self.work_id, after=after_seq, first=first)
+        if isinstance(first, bool) or not 1 <= first <= 1000:
+            raise ValueError(f"first must be 1 to 1000, got {first!r}")
+        if after_seq < 0:
+            raise ValueError(f"afterSeq must be >= 0, got {after_seq!r}")
+        stream = await _context(info).events.load((self.work_id, after_seq, first))
         return [Event.of(r) for r in stream]
 
     @strawberry.field

@@ -10,11 +10,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..events import RecordedEvent
 from .schema import stage_runs, works
 from .sql import _STATUS, _WORKS, HELD_BACK_STATUSES, SqlStore, _shown
 
-__all__ = ["count_works", "decode_cursor", "encode_cursor", "stage_runs_of", "works_by_id",
-           "works_page"]
+__all__ = ["count_works", "decode_cursor", "encode_cursor", "events_of", "stage_runs_of",
+           "works_by_id", "works_page"]
 
 
 def encode_cursor(row: dict[str, Any]) -> str:
@@ -105,4 +106,26 @@ async def works_by_id(store: SqlStore, work_ids: Sequence[str]) -> dict[str, dic
             for row in rows.mappings():
                 shown = _shown(row)
                 found[shown["work_id"]] = shown
+    return found
+
+
+async def events_of(store: SqlStore, work_ids: Sequence[str], *, after: int = 0,
+                    first: int = 100) -> dict[str, list[RecordedEvent]]:
+    """A page of events of each of ``work_ids`` (seq above ``after``, at most ``first``
+    each), in one query per 500 works: a list of works showing their events costs one
+    query, not one per work."""
+    from .codec import decode_event
+    from .schema import events
+
+    ids = list(dict.fromkeys(work_ids))
+    found: dict[str, list[RecordedEvent]] = {w: [] for w in ids}
+    async with store.engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            numbered = sa.select(events, sa.func.row_number().over(
+                partition_by=events.c.work_id, order_by=events.c.seq).label("n")).where(
+                events.c.work_id.in_(ids[start:start + 500]), events.c.seq > after).subquery()
+            query = sa.select(*[numbered.c[c.name] for c in events.columns]).where(
+                numbered.c.n <= first).order_by(numbered.c.work_id, numbered.c.seq)
+            for row in (await conn.execute(query)).mappings():
+                found[row["work_id"]].append(decode_event(dict(row)))
     return found

@@ -474,3 +474,33 @@ async def test_update_work_changes_priority_and_a_queued_input(store_url: str) -
                 late["message"]
             node.stop()
             tg.cancel_scope.cancel()
+
+
+async def test_a_list_of_works_costs_one_query_per_field_not_one_per_work(
+        tmp_path: Path) -> None:
+    from sqlalchemy import event
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
+    async with SqlStore.open(url) as store, Feed.running(store) as feed, \
+            Runtime(sagas(), store=store) as runtime:
+        service = Service(store, feed, runtime)
+        for i in range(12):
+            await runtime.run("slow", i)
+        statements: list[str] = []
+
+        def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            statements.append(statement)
+
+        event.listen(store.engine.sync_engine, "before_cursor_execute", seen)
+        result = await schema.execute(
+            "{ allWorks(first: 12) { edges { node { workId stageRuns { path } "
+            "events(first: 3) { seq } } } } }", context_value=Context(service))
+        event.remove(store.engine.sync_engine, "before_cursor_execute", seen)
+        assert result.errors is None and result.data is not None
+        edges = result.data["allWorks"]["edges"]
+        assert len(edges) == 12
+        assert all([e["seq"] for e in edge["node"]["events"]] == [1, 2, 3] for edge in edges)
+        assert all(len(edge["node"]["stageRuns"]) == 30 for edge in edges)
+        from_events = [s for s in statements if "FROM events" in s]
+        from_runs = [s for s in statements if "FROM stage_runs" in s]
+        assert len(from_events) == 1 and len(from_runs) == 1, statements
