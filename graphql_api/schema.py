@@ -423,10 +423,9 @@ class Saga(relay.Node):
 
 
 def _sagas(info: Info) -> list[Saga]:
-    from engine.catalog import describe
-
     service = _service(info)
-    return [Saga.of(describe(service.plan(s.name)), s.input_schema) for s in service.sagas()]
+    return [Saga.of(service.runtime.describe(s.name), s.input_schema)
+            for s in service.sagas()]
 
 
 def _stages(info: Info, saga: str | None = None) -> list[StageInfo]:

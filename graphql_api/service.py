@@ -165,7 +165,7 @@ class Service:
             raise ApiError("not_found", str(exc), field="saga") from None
 
     def sagas(self) -> list[Saga]:
-        return [self.runtime.plan(name).saga for name in sorted(self.runtime._plans)]
+        return [self.runtime.plan(d["saga"]).saga for d in self.runtime.catalog()]
 
     async def state(self, work_id: str) -> WorkState:
         """A work's state as the store has it."""
