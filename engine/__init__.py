@@ -39,6 +39,7 @@ from .errors import (
     LeaseLostError,
     OutputError,
     RetryPolicyError,
+    SagaDisabledError,
     ServiceError,
     StageFailure,
     StageTimeoutError,
@@ -50,9 +51,11 @@ from .errors import (
 from .events import Event, RecordedEvent
 from .expressions import Expression, parse_expression
 from .plan import Plan, compile_saga
+from .registry import Functions
 from .retry import RetryPolicy
 from .runner import DryRun, StepReport, WorkRunner
 from .runtime import Runtime, WorkResult
+from .sagadata import saga_from_data
 from .services import Service, ServiceScope
 from .state import StageState, WorkState, apply, replay
 from .stepping import Call, Emit, ScheduleRetry, decide
@@ -78,6 +81,7 @@ __all__ = [
     "ExpressionError",
     "Failure",
     "Forward",
+    "Functions",
     "Guard",
     "InterruptedCall",
     "LeaseLostError",
@@ -94,6 +98,7 @@ __all__ = [
     "RetryTransaction",
     "Runtime",
     "Saga",
+    "SagaDisabledError",
     "SagaRef",
     "ScheduleRetry",
     "Service",
@@ -121,4 +126,5 @@ __all__ = [
     "decide",
     "parse_expression",
     "replay",
+    "saga_from_data",
 ]

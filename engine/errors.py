@@ -14,6 +14,7 @@ each error is defined (``engine.errors`` unless said)::
     │                                    this runtime does not continue
     ├── UnknownWorkError (LookupError)   no work has that id
     ├── UnknownSagaError (LookupError)   no saga is registered under that name
+    ├── SagaDisabledError (RuntimeError) the saga is disabled: no new works of it
     ├── CorruptEventError (ValueError)   a stored event cannot be read or applied:
     │                                    names the work, the seq and what is wrong
     ├── StoreError                       the store could not take an append
@@ -52,6 +53,7 @@ __all__ = [
     "LeaseLostError",
     "OutputError",
     "RetryPolicyError",
+    "SagaDisabledError",
     "ServiceError",
     "StageFailure",
     "StageTimeoutError",
@@ -108,6 +110,20 @@ class UnknownWorkError(EngineError, LookupError):
 
 class UnknownSagaError(EngineError, LookupError):
     """No saga is registered under the given name."""
+
+
+class SagaDisabledError(EngineError, RuntimeError):
+    """The saga is disabled: new works of it are refused (its works already started go
+    on). ``by``, ``reason`` and ``at`` (a Unix time) say who disabled it, why and when,
+    when known."""
+
+    def __init__(self, message: str, *, saga: str, by: str | None = None, reason: str = "",
+                 at: float | None = None) -> None:
+        super().__init__(message)
+        self.saga = saga
+        self.by = by
+        self.reason = reason
+        self.at = at
 
 
 class CorruptEventError(EngineError, ValueError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from .errors import (
     DefinitionError,
     DefinitionMismatchError,
     LeaseLostError,
+    SagaDisabledError,
     StoreError,
     UnknownSagaError,
     UnknownWorkError,
@@ -195,6 +197,8 @@ class Runtime:
         self._services = {s.name: s for s in services}
         self._plans = {name: compile_saga(saga, self._sagas) for name, saga in self._sagas.items()}
         self._described: dict[str, dict[str, Any]] = {}  # saga -> describe(its plan)
+        # saga -> (who, why, when) it was disabled: no new works of it start here
+        self._disabled: dict[str, tuple[str | None, str, float | None]] = {}
         self._works: dict[str, WorkRunner] = {}
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -279,6 +283,114 @@ class Runtime:
                 continue
             if number is None or number > runner.state.commands_applied:
                 runner.mail()
+
+    # ------------------------------------------------------------ registry
+
+    @property
+    def sagas(self) -> dict[str, Saga]:
+        """The registered sagas by name, as they were given (a copy)."""
+        return dict(self._sagas)
+
+    def register(self, saga: Saga, *, replace: bool = False) -> None:
+        """Register ``saga`` while the runtime runs; with ``replace``, in place of the
+        saga of that name. See :meth:`update_sagas`."""
+        self.update_sagas(register=[saga], replace=replace)
+
+    def unregister(self, name: str) -> None:
+        """Forget saga ``name``: no new works of it, and this runtime adopts none; the
+        works it drives now go on with their plan. See :meth:`update_sagas`."""
+        self.update_sagas(unregister=[name])
+
+    def update_sagas(self, *, register: Sequence[Saga] = (), unregister: Sequence[str] = (),
+                     replace: bool = False) -> None:
+        """Register and unregister sagas at once, all or nothing.
+
+        Each saga is compiled against the registry as it is after the change, so its
+        :class:`~engine.SagaRef` stages resolve against the sagas registered now; a
+        registered saga that uses a replaced one by name is compiled again with it. A
+        saga still used by name by one that stays cannot be unregistered (a
+        :class:`~engine.errors.DefinitionError` names both). The works this runtime
+        drives keep the plan they started with; what it starts or adopts from now on
+        takes the new one.
+
+        >>> import anyio
+        >>> from engine import Saga, Stage, SagaRef
+        >>> async def step(ctx, n): return n + 1
+        >>> async def main():
+        ...     async with Runtime() as runtime:
+        ...         runtime.register(Saga(name="inc", stages=[
+        ...             Stage(name="a", transaction=step)]))
+        ...         runtime.register(Saga(name="twice", stages=[
+        ...             SagaRef(name="x", saga="inc"), SagaRef(name="y", saga="inc")]))
+        ...         return (await runtime.run("twice", 1)).output
+        >>> anyio.run(main)
+        3
+        """
+        registry = dict(self._sagas)
+        gone = list(unregister)
+        for name in gone:
+            if name not in registry:
+                raise UnknownSagaError(f"no saga is registered as {name!r}, so it cannot be "
+                                       f"unregistered (registered: {sorted(registry)})")
+            del registry[name]
+        added: set[str] = set()
+        for saga in register:
+            if not isinstance(saga, Saga):
+                raise DefinitionError(f"expected Saga definitions, got {saga!r}")
+            if saga.name in added:
+                raise DefinitionError(f"two sagas to register are named {saga.name!r}")
+            if saga.name in registry and not replace:
+                raise DefinitionError(f"a saga is registered as {saga.name!r} already; pass "
+                                      "replace=True to replace it")
+            added.add(saga.name)
+            registry[saga.name] = saga
+        changed = added | set(gone)
+        for name, plan in self._plans.items():
+            missing = set(gone).intersection(plan.refs.values()) - added
+            if name in registry and name not in added and missing:
+                raise DefinitionError(
+                    f"saga {sorted(missing)[0]!r} cannot be unregistered: saga {name!r} "
+                    "uses it by name; unregister or replace that one too")
+        # compiled before anything changes: one that fails changes nothing
+        plans = {name: compile_saga(registry[name], registry) for name in sorted(added)}
+        for name, plan in self._plans.items():
+            if name in registry and name not in added and changed & set(plan.refs.values()):
+                plans[name] = compile_saga(registry[name], registry)
+        self._sagas = registry
+        self._plans = {name: plans.get(name) or self._plans[name] for name in registry}
+        for name in (*plans, *gone):
+            self._described.pop(name, None)
+
+    def disable(self, saga: str, *, by: str | None = None, reason: str = "",
+                at: float | None = None) -> None:
+        """No new works of ``saga`` start here (:meth:`start` raises
+        :class:`~engine.errors.SagaDisabledError`, saying ``by`` whom, why and when
+        (``at``, a Unix time), as far as they are given); its works already started go
+        on. A name that is not registered (yet) may be disabled too."""
+        self._disabled[saga] = (by or None, reason, at)
+
+    def enable(self, saga: str) -> None:
+        """New works of ``saga`` may start again."""
+        self._disabled.pop(saga, None)
+
+    def is_enabled(self, saga: str) -> bool:
+        """Whether new works of ``saga`` may start (it may not be registered, though)."""
+        return saga not in self._disabled
+
+    def _check_enabled(self, saga: str) -> None:
+        found = self._disabled.get(saga)
+        if found is None:
+            return
+        by, reason, at = found
+        told = [f"by {by}"] if by else []
+        if at is not None:
+            told.append(f"at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(at))}")
+        said = f" ({' '.join(told)}{': ' + reason if reason and told else reason})" \
+            if told or reason else ""
+        raise SagaDisabledError(
+            f"saga {saga!r} is disabled{said}: new works of it are refused (its works "
+            "started before go on); enable it to start works", saga=saga, by=by,
+            reason=reason, at=at)
 
     # ------------------------------------------------------------ lookup
 
@@ -418,6 +530,7 @@ class Runtime:
         if self._tg is None:
             raise RuntimeError("use the Runtime as 'async with Runtime(...) as runtime'")
         plan = self.plan(saga)
+        self._check_enabled(saga)
         if dry_run is None:
             check_services(self._services, plan.services)
         if plan.saga.input_schema is not None:
