@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..events import RecordedEvent
-from .schema import leases
+from .schema import leases, sagas
 from .sql import SqlStore
 
 __all__ = ["copy_store", "migrate_engine"]
@@ -58,6 +58,9 @@ async def copy_store(source: SqlStore, target: SqlStore, *, chunk: int = 500) ->
     completed from ``target``'s last seq. A ``ValueError`` naming the work and what
     differs, raised before anything is written, refuses a ``target`` that holds works
     ``source`` lacks or events ``source`` does not have: that is not a copy of it.
+
+    The sagas given as data and the disabled ones are copied too (a saga the target holds
+    already is left as it is there).
 
     Returns the works in ``target`` (``works``), the events appended (``events``) and
     the streams copied whole (``copied``), completed (``completed``) and skipped
@@ -107,6 +110,7 @@ async def copy_store(source: SqlStore, target: SqlStore, *, chunk: int = 500) ->
             copied += 1
     works = await target.rebuild_projections()
     await _copy_leases(source, target)
+    await _copy_sagas(source, target)
     return {"works": works, "events": appended, "copied": copied, "completed": completed,
             "skipped": skipped}
 
@@ -125,6 +129,17 @@ async def _copy_leases(source: SqlStore, target: SqlStore) -> None:
     insert = (postgresql.insert if target.dialect == "postgresql" else sqlite.insert)(leases)
     async with target.engine.begin() as conn:
         await conn.execute(insert.on_conflict_do_nothing(index_elements=["work_id"]), rows)
+
+
+async def _copy_sagas(source: SqlStore, target: SqlStore) -> None:
+    """The sagas given as data and the disabled ones (a row the target has stays)."""
+    async with source.engine.connect() as conn:
+        rows = [dict(row) for row in (await conn.execute(sa.select(sagas))).mappings()]
+    if not rows:
+        return
+    insert = (postgresql.insert if target.dialect == "postgresql" else sqlite.insert)(sagas)
+    async with target.engine.begin() as conn:
+        await conn.execute(insert.on_conflict_do_nothing(index_elements=["name"]), rows)
 
 
 _ENVELOPE = ("seq", "time", "worker")

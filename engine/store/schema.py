@@ -20,6 +20,11 @@ its work started on, so a node claims only the works its definitions continue.
 description of its definition (:func:`engine.catalog.describe`), its hash and
 version, written when the node starts, renewed by its heartbeat, deleted when it
 stops (see :mod:`engine.store.catalog`).
+
+``sagas`` holds the sagas given as data (their JSON, :mod:`engine.sagadata`) and which
+sagas are disabled, those registered in code too (a row without data): who changed
+each and when, and a version that grows at every change (see
+:mod:`engine.store.sagas`).
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = ["catalog", "commands", "deletions", "events", "health_checks", "leases", "lock_holders",
-           "lock_waiters", "metadata", "rate_buckets", "schedules", "snapshots", "stage_runs",
-           "worker_events", "workers", "works"]
+           "lock_waiters", "metadata", "rate_buckets", "sagas", "schedules", "snapshots",
+           "stage_runs", "worker_events", "workers", "works"]
 
 metadata = sa.MetaData()
 
@@ -265,4 +270,20 @@ deletions = sa.Table(  # the audit of deleted works: it outlives them
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("deleted_at", sa.Float(precision=53), nullable=False),
     sa.Index("deletions_work", "work_id"),
+)
+
+sagas = sa.Table(  # sagas given as data, and which sagas (data or code) are disabled
+    "sagas", metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("data", sa.Text),  # JSON (engine.sagadata); NULL: a saga registered in code
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),  # 1, then +1 at every change
+    sa.Column("disabled_by", sa.String(200)),  # who disabled it, when, why (NULL: enabled)
+    sa.Column("disabled_at", sa.Float(precision=53)),
+    sa.Column("disabled_reason", sa.Text),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float(precision=53), nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+    # grows at every change, across rows: nodes poll its maximum (and the count of rows)
+    sa.Column("updated_at", sa.Float(precision=53), nullable=False),
 )
