@@ -16,6 +16,15 @@ continue (see :class:`engine.Saga`'s ``version`` and ``continues``); the works o
 sagas started on another definition are left for a node that runs it, shown as
 waiting with the reason, and logged once per definition.
 
+Besides the sagas of its app, a node runs the sagas given as data in the store
+(:mod:`engine.store.sagas`) that build with its app's functions (``WorkerApp(functions=
+...)``): loaded at start, and again when they change (a poll of the table every poll
+interval and, on PostgreSQL, a NOTIFY of the change), registered on its workers'
+runtimes, claimed and published in its catalog; a deleted one is no longer claimed, and
+one naming a function the app does not have is not loaded here (logged once, naming it).
+A disabled saga (given as data or in code) starts no new work on the node; its works go
+on. See :mod:`workers.sagas`.
+
 Draining (SIGTERM on ``stepsaga worker``) takes nothing new, lets every work finish
 the step it is in, records it, and releases the lease, so another node goes on at
 once; what is still running at the deadline is cut off and re-run elsewhere (at
@@ -30,7 +39,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,17 +47,19 @@ import anyio
 import anyio.abc
 import sqlalchemy as sa
 
-from engine import DefinitionMismatchError, Runtime, Saga, compile_saga
+from engine import DefinitionMismatchError, Functions, Runtime, Saga, compile_saga
 from engine.catalog import describe
 from engine.lease import Lease
 from engine.services import Service
 from engine.store import SqlStore, inbox
 from engine.store import catalog as published_catalog
+from engine.store import sagas as stored_sagas
 
 from . import leases, registry
 from .gate import NodeGate
 from .health import Health, HealthCheck
 from .limits import RateLimit
+from .sagas import SagaFollower
 
 __all__ = ["WorkerApp", "WorkerNode", "WorkerSpec"]
 
@@ -103,13 +114,19 @@ class WorkerApp:
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
     lock_limits: Mapping[str, int] = field(default_factory=dict)
     saga_limits: Mapping[str, int] = field(default_factory=dict)
+    # the functions sagas given as data name (engine.registry.Functions, or a mapping)
+    functions: Mapping[str, Callable[..., Any]] = field(default_factory=Functions)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.functions, Functions):
+            object.__setattr__(self, "functions", Functions(self.functions))
 
     def node(self, store: SqlStore, workers: Iterable[WorkerSpec], **options: Any
              ) -> WorkerNode:
         return WorkerNode(store, self.sagas, workers, services=self.services,
                           health_checks=self.health_checks, rate_limits=self.rate_limits,
                           lock_limits=self.lock_limits, saga_limits=self.saga_limits,
-                          **options)
+                          functions=self.functions, **options)
 
 
 @dataclass(eq=False)
@@ -136,7 +153,8 @@ class WorkerNode:
                  rate_limits: Mapping[str, RateLimit] | None = None,
                  lock_limits: Mapping[str, int] | None = None, lock_ttl: float = 30.0,
                  saga_limits: Mapping[str, int] | None = None,
-                 park_after: float | None = 60.0) -> None:
+                 park_after: float | None = 60.0,
+                 functions: Mapping[str, Callable[..., Any]] | None = None) -> None:
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         if park_after is not None and not park_after >= 0:
@@ -147,8 +165,13 @@ class WorkerNode:
         if not drain_deadline >= 0:
             raise ValueError(f"drain_deadline must be >= 0 seconds, got {drain_deadline!r}")
         self.store = store
-        self.sagas = list(sagas)
         self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # the sagas given as data in the store, built with these functions, and which
+        # sagas are disabled: loaded at start, followed while the node runs
+        self.follower = SagaFollower(store, code_sagas=list(sagas),
+                                     functions=Functions(functions or {}),
+                                     owner=f"node {self.node_id}",
+                                     on_change=self._sagas_changed)
         self.lease_ttl = lease_ttl
         self.drain_deadline = drain_deadline
         self.services = list(services)
@@ -169,14 +192,10 @@ class WorkerNode:
         pg = store.dialect == "postgresql"
         self.poll_interval = poll_interval or (lease_ttl / 2 if pg else min(0.2, lease_ttl / 4))
         known = {s.name for s in self.sagas}
-        registered = {s.name: s for s in self.sagas}
         # what this node runs: published in the store, and the works its claims take
-        self.catalog: dict[str, dict[str, Any]] = {
-            s.name: describe(compile_saga(s, registered)) for s in self.sagas}
-        self._runs = {name: leases.Runs(definition=found["definition"],
-                                        version=found["version"],
-                                        continues=tuple(found["continues"]))
-                      for name, found in self.catalog.items()}
+        self.catalog: dict[str, dict[str, Any]] = {}
+        self._runs: dict[str, leases.Runs] = {}
+        self._describe()
         self._held_back_at = -HOLD_BACK_EVERY  # when foreign works were last marked
         self._logged: set[tuple[str, str | None]] = set()  # (saga, definition) left, logged
         self._hard_stop = False
@@ -197,6 +216,35 @@ class WorkerNode:
         # the commands sent to this node (engine.store.inbox.send_to_node) taken so far
         self._node_applied: int | None = None
         self._node_lock = anyio.Lock()
+
+    @property
+    def sagas(self) -> list[Saga]:
+        """The sagas this node runs: those of its app, then those given as data in the
+        store that it loaded (see :mod:`workers.sagas`)."""
+        return self.follower.sagas
+
+    def _describe(self) -> None:
+        """The catalog and the definitions the claims take, of the sagas run now."""
+        registered = {s.name: s for s in self.sagas}
+        self.catalog = {s.name: describe(compile_saga(s, registered)) for s in self.sagas}
+        self._runs = {name: leases.Runs(definition=found["definition"],
+                                        version=found["version"],
+                                        continues=tuple(found["continues"]))
+                      for name, found in self.catalog.items()}
+
+    async def _sagas_changed(self) -> None:
+        """The store's sagas changed what this node runs: publish the catalog again and
+        let the idle workers claim (the works of a new saga, or of one enabled again)."""
+        self._describe()
+        if self._tg is not None and not self._withdrawn:
+            try:
+                with anyio.CancelScope(shield=True):  # see _schedule
+                    await published_catalog.publish(
+                        self.store, node=self.node_id,
+                        descriptions=list(self.catalog.values()), ttl=self.lease_ttl)
+            except Exception:  # the store is away: the heartbeat publishes it again
+                _LOG.exception("node %s could not publish its catalog", self.node_id)
+        self._kick()
 
     # ------------------------------------------------------------ running
 
@@ -219,6 +267,8 @@ class WorkerNode:
                 _LOG.exception("node %s could not withdraw its catalog", self.node_id)
 
     async def _run(self, task_status: anyio.abc.TaskStatus[None]) -> None:
+        await self.follower.refresh()  # the sagas given as data, before anything runs
+        self._describe()
         await published_catalog.publish(self.store, node=self.node_id,
                                         descriptions=list(self.catalog.values()),
                                         ttl=self.lease_ttl)
@@ -230,6 +280,7 @@ class WorkerNode:
             for spec in self._initial:
                 await self._start_worker(spec)
             tg.start_soon(self._heartbeat)
+            tg.start_soon(self.follower.follow, self.poll_interval)
             if self.schedules:
                 tg.start_soon(self._schedule)
             # commands sent to a node id before it started are not its own
@@ -360,10 +411,14 @@ class WorkerNode:
                 async with Runtime(self.sagas, store=self.store, worker=worker.worker_id,
                                    lease=lease, services=self.services,
                                    gate=self.gate) as runtime:
+                    self.follower.attach(runtime)
                     worker.runtime = runtime
                     runtime.on_driver_end = lambda work_id, ended, resume_at, applied: \
                         self._driver_ended(worker, work_id, ended, resume_at, applied)
-                    await self._claim_loop(worker, runtime)
+                    try:
+                        await self._claim_loop(worker, runtime)
+                    finally:
+                        self.follower.detach(runtime)
         finally:
             with anyio.CancelScope(shield=True):
                 # what this worker still held (or handed on when draining) is free now
@@ -379,11 +434,13 @@ class WorkerNode:
                 worker.ended.set()
 
     async def _claim_loop(self, worker: _Worker, runtime: Runtime) -> None:
-        # never a work of a saga this node does not know (another app on the store, or
-        # a newer version rolling out): it would stop the worker
-        names = worker.spec.sagas or tuple(s.name for s in self.sagas)
         timed_out = True
         while worker.status == "active":
+            # never a work of a saga this node does not run (another app on the store, a
+            # newer version rolling out, a saga given as data deleted or not built here):
+            # it would stop the worker
+            names = tuple(n for n in worker.spec.sagas if n in self.catalog) \
+                if worker.spec.sagas else tuple(self.catalog)
             worker.wake = anyio.Event()  # a wake-up from now on is not missed
             free = worker.concurrency - runtime.running
             # claims come in batches (each one is a query): when a few slots are free
@@ -452,8 +509,11 @@ class WorkerNode:
             by_saga.setdefault(error.saga, []).append(
                 (error.work_id, error.definition, error.version))
         for saga, works in by_saga.items():
+            runs = self._runs.get(saga)
+            if runs is None:  # no longer run here (deleted meanwhile): its lease expires
+                continue
             self._log_left(await leases.leave(self.store, owner=self.node_id, saga=saga,
-                                              runs=self._runs[saga], works=works))
+                                              runs=runs, works=works))
 
     async def _hold_back(self, names: Sequence[str]) -> None:
         """Now and then, when idle: mark the works of ``names`` started on a definition
@@ -642,6 +702,7 @@ class WorkerNode:
         from .schedules import Scheduler
 
         async with Runtime(self.sagas, store=self.store, worker=self.node_id) as runtime:
+            self.follower.attach(runtime)  # schedules of sagas given as data fire too
             scheduler = Scheduler(runtime)
             while True:
                 try:
@@ -675,11 +736,14 @@ class WorkerNode:
                 await conn.add_listener(leases.CHANNEL, lambda *_: self._kick())
                 await conn.add_listener(inbox.CHANNEL,
                                         lambda _c, _p, _ch, work_id: self.mail([work_id]))
+                await conn.add_listener(stored_sagas.CHANNEL,
+                                        lambda *_: self.follower.wake())
                 if not started:
                     started = True
                     task_status.started()
                 else:
                     self._kick()
+                    self.follower.wake()  # a change may have been announced meanwhile
                 await lost.wait()
                 _LOG.warning("node %s lost its LISTEN connection; connecting again",
                              self.node_id)

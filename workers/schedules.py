@@ -33,7 +33,7 @@ import anyio
 import sqlalchemy as sa
 from croniter import croniter
 
-from engine import Runtime, WorkStateError
+from engine import Runtime, SagaDisabledError, WorkStateError
 from engine.context import jsonable
 from engine.store import ConflictError, SqlStore
 from engine.store.schema import schedules, works
@@ -227,6 +227,7 @@ class Scheduler:
         # seen late by a busy scheduler: catch_up decides whether it still fires
         self.grace = max(1.0, 4 * poll_interval) if grace is None else grace
         self.fired = 0  # works this scheduler created
+        self._skipping: set[str] = set()  # schedules whose saga is disabled, logged
 
     async def run(self) -> None:
         while True:
@@ -257,7 +258,8 @@ class Scheduler:
                 works.c.work_id == work_id))).scalar()
         return status is None or status in _TERMINAL
 
-    async def _create(self, row: dict[str, Any], tick: float) -> str:
+    async def _create(self, row: dict[str, Any], tick: float) -> str | None:
+        """The work of this tick (None: its saga is disabled, the tick is skipped)."""
         work_id = tick_work_id(row["name"], tick)
         try:
             await self.runtime.start(row["saga"], json.loads(row["input"]), run=False,
@@ -265,6 +267,13 @@ class Scheduler:
             self.fired += 1
         except (WorkStateError, ConflictError):
             pass  # another node fired this tick first (or we did, before a crash)
+        except SagaDisabledError as exc:
+            if row["name"] not in self._skipping:
+                self._skipping.add(row["name"])
+                _LOG.warning("schedule %r skips its ticks while its saga is disabled: %s",
+                             row["name"], exc)
+            return None
+        self._skipping.discard(row["name"])
         return work_id
 
     async def _fire(self, row: dict[str, Any], now: float) -> None:
@@ -273,6 +282,10 @@ class Scheduler:
         if queued and ended:  # overlap=queue: the oldest waiting tick goes now
             tick = queued[0]
             work_id = await self._create(row, tick)
+            if work_id is None:  # its saga is disabled: the tick is skipped
+                await _update(self.store, row["name"], row["version"],
+                              queued=json.dumps(queued[1:]))
+                return
             await _update(self.store, row["name"], row["version"], queued=json.dumps(
                 queued[1:]), last_work_id=work_id, fired=row["fired"] + 1)
             return
@@ -289,7 +302,8 @@ class Scheduler:
         elif fire and not ended and row["overlap"] == "queue":
             values["queued"] = json.dumps([*queued, due])
             fire = False
-        if fire:
-            values["last_work_id"] = await self._create(row, due)
+        work_id = await self._create(row, due) if fire else None
+        if work_id is not None:
+            values["last_work_id"] = work_id
             values["fired"] = row["fired"] + 1
         await _update(self.store, row["name"], row["version"], **values)
