@@ -14,8 +14,8 @@ recorded too (every process here shares its two cores with whatever else runs).
   is paused 20-40 ms after it started or was resumed, resumed at once after each
   sample, and replaced by a fresh one before its last stages (a pause racing the
   work's end is another measurement; such pauses are counted, not timed). The
-  baseline: the same client's round trip of a trivial query (``allSagas``) to node A
-  just before each pause. The time is split into ``sent_to_commit`` (to the
+  baseline: the same client's round trip of a trivial query (``{ __typename }``) to
+  node A just before each pause. The time is split into ``sent_to_commit`` (to the
   ``work.paused`` event's time, both wall clocks of this machine) and
   ``commit_to_received``, and the first part again by the store's own records:
   ``client_to_inbox`` (to the inbox row's ``sent_at``: the API node's checks before
@@ -25,14 +25,15 @@ recorded too (every process here shares its two cores with whatever else runs).
   ``--fanout-rate`` (1,000) events a second, run by ``--fanout-workers`` (1)
   ``stepsaga worker`` processes on PostgreSQL, with a trickle of one-stage works
   created through the API (``--fanout-churn`` a second: status changes). Phases
-  without and with subscribers alternate (``--fanout-rounds``, ``--fanout-seconds``
-  each): with them, one WebSocket subscriber per work follows its events and
-  ``--status-subscribers`` (5) follow every work's status-changing events, all served
-  by one ``stepsaga serve --no-workers``. The delay of an event is the time it
-  reached its client minus its ``time`` field (its commit time; one clock). The CPU
-  of the worker processes (``/proc/<pid>/stat`` utime + stime, read before and after
-  each phase) per event committed in the phase, with subscribers over without, is
-  ``worker_cpu_ratio``; the API node's and this client's CPU per event are shown too.
+  without and with subscribers alternate (``--fanout-rounds`` rounds, in turns
+  without-with and with-without, ``--fanout-seconds`` each): with them, one WebSocket
+  subscriber per work follows its events and ``--status-subscribers`` (5) follow every
+  work's status-changing events, all served by one ``stepsaga serve --no-workers``.
+  The delay of an event is the time it reached its client minus its ``time`` field
+  (its commit time; one clock). The CPU of the worker processes (``/proc/<pid>/stat``
+  utime + stime, read before and after each phase) per event committed in the phase,
+  with subscribers over without, is ``worker_cpu_ratio``; the API node's and this
+  client's CPU per event are shown too.
 - ``queries``: ``--works`` (100,000) works of four sagas with compensations, a wait
   for a signal and a map, in every status (completed, failed, compensation_failed,
   cancelled, running, paused, pending, by weight), made by copying one real run of
@@ -204,6 +205,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def preemptions(pid: int) -> int:
+    """How often the kernel took the CPU from a process so far (its involuntary
+    context switches, /proc/<pid>/status)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("nonvoluntary_ctxt_switches:"):
+                return int(line.split(":")[1])
+    return 0
+
+
 # ------------------------------------------------------------------ GraphQL clients
 
 
@@ -243,7 +254,7 @@ CREATE = """mutation($saga: String!, $input: JSON) {
     __typename ... on WorkCreated { work { workId status } }
   }
 }"""
-TRIVIAL = "query { allSagas { name } }"
+TRIVIAL = "query { __typename }"
 ANSWER = """__typename ... on CommandTaken { outcome work { stagesDone } }
     ... on WrongState { status message } ... on InvalidInput { message field }
     ... on Conflict { message }"""
@@ -924,6 +935,34 @@ STATUS_TYPES = ["work.created", "work.started", "work.paused", "work.resumed",
                 "work.cancelled"]
 
 
+# A probe of what CPU time costs on this host now: every 0.1 s the same few
+# milliseconds of pure Python, each burst's CPU time written down with the wall time.
+# When the host is busier, cache misses and shared cores make the same work take more
+# CPU time; the fan-out phases compare their medians (``cpu_cost_inflation``).
+_PROBE = """
+import sys, time
+out = open(sys.argv[1], "w")
+while True:
+    start = time.thread_time_ns()
+    total = 0
+    for n in range(100_000):
+        total += n
+    out.write(f"{time.time()} {time.thread_time_ns() - start}\\n")
+    out.flush()
+    time.sleep(0.1)
+"""
+
+
+def _probe_costs(path: Path, window: Sequence[float]) -> list[float]:
+    """The probe's bursts (CPU ms) within ``window`` (wall clock)."""
+    found: list[float] = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and window[0] <= float(parts[0]) <= window[1]:
+            found.append(int(parts[1]) / 1e6)
+    return found
+
+
 async def _last_position(store_url: str) -> int:
     import asyncpg
     import sqlalchemy as sa
@@ -998,25 +1037,28 @@ async def _fanout_phase(api_url: str, store_url: str, works: Sequence[str],
             await anyio.sleep(0.5)  # and the status subscribers (no event to tell)
         position = await _last_position(store_url)
         cpu = {name: sum(cpu_seconds(p) for p in group) for name, group in pids.items()}
+        switched = sum(preemptions(p) for p in pids["workers"])
         window[0], start = time.time(), time.perf_counter()
         made = await trickle(client, time.monotonic() + seconds)
         window[1], elapsed = time.time(), time.perf_counter() - start
         used = {name: sum(cpu_seconds(p) for p in group) - cpu[name]
                 for name, group in pids.items()}
+        switched = sum(preemptions(p) for p in pids["workers"]) - switched
         last = await _last_position(store_url)
         tg.cancel_scope.cancel()
     committed = await _committed(store_url, position, last)
-    return {"seconds": round(elapsed, 2), "events": committed,
+    return {"window": list(window), "seconds": round(elapsed, 2), "events": committed,
             "events_per_s": round(committed / elapsed, 1), "blip_works": made,
             "cpu_s": {k: round(v, 3) for k, v in used.items()},
             "cpu_us_per_event": {k: round(v / committed * 1e6, 2) for k, v in used.items()},
+            "worker_preemptions_per_s": round(switched / elapsed, 1),
             "delays": delays}
 
 
 def fanout(procs: Processes, url: str, args: argparse.Namespace) -> dict[str, Any]:
     """Busy works run by ``stepsaga worker`` processes on PostgreSQL at a paced total
     rate; an API-only node serves the subscribers. Phases without and with subscribers
-    alternate ``--fanout-rounds`` times."""
+    alternate for ``--fanout-rounds`` rounds."""
     api_node, api_url = _serve(procs, url, "--no-workers")
     workers = [_worker(procs, url, f"fan-{i}", args.fanout_works // args.fanout_workers + 10)
                for i in range(args.fanout_workers)]
@@ -1034,32 +1076,45 @@ def fanout(procs: Processes, url: str, args: argparse.Namespace) -> dict[str, An
                     "createWork"]["work"]["workId"] for n in range(args.fanout_works)]
 
         works = anyio.run(start)
+        probe_file = procs.logs / "probe.txt"
+        probe = procs.start(sys.executable, "-c", _PROBE, str(probe_file))
         time.sleep(1.0)  # every work claimed and running
         pids = {"workers": [w.pid for w in workers], "api": [api_node.pid],
                 "client": [os.getpid()]}
         phases: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
         for n in range(args.fanout_rounds):
-            for name in ("without", "with"):
+            # without-with, then with-without: what drifts during the run (the works'
+            # states grow, the host's load changes) weighs on both sides alike
+            for name in ("without", "with") if n % 2 == 0 else ("with", "without"):
                 _log(f"fanout: round {n + 1}, {name} subscribers, {args.fanout_seconds} s")
                 phases[name].append(anyio.run(
                     _fanout_phase, api_url, url, works, name == "with", args.fanout_seconds,
                     pids, args.fanout_churn, args.status_subscribers))
+        costs = {name: [c for p in group for c in _probe_costs(probe_file, p["window"])]
+                 for name, group in phases.items()}
     finally:
-        procs.stop([api_node, *workers])
+        procs.stop([api_node, *workers] + ([probe] if "probe" in locals() else []))
     delays = {kind: [d for p in phases["with"] for d in p["delays"][kind]]
               for kind in ("work", "status")}
     for group in phases.values():
         for phase in group:
             phase.pop("delays")
+            phase.pop("window")
+    inflation = _ratio(statistics.median(costs["with"]), statistics.median(costs["without"])) \
+        if costs["with"] and costs["without"] else None
 
     def per_event(name: str, who: str) -> float:
         cpu = sum(p["cpu_s"][who] for p in phases[name])
         return cpu / max(sum(p["events"] for p in phases[name]), 1)
 
     every = _percentiles(delays["work"] + delays["status"])
+    ratio = _ratio(per_event("with", "workers"), per_event("without", "workers"))
     return {"p50_ms": every["p50_ms"], "p99_ms": every["p99_ms"],
-            "worker_cpu_ratio": _ratio(per_event("with", "workers"),
-                                       per_event("without", "workers")),
+            "worker_cpu_ratio": ratio,
+            # the same pure-Python work's CPU time, with subscribers over without: how
+            # much of the ratio is the busier host rather than the workers' own doing
+            "cpu_cost_inflation": inflation,
+            "worker_cpu_ratio_over_inflation": _ratio(ratio, inflation),
             "delay_ms": every, "work_subscribers_delay_ms": _percentiles(delays["work"]),
             "status_subscribers_delay_ms": _percentiles(delays["status"]),
             "worker_cpu_us_per_event": {name: round(per_event(name, "workers") * 1e6, 2)
@@ -1068,6 +1123,11 @@ def fanout(procs: Processes, url: str, args: argparse.Namespace) -> dict[str, An
                                      for name in phases},
             "client_cpu_us_per_event": {name: round(per_event(name, "client") * 1e6, 2)
                                         for name in phases},
+            # the workers lose their core more often while the API node and the client
+            # are busy with the subscribers: the cost of sharing two cores, not of the
+            # workers doing more
+            "worker_preemptions_per_s": {name: round(statistics.fmean(
+                p["worker_preemptions_per_s"] for p in phases[name]), 1) for name in phases},
             "stage_period_s": period, "phases": phases}
 
 
@@ -1123,9 +1183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--status-subscribers", type=int, default=5)
     parser.add_argument("--fanout-churn", type=float, default=5.0,
                         help="short works created a second during each phase")
-    parser.add_argument("--fanout-seconds", type=float, help="per phase (20; quick 10)")
+    parser.add_argument("--fanout-seconds", type=float, help="per phase (15; quick 6)")
     parser.add_argument("--fanout-rounds", type=int,
-                        help="phases without, then with subscribers (3; quick 1)")
+                        help="rounds of a phase without and one with subscribers, in "
+                             "turns without-with and with-without (4; quick 2)")
     parser.add_argument("--works", type=int, default=100_000,
                         help="works in the store for the list queries")
     parser.add_argument("--query-rounds", type=int, help="requests of each kind (500; "
@@ -1137,8 +1198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve_floor(args.floor_server)
         return 0
     args.samples = args.samples or (60 if args.quick else 300)
-    args.fanout_seconds = args.fanout_seconds or (10.0 if args.quick else 20.0)
-    args.fanout_rounds = args.fanout_rounds or (1 if args.quick else 3)
+    args.fanout_seconds = args.fanout_seconds or (6.0 if args.quick else 15.0)
+    args.fanout_rounds = args.fanout_rounds or (2 if args.quick else 4)
     args.query_rounds = args.query_rounds or (100 if args.quick else 500)
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     backends = [b.strip() for b in args.query_backends.split(",") if b.strip()]
