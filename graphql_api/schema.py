@@ -398,14 +398,23 @@ class Saga(relay.Node):
     description: str
     input_schema: JSON | None
     stages: list[StageInfo]
+    enabled: bool = True
+    given_as_data: bool = False  # created with createSaga, not registered in code
+    disabled_by: str | None = None
+    disabled_reason: str | None = None
 
     @classmethod
-    def of(cls, description: dict[str, Any], input_schema: Any) -> Saga:
+    def of(cls, description: dict[str, Any], input_schema: Any,
+           row: Any = None) -> Saga:
         name = description["saga"]
         return cls(key=name, name=name, definition=description["definition"],
                    version=description["version"], continues=description["continues"],
                    description=description["description"], input_schema=input_schema,
-                   stages=[StageInfo.of(name, st) for st in description["stages"]])
+                   stages=[StageInfo.of(name, st) for st in description["stages"]],
+                   enabled=row is None or bool(row.enabled),
+                   given_as_data=row is not None and row.data is not None,
+                   disabled_by=None if row is None else row.disabled_by,
+                   disabled_reason=None if row is None else row.disabled_reason)
 
     @classmethod
     def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
@@ -424,7 +433,8 @@ class Saga(relay.Node):
 
 def _sagas(info: Info) -> list[Saga]:
     service = _service(info)
-    return [Saga.of(service.runtime.describe(s.name), s.input_schema)
+    rows = service.follower.rows if service.follower is not None else {}
+    return [Saga.of(service.runtime.describe(s.name), s.input_schema, rows.get(s.name))
             for s in service.sagas()]
 
 
@@ -527,6 +537,33 @@ ScheduleResult = Annotated[ScheduleChanged | NotFound | InvalidInput | Conflict,
 
 
 @strawberry.type
+class SagaChanged:
+    """A saga after createSaga, enableSaga or disableSaga (null once deleted), and the
+    version of its stored row."""
+
+    saga: Saga | None
+    name: str
+    version: int
+    enabled: bool
+
+
+SagaResult = Annotated[SagaChanged | NotFound | WrongState | InvalidInput | Conflict,
+                       strawberry.union("SagaResult")]
+
+
+async def _change_saga(info: Info, action: str, name: str, by: str, data: Any = None,
+                       reason: str = "") -> Any:
+    service = _service(info)
+    try:
+        row = await service.change_saga(action, name, by=by, data=data, reason=reason)
+    except ApiError as exc:
+        return _error(exc)
+    saga = None if action == "delete" else next(
+        (s for s in _sagas(info) if s.name == name), None)
+    return SagaChanged(saga=saga, name=row.name, version=row.version, enabled=row.enabled)
+
+
+@strawberry.type
 class CommandTaken:
     """A command the work's holder took: its number, what it recorded (``outcome``
     ``applied``; for step and mstep a ``report``) and the work now. ``outcome`` is
@@ -561,7 +598,7 @@ CommandResult = Annotated[CommandTaken | NotFound | WrongState | InvalidInput | 
                           strawberry.union("CommandResult")]
 DeleteWorkResult = Annotated[WorkDeleted | NotFound | WrongState | InvalidInput,
                              strawberry.union("DeleteWorkResult")]
-CreateWorkResult = Annotated[WorkCreated | NotFound | InvalidInput | Conflict,
+CreateWorkResult = Annotated[WorkCreated | NotFound | WrongState | InvalidInput | Conflict,
                              strawberry.union("CreateWorkResult")]
 
 
@@ -744,6 +781,28 @@ class Mutation:
         return await _create(info, saga, input, paused=paused, priority=priority,
                              start_at=start_at, work_id=work_id, breakpoints=breakpoints,
                              request_id=request_id)
+
+    @strawberry.mutation
+    async def create_saga(self, info: Info, name: str, data: JSON, by: str) -> SagaResult:
+        """Register (or replace) a saga given as data: the composites of a saga in code
+        (kinds Stage, Saga, Parallel, Map, Loop, Branch, Wait, Sleep, SagaRef) naming the
+        functions the app registered; the worker nodes take it at their next poll."""
+        return await _change_saga(info, "put", name, by, data=data)
+
+    @strawberry.mutation
+    async def enable_saga(self, info: Info, name: str, by: str) -> SagaResult:
+        return await _change_saga(info, "enable", name, by)
+
+    @strawberry.mutation
+    async def disable_saga(self, info: Info, name: str, by: str,
+                           reason: str = "") -> SagaResult:
+        """No new works of the saga (code or data) until enabled; its works go on."""
+        return await _change_saga(info, "disable", name, by, reason=reason)
+
+    @strawberry.mutation
+    async def delete_saga(self, info: Info, name: str, by: str) -> SagaResult:
+        """Delete a saga given as data; refused while works of it are unfinished."""
+        return await _change_saga(info, "delete", name, by)
 
     @strawberry.mutation
     async def update_work(self, info: Info, work_id: str, priority: int | None = None,

@@ -64,10 +64,19 @@ async def running_api(store: SqlStore, app: Any, *, node: Any = None,
                       command_timeout: float = 10.0) -> AsyncIterator[Service]:
     """A feed, a runtime for the app's sagas and the service over them, for the block;
     ``node`` (a worker node in this process) is woken directly by commands sent."""
-    async with Feed.running(store) as feed, Runtime(list(app.sagas), store=store,
-                                                   services=list(app.services)) as runtime:
+    from workers.sagas import SagaFollower
+
+    follower = SagaFollower(store, code_sagas=list(app.sagas),
+                            functions=getattr(app, "functions", None), owner="the API")
+    await follower.refresh()
+    async with Feed.running(store) as feed, Runtime(follower.sagas, store=store,
+                                                   services=list(app.services)) as runtime, \
+            anyio.create_task_group() as tg:
+        follower.attach(runtime)  # sagas given as data, enabled and disabled, kept in step
+        tg.start_soon(follower.follow, 1.0 if store.dialect == "postgresql" else 0.25)
         yield Service(store, feed, runtime, wake=None if node is None else node.mail,
-                      command_timeout=command_timeout)
+                      command_timeout=command_timeout, app=app, follower=follower)
+        tg.cancel_scope.cancel()
 
 
 class _Server(uvicorn.Server):

@@ -21,7 +21,13 @@ import anyio
 
 from engine import Runtime, Saga
 from engine.commands import Command, command_events
-from engine.errors import ConflictError, UnknownSagaError, UnknownWorkError, WorkStateError
+from engine.errors import (
+    ConflictError,
+    SagaDisabledError,
+    UnknownSagaError,
+    UnknownWorkError,
+    WorkStateError,
+)
 from engine.events import RecordedEvent
 from engine.plan import Plan
 from engine.state import WorkState, evolve, replay
@@ -90,7 +96,7 @@ class Service:
 
     def __init__(self, store: SqlStore, feed: Feed, runtime: Runtime, *,
                  wake: Any = None, command_timeout: float = 10.0,
-                 lost_after: float = 10.0) -> None:
+                 lost_after: float = 10.0, app: Any = None, follower: Any = None) -> None:
         self.store = store
         self.feed = feed
         self.runtime = runtime  # the sagas' plans; creates works for the worker nodes
@@ -99,6 +105,46 @@ class Service:
         # a worker whose last heartbeat is older than this (the nodes' lease time) is lost
         self.lost_after = lost_after
         self._checkpoints: dict[str, dict[int, WorkState]] = {}  # work -> seq -> state
+        self.app = app  # its code sagas and the functions sagas given as data may use
+        self.follower = follower  # keeps the runtime in step with the store's sagas
+
+    # ------------------------------------------------------------ sagas
+
+    async def change_saga(self, action: str, name: str, *, by: str, data: Any = None,
+                          reason: str = "") -> Any:
+        """Create or replace a saga given as data, enable or disable any saga, or delete
+        a saga given as data; the stored row (the deleted one for a delete). The API's
+        runtime takes the change at once; worker nodes at their next poll."""
+        from engine.errors import DefinitionError
+        from engine.store import sagas as saga_rows
+
+        code = list(getattr(self.app, "sagas", ()) or ())
+        functions = getattr(self.app, "functions", None) or {}
+        try:
+            if action == "put":
+                row = await saga_rows.put_saga(self.store, name, data, functions=functions,
+                                               by=by, code_sagas=code)
+            elif action == "enable":
+                row = await saga_rows.enable_saga(self.store, name, by=by, code_sagas=code)
+            elif action == "disable":
+                row = await saga_rows.disable_saga(self.store, name, by=by, reason=reason,
+                                                   code_sagas=code)
+            else:
+                row = await saga_rows.delete_saga(self.store, name, by=by)
+        except UnknownSagaError as exc:
+            raise ApiError("not_found", str(exc), field="name") from None
+        except WorkStateError as exc:
+            raise ApiError("wrong_state", str(exc)) from None
+        except ConflictError as exc:
+            raise ApiError("conflict", str(exc)) from None
+        except DefinitionError as exc:
+            raise ApiError("invalid_input", str(exc), field="data") from None
+        except ValueError as exc:
+            raise ApiError("invalid_input", str(exc),
+                           field="by" if "by" in str(exc) else "data") from None
+        if self.follower is not None:
+            await self.follower.refresh(force=True)
+        return row
 
     # ------------------------------------------------------------ workers
 
@@ -248,6 +294,8 @@ class Service:
                                             work_id=work_id, breakpoints=breakpoints)
         except WorkStateError as exc:
             raise ApiError("conflict", str(exc), field="workId") from None
+        except SagaDisabledError as exc:
+            raise ApiError("wrong_state", str(exc), status="disabled") from None
         except (ValueError, TypeError) as exc:
             field = "input" if "input" in str(exc) else (
                 "priority" if "priority" in str(exc) else

@@ -504,3 +504,67 @@ async def test_a_list_of_works_costs_one_query_per_field_not_one_per_work(
         from_events = [s for s in statements if "FROM events" in s]
         from_runs = [s for s in statements if "FROM stage_runs" in s]
         assert len(from_events) == 1 and len(from_runs) == 1, statements
+
+
+async def test_sagas_given_as_data_through_the_schema(store_url: str) -> None:
+    from graphql_api.server import running_api
+    from tests.workers.sagas_app import app
+
+    data = {"stages": [{"kind": "Stage", "name": "a", "transaction": "add"},
+                       {"kind": "Stage", "name": "b", "transaction": "add"}]}
+    async with SqlStore.open(store_url) as store:
+        node = app.node(store, [WorkerSpec(name="w")], node_id="n1", poll_interval=0.05)
+        async with anyio.create_task_group() as tg, running_api(store, app, node=node) \
+                as service:
+            await tg.start(node.run)
+
+            async def run(query: str, **variables: Any) -> dict[str, Any]:
+                result = await schema.execute(query, variable_values=variables,
+                                              context_value=Context(service))
+                assert result.errors is None, result.errors
+                assert result.data is not None
+                return dict(next(iter(result.data.values())))
+
+            shape = ("{ __typename ... on SagaChanged { name version enabled saga { name "
+                     "givenAsData enabled stages { path kind } } } ... on InvalidInput "
+                     "{ message field } ... on NotFound { message } ... on WrongState "
+                     "{ message } ... on Conflict { message } }")
+            made = await run(f"mutation($data: JSON!) {{ createSaga(name: \"twice\", "
+                             f"data: $data, by: \"ann\") {shape} }}", data=data)
+            assert made["saga"]["givenAsData"] and made["saga"]["stages"][1:] == [
+                {"path": "a", "kind": "Stage"}, {"path": "b", "kind": "Stage"}]
+            unknown = await run(f"mutation($data: JSON!) {{ createSaga(name: \"bad\", "
+                                f"data: $data, by: \"ann\") {shape} }}", data={"stages": [
+                                    {"kind": "Stage", "name": "a", "transaction": "nope"}]})
+            assert unknown["__typename"] == "InvalidInput" and "'nope'" in unknown["message"]
+            clash = await run(f"mutation($data: JSON!) {{ createSaga(name: \"code\", "
+                              f"data: $data, by: \"ann\") {shape} }}", data=data)
+            assert clash["__typename"] == "InvalidInput"
+            create = ("mutation { createWork(saga: \"twice\", input: 1) { __typename "
+                      "... on WorkCreated { work { workId } } ... on WrongState "
+                      "{ message } } }")
+            work_id = (await run(create))["work"]["workId"]
+            for _ in range(250):
+                row = await store.work(work_id)
+                if row is not None and row["status"] == "completed":
+                    break
+                await anyio.sleep(0.02)
+            assert row is not None and row["output"] == "3"  # run by the node: 1 + 1 + 1
+            off = await run(f"mutation {{ disableSaga(name: \"twice\", by: \"ann\", reason: "
+                            f"\"maintenance\") {shape} }}")
+            assert off["enabled"] is False
+            refused = await run(create)
+            assert refused["__typename"] == "WrongState" and "disabled" in refused["message"]
+            assert (await run(f"mutation {{ enableSaga(name: \"twice\", by: \"ann\") "
+                              f"{shape} }}"))["enabled"] is True
+            gone = await run(f"mutation {{ deleteSaga(name: \"twice\", by: \"ann\") "
+                             f"{shape} }}")
+            assert gone["__typename"] == "SagaChanged" and gone["saga"] is None
+            missing = await run(f"mutation {{ deleteSaga(name: \"twice\", by: \"ann\") "
+                                f"{shape} }}")
+            assert missing["__typename"] == "NotFound"
+            names = {s["name"] for s in (await schema.execute(
+                "{ allSagas { name } }", context_value=Context(service))).data["allSagas"]}
+            assert names == {"code"}
+            node.stop()
+            tg.cancel_scope.cancel()
