@@ -975,6 +975,24 @@ async def _last_position(store_url: str) -> int:
         await conn.close()
 
 
+async def _until_running(store_url: str, works: Sequence[str]) -> None:
+    """Until every one of ``works`` has started (a look every 0.1 s, for 60 s at most)."""
+    import asyncpg
+    import sqlalchemy as sa
+
+    dsn = sa.make_url(store_url).set(drivername="postgresql")
+    conn = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+    try:
+        for _ in range(600):
+            if await conn.fetchval("SELECT count(*) FROM works WHERE work_id = ANY($1) "
+                                   "AND started_at IS NOT NULL", list(works)) == len(works):
+                return
+            await anyio.sleep(0.1)
+    finally:
+        await conn.close()
+    raise RuntimeError(f"the {len(works)} paced works did not all start within 60 s")
+
+
 async def _committed(store_url: str, after: int, until: int) -> int:
     import asyncpg
     import sqlalchemy as sa
@@ -1062,6 +1080,7 @@ def fanout(procs: Processes, url: str, args: argparse.Namespace) -> dict[str, An
     api_node, api_url = _serve(procs, url, "--no-workers")
     workers = [_worker(procs, url, f"fan-{i}", args.fanout_works // args.fanout_workers + 10)
                for i in range(args.fanout_workers)]
+    probe = None
     try:
         # two events a stage (transaction started, completed): each work ends a stage
         # every `period` seconds, on a grid (whatever a step costs), its phase spread
@@ -1078,7 +1097,7 @@ def fanout(procs: Processes, url: str, args: argparse.Namespace) -> dict[str, An
         works = anyio.run(start)
         probe_file = procs.logs / "probe.txt"
         probe = procs.start(sys.executable, "-c", _PROBE, str(probe_file))
-        time.sleep(1.0)  # every work claimed and running
+        anyio.run(_until_running, url, works)
         pids = {"workers": [w.pid for w in workers], "api": [api_node.pid],
                 "client": [os.getpid()]}
         phases: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
@@ -1093,7 +1112,7 @@ def fanout(procs: Processes, url: str, args: argparse.Namespace) -> dict[str, An
         costs = {name: [c for p in group for c in _probe_costs(probe_file, p["window"])]
                  for name, group in phases.items()}
     finally:
-        procs.stop([api_node, *workers] + ([probe] if "probe" in locals() else []))
+        procs.stop([api_node, *workers] + ([probe] if probe is not None else []))
     delays = {kind: [d for p in phases["with"] for d in p["delays"][kind]]
               for kind in ("work", "status")}
     for group in phases.values():
