@@ -1068,11 +1068,12 @@ def _cursor(after: str | None) -> int | None:
 @strawberry.type
 class Subscription:
     @strawberry.subscription
-    async def workers(self, info: Info, interval: float = 0.25
+    async def workers(self, info: Info, node: list[str] | None = None,
+                      status: list[str] | None = None, interval: float = 0.25
                       ) -> AsyncGenerator[Worker, None]:
-        """Each worker as it is now, then again whenever its status, concurrency, load or
-        sagas change (heartbeats alone do not count; a worker whose heartbeat stops
-        turns ``lost``)."""
+        """Each worker (of these nodes, in these statuses) as it is now, then again
+        whenever its status, concurrency, load or sagas change (heartbeats alone do not
+        count; a worker whose heartbeat stops turns ``lost``)."""
         import anyio
 
         service = _service(info)
@@ -1080,10 +1081,13 @@ class Subscription:
         known: dict[str, tuple[Any, ...]] = {}
         while True:
             for row in await service.workers():
+                if node and row["node"] not in node:
+                    continue
                 shape = tuple(row[k] for k in _WORKER_FIELDS)
                 if known.get(row["worker_id"]) != shape:
                     known[row["worker_id"]] = shape
-                    yield Worker.of(row)
+                    if not status or row["status"] in status:
+                        yield Worker.of(row)
             await anyio.sleep(pace)
 
     @strawberry.subscription

@@ -568,3 +568,33 @@ async def test_sagas_given_as_data_through_the_schema(store_url: str) -> None:
             assert names == {"code"}
             node.stop()
             tg.cancel_scope.cancel()
+
+
+async def test_the_workers_subscription_yields_changes_not_heartbeats(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
+    async with SqlStore.open(url) as store:
+        node = WorkerNode(store, sagas(), [WorkerSpec(name="w", concurrency=2)],
+                          node_id="n1", poll_interval=0.05, lease_ttl=0.3)
+        async with anyio.create_task_group() as tg, Feed.running(store) as feed, \
+                Runtime(sagas(), store=store) as runtime:
+            await tg.start(node.run)
+            service = Service(store, feed, runtime, wake=node.mail)
+            seen: list[dict[str, Any]] = []
+
+            async def follow() -> None:
+                stream = await schema.subscribe(
+                    'subscription { workers(node: ["n1"], interval: 0.05) '
+                    '{ workerId status concurrency } }', context_value=Context(service))
+                async for item in stream:  # type: ignore[union-attr]
+                    assert item.data is not None
+                    seen.append(item.data["workers"])
+
+            tg.start_soon(follow)
+            await until(lambda: len(seen) >= 1)
+            await anyio.sleep(0.5)  # heartbeats every 0.1 s: none of them is a change
+            assert seen == [{"workerId": "n1/w", "status": "active", "concurrency": 2}]
+            await node.set_concurrency("w", 4)
+            await until(lambda: len(seen) >= 2)
+            assert seen[-1]["concurrency"] == 4
+            node.stop()
+            tg.cancel_scope.cancel()
