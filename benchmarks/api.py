@@ -25,15 +25,18 @@ recorded too (every process here shares its two cores with whatever else runs).
   ``--fanout-rate`` (1,000) events a second, run by ``--fanout-workers`` (1)
   ``stepsaga worker`` processes on PostgreSQL, with a trickle of one-stage works
   created through the API (``--fanout-churn`` a second: status changes). Phases
-  without and with subscribers alternate (``--fanout-rounds`` rounds, in turns
-  without-with and with-without, ``--fanout-seconds`` each): with them, one WebSocket
-  subscriber per work follows its events and ``--status-subscribers`` (5) follow every
-  work's status-changing events, all served by one ``stepsaga serve --no-workers``.
-  The delay of an event is the time it reached its client minus its ``time`` field
-  (its commit time; one clock). The CPU of the worker processes (``/proc/<pid>/stat``
+  without and with subscribers alternate: ``--fanout-rounds`` rounds, each on fresh
+  works cancelled after it, in turns without-with and with-without (a work's state
+  and its snapshots grow with every stage it ran, so the later phase of a round costs
+  more), ``--fanout-seconds`` a phase. With subscribers, one WebSocket subscriber per
+  work follows its events and ``--status-subscribers`` (5) follow every work's
+  status-changing events, all served by one ``stepsaga serve --no-workers``. The
+  delay of an event is the time it reached its client minus its ``time`` field (its
+  commit time; one clock). The CPU of the worker processes (``/proc/<pid>/stat``
   utime + stime, read before and after each phase) per event committed in the phase,
   with subscribers over without, is ``worker_cpu_ratio``; the API node's and this
-  client's CPU per event are shown too.
+  client's CPU per event, the workers' preemptions and a probe of what CPU time
+  costs on the host in each phase are shown too.
 - ``queries``: ``--works`` (100,000) works of four sagas with compensations, a wait
   for a signal and a map, in every status (completed, failed, compensation_failed,
   cancelled, running, paused, pending, by weight), made by copying one real run of
@@ -260,6 +263,9 @@ ANSWER = """__typename ... on CommandTaken { outcome work { stagesDone } }
     ... on Conflict { message }"""
 PAUSE = f"mutation($id: String!) {{ pauseWork(workId: $id) {{ {ANSWER} }} }}"
 RESUME = f"mutation($id: String!) {{ resumeWork(workId: $id) {{ {ANSWER} }} }}"
+CANCEL = """mutation($id: String!) {
+  cancelWork(workId: $id, compensate: false, reason: "the phase is over") { __typename }
+}"""
 EVENTS = """subscription($id: String, $after: String, $types: [String!]) {
   workEvents(workId: $id, after: $after, types: $types) { cursor workId seq type time }
 }"""
@@ -1094,21 +1100,31 @@ def fanout(procs: Processes, url: str, args: argparse.Namespace) -> dict[str, An
                     "period": period, "phase": period * n / args.fanout_works}}))[
                     "createWork"]["work"]["workId"] for n in range(args.fanout_works)]
 
-        works = anyio.run(start)
+        async def stop(works: Sequence[str]) -> None:
+            async with _http(api_url) as client:
+                cancel = _gql()(CANCEL)
+                for work_id in works:
+                    await _ask(client, cancel, {"id": work_id})
+
         probe_file = procs.logs / "probe.txt"
         probe = procs.start(sys.executable, "-c", _PROBE, str(probe_file))
-        anyio.run(_until_running, url, works)
         pids = {"workers": [w.pid for w in workers], "api": [api_node.pid],
                 "client": [os.getpid()]}
         phases: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
         for n in range(args.fanout_rounds):
-            # without-with, then with-without: what drifts during the run (the works'
+            # fresh works each round: a work's state grows with every stage it ran, and
+            # with it the cost of its snapshots; one set of works for the whole run made
+            # the last phases dearer than the first
+            works = anyio.run(start)
+            anyio.run(_until_running, url, works)
+            # without-with, then with-without: what drifts within a round (the works'
             # states grow, the host's load changes) weighs on both sides alike
             for name in ("without", "with") if n % 2 == 0 else ("with", "without"):
                 _log(f"fanout: round {n + 1}, {name} subscribers, {args.fanout_seconds} s")
                 phases[name].append(anyio.run(
                     _fanout_phase, api_url, url, works, name == "with", args.fanout_seconds,
                     pids, args.fanout_churn, args.status_subscribers))
+            anyio.run(stop, works)
         costs = {name: [c for p in group for c in _probe_costs(probe_file, p["window"])]
                  for name, group in phases.items()}
     finally:
