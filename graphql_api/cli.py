@@ -428,6 +428,7 @@ async def _serve(args: argparse.Namespace, app: Any, specs: list[Any]) -> int:
     from .server import serve
 
     def ready(server: Any) -> None:
+        tune_gc_for_long_run()  # a long-running process, like stepsaga worker
         sockets = [s for srv in server.servers for s in srv.sockets]
         host, port = sockets[0].getsockname()[:2] if sockets else (args.host, args.port)
         shown = f"[{host}]" if ":" in str(host) else host

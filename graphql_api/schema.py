@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import strawberry
 from strawberry import relay
 from strawberry.dataloader import DataLoader
+from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
@@ -1154,4 +1155,9 @@ class Subscription:
 
 
 schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription,
-                           types=[Work, Worker, Saga, StageInfo])
+                           types=[Work, Worker, Saga, StageInfo],
+                           # a document is parsed and validated once, not per request
+                           # (factories: each request gets its own, the caches are
+                           # shared at module level by strawberry)
+                           extensions=[lambda: ParserCache(maxsize=512),
+                                       lambda: ValidationCache(maxsize=512)])

@@ -37,7 +37,7 @@ class Api(GraphQL[Context, None]):
     """strawberry's ASGI app with our context: one :class:`Context` per request."""
 
     def __init__(self, service: Service) -> None:
-        super().__init__(schema, graphql_ide=None)
+        super().__init__(schema, graphql_ide=None)  # the bundled explorer serves /graphql
         self.service = service
 
     async def get_context(self, request: Request | WebSocket, response: Any = None
@@ -116,7 +116,10 @@ async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequ
                                    command_timeout=command_timeout) as service:
                 config = uvicorn.Config(make_app(service), host=host, port=port,
                                         log_level="warning", lifespan="off",
-                                        ws="websockets-sansio")
+                                        ws="websockets-sansio",
+                                        # small JSON messages: compressing costs more CPU
+                                        # than it saves on loopback and LANs
+                                        ws_per_message_deflate=False)
                 server = _Server(config)
                 stopped = anyio.Event()
 

@@ -371,7 +371,9 @@ class Service:
                 raise ApiError("invalid_input", str(exc)) from None
             if self.wake is not None:
                 self.wake([work_id])
-            found = await self._earlier(work_id, sent.number)
+            # only a retried request id can name a command taken before this request
+            found = None if request_id is None else await self._earlier(work_id,
+                                                                        sent.number)
             if found is None and limit > 0:
                 with anyio.move_on_after(limit):
                     async for recorded in taken:
@@ -399,8 +401,12 @@ def check_outcome(outcome: Outcome, status: str) -> None:
     if payload.get("outcome") != "rejected":
         return
     error = payload.get("error") or {}
+    # the recorded type may carry its module (engine.errors.WorkStateError)
+    name = str(error.get("type")).rsplit(".", 1)[-1]
     kind = {"WorkStateError": "wrong_state", "KeyError": "not_found"}.get(
-        str(error.get("type")), "invalid_input")
+        name, "invalid_input")
+    if name.endswith("StateError") or name == "DefinitionMismatchError":
+        kind = "wrong_state"
     raise ApiError(kind, str(error.get("message", "rejected")), status=status)
 
 

@@ -825,10 +825,12 @@ def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:
                      "AND (leases.owner = r.owner OR leases.owner IS NULL))")
         parts.append(f"freed AS (UPDATE leases SET owner = NULL, worker = NULL, expires_at = 0 "
                      f"FROM ok, {ended} WHERE leases.work_id = r.work_id "
-                     "AND leases.owner = r.owner AND leases.mail > r.applied)")
+                     "AND leases.owner = r.owner AND leases.mail > r.applied "
+                     "RETURNING leases.work_id)")
         # new works free to claim wake idle nodes when this commits
+        # (and a freed lease of a work that ended with a command it did not take)
         parts.append(f"woken AS MATERIALIZED (SELECT pg_notify('{WORKS_CHANNEL}', '') "
-                     f"FROM ok WHERE ${number + 2}::boolean)")
+                     f"FROM ok WHERE ${number + 2}::boolean OR EXISTS (SELECT 1 FROM freed))")
         # every process's event feed reads what this commit wrote
         parts.append(f"announced AS MATERIALIZED (SELECT pg_notify('{EVENTS_CHANNEL}', '') "
                      "FROM ok)")
