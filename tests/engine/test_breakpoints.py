@@ -185,9 +185,15 @@ def old_work(work_id: str, breakpoints: list[dict[str, Any]]) -> list[RecordedEv
 
 
 async def paused(rt: Runtime, work_id: str) -> dict[str, Any]:
-    with anyio.fail_after(5):
-        while not rt.state(work_id).paused:
-            await anyio.lowlevel.checkpoint()
+    # polled with short sleeps, not bare checkpoints: a loop that only yields keeps the
+    # GIL from the store's writer thread, and a loaded machine then misses the deadline
+    for _ in range(2000):
+        if rt.state(work_id).paused:
+            break
+        await anyio.sleep(0.005)
+    else:
+        raise AssertionError(f"work {work_id} did not pause within 10 s: "
+                             f"{[e.type for e in rt.events(work_id)][-6:]}")
     stopped = rt.state(work_id).stopped_at
     assert stopped is not None
     return stopped
