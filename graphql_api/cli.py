@@ -406,6 +406,33 @@ async def _worker(args: argparse.Namespace, specs: list[Any]) -> int:
     return 0
 
 
+def _node_args(args: argparse.Namespace) -> tuple[list[Any], Any]:
+    """The checked worker specs and app of ``serve`` and ``worker``; a ValueError naming
+    the flag at fault."""
+    from engine.store.urls import check_store_url
+    from workers.node import WorkerSpec
+
+    specs = [WorkerSpec.parse(w) for w in args.worker or ["main=10"]]
+    if not args.lease_ttl > 0:
+        raise ValueError(f"--lease-ttl must be > 0 seconds, got {args.lease_ttl}")
+    if getattr(args, "drain_deadline", None) is not None and not args.drain_deadline >= 0:
+        raise ValueError(f"--drain-deadline must be >= 0, got {args.drain_deadline}")
+    if not args.park_after >= 0:
+        raise ValueError(f"--park-after must be >= 0 seconds, got {args.park_after}")
+    try:
+        check_store_url(args.store)
+    except ValueError as bad:
+        raise ValueError(f"--store: {bad}") from None
+    app = load_app(args.app)
+    names = {saga.name for saga in app.sagas}
+    for spec in specs:
+        unknown = sorted(set(spec.sagas or ()) - names)
+        if unknown:
+            raise ValueError(f"worker {spec.name!r} serves sagas that are not registered: "
+                             f"{', '.join(unknown)} (have {', '.join(sorted(names))})")
+    return specs, app
+
+
 # the flags of serve and worker that a config file (or its variables) may set instead
 _SETTINGS = {"store": ("store", "url"), "app": ("serve", "app"), "host": ("serve", "host"),
              "port": ("serve", "port"), "no_workers": ("serve", "no_workers"),
@@ -547,52 +574,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             parser.error(str(exc))
     if args.command == "serve":
-        from workers.node import WorkerSpec
-
         try:
-            specs = [WorkerSpec.parse(w) for w in args.worker or ["main=10"]]
             if not 0 <= args.port <= 65535:
                 raise ValueError(f"--port must be 0 to 65535, got {args.port}")
-            if not args.lease_ttl > 0:
-                raise ValueError(f"--lease-ttl must be > 0 seconds, got {args.lease_ttl}")
-            if not args.park_after >= 0:
-                raise ValueError(f"--park-after must be >= 0 seconds, got {args.park_after}")
-            from engine.store.urls import check_store_url
-
-            try:
-                check_store_url(args.store)
-            except ValueError as bad:
-                raise ValueError(f"--store: {bad}") from None
-            app = load_app(args.app)
+            specs, app = _node_args(args)
         except ValueError as exc:
             parser.error(str(exc))
         code = anyio.run(_serve, args, app, specs)
         _exit_when_threads_linger(code)
         return code
     if args.command == "worker":
-        from workers.node import WorkerSpec
-
         try:
-            specs = [WorkerSpec.parse(w) for w in args.worker or ["main=10"]]
-            if not args.lease_ttl > 0:
-                raise ValueError(f"--lease-ttl must be > 0 seconds, got {args.lease_ttl}")
-            if not args.drain_deadline >= 0:
-                raise ValueError(f"--drain-deadline must be >= 0, got {args.drain_deadline}")
-            if not args.park_after >= 0:
-                raise ValueError(f"--park-after must be >= 0 seconds, got {args.park_after}")
-            from engine.store.urls import check_store_url
-
-            try:
-                check_store_url(args.store)
-            except ValueError as bad:
-                raise ValueError(f"--store: {bad}") from None
-            names = {saga.name for saga in load_app(args.app).sagas}
-            for spec in specs:
-                unknown = sorted(set(spec.sagas or ()) - names)
-                if unknown:
-                    raise ValueError(f"worker {spec.name!r} serves sagas that are not "
-                                     f"registered: {', '.join(unknown)} (have "
-                                     f"{', '.join(sorted(names))})")
+            specs, _ = _node_args(args)
         except ValueError as exc:
             parser.error(str(exc))
         code = anyio.run(_worker, args, specs)

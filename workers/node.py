@@ -45,7 +45,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import sqlalchemy as sa
 
 from engine import DefinitionMismatchError, Functions, Runtime, Saga, compile_saga
 from engine.catalog import describe
@@ -716,41 +715,17 @@ class WorkerNode:
                 await anyio.sleep(wait)
 
     async def _listen(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        """LISTEN for new works; when the connection drops (the server restarted), connect
-        again, and look for works at once in case a NOTIFY was missed meanwhile."""
-        import asyncpg
+        """LISTEN for new works, commands and saga changes; after a reconnect (the server
+        restarted), look for works and sagas at once in case a NOTIFY was missed."""
+        from engine.store.listen import listen
 
-        url = sa.make_url(self.store.config.url).set(drivername="postgresql")
-        started = False
-        while True:
-            try:
-                conn = await asyncpg.connect(url.render_as_string(hide_password=False))
-            except (OSError, asyncpg.PostgresError):
-                if not started:
-                    raise
-                await anyio.sleep(1.0)
-                continue
-            try:
-                lost = anyio.Event()
-                conn.add_termination_listener(lambda *_, lost=lost: lost.set())
-                await conn.add_listener(leases.CHANNEL, lambda *_: self._kick())
-                await conn.add_listener(inbox.CHANNEL,
-                                        lambda _c, _p, _ch, work_id: self.mail([work_id]))
-                await conn.add_listener(stored_sagas.CHANNEL,
-                                        lambda *_: self.follower.wake())
-                if not started:
-                    started = True
-                    task_status.started()
-                else:
-                    self._kick()
-                    self.follower.wake()  # a change may have been announced meanwhile
-                await lost.wait()
-                _LOG.warning("node %s lost its LISTEN connection; connecting again",
-                             self.node_id)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                if not started:
-                    raise
-                await anyio.sleep(1.0)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await conn.close(timeout=2)
+        def connected(first: bool) -> None:
+            if not first:
+                self._kick()
+                self.follower.wake()  # a change may have been announced meanwhile
+
+        await listen(self.store, {
+            leases.CHANNEL: lambda _: self._kick(),
+            inbox.CHANNEL: lambda work_id: self.mail([work_id]),
+            stored_sagas.CHANNEL: lambda _: self.follower.wake(),
+        }, who=f"node {self.node_id}", on_connect=connected, task_status=task_status)

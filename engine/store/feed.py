@@ -255,34 +255,9 @@ class Feed:
             self._subscriptions.discard(subscription)
 
     async def _listen(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        """LISTEN for group commits (PostgreSQL); read again after a reconnect."""
-        import asyncpg
+        """LISTEN for group commits (PostgreSQL); read again after each (re)connect:
+        anything committed while the connection was down."""
+        from .listen import listen
 
-        url = sa.make_url(self.store.config.url).set(drivername="postgresql")
-        started = False
-        while True:
-            try:
-                conn = await asyncpg.connect(url.render_as_string(hide_password=False))
-            except (OSError, asyncpg.PostgresError):
-                if not started:
-                    raise
-                await anyio.sleep(1.0)
-                continue
-            try:
-                lost = anyio.Event()
-                conn.add_termination_listener(lambda *_, lost=lost: lost.set())
-                await conn.add_listener(CHANNEL, lambda *_: self.wake())
-                if not started:
-                    started = True
-                    task_status.started()
-                self.wake()  # anything committed while the connection was down
-                await lost.wait()
-                _LOG.warning("the event feed lost its LISTEN connection; connecting again")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                if not started:
-                    raise
-                await anyio.sleep(1.0)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await conn.close(timeout=2)
-
+        await listen(self.store, {CHANNEL: lambda _: self.wake()}, who="the event feed",
+                     on_connect=lambda first: self.wake(), task_status=task_status)
