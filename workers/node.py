@@ -580,7 +580,7 @@ class WorkerNode:
             for name, ids in driven.items():
                 worker = self._workers[name]
                 runtime = worker.runtime
-                if runtime is None:
+                if runtime is None or worker.status == "removed":  # removed meanwhile
                     continue
                 for work_id in ids - held.keys():
                     if work_id in runtime.driven():  # still ours to drive, not our lease
