@@ -10,6 +10,7 @@ the holder's ``work.command`` event on this process's feed and answers with it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -38,6 +39,7 @@ __all__ = ["CHECKPOINT_EVERY", "CHECKPOINT_WORKS", "ApiError", "Outcome", "Servi
 
 CHECKPOINT_EVERY = 100  # events between the states kept for time travel
 CHECKPOINT_WORKS = 32  # works whose states are kept, the most recently asked about
+LATEST_WORKS = 64  # works whose latest known state is kept (see Service.state)
 
 
 class ApiError(Exception):
@@ -105,6 +107,8 @@ class Service:
         # a worker whose last heartbeat is older than this (the nodes' lease time) is lost
         self.lost_after = lost_after
         self._checkpoints: dict[str, dict[int, WorkState]] = {}  # work -> seq -> state
+        # work -> (its latest state known here, the position of its last event or None)
+        self._latest: dict[str, tuple[WorkState, int | None]] = {}
         self.app = app  # its code sagas and the functions sagas given as data may use
         self.follower = follower  # keeps the runtime in step with the store's sagas
 
@@ -215,10 +219,35 @@ class Service:
 
     async def state(self, work_id: str) -> WorkState:
         """A work's state as the store has it."""
+        return (await self._state(work_id))[0]
+
+    async def _state(self, work_id: str) -> tuple[WorkState, int | None]:
+        """A work's state and the position of its last event (None: not known). The
+        latest states of the works asked about lately are kept: asked again, only the
+        events since are read, from the last one known on (if that is gone, the work
+        was deleted or replaced: it is loaded afresh)."""
+        kept = self._latest.pop(work_id, None)
+        if kept is not None:
+            known, position = kept
+            stream = await self.store.read(work_id, after=known.seq - 1)
+            if stream and stream[0].seq == known.seq and (
+                    position is None or stream[0].position == position):
+                if len(stream) > 1:
+                    known, position = replay(stream[1:], known), stream[-1].position
+                self._keep(work_id, known, position)
+                return known, position
         snapshot, rest = await self.store.load(work_id)
         if snapshot is None and not rest:
             raise ApiError("not_found", f"no work has id {work_id!r}", field="workId")
-        return replay(rest, snapshot)
+        state = replay(rest, snapshot)
+        position = rest[-1].position if rest else None
+        self._keep(work_id, state, position)
+        return state, position
+
+    def _keep(self, work_id: str, state: WorkState, position: int | None) -> None:
+        self._latest[work_id] = (state, position)  # the most recently used last
+        while len(self._latest) > LATEST_WORKS:
+            self._latest.pop(next(iter(self._latest)))
 
     async def events(self, work_id: str, *, after: int = 0, first: int = 100
                      ) -> list[RecordedEvent]:
@@ -351,7 +380,7 @@ class Service:
                       request_id: str | None = None, wait: float | None = None) -> Outcome:
         """Check ``command`` against the work's stored state, send it to the work's
         inbox and wait for the holder to take it."""
-        state = await self.state(work_id)
+        state, position = await self._state(work_id)
         plan = self.plan(state.saga)
         try:
             command_events(plan, state, command)
@@ -360,7 +389,12 @@ class Service:
         limit = self.command_timeout if wait is None else wait
         if not (math.isfinite(limit) and limit >= 0):
             raise ApiError("invalid_input", f"a wait must be >= 0 seconds, got {limit!r}")
-        async with self.feed.subscribe(work_id=work_id, types=["work.command"]) as taken:
+        # the outcome comes after the last event known here: followed from there, the
+        # subscription may start once the command is sent (off the way to the holder)
+        async with contextlib.AsyncExitStack() as stack:
+            if position is None:
+                taken = await stack.enter_async_context(self.feed.subscribe(
+                    work_id=work_id, types=["work.command"]))
             try:
                 sent = await self.store.send_command(work_id, command, request_id=request_id)
             except UnknownWorkError as exc:
@@ -371,6 +405,9 @@ class Service:
                 raise ApiError("invalid_input", str(exc)) from None
             if self.wake is not None:
                 self.wake([work_id])
+            if position is not None:
+                taken = await stack.enter_async_context(self.feed.subscribe(
+                    after=position, work_id=work_id, types=["work.command"]))
             # only a retried request id can name a command taken before this request
             found = None if request_id is None else await self._earlier(work_id,
                                                                         sent.number)

@@ -119,5 +119,5 @@ async def history(store: SqlStore, service: str | None = None,
     query = sa.select(health_checks).order_by(health_checks.c.position.desc()).limit(limit)
     if service is not None:
         query = query.where(health_checks.c.service == service)
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         return [dict(r) for r in (await conn.execute(query)).mappings()]

@@ -182,7 +182,7 @@ class LockService:
         query = sa.select(lock_holders).where(lock_holders.c.expires_at >= time.time())
         if name is not None:
             query = query.where(lock_holders.c.name == name)
-        async with self.store.engine.connect() as conn:
+        async with self.store.reader.connect() as conn:
             rows = (await conn.execute(query.order_by(lock_holders.c.name,
                                                       lock_holders.c.acquired_at))).mappings()
             return [dict(r) for r in rows]
@@ -192,6 +192,6 @@ class LockService:
         query = sa.select(lock_waiters).where(lock_waiters.c.expires_at >= time.time())
         if name is not None:
             query = query.where(lock_waiters.c.name == name)
-        async with self.store.engine.connect() as conn:
+        async with self.store.reader.connect() as conn:
             rows = (await conn.execute(query.order_by(lock_waiters.c.position))).mappings()
             return [dict(r) for r in rows]

@@ -51,7 +51,7 @@ async def record(store: SqlStore, worker_id: str, kind: str, payload: dict[str, 
 
 
 async def list_workers(store: SqlStore) -> list[dict[str, Any]]:
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         rows = (await conn.execute(sa.select(workers).order_by(workers.c.worker_id))).mappings()
         return [dict(r) for r in rows]
 
@@ -59,7 +59,7 @@ async def list_workers(store: SqlStore) -> list[dict[str, Any]]:
 async def worker_events_of(store: SqlStore, worker_id: str) -> list[dict[str, Any]]:
     query = (sa.select(worker_events).where(worker_events.c.worker_id == worker_id)
              .order_by(worker_events.c.position))
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         return [{**r, "payload": json.loads(r["payload"])}
                 for r in (await conn.execute(query)).mappings()]
 
@@ -78,7 +78,7 @@ async def command_outcome(store: SqlStore, node_id: str, number: int) -> dict[st
     query = (sa.select(worker_events.c.payload).where(
         worker_events.c.worker_id == node_id, worker_events.c.type == "node.command")
         .order_by(worker_events.c.position.desc()).limit(50))
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         for (text,) in await conn.execute(query):
             payload: dict[str, Any] = json.loads(text)
             if payload.get("number") == number:

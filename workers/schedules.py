@@ -132,7 +132,7 @@ async def create(store: SqlStore, schedule: Schedule, *, after: float | None = N
 
 
 async def get(store: SqlStore, name: str) -> dict[str, Any]:
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         row = (await conn.execute(sa.select(schedules).where(schedules.c.name == name))
                ).mappings().first()
     if row is None:
@@ -141,7 +141,7 @@ async def get(store: SqlStore, name: str) -> dict[str, Any]:
 
 
 async def list_schedules(store: SqlStore) -> list[dict[str, Any]]:
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         names = [r[0] for r in await conn.execute(
             sa.select(schedules.c.name).order_by(schedules.c.name))]
     return [await get(store, name) for name in names]
@@ -237,7 +237,7 @@ class Scheduler:
     async def run_due(self, now: float | None = None) -> float:
         """Fire what is due now; how long to sleep until the next look."""
         now = time.time() if now is None else now
-        async with self.store.engine.connect() as conn:
+        async with self.store.reader.connect() as conn:
             rows = (await conn.execute(sa.select(schedules).where(
                 schedules.c.paused.is_(False)))).mappings().all()
         soonest = now + self.poll_interval
@@ -253,7 +253,7 @@ class Scheduler:
     async def _last_ended(self, work_id: str | None) -> bool:
         if work_id is None:
             return True
-        async with self.store.engine.connect() as conn:
+        async with self.store.reader.connect() as conn:
             status = (await conn.execute(sa.select(works.c.status).where(
                 works.c.work_id == work_id))).scalar()
         return status is None or status in _TERMINAL

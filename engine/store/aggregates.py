@@ -109,7 +109,7 @@ async def aggregate(store: SqlStore, *, over: str = "works", group_by: Sequence[
     if bucket is not None:
         filters.append(time_column.is_not(None))
     in_sql = mapping is None and reducer != "p95"
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         if in_sql:
             folds: dict[str, Any] = {"count": sa.func.count, "sum": sa.func.sum,
                                      "avg": sa.func.avg, "min": sa.func.min,

@@ -124,7 +124,7 @@ async def published(store: SqlStore, *, saga: str | None = None,
     query = sa.select(catalog).where(catalog.c.expires_at >= at)
     if saga is not None:
         query = query.where(catalog.c.saga == saga)
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         rows = (await conn.execute(query.order_by(catalog.c.saga, catalog.c.node))).mappings()
         grouped: dict[tuple[str, str], list[Any]] = {}
         for row in rows:

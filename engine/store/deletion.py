@@ -62,5 +62,5 @@ async def deletions_of(store: SqlStore, work_id: str | None = None,
     query = sa.select(deletions).order_by(deletions.c.position.desc()).limit(limit)
     if work_id is not None:
         query = query.where(deletions.c.work_id == work_id)
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         return [dict(r) for r in (await conn.execute(query)).mappings()]

@@ -73,7 +73,9 @@ class Subscription:
         self.types = frozenset(types) if types is not None else None
         self._live: deque[RecordedEvent] = deque()
         self._buffer = buffer
-        self._behind = True  # read from the store until caught up with the feed
+        # read from the store until caught up with the feed (from the feed's position on,
+        # the reader offers every event)
+        self._behind = after < feed.position
         self._wake = anyio.Event()
         self.closed = False
 
@@ -221,12 +223,12 @@ class Feed:
             order = events.c.position
         if until is not None:
             query = query.where(events.c.position <= until)
-        async with self.store.engine.connect() as conn:
+        async with self.store.reader.connect() as conn:
             rows = (await conn.execute(query.order_by(order).limit(_BATCH))).mappings().all()
         return [decode_event(dict(row)) for row in rows]
 
     async def last_position(self) -> int:
-        async with self.store.engine.connect() as conn:
+        async with self.store.reader.connect() as conn:
             found = (await conn.execute(sa.select(sa.func.max(events.c.position)))).scalar()
         return int(found or 0)
 
@@ -240,11 +242,11 @@ class Feed:
             raise ValueError(f"a cursor is a position >= 0, got {after!r}")
         if work_id is not None:
             check_work_id(work_id)
-        if after is None:
-            after = await self.last_position()
         if not self._tracking:
             self.position = max(self.position, await self.last_position())
             self._tracking = True
+        if after is None:  # from what the reader has read: every later event reaches it
+            after = self.position
         subscription = Subscription(self, after, work_id, types, self.buffer)
         self._subscriptions.add(subscription)
         try:

@@ -450,7 +450,7 @@ async def next_due(store: SqlStore, sagas: Sequence[str] | None = None) -> float
         return None if due is None else float(due)
     sql = ("SELECT min(expires_at) FROM leases WHERE owner IS NULL AND expires_at >= ?"
            + ("" if names is None else f" AND saga IN ({', '.join('?' for _ in names)})"))
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         due = (await conn.exec_driver_sql(sql, (now, *(names or ())))).scalar()
     return None if due is None else float(due)
 

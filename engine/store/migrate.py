@@ -119,7 +119,7 @@ async def _copy_leases(source: SqlStore, target: SqlStore) -> None:
     """The unfinished works' lease rows, so works queued for worker nodes stay claimable
     there; a lease held in the source is copied expired (its holder runs against the
     source), so a node or a recover() on the target takes the work over at once."""
-    async with source.engine.connect() as conn:
+    async with source.reader.connect() as conn:
         rows = [dict(row) for row in (await conn.execute(sa.select(leases))).mappings()]
     if not rows:
         return
@@ -133,7 +133,7 @@ async def _copy_leases(source: SqlStore, target: SqlStore) -> None:
 
 async def _copy_sagas(source: SqlStore, target: SqlStore) -> None:
     """The sagas given as data and the disabled ones (a row the target has stays)."""
-    async with source.engine.connect() as conn:
+    async with source.reader.connect() as conn:
         rows = [dict(row) for row in (await conn.execute(sa.select(sagas))).mappings()]
     if not rows:
         return

@@ -66,7 +66,7 @@ async def works_page(store: SqlStore, *, first: int, after: str | None = None,
         query = query.order_by(works.c.created_at.desc(), works.c.work_id.desc())
     else:
         query = query.order_by(works.c.created_at, works.c.work_id)
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         rows = (await conn.execute(query.limit(first + 1))).mappings().all()
     found = [_shown(r) for r in rows]
     return found[:first], len(found) > first
@@ -80,7 +80,7 @@ async def count_works(store: SqlStore, *, saga: Sequence[str] | None = None,
         query = sa.select(sa.func.count()).select_from(inner)
     else:  # one lease row per work at most: the join changes no count, so leave it out
         query = _filtered(sa.select(sa.func.count()).select_from(works), saga, status)
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         return int((await conn.execute(query)).scalar_one())
 
 
@@ -89,7 +89,7 @@ async def stage_runs_of(store: SqlStore, work_ids: Sequence[str]
     """The stage runs of each of ``work_ids`` (by path), in one query per 500 works."""
     ids = list(dict.fromkeys(work_ids))
     found: dict[str, list[dict[str, Any]]] = {w: [] for w in ids}
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         for start in range(0, len(ids), 500):
             rows = await conn.execute(sa.select(stage_runs).where(
                 stage_runs.c.work_id.in_(ids[start:start + 500])).order_by(
@@ -104,7 +104,7 @@ async def works_by_id(store: SqlStore, work_ids: Sequence[str]) -> dict[str, dic
     exist, in one query per 500."""
     ids = list(dict.fromkeys(work_ids))
     found: dict[str, dict[str, Any]] = {}
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         for start in range(0, len(ids), 500):
             rows = await conn.execute(_WORKS.where(works.c.work_id.in_(ids[start:start + 500])))
             for row in rows.mappings():
@@ -123,7 +123,7 @@ async def events_of(store: SqlStore, work_ids: Sequence[str], *, after: int = 0,
 
     ids = list(dict.fromkeys(work_ids))
     found: dict[str, list[RecordedEvent]] = {w: [] for w in ids}
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         for start in range(0, len(ids), 500):
             numbered = sa.select(events, sa.func.row_number().over(
                 partition_by=events.c.work_id, order_by=events.c.seq).label("n")).where(

@@ -337,7 +337,7 @@ async def delete_saga(store: SqlStore, name: str, *, by: str) -> StoredSaga:
 
 async def get_saga(store: SqlStore, name: str) -> StoredSaga | None:
     """The row of saga ``name``, or None."""
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         row = (await conn.execute(sa.select(sagas).where(sagas.c.name == name))).mappings()\
             .first()
     return None if row is None else _row(row)
@@ -345,7 +345,7 @@ async def get_saga(store: SqlStore, name: str) -> StoredSaga | None:
 
 async def list_sagas(store: SqlStore) -> list[StoredSaga]:
     """Every row, by name."""
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         rows = (await conn.execute(sa.select(sagas).order_by(sagas.c.name))).mappings().all()
     return [_row(row) for row in rows]
 
@@ -353,7 +353,7 @@ async def list_sagas(store: SqlStore) -> list[StoredSaga]:
 async def fingerprint(store: SqlStore) -> tuple[int, float | None]:
     """How many rows there are and the latest change's time: it differs after any change
     (a change's time is past every row's, and a deletion lowers the count)."""
-    async with store.engine.connect() as conn:
+    async with store.reader.connect() as conn:
         count, latest = (await conn.execute(
             sa.select(sa.func.count(), sa.func.max(sagas.c.updated_at)))).one()
     return int(count), None if latest is None else float(latest)

@@ -165,6 +165,12 @@ class SqlStore:
         self.engine = engine
         self.config = config
         self.dialect = engine.dialect.name
+        # For reads: on PostgreSQL the same pool in autocommit, so a query is one round
+        # trip, not three (SQLAlchemy wraps each checkout in BEGIN ... ROLLBACK; at READ
+        # COMMITTED each statement had its own snapshot anyway). SQLite's driver opens no
+        # transaction for a SELECT.
+        self.reader: AsyncEngine = (engine.execution_options(isolation_level="AUTOCOMMIT")
+                                    if self.dialect == "postgresql" else engine)
         # SQLite commits go through a synchronous engine in a worker thread: one thread
         # hand-off per group commit instead of one per statement (see NOTES.md)
         self._sync_engine = sync_engine
@@ -465,7 +471,7 @@ class SqlStore:
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
                 raise ValueError(f"limit must be a whole number >= 0, got {limit!r}")
             query = query.limit(limit)
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (await conn.execute(query.order_by(events.c.seq))).mappings().all()
         return [decode_event(dict(row)) for row in rows]
 
@@ -474,19 +480,24 @@ class SqlStore:
         """Events of every work in global order."""
         query = (sa.select(events).where(events.c.position > after_position)
                  .order_by(events.c.position).limit(limit))
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [decode_event(dict(row)) for row in rows]
 
     async def load(self, work_id: str) -> tuple[WorkState | None, list[RecordedEvent]]:
         """The latest snapshot of a work (or None) and the events after it."""
         check_work_id(work_id)
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (await conn.execute(sa.select(snapshots).where(
                 snapshots.c.work_id == work_id))).mappings().first()
-        if row is None or row["version"] != STATE_VERSION:
-            return None, await self.read(work_id)
-        return decode_state(row["state"]), await self.read(work_id, after=row["seq"])
+            if row is not None and row["version"] != STATE_VERSION:
+                row = None  # an older state's shape: replay from the start
+            after = 0 if row is None else row["seq"]
+            rows = (await conn.execute(sa.select(events).where(
+                events.c.work_id == work_id, events.c.seq > after)
+                .order_by(events.c.seq))).mappings().all()
+        stream = [decode_event(dict(r)) for r in rows]
+        return (None if row is None else decode_state(row["state"])), stream
 
     async def load_many(self, work_ids: Sequence[str]
                         ) -> dict[str, tuple[WorkState | None, list[RecordedEvent]]]:
@@ -495,7 +506,7 @@ class SqlStore:
         found: dict[str, tuple[WorkState | None, list[RecordedEvent]]] = {}
         if not ids:
             return found
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             snaps = {row["work_id"]: row for row in (await conn.execute(
                 sa.select(snapshots).where(snapshots.c.work_id.in_(ids)))).mappings()}
             after = {w: (r["seq"] if r["version"] == STATE_VERSION else 0)
@@ -524,7 +535,7 @@ class SqlStore:
         claimed by a node)."""
         ids = list(work_ids)
         found: set[str] = set()
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             for start in range(0, len(ids), 500):
                 rows = await conn.execute(sa.select(leases.c.work_id).where(
                     leases.c.work_id.in_(ids[start:start + 500])))
@@ -575,7 +586,7 @@ class SqlStore:
         (its saga is at its concurrency limit, or no live node runs its definition) shows
         as ``waiting``, the reason under path ''."""
         check_work_id(work_id)
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (await conn.execute(_WORKS.where(
                 works.c.work_id == work_id))).mappings().first()
         return _shown(row) if row is not None else None
@@ -589,19 +600,19 @@ class SqlStore:
         if saga is not None:
             query = query.where(works.c.saga == saga)
         query = query.order_by(works.c.created_at, works.c.work_id).limit(limit)
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [_shown(r) for r in rows]
 
     async def stage_runs(self, work_id: str) -> list[dict[str, Any]]:
         query = sa.select(stage_runs).where(stage_runs.c.work_id == work_id).order_by(
             stage_runs.c.path)
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [dict(r) for r in rows]
 
     async def work_ids(self) -> list[str]:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(sa.select(events.c.work_id).distinct())
             return sorted(r[0] for r in rows)
 

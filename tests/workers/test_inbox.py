@@ -76,6 +76,20 @@ async def test_commands_are_numbered_per_work_and_a_request_id_is_idempotent(
         (lease,) = await rows(store, leases, one)
         assert lease["mail"] == 2  # the last number sent, noted on the lease row
 
+        # senders racing for one work: each command its own number, none skipped
+        async def signal(n: int) -> None:
+            await store.send_command(two, Command(kind="signal", by=f"s{n}",
+                                                  args={"name": "go", "payload": n}))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(12):
+                tg.start_soon(signal, n)
+        raced = await rows(store, commands, two)
+        assert sorted(c["number"] for c in raced) == list(range(1, 14))
+        assert sorted(c["sender"] for c in raced[1:]) == sorted(f"s{n}" for n in range(12))
+        (lease,) = await rows(store, leases, two)
+        assert lease["mail"] == 13
+
 
 async def test_a_node_takes_each_command_once_at_a_step_boundary(store_url: str) -> None:
     """pause, a breakpoint, step, mstep to the breakpoint, an edit, resume: sent through
