@@ -152,6 +152,7 @@ class WorkRunner:
         # the given one. Set by a runtime with a store; mail() says some have come
         self.inbox: Callable[[int], Awaitable[Sequence[Any]]] | None = None
         self._mail = False
+        self._delivered: dict[int, Any] = {}  # commands handed over as sent, by number
 
     # ------------------------------------------------------------ recording
 
@@ -671,16 +672,34 @@ class WorkRunner:
         self._mail = True
         self.poke()
 
+    def deliver(self, sent: Any) -> None:
+        """A command of the work's inbox, as sent (its notification carried it, or the
+        sender is in this process): taken in turn without reading the inbox."""
+        if sent.number > self.state.commands_applied:
+            self._delivered[sent.number] = sent
+
     async def _take_mail(self) -> None:
-        """Take the inbox's commands after the last one the state records, in order."""
+        """Take the inbox's commands after the last one the state records, in order:
+        those delivered if the next one is among them, else read from the inbox."""
         self._mail = False
         if self.inbox is None:
             return
-        try:
-            found = await self.inbox(self.state.commands_applied)
-        except Exception as exc:  # the lease's heartbeat finds the mail again later
-            _LOG.warning("work %s could not read its inbox: %s", self.work_id, exc)
-            return
+        applied = self.state.commands_applied
+        found: list[Any] = []
+        while applied + len(found) + 1 in self._delivered:
+            found.append(self._delivered.pop(applied + len(found) + 1))
+        if found:
+            # (each command sent wakes the driver again: one that was not delivered is
+            # read from the inbox then)
+            self._delivered = {n: c for n, c in self._delivered.items()
+                               if n > found[-1].number}
+        else:
+            self._delivered.clear()
+            try:
+                found = list(await self.inbox(applied))
+            except Exception as exc:  # the lease's heartbeat finds the mail again later
+                _LOG.warning("work %s could not read its inbox: %s", self.work_id, exc)
+                return
         for sent in found:
             if self._refused is not None or sent.number != self.state.commands_applied + 1:
                 break

@@ -273,10 +273,17 @@ class Runtime:
                     runner.stop()  # at its next step boundary, recording nothing more
                     runner.stop_with(lost)  # whoever waits for it is told
 
-    def mail(self, sent: Mapping[str, int] | Iterable[str]) -> None:
+    def mail(self, sent: Mapping[str, int] | Iterable[str], commands: Sequence[Any] = ()
+             ) -> None:
         """Commands came to the inbox of these works (a mapping: each with the number of
-        the last one sent): the ones driven here take them at their next step boundary."""
+        the last one sent): the ones driven here take them at their next step boundary.
+        ``commands``: some of them as sent (:class:`engine.store.inbox.SentCommand`), so
+        their drivers need not read them back."""
         numbers = sent if isinstance(sent, Mapping) else dict.fromkeys(sent)
+        for command in commands:
+            runner = self._works.get(command.work_id)
+            if runner is not None and command.work_id in self._driven:
+                runner.deliver(command)
         for work_id, number in numbers.items():
             runner = self._works.get(work_id)
             if runner is None or work_id not in self._driven:

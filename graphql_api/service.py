@@ -403,8 +403,8 @@ class Service:
                 raise ApiError("conflict", str(exc), field="requestId") from None
             except ValueError as exc:
                 raise ApiError("invalid_input", str(exc)) from None
-            if self.wake is not None:
-                self.wake([work_id])
+            if self.wake is not None:  # a worker of this process may hold it
+                self.wake([work_id], [sent])
             if position is not None:
                 taken = await stack.enter_async_context(self.feed.subscribe(
                     after=position, work_id=work_id, types=["work.command"]))

@@ -609,16 +609,25 @@ class WorkerNode:
         except Exception:  # the store is away: the next beat tries again
             _LOG.exception("node %s could not renew its catalog", self.node_id)
 
-    def mail(self, sent: Mapping[str, int] | Iterable[str]) -> None:
+    def mail(self, sent: Mapping[str, int] | Iterable[str],
+             commands: Sequence[inbox.SentCommand] = ()) -> None:
         """Commands came to the inbox of these works: the worker that drives one takes
-        them at its next step boundary; a parked one was made claimable by the send.
-        A command to this node itself is taken at once."""
+        them at its next step boundary (``commands``: some of them, as sent, so it need
+        not read them back); a parked one was made claimable by the send. A command to
+        this node itself is taken at once."""
         if inbox.NODE_PREFIX + self.node_id in sent and self._tg is not None:
             self._tg.start_soon(self._take_node_mail)
         for worker in self._workers.values():
             if worker.runtime is not None:
-                worker.runtime.mail(sent)
+                worker.runtime.mail(sent, commands)
         self._kick()
+
+    def _notified(self, payload: str) -> None:
+        found = inbox.notified(payload)
+        if isinstance(found, str):
+            self.mail([found])
+        else:
+            self.mail([found.work_id], [found])
 
     async def _take_node_mail(self) -> None:
         """Carry out the commands sent to this node, in order, and record each outcome."""
@@ -726,6 +735,6 @@ class WorkerNode:
 
         await listen(self.store, {
             leases.CHANNEL: lambda _: self._kick(),
-            inbox.CHANNEL: lambda work_id: self.mail([work_id]),
+            inbox.CHANNEL: self._notified,
             stored_sagas.CHANNEL: lambda _: self.follower.wake(),
         }, who=f"node {self.node_id}", on_connect=connected, task_status=task_status)

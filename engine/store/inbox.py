@@ -40,8 +40,8 @@ from .codec import dumps
 from .schema import commands, events, leases
 from .sql import WORKS_CHANNEL, SqlStore
 
-__all__ = ["CHANNEL", "NODE_PREFIX", "SentCommand", "last_position", "pending", "send",
-           "send_to_node", "since"]
+__all__ = ["CHANNEL", "NODE_PREFIX", "SentCommand", "last_position", "notified", "pending",
+           "send", "send_to_node", "since"]
 
 CHANNEL = "stepsaga_commands"  # NOTIFY channel: a command was sent; the payload is the work id
 # a command for a worker node rather than a work (add, resize, drain, remove a worker) is
@@ -159,7 +159,9 @@ async def send(store: SqlStore, work_id: str, command: Command, *,
 # One statement, so one round trip (a transaction through SQLAlchemy took nine): the
 # command numbered after the work's last one, the lease row noted (made claimable at once
 # if it was free after a claim) or, for a work without one, a free row for a node to
-# record the outcome, and the NOTIFYs; no row when the work is unknown. Two senders of
+# record the outcome, and the NOTIFYs (the command itself, as JSON, when it fits in a
+# notification: its holder need not read it back; see notified); no row when the work
+# is unknown. Two senders of
 # one work racing take the same number; the later fails on commands_work_number and
 # sends again (the statement's snapshot predates the other's commit, so no lock helps).
 _PG_SEND = """
@@ -185,7 +187,11 @@ freed AS (
            NULL, NULL, 0, 0.0, NULL, NULL, next.number
     FROM next, created WHERE NOT EXISTS (SELECT 1 FROM noted)),
 woken AS MATERIALIZED (
-    SELECT pg_notify('""" + CHANNEL + """', $1), pg_notify('""" + WORKS_CHANNEL + """', '')
+    SELECT pg_notify('""" + CHANNEL + """', CASE WHEN $9::boolean THEN json_build_object(
+               'work_id', $1::text, 'number', sent.number, 'position', sent.position,
+               'kind', $2::text, 'sender', $3::text, 'reason', $4::text, 'args', $5::text,
+               'request_id', $6::text, 'sent_at', $7::float8)::text ELSE $1 END),
+           pg_notify('""" + WORKS_CHANNEL + """', '')
     FROM sent)
 SELECT position, number FROM sent WHERE (SELECT count(*) FROM woken) >= 0
 """
@@ -200,13 +206,15 @@ async def _send_postgres(store: SqlStore, work_id: str, command: Command, args: 
     priority = command.args.get("priority") if command.kind == "update" else None
     if isinstance(priority, bool) or not isinstance(priority, int):
         priority = None  # (the holder refuses what is not a priority)
+    # a notification's payload holds 8000 bytes
+    small = len(args) + len(command.by) + len(command.reason) + len(request_id or "") < 6000
     for _ in range(20):
         try:
             async with store.postgres_connection() as conn:
                 with anyio.CancelScope(shield=True):
                     row = await conn.fetchrow(
                         _PG_SEND, work_id, command.kind, command.by, command.reason, args,
-                        request_id, now, priority)
+                        request_id, now, priority, small)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "commands_request":
                 return None
@@ -221,6 +229,14 @@ async def _send_postgres(store: SqlStore, work_id: str, command: Command, args: 
                                "request_id": request_id, "sent_at": now,
                                "position": row["position"]})
     raise ConflictError(f"the inbox of work {work_id} is too busy: many senders at once")
+
+
+def notified(payload: str) -> SentCommand | str:
+    """What a notification on :data:`CHANNEL` says: the command sent (when it fit in
+    the payload), else the id of the work (or ``node:<id>``) whose inbox has mail."""
+    if payload.startswith("{"):
+        return SentCommand.of(json.loads(payload))
+    return payload
 
 
 async def pending(store: SqlStore, work_id: str, after: int = 0) -> list[SentCommand]:

@@ -225,3 +225,34 @@ async def _ended(store: SqlStore, work_id: str) -> dict[str, Any]:
 async def _status_in(store: SqlStore, work_id: str) -> bool:
     row = await store.work(work_id)
     return row is not None and row["status"] in ("completed", "failed", "cancelled")
+
+
+async def test_a_notification_carries_the_command_when_it_fits(postgres_url: str) -> None:
+    """On PostgreSQL the holder learns of a command from its NOTIFY: the command itself
+    when it fits (taken without reading the inbox back), else the work's id."""
+    from engine.store import inbox
+
+    saga = Saga(name="s", stages=[Stage(name="a", transaction=Ledger().tx())])
+    heard: list[str] = []
+    async with SqlStore.open(postgres_url) as store, Runtime([saga], store=store) as rt:
+        wid = await rt.start("s", 1, run=False)
+        def hear(*args: Any) -> None:
+            heard.append(args[-1])
+
+        async with store.postgres_connection() as conn:
+            await conn.add_listener(inbox.CHANNEL, hear)
+            small = await store.send_command(wid, Command(kind="pause", by="ann",
+                                                          reason="a look"), request_id="q")
+            big = await store.send_command(wid, Command(
+                kind="signal", by="bob", args={"name": "go", "payload": "x" * 9000}))
+            await until(lambda: _true(len(heard) == 2))
+            await conn.remove_listener(inbox.CHANNEL, hear)
+        stored = await store.pending_commands(wid)
+    assert [c.number for c in (small, big)] == [1, 2]
+    assert inbox.notified(heard[0]) == stored[0] == small
+    assert inbox.notified(heard[1]) == wid  # too big for a notification: read it back
+    assert stored[1].command.args["payload"] == "x" * 9000
+
+
+async def _true(value: bool) -> bool:
+    return value
