@@ -223,8 +223,7 @@ class Feed:
             order = events.c.position
         if until is not None:
             query = query.where(events.c.position <= until)
-        async with self.store.reader.connect() as conn:
-            rows = (await conn.execute(query.order_by(order).limit(_BATCH))).mappings().all()
+        rows = await self.store.rows(query.order_by(order).limit(_BATCH))
         return [decode_event(dict(row)) for row in rows]
 
     async def last_position(self) -> int:

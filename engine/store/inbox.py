@@ -243,9 +243,7 @@ async def pending(store: SqlStore, work_id: str, after: int = 0) -> list[SentCom
     """The commands of ``work_id`` numbered above ``after``, in order."""
     query = sa.select(commands).where(commands.c.work_id == work_id,
                                       commands.c.number > after).order_by(commands.c.number)
-    async with store.reader.connect() as conn:
-        rows = (await conn.execute(query)).mappings().all()
-    return [SentCommand.of(row) for row in rows]
+    return [SentCommand.of(row) for row in await store.rows(query)]
 
 
 async def since(store: SqlStore, position: int) -> list[tuple[int, str]]:

@@ -263,18 +263,36 @@ class SqlStore:
                     result: _T = await conn.run_sync(fn)
             return result
 
-        def run() -> _T:
+        def run(wait: bool = True) -> tuple[bool, _T | None]:
             with engine.connect() as conn:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                if not wait:
+                    conn.exec_driver_sql("PRAGMA busy_timeout=0")
+                try:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                except sa.exc.OperationalError:
+                    if wait:
+                        raise
+                    return False, None  # SQLITE_BUSY: another writer has the lock
+                finally:
+                    if not wait:
+                        conn.exec_driver_sql(
+                            f"PRAGMA busy_timeout={int(self.config.busy_timeout_ms)}")
                 try:
                     result = fn(conn)
                     conn.commit()
                 except BaseException:
                     conn.rollback()
                     raise
-                return result
+                return True, result
 
-        return await anyio.to_thread.run_sync(run)
+        # like a small group commit (see _write_now): right here if the write lock is
+        # free and small commits are fast, which saves the thread hand-off and SQLite's
+        # busy-wait sleeps behind this process's own writer; else in a thread
+        if self._commit_cost < _INLINE_COST:
+            done, found = run(wait=False)
+            if done:
+                return found  # type: ignore[return-value]
+        return (await anyio.to_thread.run_sync(run))[1]  # type: ignore[return-value]
 
     @asynccontextmanager
     async def postgres_connection(self) -> AsyncIterator[Any]:
@@ -471,9 +489,25 @@ class SqlStore:
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
                 raise ValueError(f"limit must be a whole number >= 0, got {limit!r}")
             query = query.limit(limit)
-        async with self.reader.connect() as conn:
-            rows = (await conn.execute(query.order_by(events.c.seq))).mappings().all()
+        rows = await self.rows(query.order_by(events.c.seq))
         return [decode_event(dict(row)) for row in rows]
+
+    async def rows(self, *queries: Any) -> list[Sequence[Any]]:
+        """The rows (mappings) of a few short reads, each query's in turn; one query
+        given: its rows. On SQLite they run here on the event loop: a WAL reader never
+        waits for a writer, and the async driver's thread hand-offs (several per query)
+        cost more than such a read and kept steering waiting behind the loop's other
+        tasks. Long scans (lists, aggregates) go through :attr:`reader` instead."""
+        found: list[Sequence[Any]] = []
+        if self._sync_engine is not None:
+            with self._sync_engine.connect() as conn:
+                for query in queries:
+                    found.append(conn.execute(query).mappings().all())
+        else:
+            async with self.reader.connect() as conn:
+                for query in queries:
+                    found.append((await conn.execute(query)).mappings().all())
+        return found if len(queries) != 1 else found[0]  # type: ignore[return-value]
 
     async def read_all(self, *, after_position: int = 0,
                        limit: int = 10_000) -> list[RecordedEvent]:
@@ -487,17 +521,15 @@ class SqlStore:
     async def load(self, work_id: str) -> tuple[WorkState | None, list[RecordedEvent]]:
         """The latest snapshot of a work (or None) and the events after it."""
         check_work_id(work_id)
-        async with self.reader.connect() as conn:
-            row = (await conn.execute(sa.select(snapshots).where(
-                snapshots.c.work_id == work_id))).mappings().first()
-            if row is not None and row["version"] != STATE_VERSION:
-                row = None  # an older state's shape: replay from the start
-            after = 0 if row is None else row["seq"]
-            rows = (await conn.execute(sa.select(events).where(
-                events.c.work_id == work_id, events.c.seq > after)
-                .order_by(events.c.seq))).mappings().all()
+        # a snapshot of an older state's shape is not used: replay from the start
+        snapped = sa.select(snapshots).where(snapshots.c.work_id == work_id,
+                                             snapshots.c.version == STATE_VERSION)
+        after = sa.func.coalesce(snapped.with_only_columns(snapshots.c.seq)
+                                 .scalar_subquery(), 0)
+        snaps, rows = await self.rows(snapped, sa.select(events).where(
+            events.c.work_id == work_id, events.c.seq > after).order_by(events.c.seq))
         stream = [decode_event(dict(r)) for r in rows]
-        return (None if row is None else decode_state(row["state"])), stream
+        return (decode_state(snaps[0]["state"]) if snaps else None), stream
 
     async def load_many(self, work_ids: Sequence[str]
                         ) -> dict[str, tuple[WorkState | None, list[RecordedEvent]]]:
