@@ -223,7 +223,7 @@ class Feed:
             order = events.c.position
         if until is not None:
             query = query.where(events.c.position <= until)
-        rows = await self.store.rows(query.order_by(order).limit(_BATCH))
+        (rows,) = await self.store.rows(query.order_by(order).limit(_BATCH))
         return [decode_event(dict(row)) for row in rows]
 
     async def last_position(self) -> int:

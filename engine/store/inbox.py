@@ -43,7 +43,9 @@ from .sql import WORKS_CHANNEL, SqlStore
 __all__ = ["CHANNEL", "NODE_PREFIX", "SentCommand", "last_position", "notified", "pending",
            "send", "send_to_node", "since"]
 
-CHANNEL = "stepsaga_commands"  # NOTIFY channel: a command was sent; the payload is the work id
+# NOTIFY channel: a command was sent; the payload is the command (see notified) or the
+# work id
+CHANNEL = "stepsaga_commands"
 # a command for a worker node rather than a work (add, resize, drain, remove a worker) is
 # kept in the same inbox under this prefix and the node's id; the node takes it
 NODE_PREFIX = "node:"
@@ -161,9 +163,9 @@ async def send(store: SqlStore, work_id: str, command: Command, *,
 # if it was free after a claim) or, for a work without one, a free row for a node to
 # record the outcome, and the NOTIFYs (the command itself, as JSON, when it fits in a
 # notification: its holder need not read it back; see notified); no row when the work
-# is unknown. Two senders of
-# one work racing take the same number; the later fails on commands_work_number and
-# sends again (the statement's snapshot predates the other's commit, so no lock helps).
+# is unknown. Two senders of one work racing take the same number; the later fails on
+# commands_work_number and sends again (the statement's snapshot predates the other's
+# commit, so no lock helps).
 _PG_SEND = """
 WITH created AS MATERIALIZED (
     SELECT payload::jsonb AS first FROM events WHERE work_id = $1 AND seq = 1),
@@ -206,8 +208,8 @@ async def _send_postgres(store: SqlStore, work_id: str, command: Command, args: 
     priority = command.args.get("priority") if command.kind == "update" else None
     if isinstance(priority, bool) or not isinstance(priority, int):
         priority = None  # (the holder refuses what is not a priority)
-    # a notification's payload holds 8000 bytes
-    small = len(args) + len(command.by) + len(command.reason) + len(request_id or "") < 6000
+    # a notification's payload holds 8000 bytes (of UTF-8, hence encode)
+    small = len(f"{args}{command.by}{command.reason}{request_id or ''}".encode()) < 6000
     for _ in range(20):
         try:
             async with store.postgres_connection() as conn:
@@ -243,7 +245,8 @@ async def pending(store: SqlStore, work_id: str, after: int = 0) -> list[SentCom
     """The commands of ``work_id`` numbered above ``after``, in order."""
     query = sa.select(commands).where(commands.c.work_id == work_id,
                                       commands.c.number > after).order_by(commands.c.number)
-    return [SentCommand.of(row) for row in await store.rows(query)]
+    (rows,) = await store.rows(query)
+    return [SentCommand.of(row) for row in rows]
 
 
 async def since(store: SqlStore, position: int) -> list[tuple[int, str]]:

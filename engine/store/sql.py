@@ -489,15 +489,15 @@ class SqlStore:
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
                 raise ValueError(f"limit must be a whole number >= 0, got {limit!r}")
             query = query.limit(limit)
-        rows = await self.rows(query.order_by(events.c.seq))
+        (rows,) = await self.rows(query.order_by(events.c.seq))
         return [decode_event(dict(row)) for row in rows]
 
     async def rows(self, *queries: Any) -> list[Sequence[Any]]:
-        """The rows (mappings) of a few short reads, each query's in turn; one query
-        given: its rows. On SQLite they run here on the event loop: a WAL reader never
-        waits for a writer, and the async driver's thread hand-offs (several per query)
-        cost more than such a read and kept steering waiting behind the loop's other
-        tasks. Long scans (lists, aggregates) go through :attr:`reader` instead."""
+        """The rows (mappings) of a few short reads, each query's in turn. On SQLite
+        they run here on the event loop: a WAL reader never waits for a writer, and the
+        async driver's thread hand-offs (several per query) cost more than such a read
+        and kept steering waiting behind the loop's other tasks. Long scans (lists,
+        aggregates) go through :attr:`reader` instead."""
         found: list[Sequence[Any]] = []
         if self._sync_engine is not None:
             with self._sync_engine.connect() as conn:
@@ -507,7 +507,7 @@ class SqlStore:
             async with self.reader.connect() as conn:
                 for query in queries:
                     found.append((await conn.execute(query)).mappings().all())
-        return found if len(queries) != 1 else found[0]  # type: ignore[return-value]
+        return found
 
     async def read_all(self, *, after_position: int = 0,
                        limit: int = 10_000) -> list[RecordedEvent]:
