@@ -89,8 +89,6 @@ works = sa.Table(
     sa.Column("node", sa.String(200)),  # that worker's node
     sa.Column("definition", sa.String(64)),  # the hash of the definition it started on
     sa.Column("definition_version", sa.Integer),  # and that definition's version
-    sa.Index("works_status", "status"),
-    sa.Index("works_saga", "saga"),
     sa.Index("works_created", "created_at", "work_id"),
     sa.Index("works_saga_created", "saga", "created_at", "work_id"),
     sa.Index("works_saga_status_created", "saga", "status", "created_at", "work_id"),

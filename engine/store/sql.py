@@ -107,6 +107,19 @@ class _Append:
 
 
 _UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+# columns a row keeps from its insert: an upsert leaves them out of its SET, so SQLite
+# does not rewrite the index entries made of them at every commit of a work
+_FIXED = {"works": frozenset({"saga", "created_at"}),
+          "stage_runs": frozenset({"saga", "template"})}
+
+
+def _updated(table: sa.Table, keys: Sequence[str]) -> list[str]:
+    """The columns an upsert of ``table`` on conflict with ``keys`` sets: all but the
+    keys, the position and the columns fixed at insert (every upsert builder uses it)."""
+    fixed = _FIXED.get(table.name, frozenset())
+    return [c.name for c in table.columns
+            if c.name not in keys and c.name != "position" and c.name not in fixed]
+
 _SQLITE_SQL: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
 
 
@@ -124,7 +137,7 @@ def _sqlite_sql(table: sa.Table, keys: tuple[str, ...]) -> tuple[str, tuple[str,
         sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
                f"VALUES ({', '.join('?' for _ in columns)})")
         if keys:
-            updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in _updated(table, keys))
             sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
         found = _SQLITE_SQL[(table.name, keys)] = (sql, columns)
     return found
@@ -143,7 +156,7 @@ def _upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
     stmt = _UPSERTS.get(cache_key)
     if stmt is None:  # built once: building one costs more than running it
         base = postgresql.insert(table)
-        updates = {c.name: base.excluded[c.name] for c in table.columns if c.name not in keys}
+        updates = {name: base.excluded[name] for name in _updated(table, keys)}
         stmt = _UPSERTS[cache_key] = base.on_conflict_do_update(index_elements=list(keys),
                                                                 set_=updates)
     conn.execute(stmt, rows)
@@ -855,8 +868,8 @@ def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:
                 source += " ORDER BY work_id, seq"
             conflict = ""
             if keys:
-                updates = ", ".join(f"{c.name} = excluded.{c.name}" for c in columns
-                                    if c.name not in keys)
+                updates = ", ".join(f"{name} = excluded.{name}"
+                                    for name in _updated(table, keys))
                 conflict = f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
             parts.append(f"t{index} AS (INSERT INTO {table.name} ({names}) {source}{conflict})")
         # a work that ended drops its lease, unless a command it did not take came: then
