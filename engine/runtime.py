@@ -273,6 +273,14 @@ class Runtime:
                     runner.stop()  # at its next step boundary, recording nothing more
                     runner.stop_with(lost)  # whoever waits for it is told
 
+    def driven_state(self, work_id: str) -> WorkState | None:
+        """The live state of ``work_id`` if this runtime drives it now (its recorded
+        events, some maybe not yet durable), else None. Read it, never change it."""
+        runner = self._works.get(work_id)
+        if runner is None or work_id not in self._driven:
+            return None
+        return runner.state
+
     def mail(self, sent: Mapping[str, int] | Iterable[str], commands: Sequence[Any] = ()
              ) -> None:
         """Commands came to the inbox of these works (a mapping: each with the number of

@@ -10,6 +10,7 @@ a bare exception, and nothing stored changes on an error.
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import AsyncGenerator, Iterable
 from typing import Annotated, Any
@@ -603,6 +604,13 @@ CreateWorkResult = Annotated[WorkCreated | NotFound | WrongState | InvalidInput 
                              strawberry.union("CreateWorkResult")]
 
 
+# what a works list may be ordered by (engine.store.queries.WORK_ORDERS), as an enum
+_ORDERS = {name.upper(): name for name in queries.WORK_ORDERS}
+WorkOrder: Any = strawberry.enum(enum.Enum("WorkOrder", _ORDERS),  # type: ignore[misc]
+                                 description="What a works list is ordered by; ties go "
+                                             "by work id.")
+
+
 @strawberry.input
 class BreakpointInput:
     event: str = "*"
@@ -752,15 +760,21 @@ class Query:
     @strawberry.field
     async def all_works(self, info: Info, first: int = 50, after: str | None = None,
                         saga: list[str] | None = None, status: list[str] | None = None,
-                        newest_first: bool = True) -> WorkConnection:
-        """Works, newest first (or oldest), filtered by saga and status."""
+                        order_by: WorkOrder = WorkOrder.CREATED_AT,
+                        descending: bool = True) -> WorkConnection:
+        """Works filtered by saga and status, ordered by ``orderBy`` (newest first by
+        default; a time a work does not have yet, as an unfinished work's
+        ``finishedAt``, counts as later than any)."""
         store = _service(info).store
+        order = order_by.value
         rows, more = await queries.works_page(store, first=first, after=after, saga=saga,
-                                              status=status, newest_first=newest_first)
+                                              status=status, order=order,
+                                              descending=descending)
         loader = _context(info).works
         for row in rows:
             loader.prime(row["work_id"], row)
-        edges = [WorkEdge(cursor=queries.encode_cursor(r), node=Work.of(r)) for r in rows]
+        edges = [WorkEdge(cursor=queries.encode_cursor(r, order), node=Work.of(r))
+                 for r in rows]
         total = await queries.count_works(store, saga=saga, status=status)
         return WorkConnection(edges=edges, total_count=total, page_info=relay.PageInfo(
             has_next_page=more, has_previous_page=after is not None,

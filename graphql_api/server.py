@@ -75,6 +75,7 @@ async def running_api(store: SqlStore, app: Any, *, node: Any = None,
         follower.attach(runtime)  # sagas given as data, enabled and disabled, kept in step
         tg.start_soon(follower.follow, 1.0 if store.dialect == "postgresql" else 0.25)
         yield Service(store, feed, runtime, wake=None if node is None else node.mail,
+                      local=None if node is None else node.driven_state,
                       command_timeout=command_timeout, app=app, follower=follower)
         tg.cancel_scope.cancel()
 

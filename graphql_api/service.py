@@ -97,12 +97,15 @@ class Service:
     worker node in this process takes it at once)."""
 
     def __init__(self, store: SqlStore, feed: Feed, runtime: Runtime, *,
-                 wake: Any = None, command_timeout: float = 10.0,
+                 wake: Any = None, local: Any = None, command_timeout: float = 10.0,
                  lost_after: float = 10.0, app: Any = None, follower: Any = None) -> None:
         self.store = store
         self.feed = feed
         self.runtime = runtime  # the sagas' plans; creates works for the worker nodes
         self.wake = wake
+        # the live state of a work a worker of this process drives (None: not driven
+        # here): a command to it is checked without reading the store
+        self.local = local
         self.command_timeout = command_timeout
         # a worker whose last heartbeat is older than this (the nodes' lease time) is lost
         self.lost_after = lost_after
@@ -380,7 +383,11 @@ class Service:
                       request_id: str | None = None, wait: float | None = None) -> Outcome:
         """Check ``command`` against the work's stored state, send it to the work's
         inbox and wait for the holder to take it."""
-        state, position = await self._state(work_id)
+        local = None if self.local is None else self.local(work_id)
+        if local is not None:  # the outcome is followed from now on (position None)
+            state, position = local, None
+        else:
+            state, position = await self._state(work_id)
         plan = self.plan(state.saga)
         try:
             command_events(plan, state, command)

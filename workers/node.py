@@ -50,6 +50,7 @@ from engine import DefinitionMismatchError, Functions, Runtime, Saga, compile_sa
 from engine.catalog import describe
 from engine.lease import Lease
 from engine.services import Service
+from engine.state import WorkState
 from engine.store import SqlStore, inbox
 from engine.store import catalog as published_catalog
 from engine.store import sagas as stored_sagas
@@ -608,6 +609,15 @@ class WorkerNode:
                         descriptions=list(self.catalog.values()), ttl=self.lease_ttl)
         except Exception:  # the store is away: the next beat tries again
             _LOG.exception("node %s could not renew its catalog", self.node_id)
+
+    def driven_state(self, work_id: str) -> WorkState | None:
+        """The live state of ``work_id`` if a worker of this node drives it now."""
+        for worker in self._workers.values():
+            if worker.runtime is not None:
+                found = worker.runtime.driven_state(work_id)
+                if found is not None:
+                    return found
+        return None
 
     def mail(self, sent: Mapping[str, int] | Iterable[str],
              commands: Sequence[inbox.SentCommand] = ()) -> None:

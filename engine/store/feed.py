@@ -51,7 +51,7 @@ from ..events import RecordedEvent
 from ..ids import check_work_id
 from .codec import decode_event
 from .schema import events
-from .sql import EVENTS_CHANNEL, SqlStore
+from .sql import EVENTS_CHANNEL, Committed, SqlStore
 
 __all__ = ["CHANNEL", "Feed", "Subscription"]
 
@@ -153,6 +153,8 @@ class Feed:
         self._subscriptions: set[Subscription] = set()
         self._wake = anyio.Event()
         self.reads = 0  # queries that found events: a measure for benchmarks
+        self.handed = 0  # commits of this process handed over unread
+        self._reading = False
 
     @classmethod
     @asynccontextmanager
@@ -174,7 +176,7 @@ class Feed:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
                   ) -> None:
         """The reader; runs until cancelled."""
-        remove = self.store.add_commit_listener(self.wake)
+        remove = self.store.add_commit_listener(self._committed)
         try:
             async with anyio.create_task_group() as tg:
                 if self.store.dialect == "postgresql":
@@ -187,13 +189,34 @@ class Feed:
                     if not self._subscriptions:
                         self._tracking = False
                         continue
+                    self._reading = True
                     try:
                         await self._read()
                     except Exception:  # the database is away: read again next time
                         _LOG.exception("the event feed could not read the store")
                         await anyio.sleep(self.poll_interval)
+                    finally:
+                        self._reading = False
         finally:
             remove()
+
+    def _committed(self, committed: Committed | None) -> None:
+        """A group commit of this process. Its events go to the subscribers at once,
+        unread, when they follow on from what the reader has read (their positions
+        are the next ones: nothing another process committed fell between); else,
+        or while the reader reads, the reader reads."""
+        if committed is not None and self._subscriptions and self._tracking \
+                and not self._reading:
+            found = committed.records()
+            if not found:
+                return
+            if found[0].position == self.position + 1:
+                self.position = committed.last
+                self.handed += 1
+                for subscription in list(self._subscriptions):
+                    subscription._offer(found)
+                return
+        self.wake()
 
     async def _read(self) -> None:
         if not self._tracking:  # nobody followed: start from the newest event
@@ -206,7 +229,7 @@ class Feed:
             self.reads += 1
             last = found[-1].position
             assert last is not None
-            self.position = last
+            self.position = max(self.position, last)
             for subscription in list(self._subscriptions):
                 subscription._offer(found)
             if len(found) < _BATCH:
@@ -241,13 +264,19 @@ class Feed:
             raise ValueError(f"a cursor is a position >= 0, got {after!r}")
         if work_id is not None:
             check_work_id(work_id)
-        if not self._tracking:
+        started = not self._tracking
+        if started:
             self.position = max(self.position, await self.last_position())
             self._tracking = True
         if after is None:  # from what the reader has read: every later event reaches it
             after = self.position
         subscription = Subscription(self, after, work_id, types, self.buffer)
         self._subscriptions.add(subscription)
+        if started:
+            # a commit's wake-up that came while the position was read found nobody to
+            # read for and was dropped: read once now, or its events would wait for the
+            # next commit or poll (up to a second on PostgreSQL)
+            self.wake()
         try:
             yield subscription
         finally:

@@ -81,6 +81,24 @@ def _check_request_id(request_id: object) -> str | None:
     return request_id
 
 
+# the statements of a send, built once (building one costs more than running it)
+_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))")
+_NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
+_EARLIER = sa.select(commands).where(commands.c.request_id == sa.bindparam("request_id"))
+_CREATED = sa.select(events.c.payload).where(events.c.work_id == sa.bindparam("work_id"),
+                                             events.c.seq == 1)
+_LAST_NUMBER = sa.select(sa.func.coalesce(sa.func.max(commands.c.number), 0)).where(
+    commands.c.work_id == sa.bindparam("work_id"))
+_INSERT = sa.insert(commands).returning(commands.c.position)
+# the lease row notes the number; a free row that was claimed before (parked, handed
+# back) is claimable at once; a delayed work never claimed yet keeps its start time
+_NOTE = sa.update(leases).where(leases.c.work_id == sa.bindparam("w")).values(
+    mail=sa.bindparam("m"),
+    expires_at=sa.case((sa.and_(leases.c.owner.is_(None), leases.c.token > 0), 0.0),
+                       else_=leases.c.expires_at))
+_NOTE_PRIORITY = _NOTE.values(priority=sa.bindparam("p"))
+
+
 async def send(store: SqlStore, work_id: str, command: Command, *,
                request_id: str | None = None) -> SentCommand:
     """Put ``command`` in the inbox of ``work_id`` and wake its holder; the command as
@@ -105,11 +123,9 @@ async def send(store: SqlStore, work_id: str, command: Command, *,
 
     def run(conn: Connection) -> tuple[Any, bool]:
         if postgres:  # one sender of a work at a time: numbers stay contiguous
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                         {"key": "commands:" + work_id})
+            conn.execute(_LOCK, {"key": "commands:" + work_id})
         if request_id is not None:
-            earlier = conn.execute(sa.select(commands).where(
-                commands.c.request_id == request_id)).mappings().first()
+            earlier = conn.execute(_EARLIER, {"request_id": request_id}).mappings().first()
             if earlier is not None:
                 same = (earlier["work_id"], earlier["kind"], earlier["sender"],
                         earlier["reason"], json.loads(earlier["args"])) == \
@@ -119,29 +135,21 @@ async def send(store: SqlStore, work_id: str, command: Command, *,
                         f"request id {request_id!r} was used before for another request "
                         f"({earlier['kind']} of work {earlier['work_id']}); use a new one")
                 return earlier, False
-        created = conn.execute(sa.select(events.c.payload).where(
-            events.c.work_id == work_id, events.c.seq == 1)).scalar()
+        created = conn.execute(_CREATED, {"work_id": work_id}).scalar()
         if created is None:
             raise UnknownWorkError(f"no work has id {work_id!r}")
-
-        number = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(commands.c.number), 0))
-                                  .where(commands.c.work_id == work_id)).scalar_one()) + 1
+        number = int(conn.execute(_LAST_NUMBER, {"work_id": work_id}).scalar_one()) + 1
         values = {"work_id": work_id, "number": number, "kind": command.kind,
                   "sender": command.by, "reason": command.reason, "args": args,
                   "request_id": request_id, "sent_at": now}
-        position = conn.execute(sa.insert(commands).values(**values)
-                                .returning(commands.c.position)).scalar_one()
-        # a free row that was claimed before (parked, handed back) is claimable at once;
-        # a delayed work never claimed yet keeps its start time
-        due = sa.case((sa.and_(leases.c.owner.is_(None), leases.c.token > 0), 0.0),
-                      else_=leases.c.expires_at)
-        changes: dict[str, Any] = {"mail": number, "expires_at": due}
+        position = conn.execute(_INSERT, values).scalar_one()
         if command.kind == "update" and "priority" in command.args:
             # the claim order takes the new priority now; the holder records it
-            changes["priority"] = command.args["priority"]
-        touched = conn.execute(sa.update(leases).where(leases.c.work_id == work_id)
-                               .values(**changes)).rowcount
-        if not touched:  # ended, or never leased: a node takes it to record the outcome
+            touched = conn.execute(_NOTE_PRIORITY, {"w": work_id, "m": number,
+                                                    "p": command.args["priority"]})
+        else:
+            touched = conn.execute(_NOTE, {"w": work_id, "m": number})
+        if not touched.rowcount:  # ended, or never leased: a node takes it to record the outcome
             first = json.loads(created)
             conn.execute(sa.insert(leases).values(
                 work_id=work_id, saga=str(first.get("saga", "")),
@@ -149,9 +157,8 @@ async def send(store: SqlStore, work_id: str, command: Command, *,
                 owner=None, worker=None, token=0, expires_at=0.0, claimed_at=None,
                 waiting=None, mail=number))
         if postgres:
-            conn.execute(sa.text("SELECT pg_notify(:channel, :work)"),
-                         {"channel": CHANNEL, "work": work_id})
-            conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": WORKS_CHANNEL})
+            conn.execute(_NOTIFY, {"channel": CHANNEL, "payload": work_id})
+            conn.execute(_NOTIFY, {"channel": WORKS_CHANNEL, "payload": ""})
         return {**values, "position": position}, True
 
     row, _ = await store.transaction(run)

@@ -14,24 +14,64 @@ from ..events import RecordedEvent
 from .schema import stage_runs, works
 from .sql import _STATUS, _WORKS, HELD_BACK_STATUSES, SqlStore, _shown
 
-__all__ = ["count_works", "decode_cursor", "encode_cursor", "events_of", "stage_runs_of",
-           "works_by_id", "works_page"]
+__all__ = ["WORK_ORDERS", "count_works", "decode_cursor", "encode_cursor", "events_of",
+           "stage_runs_of", "works_by_id", "works_page"]
+
+# what a works list may be ordered by: the column, and whether it may be NULL (a work not
+# started or not finished yet); ties are broken by the work id. Only creation time has
+# indexes (with saga and status): the others sort the matching works
+WORK_ORDERS: dict[str, bool] = {
+    "created_at": False, "updated_at": False, "priority": False, "started_at": True,
+    "finished_at": True, "duration": True, "saga": False, "status": False,
+}
 
 
-def encode_cursor(row: dict[str, Any]) -> str:
-    """An opaque cursor after ``row`` in a works list (its creation time and id)."""
-    raw = json.dumps([row["created_at"], row["work_id"]]).encode()
+def _order_key(order: str) -> Any:
+    """The sort key of a works list by ``order``: the column; a NULL time (not started
+    or not finished yet) counts as later than any, so it leads a descending list."""
+    column = works.c[order]
+    if not WORK_ORDERS[order]:
+        return column
+    return sa.func.coalesce(column, sa.literal(_LAST))
+
+
+_LAST = 1e300  # stands for a NULL time in a sort key: after any real one
+
+
+def _check_order(order: str) -> None:
+    if order not in WORK_ORDERS:
+        raise ValueError(f"a works list is ordered by one of {sorted(WORK_ORDERS)}, "
+                         f"got {order!r:.60}")
+
+
+def encode_cursor(row: dict[str, Any], order: str = "created_at") -> str:
+    """An opaque cursor after ``row`` in a works list ordered by ``order`` (the row's
+    value of it and its id)."""
+    _check_order(order)
+    value = row[order]
+    if value is None and WORK_ORDERS[order]:
+        value = _LAST
+    raw = json.dumps([order, value, row["work_id"]]).encode()
     return base64.urlsafe_b64encode(raw).decode()
 
 
-def decode_cursor(cursor: str) -> tuple[float, str]:
-    """The (creation time, work id) a cursor names; a ``ValueError`` for a cursor this
-    module did not make."""
+def decode_cursor(cursor: str, order: str = "created_at") -> tuple[Any, str]:
+    """The (value of ``order``, work id) a cursor names; a ``ValueError`` for a cursor
+    this module did not make or made for another order."""
     try:
-        created, work_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return float(created), str(work_id)
+        made_for, value, work_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if not isinstance(made_for, str) or not isinstance(work_id, str):
+            raise TypeError
     except Exception:
         raise ValueError(f"{cursor!r:.60} is not a cursor of this list") from None
+    if made_for != order:
+        raise ValueError(f"cursor {cursor!r:.60} is of a list ordered by {made_for!r:.40}, "
+                         f"not by {order!r:.40}")
+    valid = isinstance(value, str) if order in ("saga", "status") else \
+        isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not valid:
+        raise ValueError(f"{cursor!r:.60} is not a cursor of this list")
+    return value, work_id
 
 
 def _filtered(query: Any, saga: Sequence[str] | None, status: Sequence[str] | None) -> Any:
@@ -50,22 +90,26 @@ def _filtered(query: Any, saga: Sequence[str] | None, status: Sequence[str] | No
 
 async def works_page(store: SqlStore, *, first: int, after: str | None = None,
                      saga: Sequence[str] | None = None, status: Sequence[str] | None = None,
-                     newest_first: bool = True) -> tuple[list[dict[str, Any]], bool]:
-    """Up to ``first`` works after cursor ``after``, newest (or oldest) first, and
-    whether more follow. Read by the index on (created_at, work_id): a page costs the
-    same on page 1 and page 1,000."""
+                     order: str = "created_at", descending: bool = True,
+                     ) -> tuple[list[dict[str, Any]], bool]:
+    """Up to ``first`` works after cursor ``after``, ordered by ``order`` (one of
+    :data:`WORK_ORDERS`; highest first when ``descending``), and whether more follow.
+    By creation time a page is read by the index on (created_at, work_id): it costs
+    the same on page 1 and page 1,000; pages are keyset pages whatever the order."""
     if isinstance(first, bool) or not isinstance(first, int) or not 0 <= first <= 1000:
         raise ValueError(f"first must be a whole number from 0 to 1000, got {first!r}")
+    _check_order(order)
     query = _filtered(_WORKS, saga, status)
-    key = sa.tuple_(works.c.created_at, works.c.work_id)
+    value = _order_key(order)
     if after is not None:
-        created, work_id = decode_cursor(after)
-        bound = sa.tuple_(sa.literal(created), sa.literal(work_id))
-        query = query.where(key < bound if newest_first else key > bound)
-    if newest_first:
-        query = query.order_by(works.c.created_at.desc(), works.c.work_id.desc())
+        seen, work_id = decode_cursor(after, order)
+        key = sa.tuple_(value, works.c.work_id)
+        bound = sa.tuple_(sa.literal(seen), sa.literal(work_id))
+        query = query.where(key < bound if descending else key > bound)
+    if descending:
+        query = query.order_by(value.desc(), works.c.work_id.desc())
     else:
-        query = query.order_by(works.c.created_at, works.c.work_id)
+        query = query.order_by(value, works.c.work_id)
     async with store.reader.connect() as conn:
         rows = (await conn.execute(query.limit(first + 1))).mappings().all()
     found = [_shown(r) for r in rows]

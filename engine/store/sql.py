@@ -17,7 +17,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -79,6 +79,22 @@ class StoreConfig:
     snapshot_every: int = 200  # events between snapshots of a work's state
     max_batch: int = 256  # appends per group commit at most: smaller batches let the
     # event loop prepare the next one while the last one is being written
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What one group commit on SQLite wrote: its events took the positions up to
+    ``last``, one each, in (work, seq) order. ``records()`` gives them so, with their
+    positions (built only when asked: the event feed asks only while someone follows)."""
+
+    last: int
+    batch: Sequence[_Append]
+
+    def records(self) -> list[RecordedEvent]:
+        found = sorted((r for item in self.batch for r in item.records),
+                       key=lambda r: (r.work_id, r.seq))
+        first = self.last - len(found) + 1
+        return [replace(r, position=first + n) for n, r in enumerate(found)]
 
 
 class _Flush:
@@ -196,11 +212,15 @@ class SqlStore:
         self._next = _Flush()  # the flush that takes the appends queued now
         self._wake = anyio.Event()
         self._closed = False
-        self._commit_listeners: list[Callable[[], None]] = []
+        self._commit_listeners: list[Callable[[Committed | None], None]] = []
+        self._written: int | None = None  # the position of the last event written (SQLite)
 
-    def add_commit_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+    def add_commit_listener(self, listener: Callable[[Committed | None], None]
+                            ) -> Callable[[], None]:
         """Call ``listener`` after each group commit of this process (the event feed
-        reads at once); returns what removes it."""
+        reads at once) with what it wrote (a :class:`Committed`; None when that is not
+        known: on PostgreSQL, or when a batch had to be written one by one); returns
+        what removes it."""
         self._commit_listeners.append(listener)
         return lambda: self._commit_listeners.remove(listener)
 
@@ -450,7 +470,7 @@ class SqlStore:
             dbapi.execute(f"PRAGMA busy_timeout={int(self.config.busy_timeout_ms)}")
         start = time.perf_counter()
         try:
-            _commit_or_roll_back(dbapi, lambda: _write_sqlite(dbapi, batch))
+            self._written = _commit_or_roll_back(dbapi, lambda: _write_sqlite(dbapi, batch))
         finally:
             self._commit_cost = 0.8 * self._commit_cost + 0.2 * (time.perf_counter() - start)
         return True
@@ -467,11 +487,15 @@ class SqlStore:
         # as the commit itself. Only the writer (one task, so one thread at a time) uses it.
         dbapi = self._dbapi()
         dbapi.execute("BEGIN IMMEDIATE")  # the write lock first: the lease check holds
-        _commit_or_roll_back(dbapi, lambda: _write_sqlite(dbapi, batch))
+        self._written = _commit_or_roll_back(dbapi, lambda: _write_sqlite(dbapi, batch))
 
     async def _commit(self, batch: list[_Append]) -> None:
+        self._written = None
+        committed = None
         try:
             await self._write(batch)
+            if self._written is not None:
+                committed = Committed(self._written, batch)
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].error = _append_error(batch[0], exc)
@@ -486,7 +510,7 @@ class SqlStore:
         for flush in {id(item.flush): item.flush for item in batch}.values():
             flush.done.set()
         for listener in self._commit_listeners:
-            listener()
+            listener(committed)
 
     # ------------------------------------------------------------ reading
 
@@ -940,9 +964,10 @@ def _commit_or_roll_back(dbapi: Any, work: Callable[[], _T]) -> _T:
     return result
 
 
-def _write_sqlite(dbapi: Any, batch: Sequence[_Append]) -> None:
+def _write_sqlite(dbapi: Any, batch: Sequence[_Append]) -> int:
     """A group commit on SQLite, on a plain DBAPI connection in a write transaction
-    (the caller began it with BEGIN IMMEDIATE and commits)."""
+    (the caller began it with BEGIN IMMEDIATE and commits); the position of its last
+    event (they took contiguous positions: the write lock is held)."""
     fenced = [(item.work_id, *item.fence) for item in batch if item.fence is not None]
     if fenced:
         marks = ", ".join("?" for _ in fenced)
@@ -959,6 +984,7 @@ def _write_sqlite(dbapi: Any, batch: Sequence[_Append]) -> None:
     assert columns == EVENT_ROW
     # in (work, seq) order: each work's index entries go in as one run
     dbapi.executemany(sql, sorted(encode_event_row(r) for item in batch for r in item.records))
+    (last,) = dbapi.execute("SELECT last_insert_rowid()").fetchone()
     work_rows, stage_rows, snaps = _projection_rows(batch)
     for table, keys, table_rows in ((works, ("work_id",), work_rows),
                                     (stage_runs, ("work_id", "path"), stage_rows),
@@ -976,6 +1002,7 @@ def _write_sqlite(dbapi: Any, batch: Sequence[_Append]) -> None:
                           "AND (owner = ?2 OR owner IS NULL)", released)
         dbapi.executemany("UPDATE leases SET owner = NULL, worker = NULL, expires_at = 0 "
                           "WHERE work_id = ? AND owner = ? AND mail > ?", released)
+    return int(last)
 
 
 def _lease_rows(batch: Sequence[_Append]

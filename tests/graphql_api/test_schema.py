@@ -66,6 +66,16 @@ async def test_lists_page_by_cursor_and_load_stage_runs_in_one_batch(tmp_path: P
                     break
                 after = found["pageInfo"]["endCursor"]
             assert seen == ids[::-1]  # newest first, each once
+            oldest = (await run("query { allWorks(first: 2, orderBy: CREATED_AT, "
+                                "descending: false) { pageInfo { endCursor } "
+                                "edges { node { workId } } } }"))["allWorks"]
+            assert [e["node"]["workId"] for e in oldest["edges"]] == ids[:2]
+            wrong = await schema.execute(
+                "query($after: String) { allWorks(first: 2, after: $after, "
+                "orderBy: PRIORITY) { totalCount } }",
+                variable_values={"after": oldest["pageInfo"]["endCursor"]},
+                context_value=Context(service))
+            assert wrong.errors and "not by 'priority'" in wrong.errors[0].message
             # a global id resolves through node()
             first = (await run(page))["allWorks"]["edges"][0]["node"]
             again = await run("query($id: ID!) { node(id: $id) { ... on Work { workId } } }",

@@ -104,3 +104,26 @@ async def test_a_bad_cursor_is_refused(tmp_path: Path) -> None:
                     pass
         with pytest.raises(ValueError, match="poll_interval"):
             Feed(store, poll_interval=0)
+
+
+async def test_own_commits_are_handed_over_unread_with_their_stored_positions(
+        tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
+    # a second store on the file stands for another process: its commits do not reach
+    # this feed's listener, so the positions they take leave a gap the reader must fill
+    async with SqlStore.open(url) as store, Feed.running(store, poll_interval=0.5) as feed, \
+            SqlStore.open(url, create=False) as other, \
+            Runtime([SAGA], store=store) as rt, Runtime([SAGA], store=other) as elsewhere:
+        async with feed.subscribe() as everything:
+            for i in range(6):
+                await (rt if i % 3 else elsewhere).run("s", i)
+            total = await count_events(store)
+            got = await collect(everything, total)
+        assert feed.handed > 0  # some came without a read
+        stored = {(r.work_id, r.seq): r for w in await store.work_ids()
+                  for r in await store.read(w)}
+        assert [r.position for r in got] == sorted(r.position for r in stored.values())
+        for recorded in got:  # as the store holds them: position, time, event
+            twin = stored[(recorded.work_id, recorded.seq)]
+            assert (recorded.position, recorded.time, recorded.event, recorded.worker) == \
+                (twin.position, twin.time, twin.event, twin.worker)
