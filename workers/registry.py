@@ -6,22 +6,33 @@ Event types: ``worker.registered``, ``worker.updated`` (concurrency changed),
 it runs); and ``node.command``, the outcome of a command sent to a node (add, resize,
 drain or remove a worker; see :func:`engine.store.inbox.send_to_node`), under the
 node's id.
+
+Positions follow commit order on both databases (on PostgreSQL every append takes
+:data:`WORKER_EVENTS_LOCK` first, as event appends take theirs), so a reader of
+:func:`changes_after` a cursor never skips a row that commits later with an earlier
+position: the ``workers`` subscription resumes from one.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.store import SqlStore
 from engine.store.schema import worker_events, workers
 
-__all__ = ["WORKER_EVENTS", "command_outcome", "list_workers", "record",
-           "record_node_command", "worker_events_of"]
+__all__ = ["WORKER_EVENTS", "WORKER_EVENTS_LOCK", "changes_after", "command_outcome",
+           "follow", "last_position", "list_workers", "record", "record_node_command",
+           "worker_events_of"]
+
+WORKER_EVENTS_LOCK = 0x5A6A_0002  # PostgreSQL advisory lock: worker_events in commit order
+_ORDERED = sa.text(f"SELECT pg_advisory_xact_lock({WORKER_EVENTS_LOCK})")
 
 WORKER_EVENTS = ("worker.registered", "worker.updated", "worker.draining", "worker.removed",
                  "worker.heartbeat")
@@ -45,6 +56,8 @@ async def record(store: SqlStore, worker_id: str, kind: str, payload: dict[str, 
     statement = insert.values(**{"status": "active", "registered_at": now, **values})
     statement = statement.on_conflict_do_update(index_elements=["worker_id"], set_=update)
     async with store.engine.begin() as conn:
+        if store.dialect == "postgresql":
+            await conn.execute(_ORDERED)
         await conn.execute(worker_events.insert().values(
             worker_id=worker_id, type=kind, payload=json.dumps(payload), time=now))
         await conn.execute(statement)
@@ -64,10 +77,75 @@ async def worker_events_of(store: SqlStore, worker_id: str) -> list[dict[str, An
                 for r in (await conn.execute(query)).mappings()]
 
 
+async def last_position(store: SqlStore) -> int:
+    """The position of the newest worker event (0: none yet)."""
+    async with store.reader.connect() as conn:
+        found = (await conn.execute(sa.select(sa.func.max(worker_events.c.position)))).scalar()
+    return int(found or 0)
+
+
+async def changes_after(store: SqlStore, position: int, *, limit: int = 500
+                        ) -> list[dict[str, Any]]:
+    """Up to ``limit`` worker events (not node commands) after ``position``, in order,
+    each with its payload decoded."""
+    query = (sa.select(worker_events).where(worker_events.c.position > position,
+                                            worker_events.c.type.in_(WORKER_EVENTS))
+             .order_by(worker_events.c.position).limit(limit))
+    async with store.reader.connect() as conn:
+        return [{**r, "payload": json.loads(r["payload"])}
+                for r in (await conn.execute(query)).mappings()]
+
+
+async def follow(store: SqlStore, *, after: int | None, interval: float,
+                 shown: Callable[[dict[str, Any]], dict[str, Any]],
+                 ) -> AsyncIterator[tuple[int, str, dict[str, Any]]]:
+    """The workers as they change: ``(cursor, type, worker row)``, the row as
+    ``shown`` makes it (where a worker turns ``lost``). Without ``after``, first every
+    worker as it is now (type ``worker.current``); then, from ``after`` or from there,
+    each worker whose events came (its latest in a batch: type and position of that
+    event; a heartbeat only when the number of works it runs changed) and each that
+    turns lost (``worker.lost``, at the cursor reached). Resuming from a yielded cursor
+    misses no change. Reads every ``interval`` seconds."""
+    seen: dict[str, tuple[str, int]] = {}  # worker id -> (status, running) last yielded
+    if after is None:
+        cursor = await last_position(store)
+        for row in await list_workers(store):
+            row = shown(row)
+            seen[row["worker_id"]] = (row["status"], row["running"])
+            yield cursor, "worker.current", row
+    else:
+        cursor = after
+    while True:
+        found = await changes_after(store, cursor)
+        rows = {r["worker_id"]: shown(r) for r in await list_workers(store)}
+        latest: dict[str, dict[str, Any]] = {}
+        for change in found:
+            cursor = change["position"]
+            now = rows.get(change["worker_id"])
+            if now is None:
+                continue
+            if change["type"] == "worker.heartbeat" and change["worker_id"] not in latest \
+                    and seen.get(now["worker_id"]) == (now["status"], now["running"]):
+                continue  # a beat alone: nothing people see changed
+            latest[now["worker_id"]] = change
+        for change in sorted(latest.values(), key=lambda c: c["position"]):
+            row = rows[change["worker_id"]]
+            seen[row["worker_id"]] = (row["status"], row["running"])
+            yield change["position"], change["type"], row
+        for worker_id, row in rows.items():  # beats that stopped: no event says so
+            if row["status"] == "lost" and seen.get(worker_id, ("",))[0] != "lost":
+                seen[worker_id] = (row["status"], row["running"])
+                yield cursor, "worker.lost", row
+        if len(found) < 500:
+            await anyio.sleep(interval)
+
+
 async def record_node_command(store: SqlStore, node_id: str, payload: dict[str, Any]) -> None:
     """Record what node ``node_id`` did with a command sent to it (its number, kind,
     outcome and, when rejected, the error)."""
     async with store.engine.begin() as conn:
+        if store.dialect == "postgresql":
+            await conn.execute(_ORDERED)
         await conn.execute(worker_events.insert().values(
             worker_id=node_id, type="node.command", payload=json.dumps(payload),
             time=time.time()))
