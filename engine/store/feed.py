@@ -49,9 +49,10 @@ import sqlalchemy as sa
 
 from ..events import RecordedEvent
 from ..ids import check_work_id
+from .batch import EVENTS_CHANNEL, Committed
 from .codec import decode_event
 from .schema import events
-from .sql import EVENTS_CHANNEL, Committed, SqlStore
+from .sql import SqlStore
 
 __all__ = ["CHANNEL", "Feed", "Subscription"]
 
