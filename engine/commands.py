@@ -218,7 +218,7 @@ def _update(plan: Plan | None, state: WorkState, command: Command) -> list[Event
         value = args["input"]
         check_json(value, "the work's input")
         if plan is not None and plan.saga.input_schema is not None:
-            from .runner import schema_problem  # jsonschema only when a schema is there
+            from .calls import schema_problem  # jsonschema only when a schema is there
 
             problem = schema_problem(plan.saga.input_schema, value)
             if problem is not None:

@@ -29,6 +29,7 @@ import tenacity
 
 from . import events as ev
 from .breakpoints import Breakpoint
+from .calls import schema_problem
 from .catalog import can_continue, describe
 from .clock import Clock, SystemClock
 from .commands import Command, check_json, command_events
@@ -51,7 +52,7 @@ from .ids import check_work_id
 from .ids import new_work_id as make_work_id
 from .lease import Lease
 from .plan import Plan, compile_saga, template_of
-from .runner import DryRun, StepReport, WorkRunner, schema_problem
+from .runner import DryRun, StepReport, WorkRunner
 from .services import Service, ServiceScope, check_services
 from .state import WorkState, replay
 
