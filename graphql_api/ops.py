@@ -14,6 +14,10 @@ from workers import schedules as schedule_rows
 from workers.health import history
 from workers.locks import LockService
 
+from .context import service_of
+from .results import NotFound, error_result
+from .service import ApiError
+
 __all__ = ["HealthCheckRun", "LockHolder", "LockWaiter", "Locks", "ScheduleInfo", "ServiceHealth",
            "locks", "schedule_change", "schedules", "services"]
 
@@ -115,10 +119,9 @@ async def services(store: Any, limit: int) -> list[ServiceHealth]:
 async def schedule_change(info: Info, action: str, name: str, **fields: Any) -> Any:
     """Create, update, pause, resume, trigger or delete a schedule; the schedule after
     (and, for trigger, the work it created), or the typed error."""
-    from .schema import NotFound, ScheduleChanged, _error, _service
-    from .service import ApiError
+    from .schema import ScheduleChanged
 
-    service = _service(info)
+    service = service_of(info)
     store = service.store
     work_id = None
     try:
@@ -139,15 +142,15 @@ async def schedule_change(info: Info, action: str, name: str, **fields: Any) -> 
             await schedule_rows.delete(store, name)
             return ScheduleChanged(schedule=None, work_id=None)
     except ApiError as exc:
-        return _error(exc)
+        return error_result(exc)
     except KeyError as exc:
         return NotFound(message=str(exc.args[0]) if exc.args else str(exc), field="name")
     except ValueError as exc:
         field = next((f for f in ("cron", "timezone", "overlap", "catchUp", "input", "name")
                       if f.lower().replace("_", "") in str(exc).lower().replace("_", "")),
                      None)
-        return _error(ApiError("conflict" if "exists already" in str(exc) else
-                               "invalid_input", str(exc), field=field))
+        return error_result(ApiError("conflict" if "exists already" in str(exc) else
+                                     "invalid_input", str(exc), field=field))
     row = await schedule_rows.get(store, name)
     return ScheduleChanged(schedule=ScheduleInfo.of(row), work_id=work_id)
 

@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 import strawberry
 from strawberry import relay
-from strawberry.dataloader import DataLoader
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.scalars import JSON
 from strawberry.types import Info
@@ -28,50 +27,15 @@ from engine.errors import ExpressionError
 from engine.events import RecordedEvent
 from engine.store import queries
 
+from .context import Context, context_of, service_of
 from .ops import Locks, ScheduleInfo, ServiceHealth, schedule_change
 from .ops import locks as list_locks
 from .ops import schedules as list_schedules
 from .ops import services as list_services
-from .service import ApiError, Outcome, Service, check_outcome
+from .results import Conflict, InvalidInput, NotFound, WrongState, error_result
+from .service import ApiError, Outcome, check_outcome
 
 __all__ = ["Context", "schema"]
-
-
-class Context:
-    """What every resolver gets: the service, and loaders that batch per request."""
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        store = service.store
-
-        async def load_runs(keys: list[str]) -> list[list[dict[str, Any]]]:
-            found = await queries.stage_runs_of(store, keys)
-            return [found[k] for k in keys]
-
-        async def load_works(keys: list[str]) -> list[dict[str, Any] | None]:
-            rows = await queries.works_by_id(store, keys)
-            return [rows.get(k) for k in keys]
-
-        async def load_events(keys: list[tuple[str, int, int]]) -> list[list[Any]]:
-            pages: dict[tuple[int, int], dict[str, list[Any]]] = {}
-            for after, first in {(a, f) for _, a, f in keys}:
-                pages[(after, first)] = await queries.events_of(
-                    store, [w for w, a, f in keys if (a, f) == (after, first)],
-                    after=after, first=first)
-            return [pages[(a, f)][w] for w, a, f in keys]
-
-        self.stage_runs: DataLoader[str, list[dict[str, Any]]] = DataLoader(load_runs)
-        self.events: DataLoader[tuple[str, int, int], list[Any]] = DataLoader(load_events)
-        self.works: DataLoader[str, dict[str, Any] | None] = DataLoader(load_works)
-
-
-def _context(info: Info) -> Context:
-    found: Context = info.context
-    return found
-
-
-def _service(info: Info) -> Service:
-    return _context(info).service
 
 
 def _json(text: str | None) -> Any:
@@ -172,7 +136,7 @@ class Work(relay.Node):
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
                             required: bool = False) -> list[Work | None]:
-        loader = _context(info).works
+        loader = context_of(info).works
         rows = [await loader.load(key) for key in node_ids]
         return [None if row is None else cls.of(row) for row in rows]
 
@@ -185,7 +149,7 @@ class Work(relay.Node):
 
     @strawberry.field
     async def stage_runs(self, info: Info) -> list[StageRun]:
-        rows = await _context(info).stage_runs.load(self.work_id)
+        rows = await context_of(info).stage_runs.load(self.work_id)
         return [StageRun(path=r["path"], status=r["status"], attempts=r["attempts"],
                          started_at=r["started_at"], finished_at=r["finished_at"],
                          duration=r["duration"], error=_json(r["error"]), saga=r["saga"],
@@ -198,7 +162,7 @@ class Work(relay.Node):
             raise ValueError(f"first must be 1 to 1000, got {first!r}")
         if after_seq < 0:
             raise ValueError(f"afterSeq must be >= 0, got {after_seq!r}")
-        stream = await _context(info).events.load((self.work_id, after_seq, first))
+        stream = await context_of(info).events.load((self.work_id, after_seq, first))
         return [Event.of(r) for r in stream]
 
     @strawberry.field
@@ -206,21 +170,21 @@ class Work(relay.Node):
         """Time travel: the work's state right after event ``seq``."""
         import dataclasses
 
-        state = await _service(info).state_at(self.work_id, seq)
+        state = await service_of(info).state_at(self.work_id, seq)
         return json.loads(json.dumps(dataclasses.asdict(state), default=str))
 
     @strawberry.field
     async def state_diff(self, info: Info, from_seq: int, to_seq: int) -> JSON:
         """What changed in its state from seq ``fromSeq`` to ``toSeq``: a list of
         ``{path, before, after}``."""
-        found = await _service(info).diff(self.work_id, from_seq, to_seq)
+        found = await service_of(info).diff(self.work_id, from_seq, to_seq)
         return json.loads(json.dumps(found, default=str))
 
     @strawberry.field
     async def compare(self, info: Info, other_work_id: str) -> Divergence | None:
         """The first event where this work and another differ (a fork and its origin);
         null when one's events are a copy of the other's."""
-        found = await _service(info).compare(self.work_id, other_work_id)
+        found = await service_of(info).compare(self.work_id, other_work_id)
         if found is None:
             return None
         seq, left, right = found
@@ -230,7 +194,7 @@ class Work(relay.Node):
     @strawberry.field
     async def pending_commands(self, info: Info) -> list[PendingCommand]:
         """Commands sent to it that its holder has not taken yet."""
-        service = _service(info)
+        service = service_of(info)
         state = await service.state(self.work_id)
         return [PendingCommand(number=c.number, kind=c.command.kind, by=c.command.by,
                                sent_at=c.sent_at)
@@ -299,7 +263,7 @@ class Worker(relay.Node):
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
                             required: bool = False) -> list[Worker | None]:
-        rows = {r["worker_id"]: r for r in await _service(info).workers()}
+        rows = {r["worker_id"]: r for r in await service_of(info).workers()}
         return [cls.of(rows[k]) if k in rows else None for k in node_ids]
 
 
@@ -360,7 +324,7 @@ class StageInfo(relay.Node):
     async def figures(self, info: Info) -> StageFigures:
         from engine.store.aggregates import aggregate
 
-        store = _service(info).store
+        store = service_of(info).store
         counts = await aggregate(store, over="stage_runs", group_by=["template", "status"],
                                  saga=[self.saga])
         mine = [r for r in counts if r["group"]["template"] == self.path]
@@ -430,11 +394,11 @@ class Saga(relay.Node):
 
         return [Running(definition=p.definition, version=p.version, nodes=list(p.nodes),
                         published_at=p.published_at)
-                for p in await published(_service(info).store, saga=self.name)]
+                for p in await published(service_of(info).store, saga=self.name)]
 
 
 def _sagas(info: Info) -> list[Saga]:
-    service = _service(info)
+    service = service_of(info)
     rows = service.follower.rows if service.follower is not None else {}
     return [Saga.of(service.runtime.describe(s.name), s.input_schema, rows.get(s.name))
             for s in service.sagas()]
@@ -445,41 +409,7 @@ def _stages(info: Info, saga: str | None = None) -> list[StageInfo]:
             for stage in s.stages]
 
 
-# ------------------------------------------------------------------ errors
-
-
-@strawberry.type
-class NotFound:
-    message: str
-    field: str | None = None
-
-
-@strawberry.type
-class WrongState:
-    message: str
-    status: str | None = None
-
-
-@strawberry.type
-class InvalidInput:
-    message: str
-    field: str | None = None
-
-
-@strawberry.type
-class Conflict:
-    message: str
-    field: str | None = None
-
-
-def _error(error: ApiError) -> NotFound | WrongState | InvalidInput | Conflict:
-    if error.kind == "not_found":
-        return NotFound(message=error.message, field=error.field)
-    if error.kind == "wrong_state":
-        return WrongState(message=error.message, status=error.status)
-    if error.kind == "conflict":
-        return Conflict(message=error.message, field=error.field)
-    return InvalidInput(message=error.message, field=error.field)
+# ------------------------------------------------------------------ payloads
 
 
 @strawberry.type
@@ -497,17 +427,17 @@ WorkerResult = Annotated[WorkerChanged | NotFound | WrongState | InvalidInput | 
 
 async def _node_command(info: Info, node: str, kind: str, args: dict[str, Any], by: str,
                         request_id: str | None) -> Any:
-    service = _service(info)
+    service = service_of(info)
     try:
         found = await service.node_command(node, kind, args, by=by, request_id=request_id)
     except ApiError as exc:
-        return _error(exc)
+        return error_result(exc)
     if found is None:
         return WorkerChanged(outcome="pending", worker=None)
     if found.get("outcome") == "rejected":
         error = found.get("error") or {}
         kind_of = "not_found" if error.get("type") == "KeyError" else "invalid_input"
-        return _error(ApiError(kind_of, str(error.get("message", "rejected"))))
+        return error_result(ApiError(kind_of, str(error.get("message", "rejected"))))
     worker = None
     if found.get("worker_id"):
         try:
@@ -555,11 +485,11 @@ SagaResult = Annotated[SagaChanged | NotFound | WrongState | InvalidInput | Conf
 
 async def _change_saga(info: Info, action: str, name: str, by: str, data: Any = None,
                        reason: str = "") -> Any:
-    service = _service(info)
+    service = service_of(info)
     try:
         row = await service.change_saga(action, name, by=by, data=data, reason=reason)
     except ApiError as exc:
-        return _error(exc)
+        return error_result(exc)
     saga = None if action == "delete" else next(
         (s for s in _sagas(info) if s.name == name), None)
     return SagaChanged(saga=saga, name=row.name, version=row.version, enabled=row.enabled)
@@ -634,35 +564,35 @@ async def _create(info: Info, saga: str, input: Any, *, paused: bool, priority: 
                   start_at: float | None, work_id: str | None = None,
                   breakpoints: list[BreakpointInput] | None = None,
                   request_id: str | None = None) -> Any:
-    service = _service(info)
+    service = service_of(info)
     try:
         points = [b.build() for b in breakpoints or []]
         created, _ = await service.create_work(
             saga, input, paused=paused, priority=priority, start_at=start_at,
             work_id=work_id, breakpoints=points, request_id=request_id)
     except ApiError as exc:
-        return _error(exc)
+        return error_result(exc)
     work = await _work(info, created)
     assert work is not None
     return WorkCreated(work=work)
 
 
 async def _work(info: Info, work_id: str) -> Work | None:
-    row = await _service(info).store.work(work_id)
+    row = await service_of(info).store.work(work_id)
     return None if row is None else Work.of(row)
 
 
 async def _steer(info: Info, work_id: str, command: Command,
                  request_id: str | None, wait: float | None = None
                  ) -> CommandTaken | NotFound | WrongState | InvalidInput | Conflict:
-    service = _service(info)
+    service = service_of(info)
     try:
         outcome: Outcome = await service.command(work_id, command, request_id=request_id,
                                                  wait=wait)
         work = await _work(info, work_id)
         check_outcome(outcome, work.status if work else "")
     except ApiError as exc:
-        return _error(exc)
+        return error_result(exc)
     payload = outcome.payload
     return CommandTaken(number=outcome.number, outcome=payload.get("outcome", "pending"),
                         report=payload.get("report"),
@@ -710,7 +640,7 @@ class Query:
         ``stage``) to a number, e.g. ``size(work.output.items)``."""
         from engine.store.aggregates import aggregate as fold
 
-        rows = await fold(_service(info).store, over=over, group_by=group_by or [],
+        rows = await fold(service_of(info).store, over=over, group_by=group_by or [],
                           reducer=reducer, field=field, expression=expression,
                           bucket=bucket_seconds, saga=saga, status=status, since=since,
                           until=until)
@@ -723,33 +653,33 @@ class Query:
         """The audit of deleted works, newest first."""
         from engine.store.deletion import deletions_of
 
-        rows = await deletions_of(_service(info).store, work_id, max(1, min(last, 1000)))
+        rows = await deletions_of(service_of(info).store, work_id, max(1, min(last, 1000)))
         return [WorkDeleted(**{k: r[k] for k in ("work_id", "saga", "status", "events",
                                                  "deleted_by", "reason", "deleted_at")})
                 for r in rows]
 
     @strawberry.field
     async def schedules(self, info: Info) -> list[ScheduleInfo]:
-        return await list_schedules(_service(info).store)
+        return await list_schedules(service_of(info).store)
 
     @strawberry.field
     async def locks(self, info: Info, name: str | None = None) -> Locks:
-        return await list_locks(_service(info).store, name)
+        return await list_locks(service_of(info).store, name)
 
     @strawberry.field
     async def services(self, info: Info, history: int = 100) -> list[ServiceHealth]:
         """The services stages need, with their latest health checks (the graph's
         history, newest first, ``history`` rows at most across services)."""
-        return await list_services(_service(info).store, history)
+        return await list_services(service_of(info).store, history)
 
     @strawberry.field
     async def all_workers(self, info: Info, status: list[str] | None = None) -> list[Worker]:
-        return [Worker.of(r) for r in await _service(info).workers(status)]
+        return [Worker.of(r) for r in await service_of(info).workers(status)]
 
     @strawberry.field
     async def worker(self, info: Info, worker_id: str) -> Worker | None:
         try:
-            return Worker.of(await _service(info).worker(worker_id))
+            return Worker.of(await service_of(info).worker(worker_id))
         except ApiError:
             return None
 
@@ -765,12 +695,12 @@ class Query:
         """Works filtered by saga and status, ordered by ``orderBy`` (newest first by
         default; a time a work does not have yet, as an unfinished work's
         ``finishedAt``, counts as later than any)."""
-        store = _service(info).store
+        store = service_of(info).store
         order = order_by.value
         rows, more = await queries.works_page(store, first=first, after=after, saga=saga,
                                               status=status, order=order,
                                               descending=descending)
-        loader = _context(info).works
+        loader = context_of(info).works
         for row in rows:
             loader.prime(row["work_id"], row)
         edges = [WorkEdge(cursor=queries.encode_cursor(r, order), node=Work.of(r))
@@ -843,11 +773,11 @@ class Mutation:
         from engine.store.deletion import delete_work
 
         try:
-            audit = await delete_work(_service(info).store, work_id, by=by, reason=reason)
+            audit = await delete_work(service_of(info).store, work_id, by=by, reason=reason)
         except UnknownWorkError as exc:
             return NotFound(message=str(exc), field="workId")
         except WorkStateError as exc:
-            row = await _service(info).store.work(work_id)
+            row = await service_of(info).store.work(work_id)
             return WrongState(message=str(exc), status=row["status"] if row else None)
         except ValueError as exc:
             return InvalidInput(message=str(exc), field="by")
@@ -914,7 +844,7 @@ class Mutation:
         try:
             node, name = _split(worker_id)
         except ApiError as exc:
-            return _error(exc)
+            return error_result(exc)
         return await _node_command(info, node, "set_concurrency", {
             "name": name, "concurrency": concurrency}, by, request_id)
 
@@ -927,7 +857,7 @@ class Mutation:
         try:
             node, name = _split(worker_id)
         except ApiError as exc:
-            return _error(exc)
+            return error_result(exc)
         return await _node_command(info, node, "remove_worker", {"name": name, "hard": hard},
                                    by, request_id)
 
@@ -937,10 +867,10 @@ class Mutation:
         """A new work forked from the first ``toSeq`` events of this one, queued for the
         worker nodes (paused unless told otherwise), to run again after a fix."""
         try:
-            forked = await _service(info).rewind(work_id, to_seq, paused=paused,
-                                                 request_id=request_id)
+            forked = await service_of(info).rewind(work_id, to_seq, paused=paused,
+                                                   request_id=request_id)
         except ApiError as exc:
-            return _error(exc)  # type: ignore[return-value]
+            return error_result(exc)  # type: ignore[return-value]
         work = await _work(info, forked)
         assert work is not None
         return WorkCreated(work=work)
@@ -969,7 +899,7 @@ class Mutation:
         try:
             points = [b.build() for b in until or []]
         except ApiError as exc:
-            return _error(exc)
+            return error_result(exc)
         args: dict[str, Any] = {"until": points}
         if max_steps is not None:
             args["max_steps"] = max_steps
@@ -1011,7 +941,7 @@ class Mutation:
         try:
             point = breakpoint.build()
         except ApiError as exc:
-            return _error(exc)
+            return error_result(exc)
         return await _steer(info, work_id, Command(kind="set_breakpoint",
                                                    args={"breakpoint": point}), request_id)
 
@@ -1091,7 +1021,7 @@ class Subscription:
         count; a worker whose heartbeat stops turns ``lost``)."""
         import anyio
 
-        service = _service(info)
+        service = service_of(info)
         pace = min(max(interval, 0.05), 10.0)
         known: dict[str, tuple[Any, ...]] = {}
         while True:
@@ -1112,7 +1042,7 @@ class Subscription:
         """Works of these sagas (or all) each time their status or progress changes,
         when they are then in one of these statuses (or any); from cursor ``after`` (or
         from now on)."""
-        service = _service(info)
+        service = service_of(info)
         async with service.feed.subscribe(after=_cursor(after), types=_WORK_CHANGES) as feed:
             async for recorded in feed:
                 row = await service.store.work(recorded.work_id)
@@ -1131,7 +1061,7 @@ class Subscription:
         sagas, these stages of them (templates like ``pack[*]/box``), one work, or all."""
         from engine.store.projection import stage_template
 
-        service = _service(info)
+        service = service_of(info)
         sagas_of: dict[str, str] = {}  # work id -> saga, as events come
         async with service.feed.subscribe(after=_cursor(after), work_id=work_id,
                                           types=_STAGE_CHANGES) as feed:
@@ -1162,8 +1092,8 @@ class Subscription:
                           types: list[str] | None = None) -> AsyncGenerator[Event, None]:
         """The events of one work (or all), after cursor ``after`` (an event's
         ``cursor``; none: from now on), of some types: every later event once."""
-        async with _service(info).feed.subscribe(after=_cursor(after), work_id=work_id,
-                                                 types=types) as events:
+        async with service_of(info).feed.subscribe(after=_cursor(after), work_id=work_id,
+                                                   types=types) as events:
             async for recorded in events:
                 yield Event.of(recorded)
 

@@ -1,0 +1,53 @@
+"""What every resolver gets: the :class:`Context` of a request, with the service and the
+DataLoaders that batch the request's reads (a page of works loads its stage runs and
+events in one query each, not one per work)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from strawberry.dataloader import DataLoader
+from strawberry.types import Info
+
+from engine.store import queries
+
+from .service import Service
+
+__all__ = ["Context", "context_of", "service_of"]
+
+
+class Context:
+    """What every resolver gets: the service, and loaders that batch per request."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        store = service.store
+
+        async def load_runs(keys: list[str]) -> list[list[dict[str, Any]]]:
+            found = await queries.stage_runs_of(store, keys)
+            return [found[k] for k in keys]
+
+        async def load_works(keys: list[str]) -> list[dict[str, Any] | None]:
+            rows = await queries.works_by_id(store, keys)
+            return [rows.get(k) for k in keys]
+
+        async def load_events(keys: list[tuple[str, int, int]]) -> list[list[Any]]:
+            pages: dict[tuple[int, int], dict[str, list[Any]]] = {}
+            for after, first in {(a, f) for _, a, f in keys}:
+                pages[(after, first)] = await queries.events_of(
+                    store, [w for w, a, f in keys if (a, f) == (after, first)],
+                    after=after, first=first)
+            return [pages[(a, f)][w] for w, a, f in keys]
+
+        self.stage_runs: DataLoader[str, list[dict[str, Any]]] = DataLoader(load_runs)
+        self.events: DataLoader[tuple[str, int, int], list[Any]] = DataLoader(load_events)
+        self.works: DataLoader[str, dict[str, Any] | None] = DataLoader(load_works)
+
+
+def context_of(info: Info) -> Context:
+    found: Context = info.context
+    return found
+
+
+def service_of(info: Info) -> Service:
+    return context_of(info).service
