@@ -10,8 +10,6 @@ a bare exception, and nothing stored changes on an error.
 
 from __future__ import annotations
 
-import enum
-import json
 from collections.abc import AsyncGenerator, Iterable
 from typing import Annotated, Any
 
@@ -21,216 +19,19 @@ from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from engine.breakpoints import Breakpoint
-from engine.commands import Command
-from engine.errors import ExpressionError
-from engine.events import RecordedEvent
-from engine.store import queries
-
-from .context import Context, context_of, service_of
+from . import feed, work_mutations, works
+from .context import Context, service_of
 from .ops import Locks, ScheduleInfo, ServiceHealth, schedule_change
 from .ops import locks as list_locks
 from .ops import schedules as list_schedules
 from .ops import services as list_services
 from .results import Conflict, InvalidInput, NotFound, WrongState, error_result
-from .service import ApiError, Outcome, check_outcome
+from .service import ApiError
 
 __all__ = ["Context", "schema"]
 
 
-def _json(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
 # ------------------------------------------------------------------ types
-
-
-@strawberry.type
-class Event:
-    """One recorded change of a work. ``cursor`` is its place in the global feed."""
-
-    cursor: str
-    work_id: str
-    seq: int
-    type: str
-    path: str
-    attempt: int
-    payload: JSON
-    time: float
-    worker: str | None
-
-    @classmethod
-    def of(cls, recorded: RecordedEvent) -> Event:
-        return cls(cursor=str(recorded.position or 0), work_id=recorded.work_id,
-                   seq=recorded.seq, type=recorded.type, path=recorded.path,
-                   attempt=recorded.event.attempt, payload=dict(recorded.event.payload),
-                   time=recorded.time, worker=recorded.worker)
-
-
-@strawberry.type
-class StageRun:
-    """A stage of one work: how it went."""
-
-    path: str
-    status: str
-    attempts: int
-    started_at: float | None
-    finished_at: float | None
-    duration: float | None
-    error: JSON | None
-    saga: str
-    template: str
-
-
-@strawberry.type
-class Work(relay.Node):
-    """One run of a saga."""
-
-    key: relay.NodeID[str]
-    work_id: str
-    saga: str
-    status: str
-    paused: bool
-    phase: str
-    input: JSON | None
-    output: JSON | None
-    error: JSON | None
-    failure: JSON | None
-    current_stage: str | None
-    stages_done: int
-    stages_total: int
-    last_seq: int
-    created_at: float
-    updated_at: float
-    parent_work_id: str | None
-    forked_at_seq: int | None
-    waiting: JSON | None
-    breakpoints: JSON
-    priority: int
-    started_at: float | None
-    finished_at: float | None
-    duration: float | None
-    error_type: str | None
-    worker: str | None
-    node: str | None
-    definition: str | None
-
-    @classmethod
-    def of(cls, row: dict[str, Any]) -> Work:
-        return cls(key=row["work_id"], work_id=row["work_id"], saga=row["saga"],
-                   status="paused" if row["paused"] and row["status"] not in _ENDED
-                   else row["status"], paused=bool(row["paused"]), phase=row["phase"],
-                   input=_json(row["input"]), output=_json(row["output"]),
-                   error=_json(row["error"]), failure=_json(row["failure"]),
-                   current_stage=row["current_stage"], stages_done=row["stages_done"],
-                   stages_total=row["stages_total"], last_seq=row["last_seq"],
-                   created_at=row["created_at"], updated_at=row["updated_at"],
-                   parent_work_id=row["parent_work_id"], forked_at_seq=row["forked_at_seq"],
-                   waiting=_json(row["waiting"]),
-                   breakpoints=_json(row["breakpoints"]) or [],
-                   priority=row["priority"], started_at=row["started_at"],
-                   finished_at=row["finished_at"], duration=row["duration"],
-                   error_type=row["error_type"], worker=row["worker"], node=row["node"],
-                   definition=row["definition"])
-
-    @classmethod
-    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
-                            required: bool = False) -> list[Work | None]:
-        loader = context_of(info).works
-        rows = [await loader.load(key) for key in node_ids]
-        return [None if row is None else cls.of(row) for row in rows]
-
-    @strawberry.field
-    def progress(self) -> float:
-        """The share of the saga's top-level stages done, 0 to 1."""
-        if self.status == "completed":
-            return 1.0
-        return self.stages_done / self.stages_total if self.stages_total else 0.0
-
-    @strawberry.field
-    async def stage_runs(self, info: Info) -> list[StageRun]:
-        rows = await context_of(info).stage_runs.load(self.work_id)
-        return [StageRun(path=r["path"], status=r["status"], attempts=r["attempts"],
-                         started_at=r["started_at"], finished_at=r["finished_at"],
-                         duration=r["duration"], error=_json(r["error"]), saga=r["saga"],
-                         template=r["template"]) for r in rows]
-
-    @strawberry.field
-    async def events(self, info: Info, after_seq: int = 0, first: int = 100) -> list[Event]:
-        """Its events after ``afterSeq``, at most ``first`` (up to 1,000)."""
-        if isinstance(first, bool) or not 1 <= first <= 1000:
-            raise ValueError(f"first must be 1 to 1000, got {first!r}")
-        if after_seq < 0:
-            raise ValueError(f"afterSeq must be >= 0, got {after_seq!r}")
-        stream = await context_of(info).events.load((self.work_id, after_seq, first))
-        return [Event.of(r) for r in stream]
-
-    @strawberry.field
-    async def state_at(self, info: Info, seq: int) -> JSON:
-        """Time travel: the work's state right after event ``seq``."""
-        import dataclasses
-
-        state = await service_of(info).state_at(self.work_id, seq)
-        return json.loads(json.dumps(dataclasses.asdict(state), default=str))
-
-    @strawberry.field
-    async def state_diff(self, info: Info, from_seq: int, to_seq: int) -> JSON:
-        """What changed in its state from seq ``fromSeq`` to ``toSeq``: a list of
-        ``{path, before, after}``."""
-        found = await service_of(info).diff(self.work_id, from_seq, to_seq)
-        return json.loads(json.dumps(found, default=str))
-
-    @strawberry.field
-    async def compare(self, info: Info, other_work_id: str) -> Divergence | None:
-        """The first event where this work and another differ (a fork and its origin);
-        null when one's events are a copy of the other's."""
-        found = await service_of(info).compare(self.work_id, other_work_id)
-        if found is None:
-            return None
-        seq, left, right = found
-        return Divergence(seq=seq, mine=None if left is None else Event.of(left),
-                          theirs=None if right is None else Event.of(right))
-
-    @strawberry.field
-    async def pending_commands(self, info: Info) -> list[PendingCommand]:
-        """Commands sent to it that its holder has not taken yet."""
-        service = service_of(info)
-        state = await service.state(self.work_id)
-        return [PendingCommand(number=c.number, kind=c.command.kind, by=c.command.by,
-                               sent_at=c.sent_at)
-                for c in await service.store.pending_commands(self.work_id,
-                                                              state.commands_applied)]
-
-
-_ENDED = frozenset({"completed", "failed", "compensation_failed", "cancelled"})
-
-
-@strawberry.type
-class Divergence:
-    seq: int
-    mine: Event | None
-    theirs: Event | None
-
-
-@strawberry.type
-class PendingCommand:
-    number: int
-    kind: str
-    by: str
-    sent_at: float
-
-
-@strawberry.type
-class WorkEdge:
-    cursor: str
-    node: Work
-
-
-@strawberry.type
-class WorkConnection:
-    edges: list[WorkEdge]
-    page_info: relay.PageInfo
-    total_count: int
 
 
 @strawberry.type
@@ -265,16 +66,6 @@ class Worker(relay.Node):
                             required: bool = False) -> list[Worker | None]:
         rows = {r["worker_id"]: r for r in await service_of(info).workers()}
         return [cls.of(rows[k]) if k in rows else None for k in node_ids]
-
-
-@strawberry.type
-class AggregateRow:
-    """One group: its fields (and ``bucket``, the start of its time bucket), the
-    reducer's value and how many rows it has."""
-
-    group: JSON
-    value: float | None
-    count: int
 
 
 @strawberry.type
@@ -495,111 +286,6 @@ async def _change_saga(info: Info, action: str, name: str, by: str, data: Any = 
     return SagaChanged(saga=saga, name=row.name, version=row.version, enabled=row.enabled)
 
 
-@strawberry.type
-class CommandTaken:
-    """A command the work's holder took: its number, what it recorded (``outcome``
-    ``applied``; for step and mstep a ``report``) and the work now. ``outcome`` is
-    ``pending`` when no holder took it within the wait: it stays in the inbox."""
-
-    number: int
-    outcome: str
-    report: JSON | None
-    event: Event | None
-    work: Work | None
-
-
-@strawberry.type
-class WorkCreated:
-    work: Work
-
-
-@strawberry.type
-class WorkDeleted:
-    """The audit record of a deleted work, which outlives it."""
-
-    work_id: str
-    saga: str
-    status: str
-    events: int
-    deleted_by: str
-    reason: str
-    deleted_at: float
-
-
-CommandResult = Annotated[CommandTaken | NotFound | WrongState | InvalidInput | Conflict,
-                          strawberry.union("CommandResult")]
-DeleteWorkResult = Annotated[WorkDeleted | NotFound | WrongState | InvalidInput,
-                             strawberry.union("DeleteWorkResult")]
-CreateWorkResult = Annotated[WorkCreated | NotFound | WrongState | InvalidInput | Conflict,
-                             strawberry.union("CreateWorkResult")]
-
-
-# what a works list may be ordered by (engine.store.queries.WORK_ORDERS), as an enum
-_ORDERS = {name.upper(): name for name in queries.WORK_ORDERS}
-WorkOrder: Any = strawberry.enum(enum.Enum("WorkOrder", _ORDERS),  # type: ignore[misc]
-                                 description="What a works list is ordered by; ties go "
-                                             "by work id.")
-
-
-@strawberry.input
-class BreakpointInput:
-    event: str = "*"
-    path: str = "*"
-    when: str = "after"
-    condition: str | None = None
-    id: str | None = None
-
-    def build(self) -> Breakpoint:
-        try:
-            if self.id is None:
-                return Breakpoint(event=self.event, path=self.path, when=self.when,
-                                  condition=self.condition)
-            return Breakpoint(id=self.id, event=self.event, path=self.path, when=self.when,
-                              condition=self.condition)
-        except ExpressionError as exc:
-            raise ApiError("invalid_input", str(exc), field="breakpoint") from None
-
-
-async def _create(info: Info, saga: str, input: Any, *, paused: bool, priority: int,
-                  start_at: float | None, work_id: str | None = None,
-                  breakpoints: list[BreakpointInput] | None = None,
-                  request_id: str | None = None) -> Any:
-    service = service_of(info)
-    try:
-        points = [b.build() for b in breakpoints or []]
-        created, _ = await service.create_work(
-            saga, input, paused=paused, priority=priority, start_at=start_at,
-            work_id=work_id, breakpoints=points, request_id=request_id)
-    except ApiError as exc:
-        return error_result(exc)
-    work = await _work(info, created)
-    assert work is not None
-    return WorkCreated(work=work)
-
-
-async def _work(info: Info, work_id: str) -> Work | None:
-    row = await service_of(info).store.work(work_id)
-    return None if row is None else Work.of(row)
-
-
-async def _steer(info: Info, work_id: str, command: Command,
-                 request_id: str | None, wait: float | None = None
-                 ) -> CommandTaken | NotFound | WrongState | InvalidInput | Conflict:
-    service = service_of(info)
-    try:
-        outcome: Outcome = await service.command(work_id, command, request_id=request_id,
-                                                 wait=wait)
-        work = await _work(info, work_id)
-        check_outcome(outcome, work.status if work else "")
-    except ApiError as exc:
-        return error_result(exc)
-    payload = outcome.payload
-    return CommandTaken(number=outcome.number, outcome=payload.get("outcome", "pending"),
-                        report=payload.get("report"),
-                        event=None if outcome.recorded is None else Event.of(outcome.recorded),
-                        work=work)
-
-
 # ------------------------------------------------------------------ root types
 
 
@@ -627,36 +313,8 @@ class Query:
     def stage(self, info: Info, saga: str, path: str) -> StageInfo | None:
         return next((s for s in _stages(info, saga) if s.path == path), None)
 
-    @strawberry.field
-    async def aggregate(self, info: Info, over: str = "works",
-                        group_by: list[str] | None = None, reducer: str = "count",
-                        field: str | None = None, expression: str | None = None,
-                        bucket_seconds: float | None = None, saga: list[str] | None = None,
-                        status: list[str] | None = None, since: float | None = None,
-                        until: float | None = None) -> list[AggregateRow]:
-        """Group works (``over: "works"``) or stage runs (``"stage_runs"``) by fields and
-        time buckets, and fold each group with a reducer (count, sum, avg, min, max, p95)
-        over a numeric field or a CEL expression mapping each row (``work`` or
-        ``stage``) to a number, e.g. ``size(work.output.items)``."""
-        from engine.store.aggregates import aggregate as fold
-
-        rows = await fold(service_of(info).store, over=over, group_by=group_by or [],
-                          reducer=reducer, field=field, expression=expression,
-                          bucket=bucket_seconds, saga=saga, status=status, since=since,
-                          until=until)
-        return [AggregateRow(group=r["group"], value=r["value"], count=r["count"])
-                for r in rows]
-
-    @strawberry.field
-    async def deletions(self, info: Info, work_id: str | None = None,
-                        last: int = 100) -> list[WorkDeleted]:
-        """The audit of deleted works, newest first."""
-        from engine.store.deletion import deletions_of
-
-        rows = await deletions_of(service_of(info).store, work_id, max(1, min(last, 1000)))
-        return [WorkDeleted(**{k: r[k] for k in ("work_id", "saga", "status", "events",
-                                                 "deleted_by", "reason", "deleted_at")})
-                for r in rows]
+    aggregate = works.aggregate
+    deletions = works.deletions
 
     @strawberry.field
     async def schedules(self, info: Info) -> list[ScheduleInfo]:
@@ -683,49 +341,13 @@ class Query:
         except ApiError:
             return None
 
-    @strawberry.field
-    async def work(self, info: Info, work_id: str) -> Work | None:
-        return await _work(info, work_id)
-
-    @strawberry.field
-    async def all_works(self, info: Info, first: int = 50, after: str | None = None,
-                        saga: list[str] | None = None, status: list[str] | None = None,
-                        order_by: WorkOrder = WorkOrder.CREATED_AT,
-                        descending: bool = True) -> WorkConnection:
-        """Works filtered by saga and status, ordered by ``orderBy`` (newest first by
-        default; a time a work does not have yet, as an unfinished work's
-        ``finishedAt``, counts as later than any)."""
-        store = service_of(info).store
-        order = order_by.value
-        rows, more = await queries.works_page(store, first=first, after=after, saga=saga,
-                                              status=status, order=order,
-                                              descending=descending)
-        loader = context_of(info).works
-        for row in rows:
-            loader.prime(row["work_id"], row)
-        edges = [WorkEdge(cursor=queries.encode_cursor(r, order), node=Work.of(r))
-                 for r in rows]
-        total = await queries.count_works(store, saga=saga, status=status)
-        return WorkConnection(edges=edges, total_count=total, page_info=relay.PageInfo(
-            has_next_page=more, has_previous_page=after is not None,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None))
+    work = works.work
+    all_works = works.all_works
 
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation
-    async def create_work(self, info: Info, saga: str, input: JSON | None = None,
-                          paused: bool = False, priority: int = 0,
-                          start_at: float | None = None, work_id: str | None = None,
-                          breakpoints: list[BreakpointInput] | None = None,
-                          request_id: str | None = None) -> CreateWorkResult:
-        """A work of ``saga`` queued for the worker nodes: started paused, with a
-        priority (higher first), not before ``startAt`` (Unix time), with breakpoints.
-        With a ``requestId`` the same request again answers the same work."""
-        return await _create(info, saga, input, paused=paused, priority=priority,
-                             start_at=start_at, work_id=work_id, breakpoints=breakpoints,
-                             request_id=request_id)
+    create_work = work_mutations.create_work
 
     @strawberry.mutation
     async def create_saga(self, info: Info, name: str, data: JSON, by: str) -> SagaResult:
@@ -749,50 +371,9 @@ class Mutation:
         """Delete a saga given as data; refused while works of it are unfinished."""
         return await _change_saga(info, "delete", name, by)
 
-    @strawberry.mutation
-    async def update_work(self, info: Info, work_id: str, priority: int | None = None,
-                          input: JSON | None = None, set_input: bool = False, by: str = "",
-                          request_id: str | None = None) -> CommandResult:
-        """Change a work's priority (the claim order takes it at once), or its input
-        (``setInput: true``) while it is still queued; breakpoints change with
-        ``setBreakpoint`` and ``clearBreakpoint``."""
-        args: dict[str, Any] = {}
-        if priority is not None:
-            args["priority"] = priority
-        if set_input:
-            args["input"] = input
-        return await _steer(info, work_id, Command(kind="update", by=by, args=args),
-                            request_id)
-
-    @strawberry.mutation
-    async def delete_work(self, info: Info, work_id: str, by: str, reason: str = ""
-                          ) -> DeleteWorkResult:
-        """Delete a finished work: its events, projections and commands go, the deletion
-        (who, when, the saga, the final status, why) stays in the audit."""
-        from engine.errors import UnknownWorkError, WorkStateError
-        from engine.store.deletion import delete_work
-
-        try:
-            audit = await delete_work(service_of(info).store, work_id, by=by, reason=reason)
-        except UnknownWorkError as exc:
-            return NotFound(message=str(exc), field="workId")
-        except WorkStateError as exc:
-            row = await service_of(info).store.work(work_id)
-            return WrongState(message=str(exc), status=row["status"] if row else None)
-        except ValueError as exc:
-            return InvalidInput(message=str(exc), field="by")
-        return WorkDeleted(**audit)
-
-    @strawberry.mutation
-    async def update_or_create_work(self, info: Info, key: str, saga: str,
-                                    input: JSON | None = None, paused: bool = False,
-                                    priority: int = 0, start_at: float | None = None
-                                    ) -> CreateWorkResult:
-        """The work named ``key``: created the first time (queued for the workers), the
-        same work every time after, as long as it asks for the same saga and input; a
-        key used for another saga or input is a conflict."""
-        return await _create(info, saga, input, paused=paused, priority=priority,
-                             start_at=start_at, request_id="key:" + key)
+    update_work = work_mutations.update_work
+    delete_work = work_mutations.delete_work
+    update_or_create_work = work_mutations.update_or_create_work
 
     @strawberry.mutation
     async def create_schedule(self, info: Info, name: str, saga: str, cron: str,
@@ -861,153 +442,21 @@ class Mutation:
         return await _node_command(info, node, "remove_worker", {"name": name, "hard": hard},
                                    by, request_id)
 
-    @strawberry.mutation
-    async def rewind_work(self, info: Info, work_id: str, to_seq: int, paused: bool = True,
-                          request_id: str | None = None) -> CreateWorkResult:
-        """A new work forked from the first ``toSeq`` events of this one, queued for the
-        worker nodes (paused unless told otherwise), to run again after a fix."""
-        try:
-            forked = await service_of(info).rewind(work_id, to_seq, paused=paused,
-                                                   request_id=request_id)
-        except ApiError as exc:
-            return error_result(exc)  # type: ignore[return-value]
-        work = await _work(info, forked)
-        assert work is not None
-        return WorkCreated(work=work)
-
-    @strawberry.mutation
-    async def pause_work(self, info: Info, work_id: str, by: str = "", reason: str = "",
-                         request_id: str | None = None) -> CommandResult:
-        return await _steer(info, work_id, Command(kind="pause", by=by, reason=reason),
-                            request_id)
-
-    @strawberry.mutation
-    async def resume_work(self, info: Info, work_id: str, by: str = "",
-                          request_id: str | None = None) -> CommandResult:
-        return await _steer(info, work_id, Command(kind="resume", by=by), request_id)
-
-    @strawberry.mutation
-    async def step_work(self, info: Info, work_id: str, by: str = "",
-                        request_id: str | None = None) -> CommandResult:
-        return await _steer(info, work_id, Command(kind="step", by=by), request_id)
-
-    @strawberry.mutation
-    async def multi_step_work(self, info: Info, work_id: str,
-                              until: list[BreakpointInput] | None = None,
-                              max_steps: int | None = None, by: str = "",
-                              request_id: str | None = None) -> CommandResult:
-        try:
-            points = [b.build() for b in until or []]
-        except ApiError as exc:
-            return error_result(exc)
-        args: dict[str, Any] = {"until": points}
-        if max_steps is not None:
-            args["max_steps"] = max_steps
-        return await _steer(info, work_id, Command(kind="mstep", by=by, args=args), request_id)
-
-    @strawberry.mutation
-    async def signal_work(self, info: Info, work_id: str, name: str,
-                          payload: JSON | None = None, by: str = "",
-                          request_id: str | None = None) -> CommandResult:
-        return await _steer(info, work_id, Command(kind="signal", by=by, args={
-            "name": name, "payload": payload}), request_id)
-
-    @strawberry.mutation
-    async def cancel_work(self, info: Info, work_id: str, by: str = "", reason: str = "",
-                          compensate: bool = True,
-                          request_id: str | None = None) -> CommandResult:
-        return await _steer(info, work_id, Command(kind="cancel", by=by, reason=reason,
-                                                   args={"compensate": compensate}),
-                            request_id)
-
-    @strawberry.mutation
-    async def edit_work_state(self, info: Info, work_id: str, path: str, by: str,
-                              reason: str, output: JSON | None = None,
-                              input: JSON | None = None, set_output: bool = False,
-                              request_id: str | None = None) -> CommandResult:
-        """Change a completed stage's recorded output (``setOutput: true``, ``output``)
-        or the input of a stage to come (``input``), while the work is paused."""
-        args: dict[str, Any] = {"path": path}
-        if set_output:
-            args["output"] = output
-        else:
-            args["input"] = input
-        return await _steer(info, work_id, Command(kind="edit", by=by, reason=reason,
-                                                   args=args), request_id)
-
-    @strawberry.mutation
-    async def set_breakpoint(self, info: Info, work_id: str, breakpoint: BreakpointInput,
-                             request_id: str | None = None) -> CommandResult:
-        try:
-            point = breakpoint.build()
-        except ApiError as exc:
-            return error_result(exc)
-        return await _steer(info, work_id, Command(kind="set_breakpoint",
-                                                   args={"breakpoint": point}), request_id)
-
-    @strawberry.mutation
-    async def clear_breakpoint(self, info: Info, work_id: str, breakpoint_id: str,
-                               request_id: str | None = None) -> CommandResult:
-        return await _steer(info, work_id, Command(kind="clear_breakpoint",
-                                                   args={"id": breakpoint_id}), request_id)
-
-    @strawberry.mutation
-    async def retry_compensation(self, info: Info, work_id: str, by: str,
-                                 request_id: str | None = None) -> CommandResult:
-        return await _steer(info, work_id, Command(kind="retry_compensation", by=by),
-                            request_id)
-
-    @strawberry.mutation
-    async def resolve_work(self, info: Info, work_id: str, by: str, reason: str,
-                           request_id: str | None = None) -> CommandResult:
-        return await _steer(info, work_id, Command(kind="resolve", by=by, reason=reason),
-                            request_id)
+    rewind_work = work_mutations.rewind_work
+    pause_work = work_mutations.pause_work
+    resume_work = work_mutations.resume_work
+    step_work = work_mutations.step_work
+    multi_step_work = work_mutations.multi_step_work
+    signal_work = work_mutations.signal_work
+    cancel_work = work_mutations.cancel_work
+    edit_work_state = work_mutations.edit_work_state
+    set_breakpoint = work_mutations.set_breakpoint
+    clear_breakpoint = work_mutations.clear_breakpoint
+    retry_compensation = work_mutations.retry_compensation
+    resolve_work = work_mutations.resolve_work
 
 
 _WORKER_FIELDS = ("status", "concurrency", "running", "sagas")
-# the events after which a work's status or progress shows something new
-_WORK_CHANGES = ("work.created", "work.started", "work.paused", "work.resumed",
-                 "work.completed", "work.compensating", "work.failed",
-                 "work.compensation_failed", "work.compensation_retried", "work.resolved",
-                 "work.cancelled", "work.edited", "stage.completed", "stage.failed",
-                 "stage.waiting")
-_STAGE_CHANGES = ("stage.started", "stage.completed", "stage.failed", "stage.waiting",
-                  "stage.transaction.started", "stage.transaction.completed",
-                  "stage.transaction.failed", "stage.retry.scheduled",
-                  "stage.compensation.started", "stage.compensation.completed",
-                  "stage.compensation.failed")
-
-
-@strawberry.type
-class WorkChange:
-    """A work after one of its events changed what lists show; ``cursor`` resumes."""
-
-    cursor: str
-    type: str
-    work: Work
-
-
-@strawberry.type
-class StageChange:
-    """A stage run after one of its events; ``template`` is the stage of the saga
-    (``pack[*]/box``); ``cursor`` resumes."""
-
-    cursor: str
-    type: str
-    work_id: str
-    saga: str
-    path: str
-    template: str
-    attempt: int
-    run: StageRun | None
-
-
-def _cursor(after: str | None) -> int | None:
-    if after is None:
-        return None
-    if not after.isdigit():
-        raise ValueError(f"after must be an event's cursor, got {after!r:.40}")
-    return int(after)
 
 
 @strawberry.type
@@ -1035,71 +484,13 @@ class Subscription:
                         yield Worker.of(row)
             await anyio.sleep(pace)
 
-    @strawberry.subscription
-    async def works(self, info: Info, saga: list[str] | None = None,
-                    status: list[str] | None = None, after: str | None = None
-                    ) -> AsyncGenerator[WorkChange, None]:
-        """Works of these sagas (or all) each time their status or progress changes,
-        when they are then in one of these statuses (or any); from cursor ``after`` (or
-        from now on)."""
-        service = service_of(info)
-        async with service.feed.subscribe(after=_cursor(after), types=_WORK_CHANGES) as feed:
-            async for recorded in feed:
-                row = await service.store.work(recorded.work_id)
-                if row is None or (saga and row["saga"] not in saga):
-                    continue
-                work = Work.of(row)
-                if status and work.status not in status:
-                    continue
-                yield WorkChange(cursor=str(recorded.position), type=recorded.type, work=work)
-
-    @strawberry.subscription
-    async def stages(self, info: Info, saga: list[str] | None = None,
-                     template: list[str] | None = None, work_id: str | None = None,
-                     after: str | None = None) -> AsyncGenerator[StageChange, None]:
-        """Stage runs as they start, complete, fail, retry and compensate: of these
-        sagas, these stages of them (templates like ``pack[*]/box``), one work, or all."""
-        from engine.store.projection import stage_template
-
-        service = service_of(info)
-        sagas_of: dict[str, str] = {}  # work id -> saga, as events come
-        async with service.feed.subscribe(after=_cursor(after), work_id=work_id,
-                                          types=_STAGE_CHANGES) as feed:
-            async for recorded in feed:
-                name = sagas_of.get(recorded.work_id)
-                if name is None:
-                    row = await service.store.work(recorded.work_id)
-                    name = sagas_of[recorded.work_id] = row["saga"] if row else ""
-                    if len(sagas_of) > 10_000:
-                        sagas_of.clear()
-                shape = stage_template(recorded.path)
-                if (saga and name not in saga) or (template and shape not in template):
-                    continue
-                runs = await service.store.stage_runs(recorded.work_id)
-                run = next((r for r in runs if r["path"] == recorded.path), None)
-                yield StageChange(
-                    cursor=str(recorded.position), type=recorded.type,
-                    work_id=recorded.work_id, saga=name, path=recorded.path, template=shape,
-                    attempt=recorded.event.attempt, run=None if run is None else StageRun(
-                        path=run["path"], status=run["status"], attempts=run["attempts"],
-                        started_at=run["started_at"], finished_at=run["finished_at"],
-                        duration=run["duration"], error=_json(run["error"]),
-                        saga=run["saga"], template=run["template"]))
-
-    @strawberry.subscription
-    async def work_events(self, info: Info, work_id: str | None = None,
-                          after: str | None = None,
-                          types: list[str] | None = None) -> AsyncGenerator[Event, None]:
-        """The events of one work (or all), after cursor ``after`` (an event's
-        ``cursor``; none: from now on), of some types: every later event once."""
-        async with service_of(info).feed.subscribe(after=_cursor(after), work_id=work_id,
-                                                   types=types) as events:
-            async for recorded in events:
-                yield Event.of(recorded)
+    works = feed.works
+    stages = feed.stages
+    work_events = feed.work_events
 
 
 schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription,
-                           types=[Work, Worker, Saga, StageInfo],
+                           types=[works.Work, Worker, Saga, StageInfo],
                            # a document is parsed and validated once, not per request
                            # (factories: each request gets its own, the caches are
                            # shared at module level by strawberry)
