@@ -1,25 +1,27 @@
-"""Schedules, locks and services over GraphQL: their types and the resolvers behind the
-schema's fields (graphql_api.schema puts them on Query and Mutation)."""
+"""Schedules, locks and services over GraphQL: their types, the queries that list them
+and the mutations on schedules (graphql_api.schema puts them on Query and Mutation)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from workers import schedules as schedule_rows
-from workers.health import history
+from workers.health import history as health_history
 from workers.locks import LockService
 
 from .context import service_of
-from .results import NotFound, error_result
+from .results import Conflict, InvalidInput, NotFound, error_result
 from .service import ApiError
 
-__all__ = ["HealthCheckRun", "LockHolder", "LockWaiter", "Locks", "ScheduleInfo", "ServiceHealth",
-           "locks", "schedule_change", "schedules", "services"]
+__all__ = ["HealthCheckRun", "LockHolder", "LockWaiter", "Locks", "ScheduleChanged",
+           "ScheduleInfo", "ScheduleResult", "ServiceHealth", "create_schedule",
+           "delete_schedule", "locks", "pause_schedule", "resume_schedule", "schedule_change",
+           "schedules", "services", "trigger_schedule", "update_schedule"]
 
 
 @strawberry.type
@@ -46,6 +48,19 @@ class ScheduleInfo:
                    catch_up=row["catch_up"], paused=bool(row["paused"]),
                    next_at=row["next_at"], last_tick=row["last_tick"],
                    last_work_id=row["last_work_id"], fired=row["fired"])
+
+
+@strawberry.type
+class ScheduleChanged:
+    """A schedule as it is after the change (null once deleted); ``workId``: the work a
+    trigger created."""
+
+    schedule: ScheduleInfo | None
+    work_id: str | None
+
+
+ScheduleResult = Annotated[ScheduleChanged | NotFound | InvalidInput | Conflict,
+                           strawberry.union("ScheduleResult")]
 
 
 @strawberry.type
@@ -91,12 +106,15 @@ class ServiceHealth:
     history: list[HealthCheckRun]
 
 
-async def schedules(store: Any) -> list[ScheduleInfo]:
-    return [ScheduleInfo.of(r) for r in await schedule_rows.list_schedules(store)]
+@strawberry.field
+async def schedules(info: Info) -> list[ScheduleInfo]:
+    return [ScheduleInfo.of(r)
+            for r in await schedule_rows.list_schedules(service_of(info).store)]
 
 
-async def locks(store: Any, name: str | None) -> Locks:
-    service = LockService(store)
+@strawberry.field
+async def locks(info: Info, name: str | None = None) -> Locks:
+    service = LockService(service_of(info).store)
     return Locks(held=[LockHolder(**{k: r[k] for k in ("name", "holder", "acquired_at",
                                                         "expires_at")})
                        for r in await service.holders(name)],
@@ -105,8 +123,11 @@ async def locks(store: Any, name: str | None) -> Locks:
                           for r in await service.waiters(name)])
 
 
-async def services(store: Any, limit: int) -> list[ServiceHealth]:
-    rows = await history(store, limit=max(1, min(limit, 10_000)))
+@strawberry.field
+async def services(info: Info, history: int = 100) -> list[ServiceHealth]:
+    """The services stages need, with their latest health checks (the graph's
+    history, newest first, ``history`` rows at most across services)."""
+    rows = await health_history(service_of(info).store, limit=max(1, min(history, 10_000)))
     found: dict[str, list[HealthCheckRun]] = {}
     for row in rows:
         found.setdefault(row["service"], []).append(HealthCheckRun(
@@ -119,8 +140,6 @@ async def services(store: Any, limit: int) -> list[ServiceHealth]:
 async def schedule_change(info: Info, action: str, name: str, **fields: Any) -> Any:
     """Create, update, pause, resume, trigger or delete a schedule; the schedule after
     (and, for trigger, the work it created), or the typed error."""
-    from .schema import ScheduleChanged
-
     service = service_of(info)
     store = service.store
     work_id = None
@@ -153,6 +172,47 @@ async def schedule_change(info: Info, action: str, name: str, **fields: Any) -> 
                                      "invalid_input", str(exc), field=field))
     row = await schedule_rows.get(store, name)
     return ScheduleChanged(schedule=ScheduleInfo.of(row), work_id=work_id)
+
+
+@strawberry.mutation
+async def create_schedule(info: Info, name: str, saga: str, cron: str,
+                          input: JSON | None = None, timezone: str = "UTC",
+                          overlap: str = "skip", catch_up: str = "last",
+                          paused: bool = False) -> ScheduleResult:
+    return await schedule_change(info, "create", name, saga=saga, cron=cron,
+                                 input=input, timezone=timezone, overlap=overlap,
+                                 catch_up=catch_up, paused=paused)
+
+
+@strawberry.mutation
+async def update_schedule(info: Info, name: str, saga: str | None = None,
+                          cron: str | None = None, input: JSON | None = None,
+                          timezone: str | None = None, overlap: str | None = None,
+                          catch_up: str | None = None) -> ScheduleResult:
+    return await schedule_change(info, "update", name, saga=saga, cron=cron,
+                                 input=input, timezone=timezone, overlap=overlap,
+                                 catch_up=catch_up)
+
+
+@strawberry.mutation
+async def pause_schedule(info: Info, name: str) -> ScheduleResult:
+    return await schedule_change(info, "pause", name)
+
+
+@strawberry.mutation
+async def resume_schedule(info: Info, name: str) -> ScheduleResult:
+    return await schedule_change(info, "resume", name)
+
+
+@strawberry.mutation
+async def trigger_schedule(info: Info, name: str) -> ScheduleResult:
+    """Fire the schedule now: a new work of its saga, queued for the workers."""
+    return await schedule_change(info, "trigger", name)
+
+
+@strawberry.mutation
+async def delete_schedule(info: Info, name: str) -> ScheduleResult:
+    return await schedule_change(info, "delete", name)
 
 
 def as_json(value: Any) -> Any:

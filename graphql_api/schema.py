@@ -1,5 +1,19 @@
 """The GraphQL schema (strawberry): works, their events and stage runs, the sagas, and
-the mutations and subscriptions that steer and follow them.
+the mutations and subscriptions that steer and follow them, assembled here from one
+module per family of types:
+
+- :mod:`graphql_api.works`: works, their events and stage runs, the queries on works;
+- :mod:`graphql_api.work_mutations`: creating, changing, deleting and steering works;
+- :mod:`graphql_api.feed`: the subscriptions that follow the event feed;
+- :mod:`graphql_api.sagas`: sagas and their stages, and the mutations on sagas;
+- :mod:`graphql_api.workers_types`: workers, and the commands to their worker nodes;
+- :mod:`graphql_api.ops`: schedules, locks and services;
+- :mod:`graphql_api.results`: the typed errors; :mod:`graphql_api.context`: the
+  :class:`Context` of a request, with its DataLoaders.
+
+A family's root fields are resolvers at its module's top level; ``Query``, ``Mutation``
+and ``Subscription`` below take them in the order of the checked-in
+``schema.graphql``.
 
 Names follow the README's glossary: a saga is a definition, a stage a node of one, a
 work a run. Lists are Relay connections with cursors (keyset pages, never offsets);
@@ -10,45 +24,14 @@ a bare exception, and nothing stored changes on an error.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import strawberry
 from strawberry import relay
 from strawberry.extensions import ParserCache, ValidationCache
-from strawberry.scalars import JSON
-from strawberry.types import Info
 
-from . import feed, sagas, work_mutations, workers_types, works
-from .context import Context, service_of
-from .ops import Locks, ScheduleInfo, ServiceHealth, schedule_change
-from .ops import locks as list_locks
-from .ops import schedules as list_schedules
-from .ops import services as list_services
-from .results import Conflict, InvalidInput, NotFound
+from . import feed, ops, sagas, work_mutations, workers_types, works
+from .context import Context
 
 __all__ = ["Context", "schema"]
-
-
-# ------------------------------------------------------------------ types
-
-
-# ------------------------------------------------------------------ payloads
-
-
-@strawberry.type
-class ScheduleChanged:
-    """A schedule as it is after the change (null once deleted); ``workId``: the work a
-    trigger created."""
-
-    schedule: ScheduleInfo | None
-    work_id: str | None
-
-
-ScheduleResult = Annotated[ScheduleChanged | NotFound | InvalidInput | Conflict,
-                           strawberry.union("ScheduleResult")]
-
-
-# ------------------------------------------------------------------ root types
 
 
 @strawberry.type
@@ -61,21 +44,9 @@ class Query:
     stage = sagas.stage
     aggregate = works.aggregate
     deletions = works.deletions
-
-    @strawberry.field
-    async def schedules(self, info: Info) -> list[ScheduleInfo]:
-        return await list_schedules(service_of(info).store)
-
-    @strawberry.field
-    async def locks(self, info: Info, name: str | None = None) -> Locks:
-        return await list_locks(service_of(info).store, name)
-
-    @strawberry.field
-    async def services(self, info: Info, history: int = 100) -> list[ServiceHealth]:
-        """The services stages need, with their latest health checks (the graph's
-        history, newest first, ``history`` rows at most across services)."""
-        return await list_services(service_of(info).store, history)
-
+    schedules = ops.schedules
+    locks = ops.locks
+    services = ops.services
     all_workers = workers_types.all_workers
     worker = workers_types.worker
     work = works.work
@@ -92,42 +63,12 @@ class Mutation:
     update_work = work_mutations.update_work
     delete_work = work_mutations.delete_work
     update_or_create_work = work_mutations.update_or_create_work
-
-    @strawberry.mutation
-    async def create_schedule(self, info: Info, name: str, saga: str, cron: str,
-                              input: JSON | None = None, timezone: str = "UTC",
-                              overlap: str = "skip", catch_up: str = "last",
-                              paused: bool = False) -> ScheduleResult:
-        return await schedule_change(info, "create", name, saga=saga, cron=cron,
-                                     input=input, timezone=timezone, overlap=overlap,
-                                     catch_up=catch_up, paused=paused)
-
-    @strawberry.mutation
-    async def update_schedule(self, info: Info, name: str, saga: str | None = None,
-                              cron: str | None = None, input: JSON | None = None,
-                              timezone: str | None = None, overlap: str | None = None,
-                              catch_up: str | None = None) -> ScheduleResult:
-        return await schedule_change(info, "update", name, saga=saga, cron=cron,
-                                     input=input, timezone=timezone, overlap=overlap,
-                                     catch_up=catch_up)
-
-    @strawberry.mutation
-    async def pause_schedule(self, info: Info, name: str) -> ScheduleResult:
-        return await schedule_change(info, "pause", name)
-
-    @strawberry.mutation
-    async def resume_schedule(self, info: Info, name: str) -> ScheduleResult:
-        return await schedule_change(info, "resume", name)
-
-    @strawberry.mutation
-    async def trigger_schedule(self, info: Info, name: str) -> ScheduleResult:
-        """Fire the schedule now: a new work of its saga, queued for the workers."""
-        return await schedule_change(info, "trigger", name)
-
-    @strawberry.mutation
-    async def delete_schedule(self, info: Info, name: str) -> ScheduleResult:
-        return await schedule_change(info, "delete", name)
-
+    create_schedule = ops.create_schedule
+    update_schedule = ops.update_schedule
+    pause_schedule = ops.pause_schedule
+    resume_schedule = ops.resume_schedule
+    trigger_schedule = ops.trigger_schedule
+    delete_schedule = ops.delete_schedule
     add_workers = workers_types.add_workers
     update_workers = workers_types.update_workers
     remove_workers = workers_types.remove_workers
