@@ -54,6 +54,7 @@ def work_row(state: WorkState, current_stage: str | None,
         "error_type": _error_type(state), "worker": worker,
         "node": worker.rsplit("/", 1)[0] if worker else None,
         "definition": state.definition, "definition_version": state.definition_version,
+        "commands_applied": state.commands_applied,
     }
 
 

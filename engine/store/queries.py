@@ -6,16 +6,19 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from ..events import RecordedEvent
-from .schema import stage_runs, works
+from .schema import commands, stage_runs, works
 from .sql import _STATUS, _WORKS, HELD_BACK_STATUSES, SqlStore, _shown
 
+if TYPE_CHECKING:
+    from .inbox import SentCommand
+
 __all__ = ["WORK_ORDERS", "count_works", "decode_cursor", "encode_cursor", "events_of",
-           "stage_runs_of", "works_by_id", "works_page"]
+           "pending_commands_of", "stage_runs_of", "works_by_id", "works_page"]
 
 # what a works list may be ordered by: the column, and whether it may be NULL (a work not
 # started or not finished yet); ties are broken by the work id. Only creation time has
@@ -140,6 +143,25 @@ async def stage_runs_of(store: SqlStore, work_ids: Sequence[str]
                 stage_runs.c.work_id, stage_runs.c.path))
             for row in rows.mappings():
                 found[row["work_id"]].append(dict(row))
+    return found
+
+
+async def pending_commands_of(store: SqlStore, work_ids: Sequence[str]
+                              ) -> dict[str, list[SentCommand]]:
+    """The commands sent to each of ``work_ids`` that its holder has not taken yet (the
+    ones numbered above its ``commands_applied``), in order, in one query per 500."""
+    from .inbox import SentCommand
+
+    ids = list(dict.fromkeys(work_ids))
+    found: dict[str, list[SentCommand]] = {w: [] for w in ids}
+    async with store.reader.connect() as conn:
+        for start in range(0, len(ids), 500):
+            query = sa.select(commands).join(works, works.c.work_id == commands.c.work_id) \
+                .where(commands.c.work_id.in_(ids[start:start + 500]),
+                       commands.c.number > works.c.commands_applied) \
+                .order_by(commands.c.work_id, commands.c.number)
+            for row in (await conn.execute(query)).mappings():
+                found[row["work_id"]].append(SentCommand.of(row))
     return found
 
 

@@ -89,6 +89,8 @@ works = sa.Table(
     sa.Column("node", sa.String(200)),  # that worker's node
     sa.Column("definition", sa.String(64)),  # the hash of the definition it started on
     sa.Column("definition_version", sa.Integer),  # and that definition's version
+    # the number of the last inbox command it took: the ones above are pending
+    sa.Column("commands_applied", sa.Integer, nullable=False, server_default="0"),
     sa.Index("works_created", "created_at", "work_id"),
     sa.Index("works_saga_created", "saga", "created_at", "work_id"),
     sa.Index("works_saga_status_created", "saga", "status", "created_at", "work_id"),

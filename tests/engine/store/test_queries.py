@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 
 from engine import Runtime, Saga, Stage
@@ -65,3 +66,76 @@ async def test_a_cursor_of_another_order_or_made_up_is_refused(tmp_path: Any) ->
             await queries.works_page(store, first=1, after="bm90IGEgY3Vyc29y")
         with pytest.raises(ValueError, match="ordered by one of"):
             await queries.works_page(store, first=1, order="input")
+
+
+async def test_pending_commands_of_many_works_are_those_above_each_ones_last_taken(
+        store_url: str) -> None:
+    from engine import Command
+    from workers.node import WorkerNode, WorkerSpec
+
+    async with SqlStore.open(store_url) as store:
+        async with Runtime([SAGA], store=store) as runtime:
+            queued = await runtime.start("q", 1, run=False, start_at=4e9)  # not before 2096
+            paused = await runtime.start("q", 2, run=False, paused=True)
+            done = (await runtime.run("q", 3)).work_id
+        await store.send_command(queued, Command(kind="pause", by="ann"))
+        await store.send_command(queued, Command(kind="resume", by="ann"))
+        await store.send_command(paused, Command(kind="resume", by="bob"))
+        found = await queries.pending_commands_of(store, [queued, paused, done, queued])
+        assert [c.number for c in found[queued]] == [1, 2]
+        assert [c.command.kind for c in found[paused]] == ["resume"] and found[done] == []
+        # a worker takes the paused one's command: nothing of it is pending any more
+        node = WorkerNode(store, [SAGA], [WorkerSpec(name="w", concurrency=2)],
+                          node_id="n", poll_interval=0.05)
+        async with anyio.create_task_group() as tg:
+            await tg.start(node.run)
+            for _ in range(400):  # bounded: 20 s at most
+                if (await store.work(paused) or {}).get("status") == "completed":
+                    break
+                await anyio.sleep(0.05)
+            assert (await store.work(paused) or {}).get("status") == "completed"
+            node.stop()
+            tg.cancel_scope.cancel()
+        found = await queries.pending_commands_of(store, [queued, paused])
+        assert found[paused] == [] and [c.number for c in found[queued]] == [1, 2]
+
+
+async def test_migration_0011_gives_existing_works_their_last_command_taken(
+        tmp_path: Any) -> None:
+    """Down to 0010 (the column goes) and up again: each work's number comes back from
+    its work.command events."""
+    import sqlalchemy as sa
+    from alembic import command as alembic
+
+    from engine import Command
+    from engine.store.migrate import _config
+    from engine.store.schema import works
+    from workers.node import WorkerNode, WorkerSpec
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
+    async with SqlStore.open(url) as store:
+        async with Runtime([SAGA], store=store) as runtime:
+            paused = await runtime.start("q", 2, run=False, paused=True)
+            queued = await runtime.start("q", 1, run=False, start_at=4e9)
+        await store.send_command(paused, Command(kind="resume", by="bob"))
+        await store.send_command(queued, Command(kind="pause", by="ann"))
+        node = WorkerNode(store, [SAGA], [WorkerSpec(name="w", concurrency=2)],
+                          node_id="n", poll_interval=0.05)
+        async with anyio.create_task_group() as tg:
+            await tg.start(node.run)
+            for _ in range(400):  # bounded: 20 s at most
+                if (await store.work(paused) or {}).get("status") == "completed":
+                    break
+                await anyio.sleep(0.05)
+            node.stop()
+            tg.cancel_scope.cancel()
+
+        def applied(conn: Any) -> dict[str, int]:
+            return dict(conn.execute(sa.select(works.c.work_id, works.c.commands_applied)).all())
+
+        async with store.engine.begin() as conn:
+            before = await conn.run_sync(applied)
+            await conn.run_sync(lambda c: alembic.downgrade(_config(c), "0010"))
+            await conn.run_sync(lambda c: alembic.upgrade(_config(c), "head"))
+            after = await conn.run_sync(applied)
+    assert before == {paused: 1, queued: 0} and after == before
