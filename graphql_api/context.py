@@ -39,7 +39,12 @@ class Context:
                     after=after, first=first)
             return [pages[(a, f)][w] for w, a, f in keys]
 
+        async def load_pending(keys: list[str]) -> list[list[Any]]:
+            found = await queries.pending_commands_of(store, keys)
+            return [found[k] for k in keys]
+
         self.stage_runs: DataLoader[str, list[dict[str, Any]]] = DataLoader(load_runs)
+        self.pending: DataLoader[str, list[Any]] = DataLoader(load_pending)
         self.events: DataLoader[tuple[str, int, int], list[Any]] = DataLoader(load_events)
         self.works: DataLoader[str, dict[str, Any] | None] = DataLoader(load_works)
 

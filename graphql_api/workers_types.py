@@ -15,7 +15,7 @@ from .context import service_of
 from .results import Conflict, InvalidInput, NotFound, WrongState, error_result
 from .service import ApiError
 
-__all__ = ["Worker", "WorkerChanged", "WorkerResult", "add_workers", "all_workers",
+__all__ = ["Worker", "WorkerChange", "WorkerChanged", "WorkerResult", "add_workers", "all_workers",
            "remove_workers", "update_workers", "worker", "workers"]
 
 
@@ -144,28 +144,37 @@ async def remove_workers(info: Info, worker_id: str, hard: bool = False,
                                by, request_id)
 
 
-_WORKER_FIELDS = ("status", "concurrency", "running", "sagas")
+
+
+@strawberry.type
+class WorkerChange:
+    """A worker as it is after a change. ``type``: the worker event that changed it
+    (``worker.registered``, ``worker.updated``, ``worker.draining``, ``worker.removed``,
+    ``worker.heartbeat`` when the works it runs changed), ``worker.current`` for each
+    worker as it was when a subscription without a cursor started, ``worker.lost``
+    when its heartbeats stopped. Resume from ``cursor`` to miss no change."""
+
+    cursor: str
+    type: str
+    worker: Worker
 
 
 @strawberry.subscription
 async def workers(info: Info, node: list[str] | None = None,
-                  status: list[str] | None = None, interval: float = 0.25
-                  ) -> AsyncGenerator[Worker, None]:
-    """Each worker (of these nodes, in these statuses) as it is now, then again
-    whenever its status, concurrency, load or sagas change (heartbeats alone do not
-    count; a worker whose heartbeat stops turns ``lost``)."""
-    import anyio
+                  status: list[str] | None = None, after: str | None = None,
+                  interval: float = 0.25) -> AsyncGenerator[WorkerChange, None]:
+    """The workers (of these nodes, in these statuses) as they change, from cursor
+    ``after`` (none: each as it is now first); heartbeats alone do not count, and a
+    worker whose heartbeat stops turns ``lost``. Read every ``interval`` seconds."""
+    from workers import registry
 
+    if after is not None and not after.isdigit():
+        raise ValueError(f"after must be a cursor of this subscription, got {after!r:.40}")
     service = service_of(info)
     pace = min(max(interval, 0.05), 10.0)
-    known: dict[str, tuple[Any, ...]] = {}
-    while True:
-        for row in await service.workers():
-            if node and row["node"] not in node:
-                continue
-            shape = tuple(row[k] for k in _WORKER_FIELDS)
-            if known.get(row["worker_id"]) != shape:
-                known[row["worker_id"]] = shape
-                if not status or row["status"] in status:
-                    yield Worker.of(row)
-        await anyio.sleep(pace)
+    async for position, kind, row in registry.follow(
+            service.store, after=None if after is None else int(after), interval=pace,
+            shown=service.shown_worker):
+        if (node and row["node"] not in node) or (status and row["status"] not in status):
+            continue
+        yield WorkerChange(cursor=str(position), type=kind, worker=Worker.of(row))

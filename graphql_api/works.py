@@ -192,12 +192,9 @@ class Work(relay.Node):
     @strawberry.field
     async def pending_commands(self, info: Info) -> list[PendingCommand]:
         """Commands sent to it that its holder has not taken yet."""
-        service = service_of(info)
-        state = await service.state(self.work_id)
         return [PendingCommand(number=c.number, kind=c.command.kind, by=c.command.by,
                                sent_at=c.sent_at)
-                for c in await service.store.pending_commands(self.work_id,
-                                                              state.commands_applied)]
+                for c in await context_of(info).pending.load(self.work_id)]
 
 
 @strawberry.type

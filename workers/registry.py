@@ -118,20 +118,23 @@ async def follow(store: SqlStore, *, after: int | None, interval: float,
     while True:
         found = await changes_after(store, cursor)
         rows = {r["worker_id"]: shown(r) for r in await list_workers(store)}
-        latest: dict[str, dict[str, Any]] = {}
+        latest: dict[str, tuple[int, str]] = {}  # worker id -> (position, type) to yield
         for change in found:
             cursor = change["position"]
             now = rows.get(change["worker_id"])
             if now is None:
                 continue
-            if change["type"] == "worker.heartbeat" and change["worker_id"] not in latest \
-                    and seen.get(now["worker_id"]) == (now["status"], now["running"]):
-                continue  # a beat alone: nothing people see changed
-            latest[now["worker_id"]] = change
-        for change in sorted(latest.values(), key=lambda c: c["position"]):
-            row = rows[change["worker_id"]]
-            seen[row["worker_id"]] = (row["status"], row["running"])
-            yield change["position"], change["type"], row
+            kind = change["type"]
+            if kind == "worker.heartbeat":
+                if seen.get(now["worker_id"]) == (now["status"], now["running"]):
+                    continue  # a beat alone: nothing people see changed
+                # a beat after a change in the same batch: the change says what happened
+                kind = latest.get(now["worker_id"], (0, kind))[1]
+            latest[now["worker_id"]] = (change["position"], kind)
+        for worker_id, (position, kind) in sorted(latest.items(), key=lambda i: i[1][0]):
+            row = rows[worker_id]
+            seen[worker_id] = (row["status"], row["running"])
+            yield position, kind, row
         for worker_id, row in rows.items():  # beats that stopped: no event says so
             if row["status"] == "lost" and seen.get(worker_id, ("",))[0] != "lost":
                 seen[worker_id] = (row["status"], row["running"])

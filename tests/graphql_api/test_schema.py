@@ -496,6 +496,9 @@ async def test_a_list_of_works_costs_one_query_per_field_not_one_per_work(
         service = Service(store, feed, runtime)
         for i in range(12):
             await runtime.run("slow", i)
+        queued = await runtime.start("slow", 0, run=False, start_at=4e9)  # none takes it
+        await store.send_command(queued, Command(kind="pause", by="ann"))
+        await store.send_command(queued, Command(kind="resume", by="ann"))
         statements: list[str] = []
 
         def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -503,17 +506,25 @@ async def test_a_list_of_works_costs_one_query_per_field_not_one_per_work(
 
         event.listen(store.engine.sync_engine, "before_cursor_execute", seen)
         result = await schema.execute(
-            "{ allWorks(first: 12) { edges { node { workId stageRuns { path } "
-            "events(first: 3) { seq } } } } }", context_value=Context(service))
+            "{ allWorks(first: 13) { edges { node { workId stageRuns { path } "
+            "events(first: 3) { seq } pendingCommands { number kind by } } } } }",
+            context_value=Context(service))
         event.remove(store.engine.sync_engine, "before_cursor_execute", seen)
         assert result.errors is None and result.data is not None
-        edges = result.data["allWorks"]["edges"]
+        first, *edges = result.data["allWorks"]["edges"]  # newest first: the queued one
+        assert first["node"]["workId"] == queued and first["node"]["stageRuns"] == []
+        assert first["node"]["pendingCommands"] == [
+            {"number": 1, "kind": "pause", "by": "ann"},
+            {"number": 2, "kind": "resume", "by": "ann"}]
         assert len(edges) == 12
         assert all([e["seq"] for e in edge["node"]["events"]] == [1, 2, 3] for edge in edges)
         assert all(len(edge["node"]["stageRuns"]) == 30 for edge in edges)
+        assert all(edge["node"]["pendingCommands"] == [] for edge in edges)
         from_events = [s for s in statements if "FROM events" in s]
         from_runs = [s for s in statements if "FROM stage_runs" in s]
-        assert len(from_events) == 1 and len(from_runs) == 1, statements
+        from_inbox = [s for s in statements if "FROM commands" in s]
+        assert len(from_events) == 1 and len(from_runs) == 1 and len(from_inbox) == 1, \
+            statements
 
 
 async def test_sagas_given_as_data_through_the_schema(store_url: str) -> None:
@@ -590,21 +601,32 @@ async def test_the_workers_subscription_yields_changes_not_heartbeats(tmp_path: 
             await tg.start(node.run)
             service = Service(store, feed, runtime, wake=node.mail)
             seen: list[dict[str, Any]] = []
+            document = ('subscription($after: String) { workers(node: ["n1"], '
+                        'after: $after, interval: 0.05) { cursor type worker { workerId '
+                        'status concurrency } } }')
 
-            async def follow() -> None:
-                stream = await schema.subscribe(
-                    'subscription { workers(node: ["n1"], interval: 0.05) '
-                    '{ workerId status concurrency } }', context_value=Context(service))
+            async def follow(into: list[dict[str, Any]], after: str | None = None) -> None:
+                stream = await schema.subscribe(document, variable_values={"after": after},
+                                                context_value=Context(service))
                 async for item in stream:  # type: ignore[union-attr]
                     assert item.data is not None
-                    seen.append(item.data["workers"])
+                    into.append(item.data["workers"])
 
-            tg.start_soon(follow)
+            tg.start_soon(follow, seen)
             await until(lambda: len(seen) >= 1)
             await anyio.sleep(0.5)  # heartbeats every 0.1 s: none of them is a change
-            assert seen == [{"workerId": "n1/w", "status": "active", "concurrency": 2}]
+            assert [(c["type"], c["worker"]) for c in seen] == [
+                ("worker.current", {"workerId": "n1/w", "status": "active", "concurrency": 2})]
             await node.set_concurrency("w", 4)
             await until(lambda: len(seen) >= 2)
-            assert seen[-1]["concurrency"] == 4
+            assert seen[-1]["type"] == "worker.updated"
+            assert seen[-1]["worker"]["concurrency"] == 4
+            assert int(seen[-1]["cursor"]) > int(seen[0]["cursor"])
+            # resumed from the first cursor: the change it missed, nothing before
+            resumed: list[dict[str, Any]] = []
+            tg.start_soon(follow, resumed, seen[0]["cursor"])
+            await until(lambda: len(resumed) >= 1)
+            assert resumed[0]["type"] == "worker.updated"
+            assert resumed[0]["worker"]["concurrency"] == 4
             node.stop()
             tg.cancel_scope.cancel()
