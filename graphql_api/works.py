@@ -20,7 +20,8 @@ from engine.store import queries
 
 from .context import context_of, service_of
 
-__all__ = ["AggregateRow", "Divergence", "Event", "PendingCommand", "StageRun", "Work",
+__all__ = ["AggregateRow", "DeletionConnection", "DeletionEdge", "Divergence", "Event",
+           "PendingCommand", "StageRun", "Work",
            "WorkConnection", "WorkDeleted", "WorkEdge", "WorkOrder", "aggregate", "all_works",
            "deletions", "work", "work_of"]
 
@@ -275,16 +276,38 @@ async def aggregate(info: Info, over: str = "works",
             for r in rows]
 
 
+@strawberry.type
+class DeletionEdge:
+    cursor: str
+    node: WorkDeleted
+
+
+@strawberry.type
+class DeletionConnection:
+    edges: list[DeletionEdge]
+    page_info: relay.PageInfo
+
+
 @strawberry.field
-async def deletions(info: Info, work_id: str | None = None,
-                    last: int = 100) -> list[WorkDeleted]:
-    """The audit of deleted works, newest first."""
+async def deletions(info: Info, work_id: str | None = None, first: int = 100,
+                    after: str | None = None) -> DeletionConnection:
+    """The audit of deleted works (of one work, or all), newest first, ``first`` (at
+    most 1,000) after cursor ``after``."""
     from engine.store.deletion import deletions_of
 
-    rows = await deletions_of(service_of(info).store, work_id, max(1, min(last, 1000)))
-    return [WorkDeleted(**{k: r[k] for k in ("work_id", "saga", "status", "events",
-                                             "deleted_by", "reason", "deleted_at")})
-            for r in rows]
+    if not 0 <= first <= 1000:
+        raise ValueError(f"first must be 0 to 1000, got {first!r}")
+    if after is not None and not after.isdigit():
+        raise ValueError(f"{after!r:.60} is not a cursor of this list")
+    rows = await deletions_of(service_of(info).store, work_id, first + 1,
+                              before=None if after is None else int(after))
+    edges = [DeletionEdge(cursor=str(r["position"]), node=WorkDeleted(**{
+        k: r[k] for k in ("work_id", "saga", "status", "events", "deleted_by", "reason",
+                          "deleted_at")})) for r in rows[:first]]
+    return DeletionConnection(edges=edges, page_info=relay.PageInfo(
+        has_next_page=len(rows) > first, has_previous_page=after is not None,
+        start_cursor=edges[0].cursor if edges else None,
+        end_cursor=edges[-1].cursor if edges else None))
 
 
 @strawberry.field

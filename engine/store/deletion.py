@@ -57,10 +57,13 @@ async def delete_work(store: SqlStore, work_id: str, *, by: str, reason: str = "
 
 
 async def deletions_of(store: SqlStore, work_id: str | None = None,
-                       limit: int = 100) -> list[dict[str, Any]]:
-    """The latest deletions (of one work, or all), newest first."""
+                       limit: int = 100, *, before: int | None = None) -> list[dict[str, Any]]:
+    """The latest deletions (of one work, or all), newest first; with ``before``, those
+    older than the one at that position (the next page)."""
     query = sa.select(deletions).order_by(deletions.c.position.desc()).limit(limit)
     if work_id is not None:
         query = query.where(deletions.c.work_id == work_id)
+    if before is not None:
+        query = query.where(deletions.c.position < before)
     async with store.reader.connect() as conn:
         return [dict(r) for r in (await conn.execute(query)).mappings()]

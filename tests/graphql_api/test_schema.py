@@ -389,8 +389,23 @@ async def test_delete_work_through_the_schema(tmp_path: Path) -> None:
                                       "saga": "slow", "status": "completed",
                                       "deletedBy": "ann"}
         assert await store.read(done) == [] and await store.read(live) != []
-        audit = await schema.execute("{ deletions { workId } }", context_value=Context(service))
-        assert audit.data == {"deletions": [{"workId": done}]}
+        more = [(await runtime.run("slow", n)).work_id for n in (1, 2)]
+        for work_id in more:
+            assert (await delete(work_id))["__typename"] == "WorkDeleted"
+        page = ("query($after: String) { deletions(first: 2, after: $after) { edges { "
+                "cursor node { workId } } pageInfo { hasNextPage endCursor } } }")
+        seen: list[str] = []
+        after = None
+        for _ in range(3):  # two pages: newest first, each deletion once
+            audit = await schema.execute(page, variable_values={"after": after},
+                                         context_value=Context(service))
+            assert audit.errors is None and audit.data is not None
+            found = audit.data["deletions"]
+            seen += [e["node"]["workId"] for e in found["edges"]]
+            if not found["pageInfo"]["hasNextPage"]:
+                break
+            after = found["pageInfo"]["endCursor"]
+        assert seen == [*more[::-1], done]
 
 
 async def test_the_catalog_shows_sagas_stages_and_what_the_nodes_run(tmp_path: Path) -> None:
