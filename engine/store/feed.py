@@ -151,7 +151,8 @@ class Feed:
         self.buffer = buffer
         self.position = 0  # every event up to here has been read (or was before anyone
         self._tracking = False  # subscribed: then the reader jumps to the newest)
-        self._subscriptions: set[Subscription] = set()
+        # in the order they came: the longest-standing subscriber hears first
+        self._subscriptions: dict[Subscription, None] = {}
         self._wake = anyio.Event()
         self.reads = 0  # queries that found events: a measure for benchmarks
         self.handed = 0  # commits of this process handed over unread
@@ -272,7 +273,7 @@ class Feed:
         if after is None:  # from what the reader has read: every later event reaches it
             after = self.position
         subscription = Subscription(self, after, work_id, types, self.buffer)
-        self._subscriptions.add(subscription)
+        self._subscriptions[subscription] = None
         if started:
             # a commit's wake-up that came while the position was read found nobody to
             # read for and was dropped: read once now, or its events would wait for the
@@ -283,7 +284,7 @@ class Feed:
         finally:
             subscription.closed = True
             subscription._wake.set()
-            self._subscriptions.discard(subscription)
+            self._subscriptions.pop(subscription, None)
 
     async def _listen(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """LISTEN for group commits (PostgreSQL); read again after each (re)connect:
