@@ -493,7 +493,8 @@ class WorkRunner(UserCalls):
                 opened = open_call(self.plan, state, recorded.event.path)
                 if opened is not None:
                     await self.flush()
-                    await self._perform(opened, flush=False)
+                    if not self._mail:  # a command came meanwhile: it goes first
+                        await self._perform(opened, flush=False)
             return True
         if calls:
             return True
