@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import ui
 
-__all__ = ["DIST", "WithExplorer", "explorer_files", "wants_explorer"]
+__all__ = ["DIST", "WithExplorer", "app_page", "explorer_files", "wants_explorer"]
 
 DIST = Path(ui.__file__).resolve().parent / "dist"
 
@@ -51,19 +51,38 @@ class WithExplorer:
             await self.api(scope, receive, send)
 
     def page(self) -> Response:
-        index = self.dist / "index.html"
-        if not index.is_file():
-            return PlainTextResponse(
-                f"The GraphQL explorer was not built: {index} is missing. Install the "
-                "package with npm on PATH (pip install runs npm ci and npm run build in "
-                "ui/), or run python3 scripts/build_ui.py in a clone. The API itself "
-                "answers POST /graphql.", status_code=503)
-        # no-cache: the page names this build's files, which change with each build
-        return FileResponse(index, headers={"Cache-Control": "no-cache",
-                                            "Content-Security-Policy": POLICY})
+        return _page(self.dist / "index.html", "The GraphQL explorer")
+
+
+def _page(file: Path, what: str) -> Response:
+    if not file.is_file():
+        return PlainTextResponse(
+            f"{what} was not built: {file} is missing. Install the package with npm on "
+            "PATH (pip install runs npm ci and npm run build in ui/), or run python3 "
+            "scripts/build_ui.py in a clone. The API itself answers POST /graphql.",
+            status_code=503)
+    # no-cache: the page names this build's files, which change with each build
+    return FileResponse(file, headers={"Cache-Control": "no-cache",
+                                       "Content-Security-Policy": POLICY})
+
+
+async def app_page(request: Request) -> Response:
+    """The UI (``ui/app.html``), at /."""
+    return _page(DIST / "app.html", "The UI")
+
+
+class _Files(StaticFiles):
+    """The bundle's files; those under ``assets/`` have hashed names (a new build names
+    new files), so browsers keep them for a year without asking again."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        if response.status_code == 200 and path.startswith("assets/"):
+            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        return response
 
 
 def explorer_files(dist: Path = DIST) -> StaticFiles:
-    """The explorer's scripts, styles and fonts, to mount at /ui."""
+    """The pages' scripts, styles and fonts, to mount at /ui."""
     # check_dir=False: a server without a built bundle still starts (the page says why)
-    return StaticFiles(directory=dist, check_dir=False)
+    return _Files(directory=dist, check_dir=False)

@@ -24,7 +24,7 @@ from engine import Runtime
 from engine.store import SqlStore
 from engine.store.feed import Feed
 
-from .explorer import WithExplorer, explorer_files
+from .explorer import WithExplorer, app_page, explorer_files
 from .schema import Context, schema
 from .service import Service
 
@@ -53,7 +53,8 @@ def make_app(service: Service) -> Starlette:
 
     # plain routes, not a mount: a mount redirects /graphql to /graphql/; a browser
     # opening /graphql gets the explorer, whose files are under /ui
-    return Starlette(routes=[Route("/healthz", healthz),
+    return Starlette(routes=[Route("/", app_page, methods=["GET"]),
+                             Route("/healthz", healthz),
                              Route("/graphql", WithExplorer(api), methods=["GET", "POST"]),
                              WebSocketRoute("/graphql", api),
                              Mount("/ui", explorer_files())])

@@ -32,6 +32,10 @@ fi
 # else nothing. pip install -e runs the same through setup.py; done first here, a
 # failed build shows its output and leaves the virtualenv alone.
 echo "== ui"; python3 scripts/build_ui.py
+# the UI's own unit tests (vitest, the bundler's runner); a bundle copied from the cache
+# came without npm's packages: install them first then
+echo "== ui tests"; (cd ui && { [ -x node_modules/.bin/vitest ] || npm ci --no-audit --no-fund; } \
+    && npm test --silent)
 key=$(sha256sum pyproject.toml | cut -c1-16)
 venv="${STEPSAGA_VENV:-$HOME/.cache/stepsaga/venv-$key}"
 setup() {

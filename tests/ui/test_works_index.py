@@ -1,0 +1,109 @@
+"""The works index in a real Chromium against a real ``stepsaga serve``: rows pushed by
+the ``works`` subscription (a work created by another client shows up without a
+reload), the view (filters, order) kept in the URL, the bundle's files cached for good
+and the page itself never. A screenshot of each state goes to ``SCREENSHOTS``."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from .conftest import Server
+
+SCREENSHOTS = Path(os.environ.get("STEPSAGA_SCREENSHOTS",
+                                  Path(tempfile.gettempdir()) / "stepsaga-screenshots"))
+CREATE = 'mutation { createWork(saga: "demo") { ... on WorkCreated { work { workId } } } }'
+TIMEOUT_MS = 30_000
+
+
+def create(server: Server) -> str:
+    answer = httpx.post(server.url, json={"query": CREATE}, timeout=30).json()
+    return str(answer["data"]["createWork"]["work"]["workId"])
+
+
+def ended(server: Server, work_id: str) -> str:
+    """The status the work ended in, as the API tells it (a look every 0.1 s, 30 s)."""
+    query = "query($id: String!) { work(workId: $id) { status } }"
+    for _ in range(300):
+        status = str(httpx.post(server.url, json={"query": query, "variables": {"id": work_id}},
+                                timeout=30).json()["data"]["work"]["status"])
+        if status not in ("pending", "running", "compensating", "waiting"):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"work {work_id} did not end within 30 s")
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Page]:
+    context = browser.new_context()
+    found = context.new_page()
+    errors: list[str] = []
+    found.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    found.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+    try:
+        yield found
+        assert errors == []
+    finally:
+        context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def test_a_work_created_elsewhere_appears_live(page: Page, server: Server) -> None:
+    before = create(server)
+    page.goto(server.origin + "/")
+    expect(page.locator(f'tr[data-work="{before}"]')).to_be_visible(timeout=TIMEOUT_MS)
+    shot(page, "works-index")
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    later = create(server)  # another client: the page hears of it, nothing polls
+    row = page.locator(f'tr[data-work="{later}"]')
+    expect(row).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator("tbody tr").first).to_have_attribute("data-work", later)
+    final = ended(server, later)
+    expect(row.locator(".status")).to_have_text(final, timeout=TIMEOUT_MS)
+    assert requests == []  # pushed over the open WebSocket, not fetched
+    count = httpx.post(server.url, json={"query": "{ allWorks(first: 0) { totalCount } }"},
+                       timeout=30).json()["data"]["allWorks"]["totalCount"]
+    expect(page.locator(".count")).to_have_text(f"{count} works match", timeout=TIMEOUT_MS)
+    shot(page, "works-index-live")
+
+
+def test_the_view_is_kept_in_the_url(page: Page, server: Server) -> None:
+    done = create(server)
+    final = ended(server, done)
+    page.goto(server.origin + f"/?status={final}&order=finished_at")
+    expect(page.locator(f'tr[data-work="{done}"]')).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator('input[name="status"]')).to_have_value(final)
+    expect(page.locator('select[name="order"]')).to_have_value("FINISHED_AT")
+    statuses = page.locator("tbody .status").all_inner_texts()
+    assert statuses and set(statuses) == {final}
+    page.locator('input[name="saga"]').fill("no-such-saga")
+    page.get_by_role("button", name="apply").click()
+    expect(page).to_have_url(re.compile(r"saga=no-such-saga"), timeout=TIMEOUT_MS)
+    expect(page.locator("tbody tr")).to_have_count(0, timeout=TIMEOUT_MS)
+    expect(page.locator(".count")).to_have_text("0 works match", timeout=TIMEOUT_MS)
+    shot(page, "works-index-filtered")
+
+
+def test_the_page_is_never_cached_and_its_files_for_good(server: Server) -> None:
+    page = httpx.get(server.origin + "/", timeout=30)
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-cache"
+    assets = re.findall(r'"/ui/(assets/[^"]+)"', page.text)
+    assert assets, page.text
+    for asset in assets:
+        found = httpx.get(f"{server.origin}/ui/{asset}", timeout=30)
+        assert found.status_code == 200
+        assert found.headers["cache-control"] == "public, max-age=31536000, immutable"

@@ -1,0 +1,58 @@
+// The UI's one connection to the API: graphql-ws over a WebSocket to this page's host,
+// for queries, mutations and subscriptions alike. It reconnects by itself after the
+// server restarts; `onStatus` hears whether it is connected.
+import { createClient } from 'graphql-ws';
+
+const scheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
+const listeners = new Set();
+let connected = false;
+
+function tell(now) {
+  connected = now;
+  for (const listener of listeners) listener(now);
+}
+
+export const client = createClient({
+  url: `${scheme}//${window.location.host}/graphql`,
+  lazy: false,
+  // bounded waits between tries (graphql-ws backs off); never gives up while the page
+  // is open: a restart of the server is the normal case
+  retryAttempts: Infinity,
+  shouldRetry: () => true,
+  on: { connected: () => tell(true), closed: () => tell(false) },
+});
+
+export function onStatus(listener) {
+  listeners.add(listener);
+  listener(connected);
+  return () => listeners.delete(listener);
+}
+
+// One result of a query or mutation; a GraphQL error is thrown with its message.
+export function request(query, variables = {}) {
+  return new Promise((resolve, reject) => {
+    let result;
+    client.subscribe({ query, variables }, {
+      next: (value) => { result = value; },
+      error: (err) => reject(err instanceof Error ? err : new Error(messageOf(err))),
+      complete: () => (result?.errors?.length
+        ? reject(new Error(result.errors.map((e) => e.message).join('; ')))
+        : resolve(result?.data)),
+    });
+  });
+}
+
+// Each result of a subscription, to `onData`; returns what ends it.
+export function follow(query, variables, onData) {
+  return client.subscribe({ query, variables }, {
+    next: (value) => value.data && onData(value.data),
+    error: () => {},
+    complete: () => {},
+  });
+}
+
+function messageOf(err) {
+  if (Array.isArray(err)) return err.map((e) => e.message).join('; ');
+  if (err && typeof err.reason === 'string' && err.reason) return err.reason;
+  return String(err);
+}

@@ -1,0 +1,147 @@
+// stepsaga's UI: the works index, pushed live by the API's `works` subscription (never
+// polled), its view kept in the URL.
+import { StrictMode, useEffect, useState } from 'react';
+import { createRoot } from 'react-dom/client';
+import { follow, onStatus, request } from './api.js';
+import { applyChange, ORDERS, searchFromView, viewFromSearch } from './view.js';
+import './style.css';
+
+const FIELDS = 'workId saga status phase currentStage stagesDone stagesTotal progress createdAt duration errorType';
+const LIST = `query($saga: [String!], $status: [String!], $order: WorkOrder!, $desc: Boolean!) {
+  allWorks(first: 50, saga: $saga, status: $status, orderBy: $order, descending: $desc) {
+    totalCount edges { node { ${FIELDS} } }
+  }
+}`;
+const COUNT = `query($saga: [String!], $status: [String!], $order: WorkOrder!, $desc: Boolean!) {
+  allWorks(first: 0, saga: $saga, status: $status, orderBy: $order, descending: $desc) { totalCount }
+}`;
+const CHANGES = `subscription($saga: [String!]) {
+  works(saga: $saga) { cursor type work { ${FIELDS} } }
+}`;
+
+function useConnected() {
+  const [connected, setConnected] = useState(true);
+  useEffect(() => onStatus(setConnected), []);
+  return connected;
+}
+
+function when(seconds) {
+  return seconds ? new Date(seconds * 1000).toLocaleTimeString() : '';
+}
+
+function Progress({ work }) {
+  const share = Math.round((work.progress || 0) * 100);
+  return (
+    <span className="progress" title={`${work.stagesDone} of ${work.stagesTotal} stages`}>
+      <span className="bar" style={{ width: `${share}%` }} />
+    </span>
+  );
+}
+
+function Filters({ view, onChange }) {
+  const [saga, setSaga] = useState(view.saga.join(','));
+  const [status, setStatus] = useState(view.status.join(','));
+  const split = (text) => text.split(',').map((s) => s.trim()).filter(Boolean);
+  const apply = (event) => {
+    event.preventDefault();
+    onChange({ ...view, saga: split(saga), status: split(status) });
+  };
+  return (
+    <form className="filters" onSubmit={apply}>
+      <label>saga <input name="saga" value={saga} onChange={(e) => setSaga(e.target.value)} /></label>
+      <label>status <input name="status" value={status} onChange={(e) => setStatus(e.target.value)} /></label>
+      <label>order <select name="order" value={view.order}
+        onChange={(e) => onChange({ ...view, order: e.target.value })}>
+        {ORDERS.map((o) => <option key={o} value={o}>{o.toLowerCase().replace('_', ' ')}</option>)}
+      </select></label>
+      <label><input type="checkbox" name="descending" checked={view.descending}
+        onChange={(e) => onChange({ ...view, descending: e.target.checked })} /> descending</label>
+      <button type="submit">apply</button>
+    </form>
+  );
+}
+
+function WorksIndex() {
+  const [view, setView] = useState(() => viewFromSearch(window.location.search));
+  const [rows, setRows] = useState([]);
+  const [total, setTotal] = useState(null);
+  const [problem, setProblem] = useState(null);
+  const connected = useConnected();
+
+  const change = (next) => {
+    window.history.replaceState(null, '', `${window.location.pathname}${searchFromView(next)}`);
+    setView(next);
+  };
+
+  useEffect(() => {
+    let live = true;
+    // subscribed first, the list read after: a change in between is applied twice at
+    // worst (the same row replaced), never missed
+    const variables = {
+      saga: view.saga.length ? view.saga : null,
+      status: view.status.length ? view.status : null,
+      order: view.order,
+      desc: view.descending,
+    };
+    // the count is the server's: read again at most once a second while changes come
+    let counting = null;
+    const recount = () => {
+      if (counting) return;
+      counting = setTimeout(() => {
+        counting = null;
+        request(COUNT, variables).then((data) => live && setTotal(data.allWorks.totalCount),
+          () => {});
+      }, 1000);
+    };
+    const stop = follow(CHANGES, { saga: variables.saga }, (data) => {
+      const { work } = data.works;
+      setRows((now) => applyChange(now, work, view));
+      recount();
+    });
+    request(LIST, variables).then((data) => {
+      if (!live) return;
+      setRows(data.allWorks.edges.map((e) => e.node));
+      setTotal(data.allWorks.totalCount);
+      setProblem(null);
+    }, (err) => live && setProblem(err.message));
+    return () => { live = false; stop(); clearTimeout(counting); };
+  }, [view, connected]);
+
+  return (
+    <main>
+      <header>
+        <h1>Works</h1>
+        {!connected && <p className="away" role="status">The server is away: reconnecting…</p>}
+      </header>
+      <Filters view={view} onChange={change} />
+      {problem && <p className="problem" role="alert">{problem}</p>}
+      <p className="count">{total === null ? '' : `${total} ${total === 1 ? 'work matches' : 'works match'}`}</p>
+      <table className="works">
+        <thead>
+          <tr><th>work</th><th>saga</th><th>status</th><th>stage</th><th>progress</th>
+            <th>created</th><th>duration</th><th>error</th></tr>
+        </thead>
+        <tbody>
+          {rows.map((work) => (
+            <tr key={work.workId} data-work={work.workId} className={`status-${work.status}`}>
+              <td className="id">{work.workId}</td>
+              <td>{work.saga}</td>
+              <td className="status">{work.status}</td>
+              <td>{work.currentStage || ''}</td>
+              <td><Progress work={work} /></td>
+              <td>{when(work.createdAt)}</td>
+              <td>{work.duration == null ? '' : `${work.duration.toFixed(2)} s`}</td>
+              <td>{work.errorType || ''}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </main>
+  );
+}
+
+createRoot(document.getElementById('app')).render(
+  <StrictMode>
+    <WorksIndex />
+  </StrictMode>,
+);

@@ -1,0 +1,42 @@
+// The index's view (filters and sort) kept in the URL, so a view can be shared: pure
+// functions, tested with the bundler's test runner.
+
+export const ORDERS = ['CREATED_AT', 'UPDATED_AT', 'STARTED_AT', 'FINISHED_AT', 'DURATION',
+  'PRIORITY', 'SAGA', 'STATUS'];
+
+export function viewFromSearch(search) {
+  const params = new URLSearchParams(search);
+  const list = (name) => (params.get(name) || '').split(',').map((s) => s.trim()).filter(Boolean);
+  const order = (params.get('order') || 'CREATED_AT').toUpperCase();
+  return {
+    saga: list('saga'),
+    status: list('status'),
+    order: ORDERS.includes(order) ? order : 'CREATED_AT',
+    descending: params.get('asc') === null,
+  };
+}
+
+export function searchFromView(view) {
+  const params = new URLSearchParams();
+  if (view.saga.length) params.set('saga', view.saga.join(','));
+  if (view.status.length) params.set('status', view.status.join(','));
+  if (view.order !== 'CREATED_AT') params.set('order', view.order.toLowerCase());
+  if (!view.descending) params.set('asc', '');
+  const text = params.toString();
+  return text ? `?${text}` : '';
+}
+
+// Whether a work (as the API shows it) belongs in a view's list.
+export function inView(view, work) {
+  return (!view.saga.length || view.saga.includes(work.saga))
+    && (!view.status.length || view.status.includes(work.status));
+}
+
+// The list after a change of one work: replaced where it is, added at the top when new
+// (newest first) and kept at most `limit` long; dropped when it left the view.
+export function applyChange(rows, work, view, limit = 50) {
+  const at = rows.findIndex((r) => r.workId === work.workId);
+  if (!inView(view, work)) return at < 0 ? rows : rows.filter((_, i) => i !== at);
+  if (at >= 0) return rows.map((r, i) => (i === at ? work : r));
+  return [work, ...rows].slice(0, limit);
+}

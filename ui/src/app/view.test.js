@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest';
+import { applyChange, inView, searchFromView, viewFromSearch } from './view.js';
+
+const work = (workId, status = 'running', saga = 'order') => ({ workId, status, saga });
+
+describe('the view in the URL', () => {
+  it('reads filters, order and direction, and writes them back the same', () => {
+    const view = viewFromSearch('?saga=order,refund&status=failed&order=finished_at&asc=');
+    expect(view).toEqual({ saga: ['order', 'refund'], status: ['failed'],
+      order: 'FINISHED_AT', descending: false });
+    expect(viewFromSearch(searchFromView(view))).toEqual(view);
+  });
+
+  it('falls back to newest first for an unknown order, and writes nothing for the default', () => {
+    const view = viewFromSearch('?order=input');
+    expect(view.order).toBe('CREATED_AT');
+    expect(searchFromView(view)).toBe('');
+  });
+});
+
+describe('a change of one work', () => {
+  const view = viewFromSearch('?status=running,paused');
+
+  it('replaces the row where it is', () => {
+    const rows = [work('b'), work('a')];
+    expect(applyChange(rows, work('a', 'paused'), view).map((r) => r.status))
+      .toEqual(['running', 'paused']);
+  });
+
+  it('adds a new work at the top and keeps the list at its length', () => {
+    const rows = [work('b'), work('a')];
+    expect(applyChange(rows, work('c'), view, 2).map((r) => r.workId)).toEqual(['c', 'b']);
+  });
+
+  it('drops a work that left the view, and ignores one that was never in it', () => {
+    const rows = [work('b'), work('a')];
+    expect(applyChange(rows, work('a', 'completed'), view).map((r) => r.workId)).toEqual(['b']);
+    expect(applyChange(rows, work('z', 'completed'), view)).toBe(rows);
+    expect(inView(viewFromSearch('?saga=refund'), work('x'))).toBe(false);
+  });
+});
