@@ -453,5 +453,7 @@ def test_compensation_effects_happen_exactly_once_across_sigkills(
     assert [key.split("/", 1)[1] for key in blocked] == [
         "b/1/cleanup/1", "b/2/cleanup/1", "b/rollback/1"]
     made = Counter(key for key, _ in calls(ledger))
-    assert [made[key] for key in blocked] == [2, 2, 2]
+    # twice at least: a later round killed at a random call may land in the rerun too
+    # (a full suite on two cores once made one three times); their effects were once
+    assert all(made[key] >= 2 for key in blocked), [made[key] for key in blocked]
     assert set(made) == {k for w in work_ids for k in expected_effects(w)}

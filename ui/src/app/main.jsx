@@ -1,9 +1,10 @@
-// stepsaga's UI: the works index, pushed live by the API's `works` subscription (never
+// stepsaga's UI: the works index (and one work, work.jsx), pushed live by the API's `works` subscription (never
 // polled), its view kept in the URL.
 import { StrictMode, useEffect, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import { follow, onStatus, request } from './api.js';
 import { applyChange, ORDERS, searchFromView, viewFromSearch } from './view.js';
+import { WorkPage } from './work.jsx';
 import './style.css';
 
 const FIELDS = 'workId saga status phase currentStage stagesDone stagesTotal progress createdAt duration errorType';
@@ -124,7 +125,7 @@ function WorksIndex() {
         <tbody>
           {rows.map((work) => (
             <tr key={work.workId} data-work={work.workId} className={`status-${work.status}`}>
-              <td className="id">{work.workId}</td>
+              <td className="id"><a href={`/?work=${work.workId}`}>{work.workId}</a></td>
               <td>{work.saga}</td>
               <td className="status">{work.status}</td>
               <td>{work.currentStage || ''}</td>
@@ -140,8 +141,10 @@ function WorksIndex() {
   );
 }
 
+// one page per URL: /?work=ID is a work, anything else the index
+const opened = new URLSearchParams(window.location.search).get('work');
 createRoot(document.getElementById('app')).render(
   <StrictMode>
-    <WorksIndex />
+    {opened ? <WorkPage workId={opened} /> : <WorksIndex />}
   </StrictMode>,
 );

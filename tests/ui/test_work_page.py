@@ -1,0 +1,81 @@
+"""One work's page in a real Chromium against a real ``stepsaga serve``: a work started
+paused is stepped from the page (one event more, recorded by the holder), scrubbed back
+with the time-travel slider (the state the API gives for that seq), and resumed to its
+end, the timeline pushed live all along."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from workers.actions import DEMO_ORDER
+
+from .conftest import Server
+from .test_works_index import TIMEOUT_MS, ended, shot
+
+CREATE = """mutation($input: JSON) {
+  createWork(saga: "demo", input: $input, paused: true) { ... on WorkCreated { work { workId } } }
+}"""
+
+
+def ask(server: Server, query: str, **variables: Any) -> Any:
+    answer = httpx.post(server.url, json={"query": query, "variables": variables},
+                        timeout=30).json()
+    assert "errors" not in answer, answer
+    return answer["data"]
+
+
+def events(server: Server, work_id: str) -> list[dict[str, Any]]:
+    found = ask(server, "query($id: String!) { work(workId: $id) { events(first: 1000) "
+                        "{ seq type } } }", id=work_id)
+    return list(found["work"]["events"])
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Page]:
+    context = browser.new_context()
+    found = context.new_page()
+    errors: list[str] = []
+    found.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+    try:
+        yield found
+        assert errors == []
+    finally:
+        context.close()
+
+
+def test_a_paused_work_is_stepped_scrubbed_and_resumed(page: Page, server: Server) -> None:
+    work_id = ask(server, CREATE, input=DEMO_ORDER)["createWork"]["work"]["workId"]
+    page.goto(f"{server.origin}/?work={work_id}")
+    timeline = page.locator("ol.timeline li")
+    expect(timeline.first).to_contain_text("work.created", timeout=TIMEOUT_MS)
+    expect(page.locator(".summary .status")).to_have_text("paused", timeout=TIMEOUT_MS)
+    before = len(events(server, work_id))
+    expect(timeline).to_have_count(before, timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="step", exact=True).click()
+    # the holder recorded one step (and the command's outcome): the page shows them all
+    expect(timeline).to_have_count(before + 2, timeout=TIMEOUT_MS)
+    stored = events(server, work_id)
+    assert len(stored) == before + 2 and stored[-1]["type"] == "work.command"
+    assert [t.strip() for t in page.locator("ol.timeline .type").all_inner_texts()] == \
+        [e["type"] for e in stored]
+    shot(page, "work-stepped")
+    # back to seq 1: the state the API gives for it
+    page.locator("ol.timeline li[data-seq='1'] button.seq").click()
+    expect(page.locator("output[name=seq]")).to_have_text("1")
+    then = ask(server, "query($id: String!) { work(workId: $id) { stateAt(seq: 1) } }",
+               id=work_id)["work"]["stateAt"]
+    expect(page.locator("pre.state")).to_have_text(json.dumps(then, indent=2, ensure_ascii=False),
+                                                   timeout=TIMEOUT_MS)
+    shot(page, "work-time-travel")
+    page.get_by_role("button", name="follow latest").click()
+    page.get_by_role("button", name="resume", exact=True).click()
+    final = ended(server, work_id)
+    expect(page.locator(".summary .status")).to_have_text(final, timeout=TIMEOUT_MS)
+    expect(timeline).to_have_count(len(events(server, work_id)), timeout=TIMEOUT_MS)
+    shot(page, "work-ended")
