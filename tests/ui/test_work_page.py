@@ -79,3 +79,43 @@ def test_a_paused_work_is_stepped_scrubbed_and_resumed(page: Page, server: Serve
     expect(page.locator(".summary .status")).to_have_text(final, timeout=TIMEOUT_MS)
     expect(timeline).to_have_count(len(events(server, work_id)), timeout=TIMEOUT_MS)
     shot(page, "work-ended")
+
+
+def test_a_debugging_session_through_a_compensation(page: Page, server: Server) -> None:
+    """A breakpoint before a compensation set on the page, run to it (a charge without a
+    price fails for good), the state edited with a reason, one step, then resumed."""
+    work_id = ask(server, CREATE, input={"items": [{"sku": "tea"}]})["createWork"][
+        "work"]["workId"]
+    page.goto(f"{server.origin}/?work={work_id}")
+    expect(page.locator(".summary .status")).to_have_text("paused", timeout=TIMEOUT_MS)
+    page.get_by_label("when").select_option("before")
+    page.get_by_label("event").fill("stage.compensation.started")
+    page.get_by_label("path", exact=True).fill("reserve")
+    page.get_by_role("button", name="set breakpoint").click()
+    expect(page.locator(".breakpoints li")).to_contain_text(
+        "before stage.compensation.started at reserve", timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="run to breakpoint").click()
+    # it ran forward, failed, compensated what it could and stopped before reserve's
+    expect(page.locator("ol.timeline")).to_contain_text("stage.failed", timeout=TIMEOUT_MS)
+    expect(page.locator(".summary .status")).to_have_text("paused", timeout=TIMEOUT_MS)
+    stored = events(server, work_id)
+    assert ("stage.compensation.started", "reserve") not in [
+        (e["type"], e.get("path")) for e in stored]
+    shot(page, "work-at-breakpoint")
+    page.get_by_label("stage path").fill("reserve")
+    page.get_by_label("output (JSON)").fill('{"items": [{"sku": "tea"}], "reservation": "r-x"}')
+    page.get_by_label("reason").fill("the reservation id was mistyped")
+    page.get_by_role("button", name="edit", exact=True).click()
+    expect(page.locator("ol.timeline")).to_contain_text("work.edited", timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="step", exact=True).click()
+    expect(page.locator("ol.timeline")).to_contain_text("stage.compensation.started",
+                                                        timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="resume", exact=True).click()
+    final = ended(server, work_id)
+    expect(page.locator(".summary .status")).to_have_text(final, timeout=TIMEOUT_MS)
+    found = ask(server, "query($id: String!) { work(workId: $id) { events(first: 1000) "
+                        "{ type payload } } }", id=work_id)["work"]["events"]
+    edits = [e["payload"] for e in found if e["type"] == "work.edited"]
+    assert len(edits) == 1 and edits[0]["reason"] == "the reservation id was mistyped"
+    assert [e["type"] for e in found].count("stage.compensation.started") >= 1
+    shot(page, "work-debugged")

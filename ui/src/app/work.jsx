@@ -6,6 +6,7 @@ import { follow, request } from './api.js';
 
 const WORK = `query($id: String!) { work(workId: $id) {
   workId saga status paused phase currentStage stagesDone stagesTotal progress lastSeq
+  breakpoints
 } }`;
 const EVENTS = `subscription($id: String!) {
   workEvents(workId: $id, after: "0") { cursor seq type path attempt time }
@@ -19,7 +20,79 @@ const STEER = {
   resume: `mutation($id: String!) { resumeWork(workId: $id, by: "ui") { ${ANSWER} } }`,
   step: `mutation($id: String!) { stepWork(workId: $id, by: "ui") { ${ANSWER} } }`,
   cancel: `mutation($id: String!) { cancelWork(workId: $id, by: "ui", reason: "cancelled from the UI") { ${ANSWER} } }`,
+  'run to breakpoint': `mutation($id: String!) { multiStepWork(workId: $id, by: "ui") { ${ANSWER} } }`,
+  'retry compensation': `mutation($id: String!) { retryCompensation(workId: $id, by: "ui") { ${ANSWER} } }`,
 };
+const SET_BREAKPOINT = `mutation($id: String!, $bp: BreakpointInput!) {
+  setBreakpoint(workId: $id, breakpoint: $bp) { ${ANSWER} } }`;
+const CLEAR_BREAKPOINT = `mutation($id: String!, $bp: String!) {
+  clearBreakpoint(workId: $id, breakpointId: $bp) { ${ANSWER} } }`;
+const EDIT = `mutation($id: String!, $path: String!, $reason: String!, $output: JSON) {
+  editWorkState(workId: $id, path: $path, by: "ui", reason: $reason, output: $output,
+                setOutput: true) { ${ANSWER} } }`;
+
+function Breakpoints({ work, onSend }) {
+  const [form, setForm] = useState({ event: '*', path: '*', when: 'after', condition: '' });
+  const field = (name) => ({ name, value: form[name],
+    onChange: (e) => setForm({ ...form, [name]: e.target.value }) });
+  const set = (e) => {
+    e.preventDefault();
+    const bp = { event: form.event, path: form.path, when: form.when };
+    if (form.condition.trim()) bp.condition = form.condition.trim();
+    onSend(SET_BREAKPOINT, { bp });
+  };
+  return (
+    <section className="breakpoints">
+      <h2>Breakpoints</h2>
+      <ul>
+        {(work.breakpoints || []).map((bp) => (
+          <li key={bp.id} data-breakpoint={bp.id}>
+            {bp.when} {bp.event} at {bp.path}{bp.condition ? ` if ${bp.condition}` : ''}
+            {' '}<button type="button" onClick={() => onSend(CLEAR_BREAKPOINT, { bp: bp.id })}>clear</button>
+          </li>
+        ))}
+      </ul>
+      <form onSubmit={set}>
+        <select aria-label="when" {...field('when')}>
+          <option value="before">before</option><option value="after">after</option>
+        </select>
+        <input aria-label="event" {...field('event')} />
+        <input aria-label="path" {...field('path')} />
+        <input aria-label="condition (CEL)" placeholder="condition (CEL)" {...field('condition')} />
+        <button type="submit">set breakpoint</button>
+      </form>
+    </section>
+  );
+}
+
+function Edit({ onSend }) {
+  const [form, setForm] = useState({ path: '', output: '', reason: '' });
+  const [problem, setProblem] = useState(null);
+  const field = (name) => ({ name, value: form[name],
+    onChange: (e) => setForm({ ...form, [name]: e.target.value }) });
+  const send = (e) => {
+    e.preventDefault();
+    let output;
+    try {
+      output = JSON.parse(form.output);
+    } catch (err) {
+      setProblem(`the output is not JSON: ${err.message}`);
+      return;
+    }
+    setProblem(null);
+    onSend(EDIT, { path: form.path, reason: form.reason, output });
+  };
+  return (
+    <form className="edit" onSubmit={send}>
+      <h2>Edit a stage's output</h2>
+      <input aria-label="stage path" placeholder="stage path" {...field('path')} />
+      <input aria-label="output (JSON)" placeholder="output (JSON)" {...field('output')} />
+      <input aria-label="reason" placeholder="reason" required {...field('reason')} />
+      <button type="submit">edit</button>
+      {problem && <span className="problem">{problem}</span>}
+    </form>
+  );
+}
 
 function answerOf(data) {
   const found = Object.values(data)[0];
@@ -58,8 +131,9 @@ export function WorkPage({ workId }) {
     return () => { live = false; };
   }, [workId, shown]);
 
-  const steer = (kind) => request(STEER[kind], { id: workId }).then(
+  const send = (query, variables = {}) => request(query, { id: workId, ...variables }).then(
     (data) => setProblem(answerOf(data)), (err) => setProblem(err.message));
+  const steer = (kind) => send(STEER[kind]);
 
   if (!work) return <main><p>{problem || 'Loading…'}</p></main>;
   return (
@@ -76,6 +150,8 @@ export function WorkPage({ workId }) {
           <button key={kind} type="button" onClick={() => steer(kind)}>{kind}</button>))}
       </div>
       {problem && <p className="problem" role="alert">{problem}</p>}
+      <Breakpoints work={work} onSend={send} />
+      <Edit onSend={send} />
       <section className="travel">
         <label>state at seq <output name="seq">{shown ?? ''}</output>
           <input type="range" name="travel" min="1" max={Math.max(events.length, 1)}
