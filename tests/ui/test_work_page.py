@@ -6,6 +6,7 @@ end, the timeline pushed live all along."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -79,6 +80,27 @@ def test_a_paused_work_is_stepped_scrubbed_and_resumed(page: Page, server: Serve
     expect(page.locator(".summary .status")).to_have_text(final, timeout=TIMEOUT_MS)
     expect(timeline).to_have_count(len(events(server, work_id)), timeout=TIMEOUT_MS)
     shot(page, "work-ended")
+    # rewound into a fork at seq 3: the fork's page, its origin, the first difference
+    page.locator("ol.timeline li[data-seq='3'] button.seq").click()
+    page.get_by_role("button", name="rewind to seq 3").click()
+    expect(page).not_to_have_url(f"{server.origin}/?work={work_id}", timeout=TIMEOUT_MS)
+    expect(page.locator(".fork")).to_contain_text(f"forked from {work_id} at seq 3",
+                                                  timeout=TIMEOUT_MS)
+    fork = page.url.split("work=", 1)[1]
+    diverges = ask(server, "query($id: String!, $o: String!) { work(workId: $id) "
+                           "{ compare(otherWorkId: $o) { seq } } }",
+                   id=fork, o=work_id)["work"]["compare"]["seq"]
+    expect(page.locator(".fork")).to_contain_text(f"the first difference is at seq {diverges}",
+                                                  timeout=TIMEOUT_MS)
+    mine = events(server, fork)
+    assert [e["type"] for e in mine] == [e["type"] for e in events(server, work_id)[:3]]
+    if diverges <= len(mine):  # the fork has an event there: it is marked
+        expect(page.locator(f"ol.timeline li[data-seq='{diverges}']")).to_have_class(
+            re.compile("diverges"), timeout=TIMEOUT_MS)
+    else:  # the fork ends before: the origin went on from there
+        assert diverges == len(mine) + 1
+        expect(page.locator("ol.timeline li")).to_have_count(len(mine))
+    shot(page, "work-fork")
 
 
 def test_a_debugging_session_through_a_compensation(page: Page, server: Server) -> None:
@@ -104,7 +126,7 @@ def test_a_debugging_session_through_a_compensation(page: Page, server: Server) 
     shot(page, "work-at-breakpoint")
     page.get_by_label("stage path").fill("reserve")
     page.get_by_label("output (JSON)").fill('{"items": [{"sku": "tea"}], "reservation": "r-x"}')
-    page.get_by_label("reason").fill("the reservation id was mistyped")
+    page.get_by_label("reason", exact=True).fill("the reservation id was mistyped")
     page.get_by_role("button", name="edit", exact=True).click()
     expect(page.locator("ol.timeline")).to_contain_text("work.edited", timeout=TIMEOUT_MS)
     page.get_by_role("button", name="step", exact=True).click()
@@ -119,3 +141,21 @@ def test_a_debugging_session_through_a_compensation(page: Page, server: Server) 
     assert len(edits) == 1 and edits[0]["reason"] == "the reservation id was mistyped"
     assert [e["type"] for e in found].count("stage.compensation.started") >= 1
     shot(page, "work-debugged")
+
+
+def test_a_work_whose_compensation_failed_is_resolved_with_a_reason(page: Page,
+                                                                  server: Server) -> None:
+    work_id = ask(server, 'mutation { createWork(saga: "demo") { ... on WorkCreated '
+                          '{ work { workId } } } }')["createWork"]["work"]["workId"]
+    assert ended(server, work_id) == "compensation_failed"  # no order: nothing to undo with
+    page.goto(f"{server.origin}/?work={work_id}")
+    expect(page.locator(".summary .status")).to_have_text("compensation_failed",
+                                                          timeout=TIMEOUT_MS)
+    page.get_by_label("resolve reason").fill("released the reservation by hand")
+    page.get_by_role("button", name="resolve", exact=True).click()
+    expect(page.locator(".summary .resolved")).to_have_text("(resolved)", timeout=TIMEOUT_MS)
+    expect(page.locator("ol.timeline")).to_contain_text("work.resolved")
+    found = ask(server, "query($id: String!) { work(workId: $id) { events(first: 1000) "
+                        "{ type payload } } }", id=work_id)["work"]["events"]
+    assert [e["payload"].get("reason") for e in found if e["type"] == "work.resolved"] == [
+        "released the reservation by hand"]

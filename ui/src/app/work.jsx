@@ -1,13 +1,19 @@
-// One work: its status and progress, the debugger's steering (pause, resume, step,
-// cancel), its event timeline pushed live by the workEvents subscription, and a
-// time-travel slider showing its state at any seq.
+// One work: its status and progress, the debugger (pause, resume, step, cancel, run to a
+// breakpoint, breakpoints, edit with a reason, retry a compensation, resolve, rewind into
+// a fork and compare the fork with its origin), its event timeline pushed live by the
+// workEvents subscription, and a time-travel slider showing its state at any seq.
 import { useEffect, useState } from 'react';
 import { follow, request } from './api.js';
 
 const WORK = `query($id: String!) { work(workId: $id) {
   workId saga status paused phase currentStage stagesDone stagesTotal progress lastSeq
-  breakpoints
+  breakpoints parentWorkId forkedAtSeq
 } }`;
+const REWIND = `mutation($id: String!, $seq: Int!) { rewindWork(workId: $id, toSeq: $seq) {
+  __typename ... on WorkCreated { work { workId } } ... on WrongState { message }
+  ... on NotFound { message } ... on InvalidInput { message } ... on Conflict { message } } }`;
+const COMPARE = `query($id: String!, $other: String!) { work(workId: $id) {
+  compare(otherWorkId: $other) { seq } } }`;
 const EVENTS = `subscription($id: String!) {
   workEvents(workId: $id, after: "0") { cursor seq type path attempt time }
 }`;
@@ -23,6 +29,8 @@ const STEER = {
   'run to breakpoint': `mutation($id: String!) { multiStepWork(workId: $id, by: "ui") { ${ANSWER} } }`,
   'retry compensation': `mutation($id: String!) { retryCompensation(workId: $id, by: "ui") { ${ANSWER} } }`,
 };
+const RESOLVE = `mutation($id: String!, $reason: String!) {
+  resolveWork(workId: $id, by: "ui", reason: $reason) { ${ANSWER} } }`;
 const SET_BREAKPOINT = `mutation($id: String!, $bp: BreakpointInput!) {
   setBreakpoint(workId: $id, breakpoint: $bp) { ${ANSWER} } }`;
 const CLEAR_BREAKPOINT = `mutation($id: String!, $bp: String!) {
@@ -106,6 +114,8 @@ export function WorkPage({ workId }) {
   const [seq, setSeq] = useState(null);
   const [state, setState] = useState(null);
   const [problem, setProblem] = useState(null);
+  const [divergence, setDivergence] = useState(null);
+  const [reason, setReason] = useState('');
 
   useEffect(() => {
     let live = true;
@@ -134,6 +144,22 @@ export function WorkPage({ workId }) {
   const send = (query, variables = {}) => request(query, { id: workId, ...variables }).then(
     (data) => setProblem(answerOf(data)), (err) => setProblem(err.message));
   const steer = (kind) => send(STEER[kind]);
+  const rewind = () => request(REWIND, { id: workId, seq: shown }).then((data) => {
+    const made = data.rewindWork;
+    if (made.__typename === 'WorkCreated') window.location.assign(`/?work=${made.work.workId}`);
+    else setProblem(made.message || made.__typename);
+  }, (err) => setProblem(err.message));
+
+  // a fork against the work it came from: the first event where they differ
+  const parent = work?.parentWorkId;
+  useEffect(() => {
+    if (!parent) return undefined;
+    let live = true;
+    request(COMPARE, { id: workId, other: parent }).then(
+      (data) => live && setDivergence(data.work.compare ? data.work.compare.seq : null),
+      () => {});
+    return () => { live = false; };
+  }, [workId, parent, events.length]);
 
   if (!work) return <main><p>{problem || 'Loading…'}</p></main>;
   return (
@@ -142,12 +168,22 @@ export function WorkPage({ workId }) {
       <h1>{work.saga} <span className="id">{work.workId}</span></h1>
       <p className={`summary status-${work.status}`}>
         <span className="status">{work.status}</span>{work.paused && work.status !== 'paused' ? ' (paused)' : ''}
+        {events.some((e) => e.type === 'work.resolved') ? <span className="resolved"> (resolved)</span> : null}
         {' '}{work.stagesDone}/{work.stagesTotal} stages
         {work.currentStage ? ` · at ${work.currentStage}` : ''}
       </p>
+      {parent && (
+        <p className="fork">forked from <a href={`/?work=${parent}`}>{parent}</a> at seq
+          {' '}{work.forkedAtSeq}{divergence !== null ? `; the first difference is at seq ${divergence}` : ''}</p>
+      )}
       <div className="steer">
         {Object.keys(STEER).map((kind) => (
           <button key={kind} type="button" onClick={() => steer(kind)}>{kind}</button>))}
+        <button type="button" onClick={rewind} disabled={shown === null}>rewind to seq {shown}</button>
+        <input aria-label="resolve reason" placeholder="why it is resolved" value={reason}
+          onChange={(e) => setReason(e.target.value)} />
+        <button type="button" disabled={!reason.trim()}
+          onClick={() => send(RESOLVE, { reason: reason.trim() })}>resolve</button>
       </div>
       {problem && <p className="problem" role="alert">{problem}</p>}
       <Breakpoints work={work} onSend={send} />
@@ -162,7 +198,8 @@ export function WorkPage({ workId }) {
       </section>
       <ol className="timeline">
         {events.map((e) => (
-          <li key={e.seq} data-seq={e.seq} className={e.seq === shown ? 'here' : ''}>
+          <li key={e.seq} data-seq={e.seq}
+            className={[e.seq === shown ? 'here' : '', e.seq === divergence ? 'diverges' : ''].join(' ').trim()}>
             <button type="button" className="seq" onClick={() => setSeq(e.seq)}>{e.seq}</button>
             {' '}<span className="type">{e.type}</span>
             {e.path ? <span className="path"> {e.path}</span> : null}
