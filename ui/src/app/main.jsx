@@ -2,7 +2,7 @@
 // polled), its view kept in the URL.
 import { StrictMode, useEffect, useState } from 'react';
 import { createRoot } from 'react-dom/client';
-import { follow, onStatus, request } from './api.js';
+import { Away, follow, request, useConnected } from './api.jsx';
 import { applyChange, ORDERS, searchFromView, viewFromSearch } from './view.js';
 import { WorkPage } from './work.jsx';
 import './style.css';
@@ -19,12 +19,6 @@ const COUNT = `query($saga: [String!], $status: [String!], $order: WorkOrder!, $
 const CHANGES = `subscription($saga: [String!]) {
   works(saga: $saga) { cursor type work { ${FIELDS} } }
 }`;
-
-function useConnected() {
-  const [connected, setConnected] = useState(true);
-  useEffect(() => onStatus(setConnected), []);
-  return connected;
-}
 
 function when(seconds) {
   return seconds ? new Date(seconds * 1000).toLocaleTimeString() : '';
@@ -112,7 +106,7 @@ function WorksIndex() {
     <main>
       <header>
         <h1>Works</h1>
-        {!connected && <p className="away" role="status">The server is away: reconnecting…</p>}
+        <Away connected={connected} />
       </header>
       <Filters view={view} onChange={change} />
       {problem && <p className="problem" role="alert">{problem}</p>}

@@ -2,8 +2,8 @@
 // breakpoint, breakpoints, edit with a reason, retry a compensation, resolve, rewind into
 // a fork and compare the fork with its origin), its event timeline pushed live by the
 // workEvents subscription, and a time-travel slider showing its state at any seq.
-import { useEffect, useState } from 'react';
-import { follow, request } from './api.js';
+import { useEffect, useRef, useState } from 'react';
+import { Away, follow, request, useConnected } from './api.jsx';
 
 const WORK = `query($id: String!) { work(workId: $id) {
   workId saga status paused phase currentStage stagesDone stagesTotal progress lastSeq
@@ -14,8 +14,8 @@ const REWIND = `mutation($id: String!, $seq: Int!) { rewindWork(workId: $id, toS
   ... on NotFound { message } ... on InvalidInput { message } ... on Conflict { message } } }`;
 const COMPARE = `query($id: String!, $other: String!) { work(workId: $id) {
   compare(otherWorkId: $other) { seq } } }`;
-const EVENTS = `subscription($id: String!) {
-  workEvents(workId: $id, after: "0") { cursor seq type path attempt time }
+const EVENTS = `subscription($id: String!, $after: String!) {
+  workEvents(workId: $id, after: $after) { cursor seq type path attempt time }
 }`;
 const STATE = 'query($id: String!, $seq: Int!) { work(workId: $id) { stateAt(seq: $seq) } }';
 const ANSWER = `__typename ... on CommandTaken { outcome }
@@ -117,20 +117,24 @@ export function WorkPage({ workId }) {
   const [divergence, setDivergence] = useState(null);
   const [reason, setReason] = useState('');
 
+  const connected = useConnected();
+  const cursor = useRef('0');  // the last event's cursor: a new subscription goes on from it
+  useEffect(() => { cursor.current = '0'; setEvents([]); }, [workId]);
+
   useEffect(() => {
     let live = true;
     const load = () => request(WORK, { id: workId }).then(
       (data) => live && setWork(data.work), (err) => live && setProblem(err.message));
     load();
-    // every event from the first on, once: the subscription's cursor is the stream's
-    setEvents([]);
-    const stop = follow(EVENTS, { id: workId }, (data) => {
+    // every event once: from the first, and after the server was away from the last seen
+    const stop = follow(EVENTS, { id: workId, after: cursor.current }, (data) => {
       const event = data.workEvents;
+      cursor.current = event.cursor;
       setEvents((now) => (now.some((e) => e.seq === event.seq) ? now : [...now, event]));
       load();
     });
     return () => { live = false; stop(); };
-  }, [workId]);
+  }, [workId, connected]);
 
   const shown = seq ?? (events.length ? events[events.length - 1].seq : null);
   useEffect(() => {
@@ -165,6 +169,7 @@ export function WorkPage({ workId }) {
   return (
     <main className="work">
       <p><a href="/">← works</a></p>
+      <Away connected={connected} />
       <h1>{work.saga} <span className="id">{work.workId}</span></h1>
       <p className={`summary status-${work.status}`}>
         <span className="status">{work.status}</span>{work.paused && work.status !== 'paused' ? ' (paused)' : ''}

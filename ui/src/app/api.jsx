@@ -2,6 +2,7 @@
 // for queries, mutations and subscriptions alike. It reconnects by itself after the
 // server restarts; `onStatus` hears whether it is connected.
 import { createClient } from 'graphql-ws';
+import { useEffect, useState } from 'react';
 
 const scheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
 const listeners = new Set();
@@ -55,4 +56,17 @@ function messageOf(err) {
   if (Array.isArray(err)) return err.map((e) => e.message).join('; ');
   if (err && typeof err.reason === 'string' && err.reason) return err.reason;
   return String(err);
+}
+
+// Whether the API is connected now, as React state.
+export function useConnected() {
+  const [connected, setConnected] = useState(true);
+  useEffect(() => onStatus(setConnected), []);
+  return connected;
+}
+
+// The line a page shows while the server is away.
+export function Away({ connected }) {
+  return connected ? null
+    : <p className="away" role="status">The server is away: reconnecting…</p>;
 }
