@@ -66,6 +66,17 @@ def test_a_paused_work_is_stepped_scrubbed_and_resumed(page: Page, server: Serve
     assert [t.strip() for t in page.locator("ol.timeline .type").all_inner_texts()] == \
         [e["type"] for e in stored]
     shot(page, "work-stepped")
+    # what changed from seq 1 to now: the API's diff, row by row
+    page.get_by_label("diff from seq").fill("1")
+    latest = stored[-1]["seq"]
+    diff = ask(server, "query($id: String!, $to: Int!) { work(workId: $id) "
+                       "{ stateDiff(fromSeq: 1, toSeq: $to) } }",
+               id=work_id, to=latest)["work"]["stateDiff"]
+    assert diff
+    expect(page.locator("table.changes tbody tr")).to_have_count(len(diff), timeout=TIMEOUT_MS)
+    assert page.locator("table.changes tbody td:first-child").all_inner_texts() == [
+        d["path"] for d in diff]
+    shot(page, "work-diff")
     # back to seq 1: the state the API gives for it
     page.locator("ol.timeline li[data-seq='1'] button.seq").click()
     expect(page.locator("output[name=seq]")).to_have_text("1")

@@ -18,6 +18,40 @@ const EVENTS = `subscription($id: String!, $after: String!) {
   workEvents(workId: $id, after: $after) { cursor seq type path attempt time }
 }`;
 const STATE = 'query($id: String!, $seq: Int!) { work(workId: $id) { stateAt(seq: $seq) } }';
+const DIFF = `query($id: String!, $from: Int!, $to: Int!) { work(workId: $id) {
+  stateDiff(fromSeq: $from, toSeq: $to) } }`;
+
+// What changed in the state from one seq to another (the API's stateDiff).
+function Diff({ workId, to }) {
+  const [from, setFrom] = useState('');
+  const [rows, setRows] = useState(null);
+  const [problem, setProblem] = useState(null);
+  useEffect(() => {
+    const start = Number(from);
+    if (!from || !Number.isInteger(start) || to === null) { setRows(null); return undefined; }
+    let live = true;
+    request(DIFF, { id: workId, from: start, to }).then(
+      (data) => { if (live) { setRows(data.work.stateDiff); setProblem(null); } },
+      (err) => live && setProblem(err.message));
+    return () => { live = false; };
+  }, [workId, from, to]);
+  const show = (value) => (value === undefined ? '' : JSON.stringify(value));
+  return (
+    <section className="diff">
+      <label>changes since seq <input aria-label="diff from seq" type="number" min="0"
+        value={from} onChange={(e) => setFrom(e.target.value)} /> to seq {to}</label>
+      {problem && <span className="problem">{problem}</span>}
+      {rows && (
+        <table className="changes">
+          <thead><tr><th>path</th><th>before</th><th>after</th></tr></thead>
+          <tbody>{rows.map((r) => (
+            <tr key={r.path}><td>{r.path}</td><td>{show(r.before)}</td><td>{show(r.after)}</td></tr>
+          ))}</tbody>
+        </table>
+      )}
+    </section>
+  );
+}
 const ANSWER = `__typename ... on CommandTaken { outcome }
   ... on WrongState { message } ... on NotFound { message } ... on InvalidInput { message }
   ... on Conflict { message }`;
@@ -201,6 +235,7 @@ export function WorkPage({ workId }) {
         {seq !== null && <button type="button" onClick={() => setSeq(null)}>follow latest</button>}
         <pre className="state">{state ? JSON.stringify(state, null, 2) : ''}</pre>
       </section>
+      <Diff workId={workId} to={shown} />
       <ol className="timeline">
         {events.map((e) => (
           <li key={e.seq} data-seq={e.seq}
