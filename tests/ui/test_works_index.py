@@ -107,3 +107,30 @@ def test_the_page_is_never_cached_and_its_files_for_good(server: Server) -> None
         found = httpx.get(f"{server.origin}/ui/{asset}", timeout=30)
         assert found.status_code == 200
         assert found.headers["cache-control"] == "public, max-age=31536000, immutable"
+
+
+def test_works_are_grouped_and_folded_by_the_server(page: Page, server: Server) -> None:
+    for _ in range(2):
+        ended(server, create(server))
+    query = ("query($r: String!, $e: String) { aggregate(over: \"works\", groupBy: "
+             "[\"status\"], reducer: $r, expression: $e) { group value count } }")
+
+    def server_says(reducer: str, expression: str | None = None) -> list[list[str]]:
+        rows = httpx.post(server.url, json={"query": query, "variables": {
+            "r": reducer, "e": expression}}, timeout=30).json()["data"]["aggregate"]
+        return [[str(r["group"]["status"]), f"{round(r['value'], 3):g}", str(r["count"])]
+                for r in rows]
+
+    page.goto(server.origin + "/?group=status")
+    table = page.locator("table.aggregate tbody tr")
+    expected = server_says("count")
+    expect(table).to_have_count(len(expected), timeout=TIMEOUT_MS)
+    assert [row.locator("td").all_inner_texts() for row in table.all()] == expected
+    page.get_by_label("reducer").select_option("sum")
+    page.get_by_label("expression").fill("work.stages_total * 2")
+    page.get_by_role("button", name="fold").click()
+    expect(page).to_have_url(re.compile(r"expr=work\.stages_total"), timeout=TIMEOUT_MS)
+    folded = server_says("sum", "work.stages_total * 2")
+    expect(table.first.locator(".value")).to_have_text(folded[0][1], timeout=TIMEOUT_MS)
+    assert [row.locator("td").all_inner_texts() for row in table.all()] == folded
+    shot(page, "works-grouped")

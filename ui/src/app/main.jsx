@@ -3,7 +3,7 @@
 import { StrictMode, useEffect, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import { Away, follow, request, useConnected } from './api.jsx';
-import { applyChange, ORDERS, searchFromView, viewFromSearch } from './view.js';
+import { applyChange, ORDERS, REDUCERS, searchFromView, viewFromSearch } from './view.js';
 import { WorkPage } from './work.jsx';
 import './style.css';
 
@@ -56,11 +56,72 @@ function Filters({ view, onChange }) {
   );
 }
 
+const AGGREGATE = `query($group: [String!], $reducer: String!, $field: String, $expression: String,
+                   $saga: [String!], $status: [String!]) {
+  aggregate(over: "works", groupBy: $group, reducer: $reducer, field: $field,
+            expression: $expression, saga: $saga, status: $status) { group value count }
+}`;
+const GROUPABLE = ['saga', 'status', 'worker', 'node', 'error_type'];
+const NUMERIC = ['', 'duration', 'priority', 'stages_done', 'stages_total', 'last_seq'];
+
+// The works grouped and folded by the server (the aggregate query), never in here.
+function Groups({ view, onChange, tick }) {
+  const [expression, setExpression] = useState(view.expression);
+  const [rows, setRows] = useState(null);
+  const [problem, setProblem] = useState(null);
+  useEffect(() => {
+    if (!view.group.length) { setRows(null); return undefined; }
+    let live = true;
+    request(AGGREGATE, {
+      group: view.group, reducer: view.reducer, field: view.field || null,
+      expression: view.expression || null,
+      saga: view.saga.length ? view.saga : null, status: view.status.length ? view.status : null,
+    }).then((data) => { if (live) { setRows(data.aggregate); setProblem(null); } },
+      (err) => live && setProblem(err.message));
+    return () => { live = false; };
+  }, [view, tick]);
+  const pick = (name) => (e) => onChange({ ...view, [name]: e.target.value });
+  return (
+    <section className="groups">
+      <form onSubmit={(e) => { e.preventDefault(); onChange({ ...view, expression: expression.trim() }); }}>
+        <label>group by <select aria-label="group by" value={view.group[0] || ''}
+          onChange={(e) => onChange({ ...view, group: e.target.value ? [e.target.value] : [] })}>
+          <option value="">nothing</option>
+          {GROUPABLE.map((g) => <option key={g} value={g}>{g.replace('_', ' ')}</option>)}
+        </select></label>
+        <label>reducer <select aria-label="reducer" value={view.reducer} onChange={pick('reducer')}>
+          {REDUCERS.map((r) => <option key={r} value={r}>{r}</option>)}
+        </select></label>
+        <label>of <select aria-label="field" value={view.field} onChange={pick('field')}>
+          {NUMERIC.map((f) => <option key={f} value={f}>{f || '(rows)'}</option>)}
+        </select></label>
+        <label>or CEL <input aria-label="expression" placeholder="work.duration * 1000"
+          value={expression} onChange={(e) => setExpression(e.target.value)} /></label>
+        <button type="submit">fold</button>
+      </form>
+      {problem && <p className="problem" role="alert">{problem}</p>}
+      {rows && (
+        <table className="aggregate">
+          <thead><tr>{view.group.map((g) => <th key={g}>{g}</th>)}<th>{view.reducer}</th><th>works</th></tr></thead>
+          <tbody>{rows.map((r) => (
+            <tr key={JSON.stringify(r.group)}>
+              {view.group.map((g) => <td key={g}>{String(r.group[g] ?? '')}</td>)}
+              <td className="value">{r.value == null ? '' : Number(r.value.toFixed(3))}</td>
+              <td>{r.count}</td>
+            </tr>
+          ))}</tbody>
+        </table>
+      )}
+    </section>
+  );
+}
+
 function WorksIndex() {
   const [view, setView] = useState(() => viewFromSearch(window.location.search));
   const [rows, setRows] = useState([]);
   const [total, setTotal] = useState(null);
   const [problem, setProblem] = useState(null);
+  const [tick, setTick] = useState(0);  // changes came: the server's figures are read again
   const connected = useConnected();
 
   const change = (next) => {
@@ -86,6 +147,7 @@ function WorksIndex() {
         counting = null;
         request(COUNT, variables).then((data) => live && setTotal(data.allWorks.totalCount),
           () => {});
+        if (live) setTick((n) => n + 1);
       }, 1000);
     };
     const stop = follow(CHANGES, { saga: variables.saga }, (data) => {
@@ -109,6 +171,7 @@ function WorksIndex() {
         <Away connected={connected} />
       </header>
       <Filters view={view} onChange={change} />
+      <Groups view={view} onChange={change} tick={tick} />
       {problem && <p className="problem" role="alert">{problem}</p>}
       <p className="count">{total === null ? '' : `${total} ${total === 1 ? 'work matches' : 'works match'}`}</p>
       <table className="works">

@@ -4,15 +4,24 @@
 export const ORDERS = ['CREATED_AT', 'UPDATED_AT', 'STARTED_AT', 'FINISHED_AT', 'DURATION',
   'PRIORITY', 'SAGA', 'STATUS'];
 
+export const REDUCERS = ['count', 'sum', 'avg', 'min', 'max', 'p95'];
+
 export function viewFromSearch(search) {
   const params = new URLSearchParams(search);
   const list = (name) => (params.get(name) || '').split(',').map((s) => s.trim()).filter(Boolean);
   const order = (params.get('order') || 'CREATED_AT').toUpperCase();
+  const reducer = params.get('reducer') || 'count';
   return {
     saga: list('saga'),
     status: list('status'),
     order: ORDERS.includes(order) ? order : 'CREATED_AT',
     descending: params.get('asc') === null,
+    // the grouping: fields to group by, a reducer and what it folds (a field or a CEL
+    // expression over `work`), computed by the API's aggregate query
+    group: list('group'),
+    reducer: REDUCERS.includes(reducer) ? reducer : 'count',
+    field: params.get('field') || '',
+    expression: params.get('expr') || '',
   };
 }
 
@@ -22,6 +31,10 @@ export function searchFromView(view) {
   if (view.status.length) params.set('status', view.status.join(','));
   if (view.order !== 'CREATED_AT') params.set('order', view.order.toLowerCase());
   if (!view.descending) params.set('asc', '');
+  if (view.group.length) params.set('group', view.group.join(','));
+  if (view.reducer !== 'count') params.set('reducer', view.reducer);
+  if (view.field) params.set('field', view.field);
+  if (view.expression) params.set('expr', view.expression);
   const text = params.toString();
   return text ? `?${text}` : '';
 }

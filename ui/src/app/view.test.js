@@ -7,8 +7,17 @@ describe('the view in the URL', () => {
   it('reads filters, order and direction, and writes them back the same', () => {
     const view = viewFromSearch('?saga=order,refund&status=failed&order=finished_at&asc=');
     expect(view).toEqual({ saga: ['order', 'refund'], status: ['failed'],
-      order: 'FINISHED_AT', descending: false });
+      order: 'FINISHED_AT', descending: false, group: [], reducer: 'count', field: '',
+      expression: '' });
     expect(viewFromSearch(searchFromView(view))).toEqual(view);
+  });
+
+  it('keeps a grouping with its reducer and a CEL expression', () => {
+    const view = viewFromSearch('?group=saga,status&reducer=p95&expr=work.duration%20*%202');
+    expect([view.group, view.reducer, view.expression])
+      .toEqual([['saga', 'status'], 'p95', 'work.duration * 2']);
+    expect(viewFromSearch(searchFromView(view))).toEqual(view);
+    expect(viewFromSearch('?reducer=median').reducer).toBe('count');
   });
 
   it('falls back to newest first for an unknown order, and writes nothing for the default', () => {
