@@ -43,10 +43,16 @@ class Context:
             found = await queries.pending_commands_of(store, keys)
             return [found[k] for k in keys]
 
-        self.stage_runs: DataLoader[str, list[dict[str, Any]]] = DataLoader(load_runs)
-        self.pending: DataLoader[str, list[Any]] = DataLoader(load_pending)
-        self.events: DataLoader[tuple[str, int, int], list[Any]] = DataLoader(load_events)
-        self.works: DataLoader[str, dict[str, Any] | None] = DataLoader(load_works)
+        # cache=False: a WebSocket connection keeps one context for all its operations
+        # (strawberry's graphql-transport-ws), so a cache would answer a page's later
+        # queries with the first one's rows; the loaders batch the loads of one tick
+        self.stage_runs: DataLoader[str, list[dict[str, Any]]] = DataLoader(load_runs,
+                                                                            cache=False)
+        self.pending: DataLoader[str, list[Any]] = DataLoader(load_pending, cache=False)
+        self.events: DataLoader[tuple[str, int, int], list[Any]] = DataLoader(load_events,
+                                                                              cache=False)
+        self.works: DataLoader[str, dict[str, Any] | None] = DataLoader(load_works,
+                                                                        cache=False)
 
 
 def context_of(info: Info) -> Context:

@@ -138,8 +138,7 @@ class Work(relay.Node):
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
                             required: bool = False) -> list[Work | None]:
-        loader = context_of(info).works
-        rows = [await loader.load(key) for key in node_ids]
+        rows = await context_of(info).works.load_many(list(node_ids))
         return [None if row is None else cls.of(row) for row in rows]
 
     @strawberry.field
@@ -328,9 +327,6 @@ async def all_works(info: Info, first: int = 50, after: str | None = None,
     rows, more = await queries.works_page(store, first=first, after=after, saga=saga,
                                           status=status, order=order,
                                           descending=descending)
-    loader = context_of(info).works
-    for row in rows:
-        loader.prime(row["work_id"], row)
     edges = [WorkEdge(cursor=queries.encode_cursor(r, order), node=Work.of(r))
              for r in rows]
     total = await queries.count_works(store, saga=saga, status=status)

@@ -151,6 +151,16 @@ def test_a_debugging_session_through_a_compensation(page: Page, server: Server) 
     edits = [e["payload"] for e in found if e["type"] == "work.edited"]
     assert len(edits) == 1 and edits[0]["reason"] == "the reservation id was mistyped"
     assert [e["type"] for e in found].count("stage.compensation.started") >= 1
+    # the graph colours each stage as its run ended
+    runs = ask(server, "query($id: String!) { work(workId: $id) { stageRuns { path status } } }",
+               id=work_id)["work"]["stageRuns"]
+    ran = {r["path"]: r["status"] for r in runs}
+    assert ran["reserve"] == "compensated" and ran["pay/charge"] == "failed"
+    for path in ("reserve", "pay/charge", "pay/book"):
+        expect(page.locator(f'svg.graph g[data-stage="{path}"]')).to_have_attribute(
+            "data-status", ran[path], timeout=TIMEOUT_MS)
+    expect(page.locator('svg.graph g[data-stage="ship"]')).to_have_attribute(
+        "data-status", ran.get("ship", "pending"))
     shot(page, "work-debugged")
 
 

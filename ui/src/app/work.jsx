@@ -4,11 +4,44 @@
 // workEvents subscription, and a time-travel slider showing its state at any seq.
 import { useEffect, useRef, useState } from 'react';
 import { Away, follow, request, useConnected } from './api.jsx';
+import { layout, statuses } from './graph.js';
 
 const WORK = `query($id: String!) { work(workId: $id) {
   workId saga status paused phase currentStage stagesDone stagesTotal progress lastSeq
-  breakpoints parentWorkId forkedAtSeq
+  breakpoints parentWorkId forkedAtSeq stageRuns { path template status attempts }
 } }`;
+const SAGA = 'query($name: String!) { saga(name: $name) { stages { path name kind children } } }';
+
+// The saga's stages as a graph, each coloured by its status in this work.
+function Graph({ saga, runs }) {
+  const [shape, setShape] = useState(null);
+  useEffect(() => {
+    let live = true;
+    request(SAGA, { name: saga }).then((data) => live && data.saga
+      && setShape(layout(data.saga.stages)), () => {});
+    return () => { live = false; };
+  }, [saga]);
+  if (!shape) return null;
+  const status = statuses(runs);
+  return (
+    <svg className="graph" width={shape.width} height={shape.height} role="img"
+      aria-label="stage graph">
+      {shape.edges.map((e) => (
+        <polyline key={`${e.from}>${e.to}`} points={e.points.map((p) => `${p.x},${p.y}`).join(' ')} />
+      ))}
+      {shape.nodes.map((n) => (
+        <g key={n.path} data-stage={n.path} data-status={status[n.path] || 'pending'}
+          className={`stage status-${status[n.path] || 'pending'}`}
+          transform={`translate(${n.x - n.width / 2},${n.y - n.height / 2})`}>
+          <rect width={n.width} height={n.height} rx="5" />
+          <text x={n.width / 2} y={n.height / 2 + 4} textAnchor="middle">
+            {n.kind === 'Stage' ? n.path.split('/').pop() : `${n.path.split('/').pop()} (${n.kind})`}
+          </text>
+        </g>
+      ))}
+    </svg>
+  );
+}
 const REWIND = `mutation($id: String!, $seq: Int!) { rewindWork(workId: $id, toSeq: $seq) {
   __typename ... on WorkCreated { work { workId } } ... on WrongState { message }
   ... on NotFound { message } ... on InvalidInput { message } ... on Conflict { message } } }`;
@@ -215,6 +248,7 @@ export function WorkPage({ workId }) {
         <p className="fork">forked from <a href={`/?work=${parent}`}>{parent}</a> at seq
           {' '}{work.forkedAtSeq}{divergence !== null ? `; the first difference is at seq ${divergence}` : ''}</p>
       )}
+      <Graph saga={work.saga} runs={work.stageRuns} />
       <div className="steer">
         {Object.keys(STEER).map((kind) => (
           <button key={kind} type="button" onClick={() => steer(kind)}>{kind}</button>))}
