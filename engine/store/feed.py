@@ -7,7 +7,8 @@ time), with holes allowed, so "every event after cursor C" is ``position > C``. 
 :class:`Feed` per process reads past its position when woken: on PostgreSQL by a
 NOTIFY each group commit sends on :data:`CHANNEL` (the reader LISTENs, and reads
 again after a reconnect), on SQLite by a poll every few milliseconds, and in either
-case at once by a commit of its own process.
+case at once by a commit of its own process. A SQLite commit of its own process whose
+events take the positions right after the feed's is handed over with them, unread.
 
 A :class:`Subscription` resumes from a cursor: it reads what it missed from the store
 first, then takes the live events, so it gets every later event once, with no gap and

@@ -32,6 +32,8 @@ WORK_ORDERS: dict[str, bool] = {
 def _order_key(order: str) -> Any:
     """The sort key of a works list by ``order``: the column; a NULL time (not started
     or not finished yet) counts as later than any, so it leads a descending list."""
+    if order == "status":  # as shown (a held-back work is waiting), as cursors carry it
+        return _STATUS
     column = works.c[order]
     if not WORK_ORDERS[order]:
         return column
