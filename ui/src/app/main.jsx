@@ -4,6 +4,7 @@ import { StrictMode, useEffect, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import { Away, follow, request, useConnected } from './api.jsx';
 import { applyChange, ORDERS, REDUCERS, searchFromView, viewFromSearch } from './view.js';
+import { Catalog } from './catalog.jsx';
 import { WorkPage } from './work.jsx';
 import './style.css';
 
@@ -168,6 +169,7 @@ function WorksIndex() {
     <main>
       <header>
         <h1>Works</h1>
+        <a href="/?catalog">sagas</a>
         <Away connected={connected} />
       </header>
       <Filters view={view} onChange={change} />
@@ -198,10 +200,10 @@ function WorksIndex() {
   );
 }
 
-// one page per URL: /?work=ID is a work, anything else the index
-const opened = new URLSearchParams(window.location.search).get('work');
-createRoot(document.getElementById('app')).render(
-  <StrictMode>
-    {opened ? <WorkPage workId={opened} /> : <WorksIndex />}
-  </StrictMode>,
-);
+// one page per URL: /?work=ID is a work, /?catalog the sagas, anything else the index
+const params = new URLSearchParams(window.location.search);
+const opened = params.get('work');
+let page = <WorksIndex />;
+if (opened) page = <WorkPage workId={opened} />;
+else if (params.has('catalog')) page = <Catalog />;
+createRoot(document.getElementById('app')).render(<StrictMode>{page}</StrictMode>);
