@@ -90,6 +90,11 @@ def test_the_view_is_kept_in_the_url(page: Page, server: Server) -> None:
     expect(page.locator('select[name="order"]')).to_have_value("FINISHED_AT")
     statuses = page.locator("tbody .status").all_inner_texts()
     assert statuses and set(statuses) == {final}
+    # in this order a new work's place is the server's: the page reads the list again
+    later = create(server)
+    assert ended(server, later) == final
+    expect(page.locator("tbody tr").first).to_have_attribute("data-work", later,
+                                                             timeout=TIMEOUT_MS)
     page.locator('input[name="saga"]').fill("no-such-saga")
     page.get_by_role("button", name="apply").click()
     expect(page).to_have_url(re.compile(r"saga=no-such-saga"), timeout=TIMEOUT_MS)

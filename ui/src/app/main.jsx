@@ -140,14 +140,19 @@ function WorksIndex() {
       order: view.order,
       desc: view.descending,
     };
-    // the count is the server's: read again at most once a second while changes come
+    // the count is the server's: read again at most once a second while changes come;
+    // in an order other than newest first, so is the page (where a new work goes)
+    const newestFirst = view.order === 'CREATED_AT' && view.descending;
     let counting = null;
     const recount = () => {
       if (counting) return;
       counting = setTimeout(() => {
         counting = null;
-        request(COUNT, variables).then((data) => live && setTotal(data.allWorks.totalCount),
-          () => {});
+        request(newestFirst ? COUNT : LIST, variables).then((data) => {
+          if (!live) return;
+          setTotal(data.allWorks.totalCount);
+          if (!newestFirst) setRows(data.allWorks.edges.map((e) => e.node));
+        }, () => {});
         if (live) setTick((n) => n + 1);
       }, 1000);
     };

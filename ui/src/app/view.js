@@ -45,11 +45,13 @@ export function inView(view, work) {
     && (!view.status.length || view.status.includes(work.status));
 }
 
-// The list after a change of one work: replaced where it is, added at the top when new
-// (newest first) and kept at most `limit` long; dropped when it left the view.
+// The list after a change of one work: replaced where it is; a new one added at the top
+// when the list is newest first (in another order its place is the server's to say: the
+// list is read again) and kept at most `limit` long; dropped when it left the view.
 export function applyChange(rows, work, view, limit = 50) {
   const at = rows.findIndex((r) => r.workId === work.workId);
   if (!inView(view, work)) return at < 0 ? rows : rows.filter((_, i) => i !== at);
   if (at >= 0) return rows.map((r, i) => (i === at ? work : r));
+  if (view.order !== 'CREATED_AT' || !view.descending) return rows;
   return [work, ...rows].slice(0, limit);
 }

@@ -41,6 +41,12 @@ describe('a change of one work', () => {
     expect(applyChange(rows, work('c'), view, 2).map((r) => r.workId)).toEqual(['c', 'b']);
   });
 
+  it('leaves a new work\'s place to the server in another order', () => {
+    const byPriority = viewFromSearch('?order=priority');
+    const rows = [work('b'), work('a')];
+    expect(applyChange(rows, work('c'), byPriority)).toBe(rows);
+  });
+
   it('drops a work that left the view, and ignores one that was never in it', () => {
     const rows = [work('b'), work('a')];
     expect(applyChange(rows, work('a', 'completed'), view).map((r) => r.workId)).toEqual(['b']);
