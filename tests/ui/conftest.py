@@ -1,5 +1,7 @@
 """The UI tests' fixtures: ``stepsaga serve`` as a real process (the demo saga on a
-SQLite file) and Debian's Chromium driven by Playwright.
+SQLite file), Debian's Chromium driven by Playwright, a page that fails its test on a
+console error or an uncaught exception; and the helpers the tests share (the API asked
+over HTTP, screenshots into ``SCREENSHOTS``).
 
 Without Chromium the browser tests fail, never skip: scripts/test.sh installs it.
 """
@@ -11,14 +13,21 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from playwright.sync_api import Page
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(os.environ.get("STEPSAGA_SCREENSHOTS",
+                                  Path(tempfile.gettempdir()) / "stepsaga-screenshots"))
+TIMEOUT_MS = 30_000
 # Playwright cannot download its own browsers here; these keep Debian's from calling
 # home (updates, sync, field trials) so that every request it makes is the page's
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -72,3 +81,41 @@ def browser() -> Iterator[Any]:
             yield launched
         finally:
             launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Page]:
+    context = browser.new_context()
+    found = context.new_page()
+    errors: list[str] = []
+    found.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    found.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+    try:
+        yield found
+        assert errors == []
+    finally:
+        context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def ask(server: Server, query: str, **variables: Any) -> Any:
+    answer = httpx.post(server.url, json={"query": query, "variables": variables},
+                        timeout=30).json()
+    assert "errors" not in answer, answer
+    return answer["data"]
+
+
+def ended(server: Server, work_id: str) -> str:
+    """The status the work ended in, as the API tells it (a look every 0.1 s, 30 s)."""
+    query = "query($id: String!) { work(workId: $id) { status } }"
+    for _ in range(300):
+        status = str(httpx.post(server.url, json={"query": query, "variables": {"id": work_id}},
+                                timeout=30).json()["data"]["work"]["status"])
+        if status not in ("pending", "running", "compensating", "waiting"):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"work {work_id} did not end within 30 s")

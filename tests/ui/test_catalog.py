@@ -6,28 +6,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from typing import Any
 
-import pytest
 from playwright.sync_api import Page, expect
 
 from workers.actions import DEMO_ORDER
 
-from .conftest import Server
-from .test_work_page import ask
-from .test_works_index import TIMEOUT_MS, shot
+from .conftest import TIMEOUT_MS, Server, ask, shot
 
 COUNT = "{ allWorks(first: 0) { totalCount } }"
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    context = browser.new_context()
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
 
 
 def test_a_work_is_started_paused_from_the_catalog(page: Page, server: Server) -> None:

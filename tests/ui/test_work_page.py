@@ -7,47 +7,23 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
-import pytest
 from playwright.sync_api import Page, expect
 
 from workers.actions import DEMO_ORDER
 
-from .conftest import Server
-from .test_works_index import TIMEOUT_MS, ended, shot
+from .conftest import TIMEOUT_MS, Server, ask, ended, shot
 
 CREATE = """mutation($input: JSON) {
   createWork(saga: "demo", input: $input, paused: true) { ... on WorkCreated { work { workId } } }
 }"""
 
 
-def ask(server: Server, query: str, **variables: Any) -> Any:
-    answer = httpx.post(server.url, json={"query": query, "variables": variables},
-                        timeout=30).json()
-    assert "errors" not in answer, answer
-    return answer["data"]
-
-
 def events(server: Server, work_id: str) -> list[dict[str, Any]]:
     found = ask(server, "query($id: String!) { work(workId: $id) { events(first: 1000) "
                         "{ seq type } } }", id=work_id)
     return list(found["work"]["events"])
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    context = browser.new_context()
-    found = context.new_page()
-    errors: list[str] = []
-    found.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
-    try:
-        yield found
-        assert errors == []
-    finally:
-        context.close()
 
 
 def test_a_paused_work_is_stepped_scrubbed_and_resumed(page: Page, server: Server) -> None:

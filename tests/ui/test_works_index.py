@@ -5,60 +5,19 @@ and the page itself never. A screenshot of each state goes to ``SCREENSHOTS``.""
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
-import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import Server
+from .conftest import TIMEOUT_MS, Server, ended, shot
 
-SCREENSHOTS = Path(os.environ.get("STEPSAGA_SCREENSHOTS",
-                                  Path(tempfile.gettempdir()) / "stepsaga-screenshots"))
 CREATE = 'mutation { createWork(saga: "demo") { ... on WorkCreated { work { workId } } } }'
-TIMEOUT_MS = 30_000
 
 
 def create(server: Server) -> str:
     answer = httpx.post(server.url, json={"query": CREATE}, timeout=30).json()
     return str(answer["data"]["createWork"]["work"]["workId"])
-
-
-def ended(server: Server, work_id: str) -> str:
-    """The status the work ended in, as the API tells it (a look every 0.1 s, 30 s)."""
-    query = "query($id: String!) { work(workId: $id) { status } }"
-    for _ in range(300):
-        status = str(httpx.post(server.url, json={"query": query, "variables": {"id": work_id}},
-                                timeout=30).json()["data"]["work"]["status"])
-        if status not in ("pending", "running", "compensating", "waiting"):
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"work {work_id} did not end within 30 s")
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    context = browser.new_context()
-    found = context.new_page()
-    errors: list[str] = []
-    found.on("console", lambda m: m.type == "error" and errors.append(m.text))
-    found.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
-    try:
-        yield found
-        assert errors == []
-    finally:
-        context.close()
-
-
-def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def test_a_work_created_elsewhere_appears_live(page: Page, server: Server) -> None:

@@ -18,6 +18,23 @@ async def _one(ctx: Any, value: int) -> int:
 SAGA = Saga(name="q", stages=[Stage(name="a", transaction=_one)])
 
 
+async def run_until_completed(store: SqlStore, work_id: str) -> None:
+    """A worker node on ``store`` until ``work_id`` completed (20 s at most)."""
+    from workers.node import WorkerNode, WorkerSpec
+
+    node = WorkerNode(store, [SAGA], [WorkerSpec(name="w", concurrency=2)], node_id="n",
+                      poll_interval=0.05)
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        for _ in range(400):  # bounded: 20 s at most
+            if (await store.work(work_id) or {}).get("status") == "completed":
+                break
+            await anyio.sleep(0.05)
+        node.stop()
+        tg.cancel_scope.cancel()
+    assert (await store.work(work_id) or {}).get("status") == "completed"
+
+
 async def _every_page(store: SqlStore, order: str, descending: bool, size: int
                       ) -> list[str]:
     seen: list[str] = []
@@ -71,7 +88,6 @@ async def test_a_cursor_of_another_order_or_made_up_is_refused(tmp_path: Any) ->
 async def test_pending_commands_of_many_works_are_those_above_each_ones_last_taken(
         store_url: str) -> None:
     from engine import Command
-    from workers.node import WorkerNode, WorkerSpec
 
     async with SqlStore.open(store_url) as store:
         async with Runtime([SAGA], store=store) as runtime:
@@ -85,17 +101,7 @@ async def test_pending_commands_of_many_works_are_those_above_each_ones_last_tak
         assert [c.number for c in found[queued]] == [1, 2]
         assert [c.command.kind for c in found[paused]] == ["resume"] and found[done] == []
         # a worker takes the paused one's command: nothing of it is pending any more
-        node = WorkerNode(store, [SAGA], [WorkerSpec(name="w", concurrency=2)],
-                          node_id="n", poll_interval=0.05)
-        async with anyio.create_task_group() as tg:
-            await tg.start(node.run)
-            for _ in range(400):  # bounded: 20 s at most
-                if (await store.work(paused) or {}).get("status") == "completed":
-                    break
-                await anyio.sleep(0.05)
-            assert (await store.work(paused) or {}).get("status") == "completed"
-            node.stop()
-            tg.cancel_scope.cancel()
+        await run_until_completed(store, paused)
         found = await queries.pending_commands_of(store, [queued, paused])
         assert found[paused] == [] and [c.number for c in found[queued]] == [1, 2]
 
@@ -110,7 +116,6 @@ async def test_migration_0011_gives_existing_works_their_last_command_taken(
     from engine import Command
     from engine.store.migrate import _config
     from engine.store.schema import works
-    from workers.node import WorkerNode, WorkerSpec
 
     url = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
     async with SqlStore.open(url) as store:
@@ -119,16 +124,7 @@ async def test_migration_0011_gives_existing_works_their_last_command_taken(
             queued = await runtime.start("q", 1, run=False, start_at=4e9)
         await store.send_command(paused, Command(kind="resume", by="bob"))
         await store.send_command(queued, Command(kind="pause", by="ann"))
-        node = WorkerNode(store, [SAGA], [WorkerSpec(name="w", concurrency=2)],
-                          node_id="n", poll_interval=0.05)
-        async with anyio.create_task_group() as tg:
-            await tg.start(node.run)
-            for _ in range(400):  # bounded: 20 s at most
-                if (await store.work(paused) or {}).get("status") == "completed":
-                    break
-                await anyio.sleep(0.05)
-            node.stop()
-            tg.cancel_scope.cancel()
+        await run_until_completed(store, paused)
 
         def applied(conn: Any) -> dict[str, int]:
             return dict(conn.execute(sa.select(works.c.work_id, works.c.commands_applied)).all())
