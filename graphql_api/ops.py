@@ -99,10 +99,12 @@ class HealthCheckRun:
 @strawberry.type
 class ServiceHealth:
     """A service the stages need, with its latest checks (newest first): ``available``
-    is its own check and those of what it depends on."""
+    is its own check and those of what it depends on; ``dependsOn``: those services, as
+    its latest check recorded them (empty for a check recorded before they were)."""
 
     service: str
     available: bool
+    depends_on: list[str]
     history: list[HealthCheckRun]
 
 
@@ -129,11 +131,14 @@ async def services(info: Info, history: int = 100) -> list[ServiceHealth]:
     history, newest first, ``history`` rows at most across services)."""
     rows = await health_history(service_of(info).store, limit=max(1, min(history, 10_000)))
     found: dict[str, list[HealthCheckRun]] = {}
+    needs: dict[str, list[str]] = {}
     for row in rows:
+        needs.setdefault(row["service"], row["depends_on"] or [])  # the newest row's
         found.setdefault(row["service"], []).append(HealthCheckRun(
             ok=bool(row["ok"]), available=bool(row["available"]), detail=row["detail"],
             node=row["node"], time=row["time"]))
-    return [ServiceHealth(service=name, available=runs[0].available, history=runs)
+    return [ServiceHealth(service=name, available=runs[0].available,
+                          depends_on=needs[name], history=runs)
             for name, runs in sorted(found.items())]
 
 

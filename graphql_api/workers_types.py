@@ -15,8 +15,17 @@ from .context import service_of
 from .results import Conflict, InvalidInput, NotFound, WrongState, error_result
 from .service import ApiError
 
-__all__ = ["Worker", "WorkerChange", "WorkerChanged", "WorkerResult", "add_workers", "all_workers",
-           "remove_workers", "update_workers", "worker", "workers"]
+__all__ = ["LoadPoint", "Worker", "WorkerChange", "WorkerChanged", "WorkerResult", "add_workers",
+           "all_workers", "remove_workers", "update_workers", "worker", "workers"]
+
+
+@strawberry.type
+class LoadPoint:
+    """A worker's load at one moment: ``running`` of its ``concurrency`` slots in use."""
+
+    time: float
+    running: int
+    concurrency: int
 
 
 @strawberry.type
@@ -37,6 +46,18 @@ class Worker(relay.Node):
     registered_at: float
     heartbeat_at: float
     updated_at: float
+
+    @strawberry.field
+    async def load(self, info: Info, since: float | None = None,
+                   first: int = 1000) -> list[LoadPoint]:
+        """Its slots in use over time, from its heartbeats, registration and resizes
+        at or after ``since`` (seconds since the epoch; none: from the start), oldest
+        first, ``first`` points at most (up to 10,000)."""
+        from workers import registry
+
+        points = await registry.load_of(service_of(info).store, self.worker_id,
+                                        since=since, first=max(0, min(first, 10_000)))
+        return [LoadPoint(**p) for p in points]
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> Worker:

@@ -11,6 +11,7 @@ Every round of checks is written to ``health_checks``, the history a health page
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -100,7 +101,8 @@ class Health:
                             if down else (True, ""))
         now = time.time()
         rows = [{"service": n, "ok": own[n][0], "available": status[n][0],
-                 "detail": own[n][1] or status[n][1], "node": self.node, "time": now}
+                 "detail": own[n][1] or status[n][1], "node": self.node, "time": now,
+                 "depends_on": json.dumps(list(self.checks[n].depends_on))}
                 for n in self._order]
         if rows:
             with anyio.CancelScope(shield=True):  # a shutdown must not cut it off mid-way
@@ -115,9 +117,13 @@ class Health:
 
 async def history(store: SqlStore, service: str | None = None,
                   limit: int = 100) -> list[dict[str, Any]]:
-    """The latest health check results, newest first."""
+    """The latest health check results, newest first; ``depends_on``: the services it
+    depended on as the node that checked it knew them (None: a row from before that
+    was recorded)."""
     query = sa.select(health_checks).order_by(health_checks.c.position.desc()).limit(limit)
     if service is not None:
         query = query.where(health_checks.c.service == service)
     async with store.reader.connect() as conn:
-        return [dict(r) for r in (await conn.execute(query)).mappings()]
+        return [{**r, "depends_on": None if r["depends_on"] is None
+                 else json.loads(r["depends_on"])}
+                for r in (await conn.execute(query)).mappings()]

@@ -28,8 +28,8 @@ from engine.store import SqlStore
 from engine.store.schema import worker_events, workers
 
 __all__ = ["WORKER_EVENTS", "WORKER_EVENTS_LOCK", "changes_after", "command_outcome",
-           "follow", "last_position", "list_workers", "record", "record_node_command",
-           "worker_events_of"]
+           "follow", "last_position", "list_workers", "load_of", "record",
+           "record_node_command", "worker_events_of"]
 
 WORKER_EVENTS_LOCK = 0x5A6A_0002  # PostgreSQL advisory lock: worker_events in commit order
 _ORDERED = sa.text(f"SELECT pg_advisory_xact_lock({WORKER_EVENTS_LOCK})")
@@ -75,6 +75,58 @@ async def worker_events_of(store: SqlStore, worker_id: str) -> list[dict[str, An
     async with store.reader.connect() as conn:
         return [{**r, "payload": json.loads(r["payload"])}
                 for r in (await conn.execute(query)).mappings()]
+
+
+_LOADS = ("worker.registered", "worker.updated", "worker.heartbeat")
+_SIZES = ("worker.registered", "worker.updated")
+
+
+async def load_of(store: SqlStore, worker_id: str, *, since: float | None = None,
+                  first: int = 1000) -> list[dict[str, Any]]:
+    """A worker's load over time from its events: ``{time, running, concurrency}`` at
+    each registration, resize and heartbeat at or after ``since`` (None: from the
+    start), oldest first, ``first`` points at most (the next page starts after the last
+    point's time). A heartbeat says how many works ran, a registration or resize how
+    many could: each point carries the other figure from the latest event before it,
+    found in the same statement when it came before ``since``.
+
+    >>> await load_of(store, "n1/main", since=time.time() - 600)  # doctest: +SKIP
+    [{'time': 1733220000.5, 'running': 2, 'concurrency': 10}, ...]
+    """
+    if first < 1:
+        return []
+    e = worker_events.c
+    query = sa.select(e.type, e.payload, e.time).where(e.worker_id == worker_id,
+                                                       e.type.in_(_LOADS))
+    if since is not None:
+        before = worker_events.alias("before")
+
+        def latest(types: tuple[str, ...]) -> Any:  # the figure in force at ``since``
+            return (sa.select(sa.func.max(before.c.position))
+                    .where(before.c.worker_id == worker_id, before.c.type.in_(types),
+                           before.c.time < since).scalar_subquery())
+
+        query = query.where(sa.or_(e.time >= since, e.position == latest(_SIZES),
+                                   e.position == latest(("worker.heartbeat",))))
+    query = query.order_by(e.position).limit(first + 2)  # the two before ``since``
+    async with store.reader.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    points: list[dict[str, Any]] = []
+    running, concurrency = 0, None
+    for kind, text, at in rows:
+        payload = json.loads(text)
+        if kind == "worker.heartbeat":
+            running = int(payload.get("running", running))
+        else:
+            concurrency = payload.get("concurrency", concurrency)
+            if kind == "worker.registered":
+                running = 0  # a worker starts (or starts again) with nothing running
+        if concurrency is None or (since is not None and at < since):
+            continue
+        points.append({"time": at, "running": running, "concurrency": int(concurrency)})
+        if len(points) == first:
+            break
+    return points
 
 
 async def last_position(store: SqlStore) -> int:

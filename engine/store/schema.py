@@ -244,6 +244,7 @@ health_checks = sa.Table(  # the history of service health checks
     sa.Column("detail", sa.Text, nullable=False),
     sa.Column("node", sa.String(200), nullable=False),
     sa.Column("time", sa.Float(precision=53), nullable=False),
+    sa.Column("depends_on", sa.Text),  # JSON list of service names; NULL before 0012
     sa.Index("health_checks_service", "service", "position"),
 )
 

@@ -136,6 +136,17 @@ async def test_workers_are_listed_and_changed_through_their_node(store_url: str)
                                               'concurrency: 5, by: $m)'), m="ann")
             assert resized["updateWorkers"]["worker"]["concurrency"] == 5
             assert node.workers()["extra"]["concurrency"] == 5  # the node itself changed
+            # its load over time: registered with 3 slots, then resized to 5
+            load = await run('{ worker(workerId: "n1/extra") { load { time running '
+                             'concurrency } } }')
+            points = load["worker"]["load"]  # (a heartbeat may come between: running 0)
+            assert {p["running"] for p in points} == {0}
+            sizes = [p["concurrency"] for p in points]
+            assert sizes[0] == 3 and sizes[-1] == 5 and set(sizes) == {3, 5}
+            since = next(p["time"] for p in points if p["concurrency"] == 5)
+            later = await run('query($t: Float) { worker(workerId: "n1/extra") '
+                              '{ load(since: $t, first: 1) { concurrency } } }', t=since)
+            assert later["worker"]["load"] == [{"concurrency": 5}]
             bad = await run(change.format('updateWorkers(workerId: "n1/extra", '
                                           'concurrency: 0, by: $m)'), m="ann")
             assert bad["updateWorkers"]["__typename"] == "InvalidInput"
@@ -213,7 +224,9 @@ async def test_schedules_locks_and_services_through_the_schema(tmp_path: Path) -
     async with SqlStore.open(url) as store:
         node = WorkerNode(store, sagas(), [WorkerSpec(name="w", concurrency=2)],
                           node_id="n1", poll_interval=0.05, schedules=False,
-                          health_checks=[HealthCheck("mailer", fine)], health_interval=0.05)
+                          health_checks=[HealthCheck("mailer", fine),
+                                         HealthCheck("relay", fine, depends_on=("mailer",))],
+                          health_interval=0.05)
         async with anyio.create_task_group() as tg, Feed.running(store) as feed, \
                 Runtime(sagas(), store=store) as runtime:
             await tg.start(node.run)
@@ -265,12 +278,13 @@ async def test_schedules_locks_and_services_through_the_schema(tmp_path: Path) -
             assert shown["locks"] == {"held": [{"holder": "work-a"}], "waiting": []}
             # services: the health graph's history
             for _ in range(100):
-                health = (await run("{ services { service available history { ok } } }"))[
-                    "services"]
+                health = (await run("{ services { service available dependsOn "
+                                    "history { ok } } }"))["services"]
                 if health:
                     break
                 await anyio.sleep(0.02)
-            assert health[0]["service"] == "mailer" and health[0]["available"] is True
+            assert [(h["service"], h["available"], h["dependsOn"]) for h in health] == [
+                ("mailer", True, []), ("relay", True, ["mailer"])]
             node.stop()
             tg.cancel_scope.cancel()
 

@@ -68,3 +68,27 @@ async def test_changes_come_from_a_cursor_and_beats_alone_do_not(store_url: str)
         (back,) = await take(watching, 1)  # a beat that brings it back is a change
         assert back[1] == "worker.heartbeat" and back[2]["status"] == "active"
         await watching.aclose()
+
+
+async def test_a_workers_load_over_time_comes_from_its_events(store_url: str) -> None:
+    async with SqlStore.open(store_url) as store:
+        assert await registry.load_of(store, "n1/w") == []
+        await registry.record(store, "n1/w", "worker.registered", {"concurrency": 2}, row())
+        await registry.record(store, "n1/w", "worker.heartbeat", {"running": 1}, row(1))
+        await registry.record(store, "n1/w", "worker.updated", {"concurrency": 5}, row(1, 5))
+        await registry.record(store, "other/w", "worker.heartbeat", {"running": 9}, row(9))
+        await registry.record(store, "n1/w", "worker.heartbeat", {"running": 4}, row(4, 5))
+        await registry.record(store, "n1/w", "worker.draining", {}, row(4, 5))
+        await registry.record(store, "n1/w", "worker.heartbeat", {"running": 3}, row(3, 5))
+        points = await registry.load_of(store, "n1/w")
+        assert [(p["running"], p["concurrency"]) for p in points] == [
+            (0, 2), (1, 2), (1, 5), (4, 5), (3, 5)]
+        times = [p["time"] for p in points]
+        assert times == sorted(times)
+        # from a moment on: the figures in force then come from the events before it
+        later = await registry.load_of(store, "n1/w", since=times[3])
+        assert [(p["running"], p["concurrency"]) for p in later] == [(4, 5), (3, 5)]
+        assert [p["time"] for p in later] == times[3:]
+        assert [(p["running"], p["concurrency"]) for p in await registry.load_of(
+            store, "n1/w", since=times[2], first=2)] == [(1, 5), (4, 5)]
+        assert await registry.load_of(store, "n1/w", since=times[-1] + 1) == []
