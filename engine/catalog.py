@@ -42,7 +42,10 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
+from fnmatch import fnmatchcase
+from glob import escape as glob_escape
 from typing import Any
 
 import tenacity
@@ -64,8 +67,8 @@ from .errors import DefinitionError
 from .plan import NodeInfo, Plan
 from .retry import RetryPolicy
 
-__all__ = ["HASH_DIGITS", "can_continue", "definition_hash", "describe", "hash_description",
-           "qualified_name"]
+__all__ = ["HASH_DIGITS", "can_continue", "definition_hash", "describe", "fail_globs",
+           "hash_description", "qualified_name"]
 
 HASH_DIGITS = 32  # hex digits of the SHA-256 kept: 128 bits
 
@@ -185,6 +188,51 @@ def _paths(plan: Plan) -> dict[str, str]:
             head += "[*]"
         found[template] = f"{head}/{name}" if parent else name
     return found
+
+
+def fail_globs(plan: Plan, patterns: Sequence[str]) -> tuple[str, ...]:
+    """The globs a dry run (:class:`engine.DryRun`) forces to fail for ``patterns``,
+    each of which must name stages with a transaction of ``plan``'s saga: a stage's
+    path as :func:`describe` shows it (``pay/charge``; ``pack[*]/box``: every item), the
+    path of one run (``pack[1]/box``: only that item), or a glob over runs' paths
+    (``pay/*``). A pattern that names none raises ``ValueError``, saying which stages
+    there are: a typo would otherwise rehearse the path where nothing fails.
+
+    >>> from engine import Map, Saga, Stage, compile_saga
+    >>> async def box(ctx, item): return item
+    >>> plan = compile_saga(Saga(name="pack", stages=[
+    ...     Map(name="pack", items=lambda ctx, n: [n],
+    ...         stage=Stage(name="box", transaction=box))]))
+    >>> fail_globs(plan, ["pack[*]/box", "pack[1]/box", "pack*"])
+    ('pack[[]*]/box', 'pack[[]1]/box', 'pack*')
+    >>> fail_globs(plan, ["pack"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: fail pattern 'pack' names no stage of saga 'pack' with a transaction; ...
+    """
+    paths = _paths(plan)
+    stages = [paths[t] for t, info in plan.nodes.items() if isinstance(info.node, Stage)]
+    found: list[str] = []
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(f"a fail pattern must be a non-empty string, got {pattern!r}")
+        if pattern in stages:  # as the catalog shows it: [*] is any index
+            found.append(glob_escape(pattern).replace("[[][*]]", "[[]*]"))
+            continue
+        if any(re.fullmatch(re.escape(path).replace(r"\[\*\]", r"\[\d+\]"), pattern)
+               for path in stages):
+            found.append(glob_escape(pattern))
+            continue
+        # a glob: tried on the path of each stage's first run
+        if any(fnmatchcase(path.replace("[*]", "[0]"), pattern) for path in stages):
+            found.append(pattern)
+            continue
+        shown = ", ".join(stages) or "none"
+        raise ValueError(
+            f"fail pattern {pattern!r} names no stage of saga {plan.name!r} with a "
+            f"transaction; expected one of {shown} (under a map or loop [*] is every item "
+            "or iteration, [1] one of them), or a glob over them")
+    return tuple(found)
 
 
 def _kind_and_parameters(plan: Plan, template: str, node: Any) -> tuple[str, dict[str, Any]]:

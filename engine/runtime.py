@@ -30,7 +30,7 @@ import tenacity
 from . import events as ev
 from .breakpoints import Breakpoint
 from .calls import schema_problem
-from .catalog import can_continue, describe
+from .catalog import can_continue, describe, fail_globs
 from .clock import Clock, SystemClock
 from .commands import Command, check_json
 from .debugging import Debugging, saga_of
@@ -885,5 +885,10 @@ class Runtime(Debugging):
 
     async def dry_run(self, saga: str, input: Any = None, *,
                       fail: Sequence[str] = ()) -> WorkResult:
-        """Run ``saga`` with each stage's example output; stages matching ``fail`` fail."""
-        return await self.wait(await self.start(saga, input, dry_run=DryRun(fail=tuple(fail))))
+        """Run ``saga`` with each stage's example output; stages matching ``fail`` fail.
+
+        ``fail`` names stages as :func:`engine.catalog.fail_globs` reads them (a stage's
+        path, ``pack[*]/box`` for every item, ``pack[1]/box`` for one, or a glob); one
+        that names no stage with a transaction raises ``ValueError``."""
+        globs = fail_globs(self.plan(saga), fail)
+        return await self.wait(await self.start(saga, input, dry_run=DryRun(fail=globs)))

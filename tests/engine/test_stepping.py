@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import anyio
@@ -233,6 +234,31 @@ async def test_dry_run_uses_examples_and_can_force_failures() -> None:
         rehearsal = await rt.dry_run("s", 1, fail=["c"])
         assert rehearsal.status == "failed" and rehearsal.compensated == ("b", "a")
         assert ledger.calls == []  # no transaction or compensation really ran
+
+
+async def test_a_dry_run_names_its_forced_failures_as_the_catalog_shows_stages() -> None:
+    from engine import Map
+
+    ledger = Ledger()
+    saga = Saga(name="m", stages=[
+        Stage(name="a", transaction=ledger.tx(), compensation=ledger.comp(), example=1),
+        Map(name="pack", items=lambda ctx, n: [1, 2, 3],
+            stage=Stage(name="box", transaction=ledger.tx(), example=2))])
+    async with Runtime([saga]) as rt:
+        every = await rt.dry_run("m", 0, fail=["pack[*]/box"])  # as the catalog shows it
+        assert (every.status, every.compensated) == ("failed", ("a",))
+        failed = {e.path for e in rt.events(every.work_id)
+                  if e.type == "stage.transaction.failed"}
+        assert failed == {"pack[0]/box", "pack[1]/box", "pack[2]/box"}
+        one = await rt.dry_run("m", 0, fail=["pack[1]/box"])  # one item only
+        assert [e.path for e in rt.events(one.work_id)
+                if e.type == "stage.transaction.failed"] == ["pack[1]/box"]
+        for typo in ("pack", "b*", "pack/box"):
+            with pytest.raises(ValueError, match=re.escape(
+                    f"fail pattern '{typo}' names no stage of saga 'm' with a transaction; "
+                    "expected one of a, pack[*]/box")):
+                await rt.dry_run("m", 0, fail=[typo])
+        assert ledger.calls == []
 
 
 def test_malformed_breakpoint_expression_is_rejected_when_defined() -> None:

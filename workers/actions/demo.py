@@ -22,6 +22,23 @@ DEMO_ORDER: dict[str, Any] = {"items": [
     {"sku": "kettle", "price": 30}, {"sku": "tray", "price": 9}]}
 
 
+# What the start form of the stage catalog is built from. No type at the root: a work
+# with no input (null) is still taken, and fails at reserve with nothing to release, so
+# its compensation fails (people and tests use it to see that path); an input that is
+# an object must be an order. An item without a price is taken too: the charge fails
+# on it for good, and the work compensates (the UI's debugging test rehearses that).
+_ORDER_SCHEMA: dict[str, Any] = {
+    "title": "An order", "required": ["items"], "additionalProperties": False,
+    "properties": {"items": {
+        "type": "array", "title": "Items", "minItems": 1,
+        "items": {"type": "object", "title": "Item", "required": ["sku"],
+                  "additionalProperties": False,
+                  "properties": {"sku": {"type": "string", "title": "SKU", "minLength": 1},
+                                 "price": {"type": "number", "title": "Price",
+                                           "minimum": 0}}}}},
+    "examples": [DEMO_ORDER]}
+
+
 def demo_saga(*, delay: float = 0.05, fail: Sequence[str] = ()) -> Saga:
     """An order: reserve, charge and book shipping side by side, pack each item, ship."""
 
@@ -65,7 +82,10 @@ def demo_saga(*, delay: float = 0.05, fail: Sequence[str] = ()) -> Saga:
         return list(paid["charge"]["items"])
 
     example_order: dict[str, Any] = {"items": [{"sku": "a", "price": 3}]}
-    return Saga(name="demo", description="an order with compensation", stages=[
+    # version 2 added the input schema; the stages are those of version 1, whose works
+    # go on under it
+    return Saga(name="demo", description="an order with compensation", version=2,
+                continues=(1,), input_schema=_ORDER_SCHEMA, stages=[
         Stage(name="reserve", transaction=reserve, compensation=release,
               example={**example_order, "reservation": "r-1"}),
         Parallel(name="pay", branches=[
