@@ -119,3 +119,21 @@ def ended(server: Server, work_id: str) -> str:
             return status
         time.sleep(0.1)
     raise AssertionError(f"work {work_id} did not end within 30 s")
+
+
+def expect_events(page: Page, count: int) -> None:
+    """The work page's timeline holds ``count`` events (it says so: only the rows in
+    view are in the page)."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("ol.timeline")).to_have_attribute("data-count", str(count),
+                                                          timeout=TIMEOUT_MS)
+
+
+def timeline_rows(page: Page) -> dict[int, str]:
+    """The timeline's rows in the page now, seq to event type: it is virtualised, so
+    these are the rows in view and a margin around them."""
+    rows = page.locator("ol.timeline li").evaluate_all(
+        "rows => rows.map(r => [Number(r.dataset.seq),"
+        " r.querySelector('.type').textContent.trim()])")
+    return {int(seq): str(kind) for seq, kind in rows}

@@ -5,6 +5,7 @@ end, the timeline pushed live all along."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from typing import Any
@@ -13,7 +14,7 @@ from playwright.sync_api import Page, expect
 
 from workers.actions import DEMO_ORDER
 
-from .conftest import TIMEOUT_MS, Server, ask, ended, shot
+from .conftest import TIMEOUT_MS, Server, ask, ended, expect_events, shot, timeline_rows
 
 CREATE = """mutation($input: JSON) {
   createWork(saga: "demo", input: $input, paused: true) { ... on WorkCreated { work { workId } } }
@@ -33,14 +34,15 @@ def test_a_paused_work_is_stepped_scrubbed_and_resumed(page: Page, server: Serve
     expect(timeline.first).to_contain_text("work.created", timeout=TIMEOUT_MS)
     expect(page.locator(".summary .status")).to_have_text("paused", timeout=TIMEOUT_MS)
     before = len(events(server, work_id))
-    expect(timeline).to_have_count(before, timeout=TIMEOUT_MS)
+    expect_events(page, before)
     page.get_by_role("button", name="step", exact=True).click()
     # the holder recorded one step (and the command's outcome): the page shows them all
-    expect(timeline).to_have_count(before + 2, timeout=TIMEOUT_MS)
+    expect_events(page, before + 2)
     stored = events(server, work_id)
     assert len(stored) == before + 2 and stored[-1]["type"] == "work.command"
-    assert [t.strip() for t in page.locator("ol.timeline .type").all_inner_texts()] == \
-        [e["type"] for e in stored]
+    rows = timeline_rows(page)  # the newest in view, each as stored
+    assert stored[-1]["seq"] in rows
+    assert rows == {e["seq"]: e["type"] for e in stored if e["seq"] in rows}
     shot(page, "work-stepped")
     # what changed from seq 1 to now: the API's diff, row by row
     page.get_by_label("diff from seq").fill("1")
@@ -54,6 +56,7 @@ def test_a_paused_work_is_stepped_scrubbed_and_resumed(page: Page, server: Serve
         d["path"] for d in diff]
     shot(page, "work-diff")
     # back to seq 1: the state the API gives for it
+    page.locator(".timeline-scroll").evaluate("box => { box.scrollTop = 0; }")
     page.locator("ol.timeline li[data-seq='1'] button.seq").click()
     expect(page.locator("output[name=seq]")).to_have_text("1")
     then = ask(server, "query($id: String!) { work(workId: $id) { stateAt(seq: 1) } }",
@@ -65,9 +68,18 @@ def test_a_paused_work_is_stepped_scrubbed_and_resumed(page: Page, server: Serve
     page.get_by_role("button", name="resume", exact=True).click()
     final = ended(server, work_id)
     expect(page.locator(".summary .status")).to_have_text(final, timeout=TIMEOUT_MS)
-    expect(timeline).to_have_count(len(events(server, work_id)), timeout=TIMEOUT_MS)
+    expect_events(page, len(events(server, work_id)))
+    # the map's items are folded into their template; a click unfolds them, one per item
+    packed = page.locator('svg.graph g[data-stage="pack[*]/box"]')
+    expect(packed).to_contain_text(f"\N{MULTIPLICATION SIGN}{len(DEMO_ORDER['items'])}",
+                                   timeout=TIMEOUT_MS)
+    packed.click()
+    expect(packed.locator("rect.item")).to_have_count(len(DEMO_ORDER["items"]))
+    assert [r.get_attribute("data-item") for r in packed.locator("rect.item").all()] == [
+        f"pack[{i}]/box" for i in range(len(DEMO_ORDER["items"]))]
     shot(page, "work-ended")
     # rewound into a fork at seq 3: the fork's page, its origin, the first difference
+    page.locator(".timeline-scroll").evaluate("box => { box.scrollTop = 0; }")
     page.locator("ol.timeline li[data-seq='3'] button.seq").click()
     page.get_by_role("button", name="rewind to seq 3").click()
     expect(page).not_to_have_url(f"{server.origin}/?work={work_id}", timeout=TIMEOUT_MS)
@@ -86,7 +98,7 @@ def test_a_paused_work_is_stepped_scrubbed_and_resumed(page: Page, server: Serve
             re.compile("diverges"), timeout=TIMEOUT_MS)
     else:  # the fork ends before: the origin went on from there
         assert diverges == len(mine) + 1
-        expect(page.locator("ol.timeline li")).to_have_count(len(mine))
+        expect_events(page, len(mine))
     shot(page, "work-fork")
 
 
@@ -123,7 +135,7 @@ def test_a_debugging_session_through_a_compensation(page: Page, server: Server) 
     final = ended(server, work_id)
     expect(page.locator(".summary .status")).to_have_text(final, timeout=TIMEOUT_MS)
     found = ask(server, "query($id: String!) { work(workId: $id) { events(first: 1000) "
-                        "{ type payload } } }", id=work_id)["work"]["events"]
+                        "{ type path payload } } }", id=work_id)["work"]["events"]
     edits = [e["payload"] for e in found if e["type"] == "work.edited"]
     assert len(edits) == 1 and edits[0]["reason"] == "the reservation id was mistyped"
     assert [e["type"] for e in found].count("stage.compensation.started") >= 1
@@ -137,6 +149,25 @@ def test_a_debugging_session_through_a_compensation(page: Page, server: Server) 
             "data-status", ran[path], timeout=TIMEOUT_MS)
     expect(page.locator('svg.graph g[data-stage="ship"]')).to_have_attribute(
         "data-status", ran.get("ship", "pending"))
+    # the compensation path as it unwound: from the charge that failed, through each
+    # stage undone after the work began compensating, numbered in that order
+    kinds = [e["type"] for e in found]
+    undone = [e["path"] for e in found[kinds.index("work.compensating"):]
+              if e["type"] == "stage.compensation.started"]
+    path = ["pay/charge", *[p for i, p in enumerate(undone) if i == 0 or undone[i - 1] != p]]
+    assert path[-1] == "reserve"
+    for step, stage in enumerate(path, 1):
+        expect(page.locator(f'svg.graph g[data-stage="{stage}"] .undo-step')).to_have_attribute(
+            "data-step", str(step), timeout=TIMEOUT_MS)
+    arrows = page.locator("svg.graph path.compensation")
+    expect(arrows).to_have_count(len(path) - 1)
+    assert [(a.get_attribute("data-from"), a.get_attribute("data-to")) for a in arrows.all()] \
+        == list(itertools.pairwise(path))
+    # the waterfall: a bar per stage run that started
+    timed = ask(server, "query($id: String!) { work(workId: $id) "
+                        "{ stageRuns { path startedAt } } }", id=work_id)["work"]["stageRuns"]
+    expect(page.locator("svg.waterfall g[data-run]")).to_have_count(
+        len([r for r in timed if r["startedAt"] is not None]))
     shot(page, "work-debugged")
 
 

@@ -64,3 +64,41 @@ export function statuses(runs) {
   }
   return found;
 }
+
+// The compensation path of a work as it unwinds: the stage that failed for good, then
+// each stage whose compensation started after the work began compensating, in that order
+// (as templates: map items and loop iterations fold into theirs). A retry's compensation
+// of its own attempt is not part of the path.
+export function unwinding(events, templateOf = (path) => path) {
+  const path = [];
+  let compensating = false;
+  const add = (stage) => {
+    const template = templateOf(stage);
+    if (template && path[path.length - 1] !== template) path.push(template);
+  };
+  for (const event of events) {
+    if (event.type === 'work.compensating') compensating = true;
+    else if (!compensating && event.type === 'stage.failed' && !path.length) add(event.path);
+    else if (compensating && event.type === 'stage.compensation.started') add(event.path);
+  }
+  return compensating ? path : [];
+}
+
+// The runs of each template that has more than one (map items, loop iterations), in the
+// order of their paths' numbers: { template: [{path, status}] }.
+export function items(runs) {
+  const found = {};
+  for (const run of runs) {
+    if (run.path === run.template) continue;
+    (found[run.template] ||= []).push(run);
+  }
+  const numbers = (p) => (p.match(/\d+/g) || []).map(Number);
+  for (const list of Object.values(found)) {
+    list.sort((a, b) => {
+      const [x, y] = [numbers(a.path), numbers(b.path)];
+      for (let i = 0; i < Math.min(x.length, y.length); i += 1) if (x[i] !== y[i]) return x[i] - y[i];
+      return x.length - y.length;
+    });
+  }
+  return found;
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { layout, statuses } from './graph.js';
+import { items, layout, statuses, unwinding } from './graph.js';
 
 const DEMO = [
   { path: '', kind: 'Saga', children: ['reserve', 'pay', 'pack', 'ship'] },
@@ -33,5 +33,28 @@ describe('the stage graph', () => {
       { template: 'pack[*]/box', status: 'failed' },
       { template: 'reserve', status: 'compensated' },
     ])).toEqual({ 'pack[*]/box': 'failed', reserve: 'compensated' });
+  });
+
+  it('draws the compensation path from the stage that failed through what was undone, '
+    + 'not a retry\'s own compensation', () => {
+    const types = [
+      ['stage.transaction.started', 'reserve'], ['stage.transaction.failed', 'pay/charge'],
+      ['stage.compensation.started', 'pay/charge'], ['stage.retry.scheduled', 'pay/charge'],
+      ['stage.failed', 'pay/charge'], ['stage.failed', 'pay'], ['work.compensating', ''],
+      ['stage.compensation.started', 'pay/book'], ['stage.compensation.completed', 'pay/book'],
+      ['stage.compensation.started', 'pack[1]/box'], ['stage.compensation.started', 'pack[0]/box'],
+      ['stage.compensation.started', 'reserve'],
+    ].map(([type, path]) => ({ type, path }));
+    const template = (p) => p.replace(/\[\d+\]/g, '[*]');
+    expect(unwinding(types, template)).toEqual(['pay/charge', 'pay/book', 'pack[*]/box', 'reserve']);
+    expect(unwinding(types.slice(0, 6), template)).toEqual([]);  // not compensating yet
+  });
+
+  it('lists a template\'s items in the order of their numbers', () => {
+    const runs = ['pack[10]/box', 'pack[2]/box', 'pack', 'pack[0]/box'].map((path) => ({
+      path, template: path === 'pack' ? 'pack' : 'pack[*]/box', status: 'completed' }));
+    expect(items(runs)['pack[*]/box'].map((r) => r.path))
+      .toEqual(['pack[0]/box', 'pack[2]/box', 'pack[10]/box']);
+    expect(items(runs).pack).toBeUndefined();
   });
 });

@@ -2,44 +2,168 @@
 // breakpoint, breakpoints, edit with a reason, retry a compensation, resolve, rewind into
 // a fork and compare the fork with its origin), its event timeline pushed live by the
 // workEvents subscription, and a time-travel slider showing its state at any seq.
-import { useEffect, useRef, useState } from 'react';
+import { useVirtualizer } from '@tanstack/react-virtual';
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react';
 import { Away, follow, request, useConnected } from './api.jsx';
-import { layout, statuses } from './graph.js';
+import { items, layout, statuses, unwinding } from './graph.js';
+
+const ROW = 24;  // px: a timeline row, a waterfall bar
+const CELL = 14;  // px: an unfolded item in the graph
+const LABEL = 130;  // px: the waterfall's stage names
+const BARS = 320;  // px: the waterfall's time axis
+const PAGE = 1000;  // events read per request (the API's most)
 
 const WORK = `query($id: String!) { work(workId: $id) {
   workId saga status paused phase currentStage stagesDone stagesTotal progress lastSeq
-  breakpoints parentWorkId forkedAtSeq stageRuns { path template status attempts }
+  breakpoints parentWorkId forkedAtSeq
+  stageRuns { path template status attempts startedAt finishedAt }
 } }`;
 const SAGA = 'query($name: String!) { saga(name: $name) { stages { path name kind children } } }';
 
-// The saga's stages as a graph, each coloured by its status in this work.
-function Graph({ saga, runs }) {
+// The saga's stages as a graph, each coloured by its status in this work; the
+// compensation path drawn as it unwinds (numbered, in order); a template with items (map
+// items, loop iterations) folded, a click unfolds them.
+function Graph({ saga, runs, events }) {
   const [shape, setShape] = useState(null);
+  const [open, setOpen] = useState({});
   useEffect(() => {
     let live = true;
     request(SAGA, { name: saga }).then((data) => live && data.saga
       && setShape(layout(data.saga.stages)), () => {});
     return () => { live = false; };
   }, [saga]);
+  const templateOf = useMemo(() => {
+    const known = new Map(runs.map((r) => [r.path, r.template]));
+    return (path) => known.get(path) ?? path;
+  }, [runs]);
+  const path = useMemo(() => unwinding(events, templateOf), [events, templateOf]);
   if (!shape) return null;
   const status = statuses(runs);
+  const children = items(runs);
+  const at = new Map(shape.nodes.map((n) => [n.path, n]));
+  const steps = path.map((p) => at.get(p)).filter(Boolean);
+  const unfolded = shape.nodes.filter((n) => open[n.path] && children[n.path]);
+  const extra = unfolded.length ? CELL + 6 : 0;
   return (
-    <svg className="graph" width={shape.width} height={shape.height} role="img"
-      aria-label="stage graph">
+    <svg className="graph" width={shape.width} height={shape.height + extra + (steps.length > 1 ? 30 : 0)}
+      role="img" aria-label="stage graph">
+      <defs>
+        <marker id="undo" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7"
+          orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" /></marker>
+      </defs>
       {shape.edges.map((e) => (
         <polyline key={`${e.from}>${e.to}`} points={e.points.map((p) => `${p.x},${p.y}`).join(' ')} />
       ))}
-      {shape.nodes.map((n) => (
-        <g key={n.path} data-stage={n.path} data-status={status[n.path] || 'pending'}
-          className={`stage status-${status[n.path] || 'pending'}`}
-          transform={`translate(${n.x - n.width / 2},${n.y - n.height / 2})`}>
-          <rect width={n.width} height={n.height} rx="5" />
-          <text x={n.width / 2} y={n.height / 2 + 4} textAnchor="middle">
-            {n.kind === 'Stage' ? n.path.split('/').pop() : `${n.path.split('/').pop()} (${n.kind})`}
-          </text>
-        </g>
-      ))}
+      {steps.slice(1).map((to, i) => {
+        const from = steps[i];
+        const bend = Math.max(from.y, to.y) + from.height / 2 + 24;
+        return (
+          <path key={`undo-${from.path}>${to.path}`} className="compensation"
+            data-from={from.path} data-to={to.path} markerEnd="url(#undo)"
+            d={`M ${from.x} ${from.y + from.height / 2} Q ${(from.x + to.x) / 2} ${bend} ${to.x} ${to.y + to.height / 2}`} />
+        );
+      })}
+      {shape.nodes.map((n) => {
+        const many = children[n.path];
+        const label = n.kind === 'Stage' ? n.path.split('/').pop() : `${n.path.split('/').pop()} (${n.kind})`;
+        const order = path.indexOf(n.path);
+        return (
+          <g key={n.path} data-stage={n.path} data-status={status[n.path] || 'pending'}
+            className={`stage status-${status[n.path] || 'pending'}${many ? ' folds' : ''}`}
+            transform={`translate(${n.x - n.width / 2},${n.y - n.height / 2})`}
+            onClick={many ? () => setOpen({ ...open, [n.path]: !open[n.path] }) : undefined}>
+            <rect width={n.width} height={n.height} rx="5" />
+            <text x={n.width / 2} y={n.height / 2 + 4} textAnchor="middle">
+              {many ? `${label} ×${many.length} ${open[n.path] ? '▾' : '▸'}` : label}
+            </text>
+            {order >= 0 && (
+              <g className="undo-step" data-step={order + 1}>
+                <circle cx={n.width} cy="0" r="8" /><text x={n.width} y="4" textAnchor="middle">{order + 1}</text>
+              </g>
+            )}
+            {many && open[n.path] && (
+              <g className="items" transform={`translate(0,${n.height + 4})`}>
+                {many.map((run, i) => (
+                  <rect key={run.path} data-item={run.path} className={`item status-${run.status}`}
+                    x={(i % 8) * (CELL + 2)} y={Math.floor(i / 8) * (CELL + 2)} width={CELL} height={CELL}>
+                    <title>{`${run.path}: ${run.status}`}</title>
+                  </rect>
+                ))}
+              </g>
+            )}
+          </g>
+        );
+      })}
     </svg>
+  );
+}
+
+// The stage runs' durations as a waterfall: one bar per run from its start to its end
+// (to now while it runs), on one time axis.
+function Waterfall({ runs }) {
+  const timed = runs.filter((r) => r.startedAt != null)
+    .sort((a, b) => a.startedAt - b.startedAt || a.path.localeCompare(b.path));
+  if (!timed.length) return null;
+  const now = Date.now() / 1000;
+  const start = timed[0].startedAt;
+  const end = Math.max(...timed.map((r) => r.finishedAt ?? now), start + 0.001);
+  const scale = (t) => LABEL + ((t - start) / (end - start)) * BARS;
+  return (
+    <svg className="waterfall" width={LABEL + BARS + 60} height={timed.length * ROW + 4}
+      role="img" aria-label="stage durations">
+      {timed.map((r, i) => {
+        const x = scale(r.startedAt);
+        const width = Math.max(2, scale(r.finishedAt ?? now) - x);
+        const took = (r.finishedAt ?? now) - r.startedAt;
+        return (
+          <g key={r.path} data-run={r.path} className={`status-${r.status}`}
+            transform={`translate(0,${i * ROW + 2})`}>
+            <text x={LABEL - 6} y={ROW / 2 + 2} textAnchor="end">{r.path}</text>
+            <rect x={x} y="3" width={width} height={ROW - 8} rx="2">
+              <title>{`${r.path}: ${r.status}, ${took.toFixed(3)} s`}</title>
+            </rect>
+            <text className="took" x={x + width + 4} y={ROW / 2 + 2}>{`${(took * 1000).toFixed(0)} ms`}</text>
+          </g>
+        );
+      })}
+    </svg>
+  );
+}
+
+// The events, virtualised: only the rows in view (and a margin) are in the page, so a
+// work with 10,000 events scrolls as smoothly as one with ten. It follows the newest
+// event while it is scrolled to the end.
+function Timeline({ events, shown, divergence, onPick }) {
+  const box = useRef(null);
+  const atEnd = useRef(true);
+  const rows = useVirtualizer({
+    count: events.length, getScrollElement: () => box.current, estimateSize: () => ROW,
+    overscan: 24,
+  });
+  useLayoutEffect(() => {
+    if (atEnd.current && events.length) rows.scrollToIndex(events.length - 1, { align: 'end' });
+  }, [events.length, rows]);
+  const scrolled = () => {
+    const el = box.current;
+    atEnd.current = el.scrollHeight - el.scrollTop - el.clientHeight < ROW * 2;
+  };
+  return (
+    <div className="timeline-scroll" ref={box} onScroll={scrolled}>
+      <ol className="timeline" data-count={events.length} style={{ height: rows.getTotalSize() }}>
+        {rows.getVirtualItems().map((row) => {
+          const e = events[row.index];
+          return (
+            <li key={e.seq} data-seq={e.seq} style={{ transform: `translateY(${row.start}px)` }}
+              className={[e.seq === shown ? 'here' : '', e.seq === divergence ? 'diverges' : ''].join(' ').trim()}>
+              <button type="button" className="seq" onClick={() => onPick(e.seq)}>{e.seq}</button>
+              {' '}<span className="type">{e.type}</span>
+              {e.path ? <span className="path"> {e.path}</span> : null}
+              {e.attempt > 1 ? <span className="attempt"> (attempt {e.attempt})</span> : null}
+            </li>
+          );
+        })}
+      </ol>
+    </div>
   );
 }
 const REWIND = `mutation($id: String!, $seq: Int!) { rewindWork(workId: $id, toSeq: $seq) {
@@ -47,9 +171,12 @@ const REWIND = `mutation($id: String!, $seq: Int!) { rewindWork(workId: $id, toS
   ... on NotFound { message } ... on InvalidInput { message } ... on Conflict { message } } }`;
 const COMPARE = `query($id: String!, $other: String!) { work(workId: $id) {
   compare(otherWorkId: $other) { seq } } }`;
+const EVENT = 'cursor seq type path attempt time';
 const EVENTS = `subscription($id: String!, $after: String!) {
-  workEvents(workId: $id, after: $after) { cursor seq type path attempt time }
+  workEvents(workId: $id, after: $after) { ${EVENT} }
 }`;
+const STORED = `query($id: String!, $after: Int!) { work(workId: $id) {
+  events(afterSeq: $after, first: ${PAGE}) { ${EVENT} } } }`;
 const STATE = 'query($id: String!, $seq: Int!) { work(workId: $id) { stateAt(seq: $seq) } }';
 const DIFF = `query($id: String!, $from: Int!, $to: Int!) { work(workId: $id) {
   stateDiff(fromSeq: $from, toSeq: $to) } }`;
@@ -185,21 +312,47 @@ export function WorkPage({ workId }) {
   const [reason, setReason] = useState('');
 
   const connected = useConnected();
-  const cursor = useRef('0');  // the last event's cursor: a new subscription goes on from it
-  useEffect(() => { cursor.current = '0'; setEvents([]); }, [workId]);
+  // the last event shown: after the server was away the page reads on from it, and the
+  // subscription goes on from its cursor
+  const last = useRef({ seq: 0, cursor: '0' });
+  useEffect(() => { last.current = { seq: 0, cursor: '0' }; setEvents([]); }, [workId]);
 
   useEffect(() => {
     let live = true;
-    const load = () => request(WORK, { id: workId }).then(
-      (data) => live && setWork(data.work), (err) => live && setProblem(err.message));
+    let stop = () => {};
+    // the work's figures read again after events, one request at a time
+    let loading = false;
+    let again = false;
+    const load = () => {
+      if (loading) { again = true; return; }
+      loading = true;
+      request(WORK, { id: workId }).then((data) => live && setWork(data.work),
+        (err) => live && setProblem(err.message)).finally(() => {
+        loading = false;
+        if (again && live) { again = false; load(); }
+      });
+    };
+    const add = (found) => {
+      const fresh = found.filter((e) => e.seq > last.current.seq);
+      if (!fresh.length) return;
+      last.current = { seq: fresh[fresh.length - 1].seq, cursor: fresh[fresh.length - 1].cursor };
+      setEvents((now) => now.concat(fresh));
+    };
+    // what is stored, a page at a time, then every later event once as it is committed
     load();
-    // every event once: from the first, and after the server was away from the last seen
-    const stop = follow(EVENTS, { id: workId, after: cursor.current }, (data) => {
-      const event = data.workEvents;
-      cursor.current = event.cursor;
-      setEvents((now) => (now.some((e) => e.seq === event.seq) ? now : [...now, event]));
-      load();
-    });
+    (async () => {
+      for (;;) {
+        const data = await request(STORED, { id: workId, after: last.current.seq });
+        if (!live) return;
+        if (!data.work) { setProblem(`no work ${workId}`); return; }
+        add(data.work.events);
+        if (data.work.events.length < PAGE) break;
+      }
+      stop = follow(EVENTS, { id: workId, after: last.current.cursor }, (data) => {
+        add([data.workEvents]);
+        load();
+      });
+    })().catch((err) => live && setProblem(err.message));
     return () => { live = false; stop(); };
   }, [workId, connected]);
 
@@ -248,7 +401,7 @@ export function WorkPage({ workId }) {
         <p className="fork">forked from <a href={`/?work=${parent}`}>{parent}</a> at seq
           {' '}{work.forkedAtSeq}{divergence !== null ? `; the first difference is at seq ${divergence}` : ''}</p>
       )}
-      <Graph saga={work.saga} runs={work.stageRuns} />
+      <Graph saga={work.saga} runs={work.stageRuns} events={events} />
       <div className="steer">
         {Object.keys(STEER).map((kind) => (
           <button key={kind} type="button" onClick={() => steer(kind)}>{kind}</button>))}
@@ -270,17 +423,10 @@ export function WorkPage({ workId }) {
         <pre className="state">{state ? JSON.stringify(state, null, 2) : ''}</pre>
       </section>
       <Diff workId={workId} to={shown} />
-      <ol className="timeline">
-        {events.map((e) => (
-          <li key={e.seq} data-seq={e.seq}
-            className={[e.seq === shown ? 'here' : '', e.seq === divergence ? 'diverges' : ''].join(' ').trim()}>
-            <button type="button" className="seq" onClick={() => setSeq(e.seq)}>{e.seq}</button>
-            {' '}<span className="type">{e.type}</span>
-            {e.path ? <span className="path"> {e.path}</span> : null}
-            {e.attempt > 1 ? <span className="attempt"> (attempt {e.attempt})</span> : null}
-          </li>
-        ))}
-      </ol>
+      <div className="story">
+        <Timeline events={events} shown={shown} divergence={divergence} onPick={setSeq} />
+        <Waterfall runs={work.stageRuns} />
+      </div>
     </main>
   );
 }
