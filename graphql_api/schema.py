@@ -6,6 +6,7 @@ module per family of types:
 - :mod:`graphql_api.work_mutations`: creating, changing, deleting and steering works;
 - :mod:`graphql_api.feed`: the subscriptions that follow the event feed;
 - :mod:`graphql_api.sagas`: sagas and their stages, and the mutations on sagas;
+- :mod:`graphql_api.rehearsal`: a dry run of a saga (``dryRun``), nothing stored;
 - :mod:`graphql_api.workers_types`: workers, and the commands to their worker nodes;
 - :mod:`graphql_api.ops`: schedules, locks and services;
 - :mod:`graphql_api.results`: the typed errors; :mod:`graphql_api.context`: the
@@ -28,7 +29,7 @@ import strawberry
 from strawberry import relay
 from strawberry.extensions import ParserCache, ValidationCache
 
-from . import feed, ops, sagas, work_mutations, workers_types, works
+from . import feed, ops, rehearsal, sagas, work_mutations, workers_types, works
 from .context import Context
 
 __all__ = ["Context", "schema"]
@@ -56,6 +57,7 @@ class Query:
 @strawberry.type
 class Mutation:
     create_work = work_mutations.create_work
+    dry_run = rehearsal.dry_run
     create_saga = sagas.create_saga
     enable_saga = sagas.enable_saga
     disable_saga = sagas.disable_saga

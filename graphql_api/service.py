@@ -35,11 +35,14 @@ from engine.state import WorkState, evolve, replay
 from engine.store import SqlStore
 from engine.store.feed import Feed
 
-__all__ = ["CHECKPOINT_EVERY", "CHECKPOINT_WORKS", "ApiError", "Outcome", "Service"]
+__all__ = ["CHECKPOINT_EVERY", "CHECKPOINT_WORKS", "DRY_RUN_LIMIT", "ApiError", "Outcome",
+           "Rehearsal", "Service"]
 
 CHECKPOINT_EVERY = 100  # events between the states kept for time travel
 CHECKPOINT_WORKS = 32  # works whose states are kept, the most recently asked about
 LATEST_WORKS = 64  # works whose latest known state is kept (see Service.state)
+# seconds a dry run may take: its Sleep stages sleep and its Wait stages wait for real
+DRY_RUN_LIMIT = 10.0
 
 
 class ApiError(Exception):
@@ -90,6 +93,25 @@ def rejection(work_id: str, error: BaseException, status: str) -> ApiError:
     if isinstance(error, KeyError):
         return ApiError("not_found", str(error.args[0]) if error.args else str(error))
     return ApiError("invalid_input", str(error))
+
+
+@dataclass(frozen=True, slots=True)
+class Rehearsal:
+    """How a dry run went: the work's state at its end (or when its time ran out:
+    ``ended`` false), its events, and the globs its ``fail`` patterns became."""
+
+    state: WorkState
+    events: list[RecordedEvent]
+    fail: tuple[str, ...]
+    ended: bool
+
+    def forced(self, path: str) -> bool:
+        """Whether the stage at ``path`` failed because ``fail`` named it."""
+        from fnmatch import fnmatchcase
+
+        st = self.state.stages.get(path)
+        return st is not None and st.status in ("failed", "compensated") and \
+            st.error is not None and any(fnmatchcase(path, g) for g in self.fail)
 
 
 class Service:
@@ -358,6 +380,40 @@ class Service:
                                f"{came.get('seq')}); use a new one", field="requestId")
         return await self.runtime.rewind(work_id, seq, paused=paused, new_work_id=new_id,
                                          run=False)
+
+    async def dry_run(self, saga: str, input: Any, fail: Sequence[str] = (), *,
+                      limit: float = DRY_RUN_LIMIT) -> Rehearsal:
+        """Rehearse a work of ``saga`` with the engine's dry run (:meth:`Runtime.dry_run`,
+        :class:`engine.DryRun`): each stage's transaction is replaced by its example
+        output (its input when it declares none), the stages ``fail`` names (see
+        :func:`engine.catalog.fail_globs`) fail for good instead, and compensations are
+        recorded as done without being called. The input and the stages' schemas are
+        checked; guards, map items, branch choices and loop conditions are user code
+        that runs for real, since they decide the path. Nothing is stored: the work
+        lives in a runtime of its own, in memory, for this call alone, and is gone when
+        it returns (stopped where it was if it takes over ``limit`` seconds: a Sleep or
+        a Wait). A disabled saga may be rehearsed: no work of it is created."""
+        from engine import DryRun
+        from engine.catalog import fail_globs
+
+        plan = self.plan(saga)
+        try:
+            globs = fail_globs(plan, list(fail))
+        except ValueError as exc:
+            raise ApiError("invalid_input", str(exc), field="fail") from None
+        sagas = list(self.runtime.sagas.values())  # with those its SagaRefs name
+        services = list(getattr(self.app, "services", ()) or ())
+        async with Runtime(sagas, services=services) as runtime:
+            try:
+                work_id = await runtime.start(saga, input, dry_run=DryRun(fail=globs))
+            except (ValueError, TypeError) as exc:
+                raise ApiError("invalid_input", str(exc), field="input") from None
+            with anyio.move_on_after(limit):
+                await runtime.wait(work_id)
+            state = runtime.state(work_id)
+            # the rest is cancelled as the runtime closes
+            return Rehearsal(state=state, events=runtime.events(work_id), fail=globs,
+                             ended=state.terminal)
 
     async def compare(self, a: str, b: str) -> tuple[int, RecordedEvent | None,
                                                      RecordedEvent | None] | None:
