@@ -31,13 +31,16 @@ class Context:
             rows = await queries.works_by_id(store, keys)
             return [rows.get(k) for k in keys]
 
-        async def load_events(keys: list[tuple[str, int, int]]) -> list[list[Any]]:
-            pages: dict[tuple[int, int], dict[str, list[Any]]] = {}
-            for after, first in {(a, f) for _, a, f in keys}:
-                pages[(after, first)] = await queries.events_of(
-                    store, [w for w, a, f in keys if (a, f) == (after, first)],
-                    after=after, first=first)
-            return [pages[(a, f)][w] for w, a, f in keys]
+        Page = tuple[int, int, tuple[str, ...] | None]  # after, first, types
+
+        async def load_events(keys: list[tuple[str, Page]]) -> list[list[Any]]:
+            pages: dict[Page, dict[str, list[Any]]] = {}
+            for page in {p for _, p in keys}:
+                after, first, types = page
+                pages[page] = await queries.events_of(
+                    store, [w for w, p in keys if p == page], after=after, first=first,
+                    types=types)
+            return [pages[p][w] for w, p in keys]
 
         async def load_pending(keys: list[str]) -> list[list[Any]]:
             found = await queries.pending_commands_of(store, keys)
@@ -49,8 +52,8 @@ class Context:
         self.stage_runs: DataLoader[str, list[dict[str, Any]]] = DataLoader(load_runs,
                                                                             cache=False)
         self.pending: DataLoader[str, list[Any]] = DataLoader(load_pending, cache=False)
-        self.events: DataLoader[tuple[str, int, int], list[Any]] = DataLoader(load_events,
-                                                                              cache=False)
+        self.events: DataLoader[tuple[str, Page], list[Any]] = DataLoader(load_events,
+                                                                          cache=False)
         self.works: DataLoader[str, dict[str, Any] | None] = DataLoader(load_works,
                                                                         cache=False)
 

@@ -154,13 +154,18 @@ class Work(relay.Node):
         return [StageRun.of(r) for r in rows]
 
     @strawberry.field
-    async def events(self, info: Info, after_seq: int = 0, first: int = 100) -> list[Event]:
-        """Its events after ``afterSeq``, at most ``first`` (up to 1,000)."""
+    async def events(self, info: Info, after_seq: int = 0, first: int = 100,
+                     types: list[str] | None = None) -> list[Event]:
+        """Its events after ``afterSeq``, at most ``first`` (up to 1,000); only those of
+        ``types`` when given (the compensations of a long work without reading it all)."""
         if isinstance(first, bool) or not 1 <= first <= 1000:
             raise ValueError(f"first must be 1 to 1000, got {first!r}")
         if after_seq < 0:
             raise ValueError(f"afterSeq must be >= 0, got {after_seq!r}")
-        stream = await context_of(info).events.load((self.work_id, after_seq, first))
+        if types is not None and not 1 <= len(types) <= 100:
+            raise ValueError(f"types must name 1 to 100 event types, got {len(types)}")
+        chosen = tuple(sorted(set(types))) if types is not None else None
+        stream = await context_of(info).events.load((self.work_id, (after_seq, first, chosen)))
         return [Event.of(r) for r in stream]
 
     @strawberry.field

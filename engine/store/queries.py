@@ -182,10 +182,11 @@ async def works_by_id(store: SqlStore, work_ids: Sequence[str]) -> dict[str, dic
 
 
 async def events_of(store: SqlStore, work_ids: Sequence[str], *, after: int = 0,
-                    first: int = 100) -> dict[str, list[RecordedEvent]]:
-    """A page of events of each of ``work_ids`` (seq above ``after``, at most ``first``
-    each), in one query per 500 works: a list of works showing their events costs one
-    query, not one per work."""
+                    first: int = 100, types: Sequence[str] | None = None
+                    ) -> dict[str, list[RecordedEvent]]:
+    """A page of events of each of ``work_ids`` (seq above ``after``, of ``types`` when
+    given, at most ``first`` each), in one query per 500 works: a list of works showing
+    their events costs one query, not one per work."""
     from .codec import decode_event
     from .schema import events
 
@@ -195,7 +196,8 @@ async def events_of(store: SqlStore, work_ids: Sequence[str], *, after: int = 0,
         for start in range(0, len(ids), 500):
             numbered = sa.select(events, sa.func.row_number().over(
                 partition_by=events.c.work_id, order_by=events.c.seq).label("n")).where(
-                events.c.work_id.in_(ids[start:start + 500]), events.c.seq > after).subquery()
+                events.c.work_id.in_(ids[start:start + 500]), events.c.seq > after,
+                *([events.c.type.in_(list(types))] if types is not None else [])).subquery()
             query = sa.select(*[numbered.c[c.name] for c in events.columns]).where(
                 numbered.c.n <= first).order_by(numbered.c.work_id, numbered.c.seq)
             for row in (await conn.execute(query)).mappings():

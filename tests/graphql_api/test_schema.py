@@ -211,6 +211,20 @@ async def test_time_travel_through_a_long_work_replays_from_checkpoints(
                                                            "seq": done.events + 1},
                                    context_value=Context(service))
         assert bad.errors and f"no seq {done.events + 1}" in bad.errors[0].message
+        # only some types, after a seq: the seqs the stream has of them, in order
+        kinds = ["stage.transaction.completed", "work.completed"]
+        typed = await schema.execute(
+            "query($id: String!, $types: [String!]) { work(workId: $id) { "
+            "events(afterSeq: 100, first: 1000, types: $types) { seq type } } }",
+            variable_values={"id": done.work_id, "types": kinds}, context_value=Context(service))
+        assert typed.errors is None and typed.data is not None
+        assert [(e["seq"], e["type"]) for e in typed.data["work"]["events"]] == [
+            (r.seq, r.event.type) for r in stream if r.seq > 100 and r.event.type in kinds]
+        assert typed.data["work"]["events"][-1]["type"] == "work.completed"
+        none = await schema.execute(
+            "query($id: String!) { work(workId: $id) { events(types: []) { seq } } }",
+            variable_values={"id": done.work_id}, context_value=Context(service))
+        assert none.errors and "types must name 1 to 100 event types" in none.errors[0].message
 
 
 async def test_schedules_locks_and_services_through_the_schema(tmp_path: Path) -> None:
