@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import ui
 
-__all__ = ["DIST", "WithExplorer", "app_page", "explorer_files", "wants_explorer"]
+__all__ = ["APP_POLICY", "DIST", "WithExplorer", "app_page", "explorer_files", "wants_explorer"]
 
 DIST = Path(ui.__file__).resolve().parent / "dist"
 
@@ -26,6 +26,12 @@ DIST = Path(ui.__file__).resolve().parent / "dist"
 # the page's own WebSocket (ws: or wss: to the same host) as well.
 POLICY = ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
           "font-src 'self' data:; worker-src 'self'; connect-src 'self'")
+# The UI's start form checks an input against its saga's JSON schema in the browser with
+# ajv (@rjsf/validator-ajv8), which compiles each schema, read from the API at run time,
+# into a function with `new Function`: the UI's page allows that ('unsafe-eval', still
+# only scripts from this origin); the explorer's page does not need it.
+APP_POLICY = POLICY.replace("default-src 'self';",
+                            "default-src 'self'; script-src 'self' 'unsafe-eval';")
 
 
 def wants_explorer(scope: Scope) -> bool:
@@ -54,7 +60,7 @@ class WithExplorer:
         return _page(self.dist / "index.html", "The GraphQL explorer")
 
 
-def _page(file: Path, what: str) -> Response:
+def _page(file: Path, what: str, policy: str = POLICY) -> Response:
     if not file.is_file():
         return PlainTextResponse(
             f"{what} was not built: {file} is missing. Install the package with npm on "
@@ -63,12 +69,12 @@ def _page(file: Path, what: str) -> Response:
             status_code=503)
     # no-cache: the page names this build's files, which change with each build
     return FileResponse(file, headers={"Cache-Control": "no-cache",
-                                       "Content-Security-Policy": POLICY})
+                                       "Content-Security-Policy": policy})
 
 
 async def app_page(request: Request) -> Response:
     """The UI (``ui/app.html``), at /."""
-    return _page(DIST / "app.html", "The UI")
+    return _page(DIST / "app.html", "The UI", APP_POLICY)
 
 
 class _Files(StaticFiles):
