@@ -5,6 +5,7 @@ import { createRoot } from 'react-dom/client';
 import { Away, follow, request, useConnected } from './api.jsx';
 import { applyChange, ORDERS, REDUCERS, searchFromView, viewFromSearch } from './view.js';
 import { Catalog } from './catalog.jsx';
+import { opsPage } from './ops.jsx';
 import { WorkPage } from './work.jsx';
 import './style.css';
 
@@ -175,6 +176,8 @@ function WorksIndex() {
       <header>
         <h1>Works</h1>
         <a href="/?catalog">sagas</a>
+        <a href="/?workers">workers</a> <a href="/?schedules">schedules</a>
+        <a href="/?services">services</a> <a href="/?locks">locks</a>
         <Away connected={connected} />
       </header>
       <Filters view={view} onChange={change} />
@@ -211,4 +214,5 @@ const opened = params.get('work');
 let page = <WorksIndex />;
 if (opened) page = <WorkPage workId={opened} />;
 else if (params.has('catalog')) page = <Catalog />;
+else page = opsPage(params) ?? page;  // /?workers, /?worker=ID, /?schedules, /?services, /?locks
 createRoot(document.getElementById('app')).render(<StrictMode>{page}</StrictMode>);
