@@ -132,8 +132,8 @@ def expect_events(page: Page, count: int) -> None:
 
 def timeline_rows(page: Page) -> dict[int, str]:
     """The timeline's rows in the page now, seq to event type: it is virtualised, so
-    these are the rows in view and a margin around them."""
-    rows = page.locator("ol.timeline li").evaluate_all(
+    these are the rows in view and a margin around them, once read."""
+    rows = page.locator("ol.timeline li[data-seq]").evaluate_all(
         "rows => rows.map(r => [Number(r.dataset.seq),"
         " r.querySelector('.type').textContent.trim()])")
     return {int(seq): str(kind) for seq, kind in rows}

@@ -3,7 +3,7 @@
 // a fork and compare the fork with its origin), its event timeline pushed live by the
 // workEvents subscription, and a time-travel slider showing its state at any seq.
 import { useVirtualizer } from '@tanstack/react-virtual';
-import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react';
+import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react';
 import { Away, follow, request, useConnected } from './api.jsx';
 import { items, layout, statuses, unwinding } from './graph.js';
 
@@ -12,6 +12,7 @@ const CELL = 14;  // px: an unfolded item in the graph
 const LABEL = 130;  // px: the waterfall's stage names
 const BARS = 320;  // px: the waterfall's time axis
 const PAGE = 1000;  // events read per request (the API's most)
+const TAIL = 100;  // events read first when a page opens: the newest, which it shows
 
 const WORK = `query($id: String!) { work(workId: $id) {
   workId saga status paused phase currentStage stagesDone stagesTotal progress lastSeq
@@ -131,9 +132,10 @@ function Waterfall({ runs }) {
 }
 
 // The events, virtualised: only the rows in view (and a margin) are in the page, so a
-// work with 10,000 events scrolls as smoothly as one with ten. It follows the newest
-// event while it is scrolled to the end.
-function Timeline({ events, shown, divergence, onPick }) {
+// work with 10,000 events scrolls as smoothly as one with ten; rows not read yet are
+// asked for (`onNeed`) as they come into view. It follows the newest event while it is
+// scrolled to the end.
+function Timeline({ events, shown, divergence, onPick, onNeed }) {
   const box = useRef(null);
   const atEnd = useRef(true);
   const rows = useVirtualizer({
@@ -143,6 +145,10 @@ function Timeline({ events, shown, divergence, onPick }) {
   useLayoutEffect(() => {
     if (atEnd.current && events.length) rows.scrollToIndex(events.length - 1, { align: 'end' });
   }, [events.length, rows]);
+  const inView = rows.getVirtualItems();
+  const first = inView.length ? inView[0].index : 0;
+  const last = inView.length ? inView[inView.length - 1].index : -1;
+  useEffect(() => { if (last >= first) onNeed(first + 1, last + 1); }, [first, last, events, onNeed]);
   const scrolled = () => {
     const el = box.current;
     atEnd.current = el.scrollHeight - el.scrollTop - el.clientHeight < ROW * 2;
@@ -150,10 +156,12 @@ function Timeline({ events, shown, divergence, onPick }) {
   return (
     <div className="timeline-scroll" ref={box} onScroll={scrolled}>
       <ol className="timeline" data-count={events.length} style={{ height: rows.getTotalSize() }}>
-        {rows.getVirtualItems().map((row) => {
+        {inView.map((row) => {
           const e = events[row.index];
+          const at = { transform: `translateY(${row.start}px)` };
+          if (!e) return <li key={`hole-${row.index}`} className="unread" style={at}>{row.index + 1} …</li>;
           return (
-            <li key={e.seq} data-seq={e.seq} style={{ transform: `translateY(${row.start}px)` }}
+            <li key={e.seq} data-seq={e.seq} style={at}
               className={[e.seq === shown ? 'here' : '', e.seq === divergence ? 'diverges' : ''].join(' ').trim()}>
               <button type="button" className="seq" onClick={() => onPick(e.seq)}>{e.seq}</button>
               {' '}<span className="type">{e.type}</span>
@@ -177,6 +185,12 @@ const EVENTS = `subscription($id: String!, $after: String!) {
 }`;
 const STORED = `query($id: String!, $after: Int!) { work(workId: $id) {
   events(afterSeq: $after, first: ${PAGE}) { ${EVENT} } } }`;
+const NEWEST = 'query($id: String!) { work(workId: $id) { lastSeq } }';
+// the events the graph and the summary read from a work's whole stream
+const NOTABLE_TYPES = ['stage.failed', 'work.compensating', 'stage.compensation.started',
+  'work.resolved'];
+const NOTABLE = `query($id: String!, $after: Int!, $types: [String!]) { work(workId: $id) {
+  events(afterSeq: $after, first: ${PAGE}, types: $types) { ${EVENT} } } }`;
 const STATE = 'query($id: String!, $seq: Int!) { work(workId: $id) { stateAt(seq: $seq) } }';
 const DIFF = `query($id: String!, $from: Int!, $to: Int!) { work(workId: $id) {
   stateDiff(fromSeq: $from, toSeq: $to) } }`;
@@ -304,7 +318,8 @@ function answerOf(data) {
 
 export function WorkPage({ workId }) {
   const [work, setWork] = useState(null);
-  const [events, setEvents] = useState([]);
+  const [events, setEvents] = useState([]);  // by seq, holes where not read yet
+  const [notable, setNotable] = useState([]);
   const [seq, setSeq] = useState(null);
   const [state, setState] = useState(null);
   const [problem, setProblem] = useState(null);
@@ -312,10 +327,37 @@ export function WorkPage({ workId }) {
   const [reason, setReason] = useState('');
 
   const connected = useConnected();
-  // the last event shown: after the server was away the page reads on from it, and the
-  // subscription goes on from its cursor
+  // the newest event read: after the server was away the page reads on from it, and
+  // the subscription goes on from its cursor
   const last = useRef({ seq: 0, cursor: '0' });
-  useEffect(() => { last.current = { seq: 0, cursor: '0' }; setEvents([]); }, [workId]);
+  const asked = useRef(new Set());  // the pages of older events asked for
+  useEffect(() => {
+    last.current = { seq: 0, cursor: '0' };
+    asked.current = new Set();
+    setEvents([]);
+    setNotable([]);
+  }, [workId]);
+
+  // events put in their places (seq n at n - 1); a newer one may lengthen the list,
+  // the rows between stay holes until they are in view
+  const place = (found) => {
+    if (!found.length) return;
+    setEvents((now) => {
+      const next = now.slice();
+      for (const e of found) next[e.seq - 1] = e;
+      return next;
+    });
+  };
+  const noted = (found) => {
+    const kept = found.filter((e) => NOTABLE_TYPES.includes(e.type));
+    if (kept.length) {
+      setNotable((now) => {
+        const seen = new Set(now.map((e) => e.seq));
+        const fresh = kept.filter((e) => !seen.has(e.seq));
+        return fresh.length ? [...now, ...fresh].sort((a, b) => a.seq - b.seq) : now;
+      });
+    }
+  };
 
   useEffect(() => {
     let live = true;
@@ -336,15 +378,33 @@ export function WorkPage({ workId }) {
       const fresh = found.filter((e) => e.seq > last.current.seq);
       if (!fresh.length) return;
       last.current = { seq: fresh[fresh.length - 1].seq, cursor: fresh[fresh.length - 1].cursor };
-      setEvents((now) => now.concat(fresh));
+      place(fresh);
+      noted(fresh);
     };
-    // what is stored, a page at a time, then every later event once as it is committed
     load();
     (async () => {
-      for (;;) {
-        const data = await request(STORED, { id: workId, after: last.current.seq });
+      // opened: the newest events first (older ones as they come into view); back after
+      // the server was away: every event after the newest read
+      let after = last.current.seq;
+      if (after === 0) {
+        const head = await request(NEWEST, { id: workId });
         if (!live) return;
-        if (!data.work) { setProblem(`no work ${workId}`); return; }
+        if (!head.work) { setProblem(`no work ${workId}`); return; }
+        after = Math.max(0, head.work.lastSeq - TAIL);
+        // the few events the graph needs from the whole stream, meanwhile
+        (async () => {
+          for (let from = 0; live;) {
+            const found = await request(NOTABLE, { id: workId, after: from, types: NOTABLE_TYPES });
+            if (!live) return;
+            noted(found.work.events);
+            if (found.work.events.length < PAGE) break;
+            from = found.work.events[found.work.events.length - 1].seq;
+          }
+        })().catch((err) => live && setProblem(err.message));
+      }
+      for (;;) {
+        const data = await request(STORED, { id: workId, after: Math.max(after, last.current.seq) });
+        if (!live) return;
         add(data.work.events);
         if (data.work.events.length < PAGE) break;
       }
@@ -356,7 +416,20 @@ export function WorkPage({ workId }) {
     return () => { live = false; stop(); };
   }, [workId, connected]);
 
-  const shown = seq ?? (events.length ? events[events.length - 1].seq : null);
+  // rows come into view that were not read yet: the page of events holding them
+  const eventsRef = useRef(events);
+  eventsRef.current = events;
+  const need = useCallback((from, to) => {
+    for (let n = from; n <= to; n += 1) {
+      if (eventsRef.current[n - 1]) continue;
+      const after = Math.floor((n - 1) / PAGE) * PAGE;
+      if (asked.current.has(after)) continue;
+      asked.current.add(after);
+      request(STORED, { id: workId, after }).then((data) => place(data.work.events),
+        (err) => { asked.current.delete(after); setProblem(err.message); });
+    }
+  }, [workId]);
+  const shown = seq ?? (events.length ? events.length : null);
   useEffect(() => {
     if (shown === null) return undefined;
     let live = true;
@@ -393,7 +466,7 @@ export function WorkPage({ workId }) {
       <h1>{work.saga} <span className="id">{work.workId}</span></h1>
       <p className={`summary status-${work.status}`}>
         <span className="status">{work.status}</span>{work.paused && work.status !== 'paused' ? ' (paused)' : ''}
-        {events.some((e) => e.type === 'work.resolved') ? <span className="resolved"> (resolved)</span> : null}
+        {notable.some((e) => e.type === 'work.resolved') ? <span className="resolved"> (resolved)</span> : null}
         {' '}{work.stagesDone}/{work.stagesTotal} stages
         {work.currentStage ? ` · at ${work.currentStage}` : ''}
       </p>
@@ -401,7 +474,7 @@ export function WorkPage({ workId }) {
         <p className="fork">forked from <a href={`/?work=${parent}`}>{parent}</a> at seq
           {' '}{work.forkedAtSeq}{divergence !== null ? `; the first difference is at seq ${divergence}` : ''}</p>
       )}
-      <Graph saga={work.saga} runs={work.stageRuns} events={events} />
+      <Graph saga={work.saga} runs={work.stageRuns} events={notable} />
       <div className="steer">
         {Object.keys(STEER).map((kind) => (
           <button key={kind} type="button" onClick={() => steer(kind)}>{kind}</button>))}
@@ -424,7 +497,8 @@ export function WorkPage({ workId }) {
       </section>
       <Diff workId={workId} to={shown} />
       <div className="story">
-        <Timeline events={events} shown={shown} divergence={divergence} onPick={setSeq} />
+        <Timeline events={events} shown={shown} divergence={divergence} onPick={setSeq}
+          onNeed={need} />
         <Waterfall runs={work.stageRuns} />
       </div>
     </main>
