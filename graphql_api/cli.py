@@ -17,8 +17,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
-from glob import escape as glob_escape
 from typing import Any, TextIO, get_args
 
 import anyio
@@ -34,6 +32,7 @@ from engine import (
     StageFailure,
     compile_saga,
 )
+from engine.catalog import fail_globs
 from engine.definitions import Node
 from engine.store.urls import check_store_url
 from workers.actions import DEMO_ORDER, demo_saga
@@ -103,7 +102,7 @@ class UsageError(ValueError):
 class _RunPlan:
     saga: Saga
     order: Any
-    dry_fail: tuple[str, ...]  # --fail as globs for Runtime.dry_run
+    dry_fail: tuple[str, ...]  # --fail for Runtime.dry_run (see engine.catalog.fail_globs)
 
 
 def _stage_paths(saga: Saga) -> dict[str, tuple[re.Pattern[str], str, Stage]]:
@@ -133,19 +132,20 @@ def _named_stage(paths: dict[str, tuple[re.Pattern[str], str, Stage]], path: str
 
 
 def _check_fail(saga: Saga, args: argparse.Namespace) -> tuple[str, ...]:
-    """--fail and --fail-compensation name stages of ``saga``; the --fail patterns as
-    globs for a dry run (a literal path such as ``pack[2]/box`` matches only itself)."""
+    """--fail and --fail-compensation name stages of ``saga``; the --fail patterns for a
+    dry run, as :func:`engine.catalog.fail_globs` reads them (a literal path such as
+    ``pack[2]/box`` is only that item, ``pack[*]/box`` every item, or a glob)."""
     paths = _stage_paths(saga)
     listed = ", ".join(shown for _, shown, _ in paths.values())
-    # what a glob is tried on: template paths, and concrete ones with index 0
-    samples = [p for t, (_, shown, _) in paths.items() for p in (t, shown.replace("[i]", "[0]"))]
-    dry_fail: list[str] = []
+    plan = compile_saga(saga)
     for pattern in args.fail:
-        if _named_stage(paths, pattern) is not None:
-            dry_fail.append(glob_escape(pattern))
-            continue
-        if args.dry_run and any(fnmatchcase(sample, pattern) for sample in samples):
-            dry_fail.append(pattern)
+        if args.dry_run:
+            try:
+                fail_globs(plan, [pattern])
+                continue
+            except ValueError:
+                pass
+        elif _named_stage(paths, pattern) is not None:
             continue
         globs = "" if args.dry_run else " (globs only with --dry-run)"
         raise UsageError(f"--fail {pattern!r} names no stage of saga {saga.name!r}; expected "
@@ -160,7 +160,7 @@ def _check_fail(saga: Saga, args: argparse.Namespace) -> tuple[str, ...]:
     if args.fail_compensation and args.dry_run:
         raise UsageError("--fail-compensation cannot be used with --dry-run: a dry run "
                          "records compensations as done without calling them")
-    return tuple(dry_fail)
+    return tuple(args.fail) if args.dry_run else ()
 
 
 def _failing_compensations(node: Any, paths: frozenset[str]) -> Any:

@@ -118,13 +118,20 @@ def test_fail_naming_no_stage_is_an_error_listing_the_stage_paths() -> None:
 
 def test_fail_in_a_dry_run_takes_a_map_item_path_or_a_glob() -> None:
     # 'pack[0]/box' as a glob matches 'pack0/box' only: the literal path is meant (a dry
-    # run packs one item, the one of the charge stage's example output)
-    item, glob = stepsaga_each(("run", "demo", "--dry-run", "--fail", "pack[0]/box"),
-                               ("run", "demo", "--dry-run", "--fail", "pay/b*"))
-    assert item.returncode == 1, item.stderr
-    assert json.loads(item.stdout)["failure"]["path"] == "pack[0]/box"
+    # run packs one item, the one of the charge stage's example output); 'pack[*]/box'
+    # as the catalog shows it is every item
+    item, every, glob, template = stepsaga_each(
+        ("run", "demo", "--dry-run", "--fail", "pack[0]/box"),
+        ("run", "demo", "--dry-run", "--fail", "pack[*]/box"),
+        ("run", "demo", "--dry-run", "--fail", "pay/b*"),
+        ("run", "demo", "--dry-run", "--fail", "pack/box"))  # a template: no run's path
+    for ran in (item, every):
+        assert ran.returncode == 1, ran.stderr
+        assert json.loads(ran.stdout)["failure"]["path"] == "pack[0]/box"
     assert glob.returncode == 1, glob.stderr
     assert json.loads(glob.stdout)["failure"]["path"] == "pay/book"
+    assert one_clear_line(template).startswith(
+        "stepsaga: --fail 'pack/box' names no stage of saga 'demo'; expected a stage path: ")
 
 
 def test_a_failed_compensation_shows_why() -> None:
