@@ -7,6 +7,7 @@ import Form from '@rjsf/core';
 import validator from '@rjsf/validator-ajv8';
 import { useEffect, useState } from 'react';
 import { request } from './api.jsx';
+import { choose, examplesOf, forcible, outcome, parsed, shown } from './catalogview.js';
 import './catalog.css';
 
 const SAGAS = `{ allSagas { name description definition version enabled inputSchema
@@ -20,21 +21,6 @@ const DRY_RUN = `mutation($saga: String!, $input: JSON, $fail: [String!]) {
     __typename ... on DryRunReport { status ended error compensated
       stages { path status attempts forced output } events { seq type path attempt payload } }
     ... on InvalidInput { message field } ... on NotFound { message field } } }`;
-
-const shown = (value) => (value === undefined ? '' : JSON.stringify(value));
-
-function parsed(text) {
-  try {
-    return { value: JSON.parse(text) };
-  } catch (err) {
-    return { problem: `the input is not JSON: ${err.message}` };
-  }
-}
-
-// The examples of the saga's input its schema declares (JSON Schema's `examples`).
-function examplesOf(schema) {
-  return schema && Array.isArray(schema.examples) ? schema.examples : [];
-}
 
 function Examples({ saga, onUse }) {
   const examples = examplesOf(saga.inputSchema);
@@ -67,12 +53,6 @@ function Stages({ saga }) {
   );
 }
 
-// A stage's outcome in a rehearsal, as people say it.
-function outcome(stage) {
-  if (stage.status === 'failed' && stage.forced) return 'failed (forced)';
-  return stage.status;
-}
-
 function Rehearsed({ report }) {
   return (
     <div className="rehearsed">
@@ -101,12 +81,11 @@ function Rehearsed({ report }) {
 }
 
 function DryRun({ saga, current }) {
-  // only stages with a transaction can be forced to fail; a composite fails through them
-  const leaves = saga.stages.filter((s) => s.kind === 'Stage');
+  const leaves = forcible(saga.stages);
   const [fail, setFail] = useState([]);
   const [report, setReport] = useState(null);
   const [problem, setProblem] = useState(null);
-  const toggle = (path, on) => setFail((now) => (on ? [...now, path] : now.filter((p) => p !== path)));
+  const toggle = (path, on) => setFail((now) => choose(now, path, on));
   const run = (e) => {
     e.preventDefault();
     const input = current();
