@@ -74,10 +74,11 @@ async def dry_run(info: Info, saga: str, input: JSON | None = None,
     instead of running its transaction, the stages ``fail`` names fail for good
     (``pay/charge``; ``pack[*]/box`` every item, ``pack[1]/box`` one; a glob such as
     ``pay/*``), and compensations are recorded as done, never called. Guards and the
-    conditions that choose the path (map items, branches, loops) run for real. Nothing
-    is stored: no work is created. A mutation, not a query, because it runs that code.
-    An unknown saga is ``NotFound``; an input that does not match the saga's schema,
-    or a ``fail`` that names no stage, is ``InvalidInput`` naming the field."""
+    conditions that choose the path (map items, branches, loops) run for real;
+    observers are not told. Nothing is stored: no work is created. A mutation, not a
+    query, because it runs that code. An unknown saga is ``NotFound``; an input that
+    does not match the saga's schema, or a ``fail`` that names no stage, is
+    ``InvalidInput`` naming the field."""
     try:
         found = await service_of(info).dry_run(saga, input, fail or [])
     except ApiError as exc:

@@ -389,7 +389,8 @@ class Service:
         :func:`engine.catalog.fail_globs`) fail for good instead, and compensations are
         recorded as done without being called. The input and the stages' schemas are
         checked; guards, map items, branch choices and loop conditions are user code
-        that runs for real, since they decide the path. Nothing is stored: the work
+        that runs for real, since they decide the path; observers are not told, and
+        Sleep and Wait stages take their time. Nothing is stored: the work
         lives in a runtime of its own, in memory, for this call alone, and is gone when
         it returns (stopped where it was if it takes over ``limit`` seconds: a Sleep or
         a Wait). A disabled saga may be rehearsed: no work of it is created."""
