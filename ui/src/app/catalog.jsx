@@ -5,9 +5,11 @@
 // rehearse a compensation path (the API's dryRun: nothing is stored).
 import Form from '@rjsf/core';
 import validator from '@rjsf/validator-ajv8';
-import { useEffect, useState } from 'react';
+import { useEffect, useMemo, useState } from 'react';
 import { request } from './api.jsx';
-import { choose, examplesOf, forcible, outcome, parsed, shown } from './catalogview.js';
+import {
+  choose, examplesOf, forcible, formSchema, outcome, parsed, shown,
+} from './catalogview.js';
 import './catalog.css';
 
 const SAGAS = `{ allSagas { name description definition version enabled inputSchema
@@ -125,6 +127,7 @@ function DryRun({ saga, current }) {
 
 function SagaPanel({ saga }) {
   const schema = saga.inputSchema;
+  const shape = useMemo(() => formSchema(schema), [schema]); // what the form is built from
   const [mode, setMode] = useState(schema ? 'form' : 'json');
   const [value, setValue] = useState(undefined); // the input as the form holds it
   const [text, setText] = useState('null'); // the input as JSON text
@@ -192,7 +195,7 @@ function SagaPanel({ saga }) {
         {mode === 'form' ? (
           // errors are ajv's against the schema, shown above the form and at each field;
           // onSubmit is called only when there are none: nothing is sent on bad input
-          <Form schema={schema} validator={validator} formData={value} idPrefix={saga.name}
+          <Form schema={shape} validator={validator} formData={value} idPrefix={saga.name}
             noHtml5Validate showErrorList="top"
             onChange={(e) => setValue(e.formData)} onSubmit={(e) => start(e.formData ?? null)}
             liveValidate={tried ? 'onChange' : undefined}

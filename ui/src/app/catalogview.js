@@ -38,3 +38,13 @@ export function outcome(stage) {
   if (stage.status === 'failed' && stage.forced) return 'failed (forced)';
   return stage.status;
 }
+
+// The schema the start form is built from: the saga's, without a `$schema` naming its
+// draft. The form's ajv reads draft-07 and would refuse a schema that names 2020-12 (the
+// draft the server checks with); the keywords of both it reads alike, and the server
+// checks the input again with the saga's own draft.
+export function formSchema(schema) {
+  if (!schema || typeof schema !== 'object' || !('$schema' in schema)) return schema;
+  const { $schema: _draft, ...rest } = schema;
+  return rest;
+}

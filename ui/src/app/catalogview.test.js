@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { choose, examplesOf, forcible, outcome, parsed, shown } from './catalogview.js';
+import { choose, examplesOf, forcible, formSchema, outcome, parsed, shown } from './catalogview.js';
 
 describe('the stage catalog', () => {
   it('reads the input typed as JSON or says why it is none', () => {
@@ -37,5 +37,14 @@ describe('the stage catalog', () => {
     expect(outcome({ status: 'failed', forced: true })).toBe('failed (forced)');
     expect(outcome({ status: 'failed', forced: false })).toBe('failed');
     expect(outcome({ status: 'compensated', forced: false })).toBe('compensated');
+  });
+
+  it('builds the form from the schema without the draft it names', () => {
+    const schema = { $schema: 'https://json-schema.org/draft/2020-12/schema', type: 'object' };
+    expect(formSchema(schema)).toEqual({ type: 'object' });
+    expect(schema.$schema).toBeDefined(); // the saga's own schema is left as it is
+    const plain = { type: 'integer' };
+    expect(formSchema(plain)).toBe(plain);
+    expect(formSchema(null)).toBe(null);
   });
 });
