@@ -4,6 +4,7 @@ and the mutations on schedules (graphql_api.schema puts them on Query and Mutati
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 import strawberry
@@ -11,6 +12,7 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from workers import schedules as schedule_rows
+from workers.health import follow as follow_health
 from workers.health import history as health_history
 from workers.locks import LockService
 
@@ -19,9 +21,9 @@ from .results import Conflict, InvalidInput, NotFound, error_result
 from .service import ApiError
 
 __all__ = ["HealthCheckRun", "LockHolder", "LockWaiter", "Locks", "ScheduleChanged",
-           "ScheduleInfo", "ScheduleResult", "ServiceHealth", "create_schedule",
+           "ScheduleInfo", "ScheduleResult", "ServiceCheck", "ServiceHealth", "create_schedule",
            "delete_schedule", "locks", "pause_schedule", "resume_schedule", "schedule_change",
-           "schedules", "services", "trigger_schedule", "update_schedule"]
+           "schedules", "service_checks", "services", "trigger_schedule", "update_schedule"]
 
 
 @strawberry.type
@@ -89,11 +91,21 @@ class Locks:
 
 @strawberry.type
 class HealthCheckRun:
+    """One check of a service: ``ok``, its own check passed; ``available``, so did
+    those of what it depends on. ``cursor``: resume ``serviceChecks`` after it."""
+
+    cursor: str
     ok: bool
     available: bool
     detail: str
     node: str
     time: float
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> HealthCheckRun:
+        return cls(cursor=str(row["position"]), ok=bool(row["ok"]),
+                   available=bool(row["available"]), detail=row["detail"], node=row["node"],
+                   time=row["time"])
 
 
 @strawberry.type
@@ -134,12 +146,35 @@ async def services(info: Info, history: int = 100) -> list[ServiceHealth]:
     needs: dict[str, list[str]] = {}
     for row in rows:
         needs.setdefault(row["service"], row["depends_on"] or [])  # the newest row's
-        found.setdefault(row["service"], []).append(HealthCheckRun(
-            ok=bool(row["ok"]), available=bool(row["available"]), detail=row["detail"],
-            node=row["node"], time=row["time"]))
+        found.setdefault(row["service"], []).append(HealthCheckRun.of(row))
     return [ServiceHealth(service=name, available=runs[0].available,
                           depends_on=needs[name], history=runs)
             for name, runs in sorted(found.items())]
+
+
+@strawberry.type
+class ServiceCheck:
+    """A service's check as it is recorded; ``cursor``: resume after it."""
+
+    cursor: str
+    service: str
+    depends_on: list[str]
+    run: HealthCheckRun
+
+
+@strawberry.subscription
+async def service_checks(info: Info, after: str | None = None,
+                         interval: float = 0.5) -> AsyncGenerator[ServiceCheck, None]:
+    """Each service's check as the nodes record it, in commit order, after cursor
+    ``after`` (a ``HealthCheckRun``'s or a ``ServiceCheck``'s; none: from now on).
+    Read every ``interval`` seconds."""
+    if after is not None and not after.isdigit():
+        raise ValueError(f"after must be a cursor of a health check, got {after!r:.40}")
+    pace = min(max(interval, 0.05), 10.0)
+    async for row in follow_health(service_of(info).store,
+                                   after=None if after is None else int(after), interval=pace):
+        yield ServiceCheck(cursor=str(row["position"]), service=row["service"],
+                           depends_on=row["depends_on"] or [], run=HealthCheckRun.of(row))
 
 
 async def schedule_change(info: Info, action: str, name: str, **fields: Any) -> Any:

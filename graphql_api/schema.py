@@ -91,6 +91,7 @@ class Mutation:
 @strawberry.type
 class Subscription:
     workers = workers_types.workers
+    service_checks = ops.service_checks
     works = feed.works
     stages = feed.stages
     work_events = feed.work_events

@@ -5,7 +5,9 @@ async check that raises when the service is unhealthy, and the services it depen
 on. A service is *available* when its own check passes and every service it depends
 on is available: a failing vault makes what needs it unavailable, and nothing else.
 Every round of checks is written to ``health_checks``, the history a health page and
-``/healthz`` read.
+``/healthz`` read, and :func:`follow` follows from a cursor (a row's position: on
+PostgreSQL every round takes :data:`HEALTH_CHECKS_LOCK` first, so positions follow
+commit order and a reader never skips a row that commits later with an earlier one).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,9 @@ from engine.services import dependency_order
 from engine.store import SqlStore
 from engine.store.schema import health_checks
 
-__all__ = ["Health", "HealthCheck", "history"]
+__all__ = ["HEALTH_CHECKS_LOCK", "Health", "HealthCheck", "follow", "history"]
+
+HEALTH_CHECKS_LOCK = 0x5A6A_0004  # PostgreSQL advisory lock: health_checks in commit order
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,9 @@ class Health:
         if rows:
             with anyio.CancelScope(shield=True):  # a shutdown must not cut it off mid-way
                 async with self.store.engine.begin() as conn:
+                    if self.store.dialect == "postgresql":
+                        await conn.execute(sa.text(
+                            f"SELECT pg_advisory_xact_lock({HEALTH_CHECKS_LOCK})"))
                     await conn.execute(health_checks.insert(), rows)
         if status != self.status:
             self.status = status
@@ -124,6 +131,30 @@ async def history(store: SqlStore, service: str | None = None,
     if service is not None:
         query = query.where(health_checks.c.service == service)
     async with store.reader.connect() as conn:
-        return [{**r, "depends_on": None if r["depends_on"] is None
-                 else json.loads(r["depends_on"])}
-                for r in (await conn.execute(query)).mappings()]
+        return [_decoded(r) for r in (await conn.execute(query)).mappings()]
+
+
+def _decoded(row: Any) -> dict[str, Any]:
+    return {**row, "depends_on": None if row["depends_on"] is None
+            else json.loads(row["depends_on"])}
+
+
+async def follow(store: SqlStore, *, after: int | None, interval: float,
+                 limit: int = 500) -> AsyncIterator[dict[str, Any]]:
+    """Each health check result recorded after position ``after`` (None: from now on),
+    in commit order, read every ``interval`` seconds; resuming from a row's
+    ``position`` misses none and repeats none."""
+    if after is None:
+        async with store.reader.connect() as conn:
+            after = int((await conn.execute(
+                sa.select(sa.func.max(health_checks.c.position)))).scalar() or 0)
+    while True:
+        query = (sa.select(health_checks).where(health_checks.c.position > after)
+                 .order_by(health_checks.c.position).limit(limit))
+        async with store.reader.connect() as conn:
+            rows = [_decoded(r) for r in (await conn.execute(query)).mappings()]
+        for row in rows:
+            after = row["position"]
+            yield row
+        if len(rows) < limit:
+            await anyio.sleep(interval)

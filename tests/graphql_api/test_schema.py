@@ -299,6 +299,24 @@ async def test_schedules_locks_and_services_through_the_schema(tmp_path: Path) -
                 await anyio.sleep(0.02)
             assert [(h["service"], h["available"], h["dependsOn"]) for h in health] == [
                 ("mailer", True, []), ("relay", True, ["mailer"])]
+            # and followed from the newest one's cursor: the next round's checks
+            newest = max(int(r["cursor"]) for r in (await run(
+                "{ services { history { cursor } } }"))["services"][0]["history"])
+            stream = await schema.subscribe(
+                "subscription($after: String) { serviceChecks(after: $after, interval: 0.05) "
+                "{ cursor service dependsOn run { cursor ok available } } }",
+                variable_values={"after": str(newest)}, context_value=Context(service))
+            pushed = []
+            with anyio.fail_after(10):
+                async for item in stream:  # type: ignore[union-attr]
+                    assert item.errors is None, item.errors
+                    pushed.append(item.data["serviceChecks"])
+                    if {p["service"] for p in pushed} == {"mailer", "relay"}:
+                        break
+            assert all(int(p["cursor"]) > newest and p["run"]["cursor"] == p["cursor"]
+                       and p["run"]["ok"] for p in pushed)
+            assert {p["service"]: p["dependsOn"] for p in pushed} == {"mailer": [],
+                                                                       "relay": ["mailer"]}
             node.stop()
             tg.cancel_scope.cancel()
 

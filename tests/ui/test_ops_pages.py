@@ -1,8 +1,9 @@
 """The operations pages in a real Chromium against ``stepsaga serve`` (the demo saga and
 the services of tests/ui/ops_app.py, two workers): the workers, live and resized from
 the page; one worker's load chart from the API, drained and removed from its page;
-schedules paused, resumed and triggered; the services' health graph and strips; the
-locks held and waited for. Each page is checked against what the API says."""
+schedules paused, resumed and triggered; the services' health graph and strips, the
+checks pushed live; the locks held and waited for. Each page is checked against what
+the API says."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ CHANGED = ("__typename ... on WorkerChanged { outcome } ... on NotFound { messag
            "... on InvalidInput { message }")
 SCHEDULE = "query { schedules { name paused fired lastWorkId } }"
 SERVICES = ("{ services(history: 2000) { service available dependsOn "
-            "history { ok available detail node time } } }")
+            "history { cursor ok available detail node time } } }")
 LOCKS = "{ locks { held { name holder } waiting { name holder } } }"
 
 
@@ -229,15 +230,26 @@ def test_the_services_page_draws_the_health_graph_and_each_checks_history(
         expect(graph.locator(f'g[data-service="{name}"]')).to_have_class(state)
     assert graph.locator("polyline").count() == sum(len(s["dependsOn"])
                                                     for s in before.values())
-    after = {s["service"]: s for s in ask(server, SERVICES)["services"]}
     for name in before:
         cells = page.locator(f'tr[data-service="{name}"] ol.strip li')
-        assert len(before[name]["history"]) <= cells.count() <= len(after[name]["history"])
+        assert cells.count() >= len(before[name]["history"])
         kinds = set(cells.evaluate_all("cells => cells.map(c => c.className)"))
         assert kinds == {{"database": "cell ok", "vault": "cell ok", "mailer": "cell failed",
                           "notifier": "cell blocked"}[name]}
         last = cells.last.get_attribute("title") or ""
         assert f"on {NODE}:" in last
+    # the checks come live: each strip grows, cell for cell the API's runs, in order
+    shown = {n: page.locator(f'tr[data-service="{n}"] ol.strip li').count() for n in before}
+    for name, count in shown.items():
+        expect(page.locator(f'tr[data-service="{name}"] ol.strip li')).not_to_have_count(
+            count, timeout=TIMEOUT_MS)
+    drawn = {n: page.locator(f'tr[data-service="{n}"] ol.strip li').evaluate_all(
+        "cells => cells.map(c => c.dataset.cursor)") for n in before}
+    after = {s["service"]: s for s in ask(server, SERVICES)["services"]}  # read after
+    for name, cursors in drawn.items():
+        stored = [r["cursor"] for r in reversed(after[name]["history"])]
+        assert cursors == stored[stored.index(cursors[0]):][:len(cursors)]
+        assert len(cursors) > shown[name]
     mailer = page.locator('tr[data-service="mailer"] ol.strip li').last.get_attribute("title")
     assert "ConnectionRefusedError: smtp 127.0.0.1:2525 refused" in (mailer or "")
     notifier = page.locator('tr[data-service="notifier"] ol.strip li').last

@@ -217,3 +217,40 @@ async def test_locks_and_rates_of_stages_through_a_node(tmp_path: Path) -> None:
             await node.drain()
         assert all(r is not None and r["status"] == "completed" for r in rows)
     assert most == {1: 1, 2: 1}
+
+
+async def test_health_checks_are_followed_from_a_cursor(store_url: str) -> None:
+    from workers.health import Health
+
+    up = {"mailer": True}
+
+    def mailer() -> None:
+        if not up["mailer"]:
+            raise ConnectionError("refused")
+
+    checks = [HealthCheck("mailer", mailer), HealthCheck("relay", lambda: None,
+                                                         depends_on=("mailer",))]
+    async with SqlStore.open(store_url) as store:
+        health = Health(store, checks, node="n")
+        await health.check_all()
+        (newest,) = await health_history.history(store, limit=1)
+        live = health_history.follow(store, after=newest["position"], interval=0.02)
+        up["mailer"] = False
+        await health.check_all()
+        with anyio.fail_after(10):
+            got = [await live.__anext__(), await live.__anext__()]
+        assert [(r["service"], r["ok"], r["available"], r["depends_on"]) for r in got] == [
+            ("mailer", False, False, []), ("relay", True, False, ["mailer"])]
+        assert "relay needs mailer" in got[1]["detail"]
+        await live.aclose()
+        # from the first row's cursor: the one after it, then each new round, once
+        again = health_history.follow(store, after=got[0]["position"], interval=0.02)
+        up["mailer"] = True
+        await health.check_all()
+        with anyio.fail_after(10):
+            seen = [await again.__anext__() for _ in range(3)]
+        assert [r["position"] for r in seen] == sorted({r["position"] for r in seen})
+        assert seen[0]["position"] == got[1]["position"]
+        assert [(r["service"], r["available"]) for r in seen[1:]] == [("mailer", True),
+                                                                     ("relay", True)]
+        await again.aclose()

@@ -1,11 +1,14 @@
 // The operations pages: the workers (/?workers, one at /?worker=ID), live through the
 // `workers` subscription; the schedules (/?schedules); the services' health graph
-// (/?services); the locks held and waited for (/?locks). Only the public GraphQL API.
+// (/?services), its checks pushed by `serviceChecks`; the locks held and waited for
+// (/?locks). Only the public GraphQL API.
 import { useEffect, useMemo, useRef, useState } from 'react';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { Away, follow, request, useConnected } from './api.jsx';
-import { appendPoint, applyWorker, columns, loadShare, serviceLayout, stripCells } from './opsview.js';
+import {
+  appendPoint, applyCheck, applyWorker, columns, loadShare, newestCheck, serviceLayout, stripCells,
+} from './opsview.js';
 import './ops.css';
 
 const PAGES = ['workers', 'schedules', 'services', 'locks'];
@@ -313,14 +316,16 @@ export function Schedules() {
 
 // ------------------------------------------------------------------------ services
 
-const SERVICES = `{ services(history: 2000) { service available dependsOn
-  history { ok available detail node time } } }`;
+const RUN = 'cursor ok available detail node time';
+const SERVICES = `{ services(history: 2000) { service available dependsOn history { ${RUN} } } }`;
+const CHECKS = `subscription($after: String) {
+  serviceChecks(after: $after) { service dependsOn run { ${RUN} } } }`;
 
 function Strip({ service }) {
   return (
     <ol className="strip" aria-label={`checks of ${service.service}`}>
       {stripCells(service.history).map((cell) => (
-        <li key={`${cell.time}-${cell.node}`} className={`cell ${cell.state}`}
+        <li key={cell.cursor} data-cursor={cell.cursor} className={`cell ${cell.state}`}
           title={`${when(cell.time)} on ${cell.node}: ${cell.detail || 'ok'}`} />
       ))}
     </ol>
@@ -331,15 +336,27 @@ export function Services() {
   const [services, setServices] = useState(null);
   const [problem, setProblem] = useState(null);
   const connected = useConnected();
-  const read = () => request(SERVICES).then((data) => { setServices(data.services); setProblem(null); },
-    (err) => setProblem(err.message));
-  useEffect(() => { if (connected) read(); }, [connected]);
+  useEffect(() => {
+    if (!connected) return undefined;
+    let live = true;
+    let stop = null;
+    // read, then followed from the newest check read (from the first when none): each
+    // check once, none missed
+    request(SERVICES).then((data) => {
+      if (!live) return;
+      setServices(data.services);
+      setProblem(null);
+      stop = follow(CHECKS, { after: newestCheck(data.services) ?? '0' },
+        (pushed) => setServices((now) => applyCheck(now || [], pushed.serviceChecks)));
+    }, (err) => live && setProblem(err.message));
+    return () => { live = false; if (stop) stop(); };
+  }, [connected]);
   const graph = services && services.length ? serviceLayout(services) : null;
   const state = (n) => (!n.known ? 'unknown' : n.available ? 'available' : 'unavailable');
   return (
     <main className="ops-page">
       <Nav here="services" connected={connected} />
-      <h1>Services <button type="button" onClick={read}>read again</button></h1>
+      <h1>Services</h1>
       {problem && <p className="problem" role="alert">{problem}</p>}
       {services && !services.length && (
         <p className="empty">No health check has run on this store: a worker node checks the

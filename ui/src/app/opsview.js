@@ -79,3 +79,31 @@ export function stripCells(history) {
     state: !run.ok ? 'failed' : run.available ? 'ok' : 'blocked',
   }));
 }
+
+const KEPT = 500;  // checks kept per service on a page left open
+
+// The services with a check the `serviceChecks` subscription pushed: its service's
+// newest run (history is newest first), availability and dependencies from it; a
+// service first seen is added in name order. A run shown already is not added again.
+export function applyCheck(services, check) {
+  const { service, dependsOn, run } = check;
+  const at = services.findIndex((s) => s.service === service);
+  if (at < 0) {
+    const added = { service, available: run.available, dependsOn, history: [run] };
+    return [...services, added].sort((a, b) => (a.service < b.service ? -1 : 1));
+  }
+  const now = services[at];
+  if (now.history.some((r) => r.cursor === run.cursor)) return services;
+  const next = { ...now, available: run.available, dependsOn,
+    history: [run, ...now.history].slice(0, KEPT) };
+  return services.map((s, i) => (i === at ? next : s));
+}
+
+// The cursor to follow the checks from: the newest the page was given.
+export function newestCheck(services) {
+  let newest = null;
+  for (const s of services) {
+    for (const run of s.history) if (newest === null || Number(run.cursor) > Number(newest)) newest = run.cursor;
+  }
+  return newest;
+}

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { appendPoint, applyWorker, columns, loadShare, serviceLayout, stripCells } from './opsview.js';
+import {
+  appendPoint, applyCheck, applyWorker, columns, loadShare, newestCheck, serviceLayout, stripCells,
+} from './opsview.js';
 
 const worker = (id, more = {}) => ({
   workerId: id, running: 0, concurrency: 4, updatedAt: 10, heartbeatAt: 10, ...more,
@@ -60,5 +62,28 @@ describe('the services graph', () => {
       { ok: true, available: true, time: 1 },
     ]);
     expect(cells.map((c) => [c.time, c.state])).toEqual([[1, 'ok'], [2, 'failed'], [3, 'blocked']]);
+  });
+});
+
+describe('checks pushed live', () => {
+  const run = (cursor, ok, available = ok) => ({ cursor, ok, available, detail: '', node: 'n', time: Number(cursor) });
+  const services = [
+    { service: 'db', available: true, dependsOn: [], history: [run('3', true), run('1', true)] },
+    { service: 'vault', available: true, dependsOn: ['db'], history: [run('4', true)] },
+  ];
+
+  it('puts a check first in its service\'s history and takes its availability', () => {
+    const next = applyCheck(services, { service: 'db', dependsOn: [], run: run('5', false) });
+    expect(next[0].history.map((r) => r.cursor)).toEqual(['5', '3', '1']);
+    expect(next[0].available).toBe(false);
+    expect(next[1]).toBe(services[1]);
+    expect(applyCheck(next, { service: 'db', dependsOn: [], run: run('5', false) })).toBe(next);
+  });
+
+  it('adds a service first seen in name order, and resumes after the newest check', () => {
+    const next = applyCheck(services, { service: 'cache', dependsOn: ['db'], run: run('6', true) });
+    expect(next.map((s) => s.service)).toEqual(['cache', 'db', 'vault']);
+    expect(newestCheck(next)).toBe('6');
+    expect(newestCheck([])).toBe(null);
   });
 });
