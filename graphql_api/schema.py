@@ -44,6 +44,7 @@ class Query:
     all_stages = sagas.all_stages
     stage = sagas.stage
     aggregate = works.aggregate
+    reducers = works.reducers
     deletions = works.deletions
     schedules = ops.schedules
     locks = ops.locks

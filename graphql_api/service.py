@@ -135,6 +135,8 @@ class Service:
         # work -> (its latest state known here, the position of its last event or None)
         self._latest: dict[str, tuple[WorkState, int | None]] = {}
         self.app = app  # its code sagas and the functions sagas given as data may use
+        # the reducers its aggregate folds with besides the built-in ones
+        self.reducers: dict[str, Any] = dict(getattr(app, "reducers", None) or {})
         self.follower = follower  # keeps the runtime in step with the store's sagas
 
     # ------------------------------------------------------------ sagas

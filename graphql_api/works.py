@@ -23,7 +23,7 @@ from .context import context_of, service_of
 __all__ = ["AggregateRow", "DeletionConnection", "DeletionEdge", "Divergence", "Event",
            "PendingCommand", "StageRun", "Work",
            "WorkConnection", "WorkDeleted", "WorkEdge", "WorkOrder", "aggregate", "all_works",
-           "deletions", "work", "work_of"]
+           "deletions", "reducers", "work", "work_of"]
 
 
 def _json(text: str | None) -> Any:
@@ -265,19 +265,33 @@ async def aggregate(info: Info, over: str = "works",
                     field: str | None = None, expression: str | None = None,
                     bucket_seconds: float | None = None, saga: list[str] | None = None,
                     status: list[str] | None = None, since: float | None = None,
-                    until: float | None = None) -> list[AggregateRow]:
+                    until: float | None = None, time: str | None = None
+                    ) -> list[AggregateRow]:
     """Group works (``over: "works"``) or stage runs (``"stage_runs"``) by fields and
-    time buckets, and fold each group with a reducer (count, sum, avg, min, max, p95)
-    over a numeric field or a CEL expression mapping each row (``work`` or
-    ``stage``) to a number, e.g. ``size(work.output.items)``."""
+    time buckets, and fold each group with a reducer (count, sum, avg, min, max, p95,
+    or one the server's app registered: ``reducers`` lists them) over a numeric field
+    or a CEL expression mapping each row (``work`` or ``stage``) to a number, e.g.
+    ``size(work.output.items)``. Buckets and ``since``/``until`` go by ``time``:
+    ``created_at`` (the default for works), ``started_at`` (for stage runs) or
+    ``finished_at``."""
     from engine.store.aggregates import aggregate as fold
 
-    rows = await fold(service_of(info).store, over=over, group_by=group_by or [],
+    service = service_of(info)
+    rows = await fold(service.store, over=over, group_by=group_by or [],
                       reducer=reducer, field=field, expression=expression,
                       bucket=bucket_seconds, saga=saga, status=status, since=since,
-                      until=until)
+                      until=until, time=time, reducers=service.reducers)
     return [AggregateRow(group=r["group"], value=r["value"], count=r["count"])
             for r in rows]
+
+
+@strawberry.field
+def reducers(info: Info) -> list[str]:
+    """The reducers aggregate folds with: the built-in ones, then those the server's
+    app registered in Python."""
+    from engine.store.aggregates import REDUCERS
+
+    return [*REDUCERS, *sorted(service_of(info).reducers)]
 
 
 @strawberry.type

@@ -54,6 +54,7 @@ from engine.state import WorkState
 from engine.store import SqlStore, inbox
 from engine.store import catalog as published_catalog
 from engine.store import sagas as stored_sagas
+from engine.store.aggregates import check_reducers
 
 from . import leases, registry
 from .gate import NodeGate
@@ -116,10 +117,15 @@ class WorkerApp:
     saga_limits: Mapping[str, int] = field(default_factory=dict)
     # the functions sagas given as data name (engine.registry.Functions, or a mapping)
     functions: Mapping[str, Callable[..., Any]] = field(default_factory=Functions)
+    # reducers the API's aggregate may fold groups with, besides the built-in ones: a
+    # name and a function of a group's values (a list of floats) to a number or None
+    reducers: Mapping[str, Callable[[list[float]], float | int | None]] = field(
+        default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.functions, Functions):
             object.__setattr__(self, "functions", Functions(self.functions))
+        object.__setattr__(self, "reducers", check_reducers(self.reducers))
 
     def node(self, store: SqlStore, workers: Iterable[WorkerSpec], **options: Any
              ) -> WorkerNode:

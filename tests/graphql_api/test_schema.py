@@ -691,3 +691,32 @@ async def test_the_workers_subscription_yields_changes_not_heartbeats(tmp_path: 
             assert resumed[0]["worker"]["concurrency"] == 4
             node.stop()
             tg.cancel_scope.cancel()
+
+
+async def test_aggregate_folds_with_a_reducer_the_app_registered(tmp_path: Path) -> None:
+    import pytest
+
+    from workers.node import WorkerApp
+
+    app = WorkerApp(sagas=sagas(), reducers={"spread": lambda v: max(v) - min(v)})
+    with pytest.raises(ValueError, match="'max' is built in"):
+        WorkerApp(sagas=sagas(), reducers={"max": max})
+    url = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
+    async with SqlStore.open(url) as store, Feed.running(store) as feed, \
+            Runtime(app.sagas, store=store) as runtime:
+        for n in range(3):
+            await runtime.run("slow", n)
+        service = Service(store, feed, runtime, app=app)
+        query = ('{ reducers aggregate(groupBy: ["saga"], reducer: "spread", '
+                 'field: "duration", bucketSeconds: 3600, time: "finished_at") '
+                 '{ group value count } }')
+        result = await schema.execute(query, context_value=Context(service))
+        assert result.errors is None and result.data is not None
+        assert result.data["reducers"] == ["count", "sum", "avg", "min", "max", "p95", "spread"]
+        took = [w["duration"] for w in await store.works(limit=10)]
+        [row] = [r for r in result.data["aggregate"] if r["group"]["saga"] == "slow"]
+        assert row["count"] == 3 and abs(row["value"] - (max(took) - min(took))) < 1e-9
+        unknown = await schema.execute('{ aggregate(reducer: "median", field: "duration") '
+                                       '{ value } }', context_value=Context(service))
+        assert unknown.errors and "one of count, sum, avg, min, max, p95, spread" in \
+            unknown.errors[0].message

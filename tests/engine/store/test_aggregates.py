@@ -12,7 +12,7 @@ import pytest
 from engine import Runtime, Saga, Stage, StageFailure
 from engine.errors import ExpressionError
 from engine.store import SqlStore
-from engine.store.aggregates import aggregate
+from engine.store.aggregates import aggregate, check_reducers
 
 
 async def grow(ctx: Any, n: int) -> dict[str, Any]:
@@ -61,6 +61,19 @@ async def test_groups_fold_as_computed_by_hand(store_url: str) -> None:
         buckets = await aggregate(store, bucket=600.0)
         assert sum(r["count"] for r in buckets) == 20 and len(buckets) <= 2
         assert all(r["group"]["bucket"] % 600 == 0 for r in buckets)
+        # by when they finished: the same works, in buckets of their finishing times
+        finished = await aggregate(store, bucket=1.0, time="finished_at", group_by=["status"])
+        assert sum(r["count"] for r in finished) == 20
+        for row in finished:
+            start = row["group"]["bucket"]
+            assert row["count"] == len([w for w in rows if w["status"] == row["group"]["status"]
+                                        and start <= w["finished_at"] < start + 1.0])
+        # a reducer registered in Python: the spread of each saga's durations
+        spread = await aggregate(store, group_by=["saga"], reducer="spread", field="duration",
+                                 reducers={"spread": lambda v: max(v) - min(v)})
+        for row in spread:
+            took = [w["duration"] for w in rows if w["saga"] == row["group"]["saga"]]
+            assert row["value"] == pytest.approx(max(took) - min(took))
         # stage runs by template
         stages = await aggregate(store, over="stage_runs", group_by=["saga", "template"])
         assert {(r["group"]["saga"], r["group"]["template"]) for r in stages} >= {
@@ -79,3 +92,21 @@ async def test_bad_arguments_name_what_is_wrong(tmp_path: Any) -> None:
                 await aggregate(store, **kwargs)
         with pytest.raises(ExpressionError, match="reads 'state'"):
             await aggregate(store, reducer="sum", expression="state.seq")
+        with pytest.raises(ValueError, match="stage_runs have no time 'created_at'"):
+            await aggregate(store, over="stage_runs", time="created_at")
+        # registered reducers: checked when registered, and what they give when folding
+        for reducers, message in (({"p95": max}, "'p95' is built in"),
+                                  ({"two words": max}, "must be a word"),
+                                  ({"top": 3}, "must be a function")):
+            with pytest.raises(ValueError, match=message):
+                check_reducers(reducers)  # type: ignore[arg-type]
+    async with SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/t.sqlite") as store, \
+            Runtime(SAGAS, store=store) as rt:
+        await rt.run("a", 1)
+        for function, message in ((lambda v: 1 / 0, "reducer 'bad' failed on a group of 1 "
+                                                     "values: ZeroDivisionError"),
+                                  (lambda v: "high", "reducer 'bad' gave 'high'"),
+                                  (lambda v: math.inf, "reducer 'bad' gave inf")):
+            with pytest.raises(ValueError, match=message):
+                await aggregate(store, reducer="bad", field="duration",
+                                reducers={"bad": function})
