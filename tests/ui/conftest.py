@@ -35,12 +35,14 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 class Server:
-    """``python -m graphql_api.cli serve`` on a free port, stopped with SIGTERM."""
+    """``python -m graphql_api.cli serve`` on a free port (with ``--app`` when given),
+    stopped with SIGTERM."""
 
-    def __init__(self, store: Path, port: int = 0) -> None:
+    def __init__(self, store: Path, port: int = 0, app: str | None = None) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "graphql_api.cli", "serve", "--store",
-             f"sqlite+aiosqlite:///{store}", "--port", str(port)], cwd=ROOT,
+             f"sqlite+aiosqlite:///{store}", "--port", str(port),
+             *(["--app", app] if app else [])], cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
