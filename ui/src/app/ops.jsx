@@ -3,9 +3,8 @@
 // (/?services), its checks pushed by `serviceChecks`; the locks held and waited for
 // (/?locks). Only the public GraphQL API.
 import { useEffect, useMemo, useRef, useState } from 'react';
-import uPlot from 'uplot';
-import 'uplot/dist/uPlot.min.css';
 import { Away, follow, request, useConnected } from './api.jsx';
+import { COLOURS, TimeChart } from './charts.jsx';
 import {
   appendPoint, applyCheck, applyWorker, columns, loadShare, newestCheck, serviceLayout, stripCells,
 } from './opsview.js';
@@ -146,27 +145,17 @@ const ONE = `query($id: String!, $since: Float) { worker(workerId: $id) {
   load(since: $since, first: 10000) { time running concurrency } } }`;
 const WINDOW = 3600;  // the chart's first hour by default
 
-// The worker's slots in use (and its concurrency) over time, drawn by uPlot.
+// The worker's slots in use (and its concurrency) over time.
+const LOAD_SERIES = [
+  { label: 'running', stroke: COLOURS.running, fill: 'rgba(28, 93, 153, 0.15)', stepped: true },
+  { label: 'concurrency', stroke: COLOURS.concurrency, dash: [6, 4], width: 1.5, stepped: true }];
+
 function LoadChart({ points }) {
-  const box = useRef(null);
-  const plot = useRef(null);
-  useEffect(() => {
-    const stepped = uPlot.paths.stepped({ align: 1 });
-    plot.current = new uPlot({
-      width: 760, height: 240,
-      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max)] } },
-      series: [{},
-        { label: 'running', stroke: '#1c5d99', fill: 'rgba(28, 93, 153, 0.15)', width: 2, paths: stepped },
-        { label: 'concurrency', stroke: '#9aa5b1', dash: [6, 4], width: 1.5, paths: stepped }],
-      axes: [{}, { label: 'slots' }],
-    }, columns([]), box.current);
-    return () => { plot.current.destroy(); plot.current = null; };
-  }, []);
-  useEffect(() => { if (plot.current) plot.current.setData(columns(points)); }, [points]);
+  const data = useMemo(() => columns(points), [points]);
   const last = points[points.length - 1];
   return (
     <figure className="load-chart" data-points={points.length}>
-      <div ref={box} />
+      <TimeChart data={data} series={LOAD_SERIES} label="slots" width={760} height={240} />
       <figcaption>
         {last ? `${points.length} points; latest: ${last.running} of ${last.concurrency} slots in use`
           : 'no load recorded yet'}
