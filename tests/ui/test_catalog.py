@@ -38,6 +38,11 @@ def test_a_work_is_started_paused_from_the_catalog_as_json(page: Page, server: S
     # each stage's example output, which a dry run gives
     expect(demo.locator("table.stages tbody tr").nth(stages.index("pay/book"))).to_contain_text(
         '"slot-1"')
+    # and its graph: a node per stage, none of them coloured (no work here)
+    nodes = demo.locator("svg.graph g[data-stage]")
+    expect(nodes).to_have_count(len(stages))
+    assert sorted(n.get_attribute("data-stage") or "" for n in nodes.all()) == sorted(stages)
+    assert {n.get_attribute("data-status") for n in nodes.all()} == {"pending"}
     shot(page, "catalog")
     before = ask(server, COUNT)["allWorks"]["totalCount"]
     demo.get_by_role("radio", name="JSON").check()

@@ -7,13 +7,14 @@ import Form from '@rjsf/core';
 import validator from '@rjsf/validator-ajv8';
 import { useEffect, useMemo, useState } from 'react';
 import { request } from './api.jsx';
+import { StageGraph } from './stagegraph.jsx';
 import {
   choose, examplesOf, forcible, formSchema, outcome, parsed, shown,
 } from './catalogview.js';
 import './catalog.css';
 
 const SAGAS = `{ allSagas { name description definition version enabled inputSchema
-  stages { path kind details figures { runs completed failed } } } }`;
+  stages { path name kind children details figures { runs completed failed } } } }`;
 const START = `mutation($saga: String!, $input: JSON, $paused: Boolean!) {
   createWork(saga: $saga, input: $input, paused: $paused) {
     __typename ... on WorkCreated { work { workId } } ... on InvalidInput { message field }
@@ -182,6 +183,7 @@ function SagaPanel({ saga }) {
       {schema && <details><summary>input schema</summary>
         <pre className="schema">{JSON.stringify(schema, null, 2)}</pre></details>}
       <Examples saga={saga} onUse={use} />
+      <StageGraph stages={saga.stages} />
       <Stages saga={saga} />
       <div className="start">
         <h3>Start a work</h3>
