@@ -23,7 +23,7 @@ CREATE = """mutation($input: JSON) {
 
 def events(server: Server, work_id: str) -> list[dict[str, Any]]:
     found = ask(server, "query($id: String!) { work(workId: $id) { events(first: 1000) "
-                        "{ seq type } } }", id=work_id)
+                        "{ seq type path } } }", id=work_id)
     return list(found["work"]["events"])
 
 
@@ -103,13 +103,32 @@ def test_a_paused_work_is_stepped_scrubbed_and_resumed(page: Page, server: Serve
 
 
 def test_a_debugging_session_through_a_compensation(page: Page, server: Server) -> None:
-    """A breakpoint before a compensation set on the page, run to it (a charge without a
-    price fails for good), the state edited with a reason, one step, then resumed."""
-    work_id = ask(server, CREATE, input={"items": [{"sku": "tea"}]})["createWork"][
-        "work"]["workId"]
-    page.goto(f"{server.origin}/?work={work_id}")
+    """The whole session from the page: a work started paused from the catalog (an item
+    without a price: the charge will fail for good), run until the charge starts (a
+    point not kept), a breakpoint before reserve's compensation set and run to, the
+    state edited with a reason, the compensation stepped through one event at a time,
+    then resumed."""
+    page.goto(f"{server.origin}/?catalog")
+    page.locator('section[data-saga="demo"]').get_by_role("radio", name="JSON").check()
+    page.get_by_label("input of demo").fill('{"items": [{"sku": "tea"}]}')
+    page.get_by_role("button", name="start demo").click()  # paused unless unticked
+    expect(page).to_have_url(re.compile(r"/\?work="), timeout=TIMEOUT_MS)
+    work_id = page.url.split("work=", 1)[1]
     expect(page.locator(".summary .status")).to_have_text("paused", timeout=TIMEOUT_MS)
+    assert ask(server, "query($id: String!) { work(workId: $id) { input paused } }",
+               id=work_id)["work"] == {"input": {"items": [{"sku": "tea"}]}, "paused": True}
+    # run until the charge's transaction starts, once: nothing kept as a breakpoint
     page.get_by_label("when").select_option("before")
+    page.get_by_label("event").fill("stage.transaction.started")
+    page.get_by_label("path", exact=True).fill("pay/charge")
+    page.get_by_role("button", name="run until").click()
+    expect(page.locator("ol.timeline")).to_contain_text("reserve", timeout=TIMEOUT_MS)
+    expect(page.locator(".summary .status")).to_have_text("paused", timeout=TIMEOUT_MS)
+    ran = [(e["type"], e.get("path")) for e in events(server, work_id)]
+    assert ("stage.transaction.completed", "reserve") in ran
+    assert ("stage.transaction.started", "pay/charge") not in ran
+    assert ask(server, "query($id: String!) { work(workId: $id) { breakpoints } }",
+               id=work_id)["work"]["breakpoints"] == []
     page.get_by_label("event").fill("stage.compensation.started")
     page.get_by_label("path", exact=True).fill("reserve")
     page.get_by_role("button", name="set breakpoint").click()
@@ -128,9 +147,17 @@ def test_a_debugging_session_through_a_compensation(page: Page, server: Server) 
     page.get_by_label("reason", exact=True).fill("the reservation id was mistyped")
     page.get_by_role("button", name="edit", exact=True).click()
     expect(page.locator("ol.timeline")).to_contain_text("work.edited", timeout=TIMEOUT_MS)
-    page.get_by_role("button", name="step", exact=True).click()
-    expect(page.locator("ol.timeline")).to_contain_text("stage.compensation.started",
-                                                        timeout=TIMEOUT_MS)
+    # through the compensation one event at a time: each step one event of the work
+    # (and the step's own record), shown as stored
+    for expected in ("stage.compensation.started", "stage.compensation.completed"):
+        before = events(server, work_id)
+        page.get_by_role("button", name="step", exact=True).click()
+        expect_events(page, len(before) + 2)
+        after = events(server, work_id)
+        assert [e["type"] for e in after[len(before):]] == [expected, "work.command"]
+        rows = timeline_rows(page)
+        assert rows[after[-2]["seq"]] == expected and rows[after[-1]["seq"]] == "work.command"
+    shot(page, "work-stepped-compensation")
     page.get_by_role("button", name="resume", exact=True).click()
     final = ended(server, work_id)
     expect(page.locator(".summary .status")).to_have_text(final, timeout=TIMEOUT_MS)

@@ -174,6 +174,8 @@ const RESOLVE = `mutation($id: String!, $reason: String!) {
   resolveWork(workId: $id, by: "ui", reason: $reason) { ${ANSWER} } }`;
 const SET_BREAKPOINT = `mutation($id: String!, $bp: BreakpointInput!) {
   setBreakpoint(workId: $id, breakpoint: $bp) { ${ANSWER} } }`;
+const RUN_UNTIL = `mutation($id: String!, $until: [BreakpointInput!]) {
+  multiStepWork(workId: $id, by: "ui", until: $until) { ${ANSWER} } }`;
 const CLEAR_BREAKPOINT = `mutation($id: String!, $bp: String!) {
   clearBreakpoint(workId: $id, breakpointId: $bp) { ${ANSWER} } }`;
 const EDIT = `mutation($id: String!, $path: String!, $reason: String!, $output: JSON) {
@@ -184,11 +186,14 @@ function Breakpoints({ work, onSend }) {
   const [form, setForm] = useState({ event: '*', path: '*', when: 'after', condition: '' });
   const field = (name) => ({ name, value: form[name],
     onChange: (e) => setForm({ ...form, [name]: e.target.value }) });
-  const set = (e) => {
-    e.preventDefault();
+  const point = () => {
     const bp = { event: form.event, path: form.path, when: form.when };
     if (form.condition.trim()) bp.condition = form.condition.trim();
-    onSend(SET_BREAKPOINT, { bp });
+    return bp;
+  };
+  const set = (e) => {
+    e.preventDefault();
+    onSend(SET_BREAKPOINT, { bp: point() });
   };
   return (
     <section className="breakpoints">
@@ -209,6 +214,8 @@ function Breakpoints({ work, onSend }) {
         <input aria-label="path" {...field('path')} />
         <input aria-label="condition (CEL)" placeholder="condition (CEL)" {...field('condition')} />
         <button type="submit">set breakpoint</button>
+        <button type="button" title="run to this point once, without keeping it as a breakpoint"
+          onClick={() => onSend(RUN_UNTIL, { until: [point()] })}>run until</button>
       </form>
     </section>
   );
