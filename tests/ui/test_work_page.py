@@ -198,14 +198,24 @@ def test_a_debugging_session_through_a_compensation(page: Page, server: Server) 
     shot(page, "work-debugged")
 
 
-def test_a_work_whose_compensation_failed_is_resolved_with_a_reason(page: Page,
-                                                                  server: Server) -> None:
+def test_a_work_whose_compensation_failed_is_retried_then_resolved_with_a_reason(
+        page: Page, server: Server) -> None:
     work_id = ask(server, 'mutation { createWork(saga: "demo") { ... on WorkCreated '
                           '{ work { workId } } } }')["createWork"]["work"]["workId"]
     assert ended(server, work_id) == "compensation_failed"  # no order: nothing to undo with
     page.goto(f"{server.origin}/?work={work_id}")
     expect(page.locator(".summary .status")).to_have_text("compensation_failed",
                                                           timeout=TIMEOUT_MS)
+    # retried from the page: the compensation runs again (and fails again: still no order)
+    page.get_by_role("button", name="retry compensation").click()
+    expect(page.locator("ol.timeline")).to_contain_text("work.compensation_retried",
+                                                        timeout=TIMEOUT_MS)
+    assert ended(server, work_id) == "compensation_failed"
+    expect(page.locator(".summary .status")).to_have_text("compensation_failed",
+                                                          timeout=TIMEOUT_MS)
+    kinds = [e["type"] for e in events(server, work_id)]
+    assert kinds.count("work.compensation_retried") == 1
+    assert kinds.count("work.compensation_failed") == 2
     page.get_by_label("resolve reason").fill("released the reservation by hand")
     page.get_by_role("button", name="resolve", exact=True).click()
     expect(page.locator(".summary .resolved")).to_have_text("(resolved)", timeout=TIMEOUT_MS)
@@ -214,3 +224,25 @@ def test_a_work_whose_compensation_failed_is_resolved_with_a_reason(page: Page,
                         "{ type payload } } }", id=work_id)["work"]["events"]
     assert [e["payload"].get("reason") for e in found if e["type"] == "work.resolved"] == [
         "released the reservation by hand"]
+
+
+def test_a_running_work_is_paused_and_cancelled_from_its_page(page: Page,
+                                                             server: Server) -> None:
+    # a long order (a stage per item after the payment): still running when paused
+    order = {"items": [{"sku": f"s{i}", "price": 1} for i in range(200)]}
+    work_id = ask(server, CREATE, input=order)["createWork"]["work"]["workId"]
+    page.goto(f"{server.origin}/?work={work_id}")
+    expect(page.locator(".summary .status")).to_have_text("paused", timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="resume", exact=True).click()
+    expect(page.locator(".summary .status")).to_have_text("running", timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="pause", exact=True).click()  # while it runs
+    expect(page.locator(".summary .status")).to_have_text("paused", timeout=TIMEOUT_MS)
+    assert ask(server, "query($id: String!) { work(workId: $id) { status } }",
+               id=work_id)["work"]["status"] == "paused"
+    page.get_by_role("button", name="cancel", exact=True).click()
+    final = ended(server, work_id)
+    expect(page.locator(".summary .status")).to_have_text(final, timeout=TIMEOUT_MS)
+    kinds = [e["type"] for e in events(server, work_id)]
+    assert "work.paused" in kinds and "work.cancelled" in kinds
+    assert kinds.index("work.paused") < kinds.index("work.cancelled")
+    shot(page, "work-cancelled")
