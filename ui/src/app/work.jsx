@@ -370,12 +370,27 @@ export function WorkPage({ workId }) {
     }
   }, [workId]);
   const shown = seq ?? (events.length ? events.length : null);
+  // the state at the seq shown, one request at a time: while events stream in, the
+  // newest seq asked for when the last answer came (not one request per event)
+  const asking = useRef({ busy: false, next: null, workId });
   useEffect(() => {
-    if (shown === null) return undefined;
-    let live = true;
-    request(STATE, { id: workId, seq: shown }).then(
-      (data) => live && setState(data.work.stateAt), (err) => live && setProblem(err.message));
-    return () => { live = false; };
+    if (shown === null) return;
+    const box = asking.current;
+    box.next = shown;
+    box.workId = workId;
+    if (box.busy) return;
+    const ask = () => {
+      const [id, at] = [box.workId, box.next];
+      box.next = null;
+      box.busy = true;
+      request(STATE, { id, seq: at }).then(
+        (data) => box.workId === id && setState(data.work.stateAt),
+        (err) => box.workId === id && setProblem(err.message)).finally(() => {
+        box.busy = false;
+        if (box.next !== null) ask();
+      });
+    };
+    ask();
   }, [workId, shown]);
 
   const send = (query, variables = {}) => request(query, { id: workId, ...variables }).then(
