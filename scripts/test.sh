@@ -22,6 +22,11 @@ apt_install() {  # apt_install [apt-get install options] PACKAGE...
 if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
     apt_install postgresql
 fi
+# The backups pack's tests start a throwaway MariaDB server (tests/mariadb.py) and dump
+# it with mariadb-dump; without recommends it is the server and client only.
+if [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-dump >/dev/null 2>&1; then
+    apt_install --no-install-recommends mariadb-server mariadb-client
+fi
 # The UI's browser tests drive Debian's Chromium (Playwright cannot download its own
 # browsers here); without recommends it is a few packages instead of 115.
 if [ ! -x /usr/bin/chromium ]; then

@@ -7,7 +7,8 @@ import types
 
 import pytest
 
-PACKAGES = ["engine", "engine.store", "workers", "workers.actions", "graphql_api"]
+PACKAGES = ["engine", "engine.store", "workers", "workers.actions", "workers.actions.backups",
+            "graphql_api"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

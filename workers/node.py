@@ -61,6 +61,8 @@ from .gate import NodeGate
 from .health import Health, HealthCheck
 from .limits import RateLimit
 from .sagas import SagaFollower
+from .schedules import Schedule
+from .schedules import ensure as ensure_schedule
 
 __all__ = ["WorkerApp", "WorkerNode", "WorkerSpec"]
 
@@ -121,6 +123,9 @@ class WorkerApp:
     # name and a function of a group's values (a list of floats) to a number or None
     reducers: Mapping[str, Callable[[list[float]], float | int | None]] = field(
         default_factory=dict)
+    # schedules the node creates, or brings in line, when it starts (workers.schedules.
+    # Schedule): those a pack's config declares, such as the backups' cron per job
+    schedules: Sequence[Schedule] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.functions, Functions):
@@ -132,7 +137,8 @@ class WorkerApp:
         return WorkerNode(store, self.sagas, workers, services=self.services,
                           health_checks=self.health_checks, rate_limits=self.rate_limits,
                           lock_limits=self.lock_limits, saga_limits=self.saga_limits,
-                          functions=self.functions, **options)
+                          functions=self.functions, declared_schedules=self.schedules,
+                          **options)
 
 
 @dataclass(eq=False)
@@ -160,7 +166,8 @@ class WorkerNode:
                  lock_limits: Mapping[str, int] | None = None, lock_ttl: float = 30.0,
                  saga_limits: Mapping[str, int] | None = None,
                  park_after: float | None = 60.0,
-                 functions: Mapping[str, Callable[..., Any]] | None = None) -> None:
+                 functions: Mapping[str, Callable[..., Any]] | None = None,
+                 declared_schedules: Sequence[Schedule] = ()) -> None:
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         if park_after is not None and not park_after >= 0:
@@ -182,6 +189,7 @@ class WorkerNode:
         self.drain_deadline = drain_deadline
         self.services = list(services)
         self.schedules = schedules  # this node fires the schedules' ticks too
+        self.declared_schedules = list(declared_schedules)  # ensured at start
         # works of a saga leased at once, at most
         self.saga_limits = leases.check_saga_limits(saga_limits or {})
         for saga in self.saga_limits:
@@ -274,6 +282,8 @@ class WorkerNode:
 
     async def _run(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         await self.follower.refresh()  # the sagas given as data, before anything runs
+        for schedule in self.declared_schedules:
+            await ensure_schedule(self.store, schedule)
         self._describe()
         await published_catalog.publish(self.store, node=self.node_id,
                                         descriptions=list(self.catalog.values()),

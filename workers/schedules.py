@@ -38,7 +38,8 @@ from engine.context import jsonable
 from engine.store import ConflictError, SqlStore
 from engine.store.schema import schedules, works
 
-__all__ = ["Schedule", "Scheduler", "create", "delete", "get", "list_schedules", "next_tick",
+__all__ = ["Schedule", "Scheduler", "create", "delete", "ensure", "get", "list_schedules",
+           "next_tick",
            "pause", "resume", "tick_work_id", "trigger", "update"]
 
 _LOG = logging.getLogger("stepsaga.schedules")
@@ -129,6 +130,24 @@ async def create(store: SqlStore, schedule: Schedule, *, after: float | None = N
             raise ValueError(f"a schedule named {schedule.name!r} exists already")
         await conn.execute(schedules.insert().values(**row))
     return first
+
+
+async def ensure(store: SqlStore, schedule: Schedule) -> None:
+    """Create ``schedule``, or bring the stored one of its name in line with it (its saga,
+    input, cron, time zone, overlap and catch-up; paused or not is left as a person set
+    it): what a node does at start for the schedules its app declares (a config's)."""
+    try:
+        row = await get(store, schedule.name)
+    except KeyError:
+        try:
+            await create(store, schedule)
+            return
+        except ValueError:  # another node created it meanwhile
+            row = await get(store, schedule.name)
+    fields = ("saga", "input", "cron", "timezone", "overlap", "catch_up")
+    changed = {f: getattr(schedule, f) for f in fields if row[f] != getattr(schedule, f)}
+    if changed:
+        await update(store, schedule.name, **changed)
 
 
 async def get(store: SqlStore, name: str) -> dict[str, Any]:

@@ -1,0 +1,67 @@
+"""The backups pack's fixtures: a real S3 server (moto's server mode) on loopback, a
+real MariaDB server, a real PostgreSQL (tests/pg.py), and a runtime on a SQLite store
+whose gate takes the store's locks, as a worker node's does."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from engine import Runtime
+from engine.store import SqlStore
+from workers.gate import NodeGate
+from workers.node import WorkerApp
+
+from ...mariadb import MariadbServer, MariadbUnavailable
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A new bucket on the S3 server, for this test alone."""
+    name = f"b-{uuid.uuid4().hex[:12]}"
+    s3_client(s3_endpoint).create_bucket(Bucket=name)
+    return name
+
+
+def s3_client(endpoint: str) -> Any:
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="test", aws_secret_access_key="test")
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariadbServer]:
+    server = MariadbServer()
+    try:
+        server.start()
+    except MariadbUnavailable as exc:  # fail, never skip: CI installs it
+        pytest.fail(f"these tests need a real MariaDB: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@asynccontextmanager
+async def running(app: WorkerApp, store_path: str) -> AsyncIterator[Runtime]:
+    """A runtime of the app's sagas on a SQLite store; its gate holds the store's locks."""
+    async with SqlStore.open(f"sqlite+aiosqlite:///{store_path}") as store:
+        gate = NodeGate(store, holder="test", lock_ttl=5.0)
+        async with Runtime(app.sagas, store=store, gate=gate) as runtime:
+            yield runtime

@@ -1,0 +1,363 @@
+"""The middleware chain: compression and encryption steps over a stream of chunks.
+
+Every step is a :class:`Codec`: ``update(chunk) -> bytes`` and ``finish() -> bytes``,
+so a chain holds at most a chunk or two in memory per step whatever the size of the
+stream. A backup pushes the source's bytes through the steps in the job's order; a
+restore pulls the object's bytes through their inverses in reverse order.
+
+AES-256-GCM is applied in segments (``SEGMENT`` bytes of plain text each) so that
+every segment is authenticated before any of it is used: the object starts with a
+magic and a random 7-byte nonce prefix; each segment is a flag byte (1 on the last),
+its length (4 bytes) and its cipher text with the tag; its nonce is the prefix, the
+segment's number and the flag, so segments cannot be reordered, dropped or the
+stream cut short without the check failing. A wrong key fails on the first segment.
+
+GnuPG runs ``gpg`` as a filter process (``--encrypt --recipient`` / ``--decrypt``).
+
+>>> chain = [make_encoder(StepSpec(kind="gzip", level=6), {})]
+>>> packed = b"".join(push(chain, [b"hello " * 100]))
+>>> b"".join(pull(iter([packed]), [make_decoder(StepSpec(kind="gzip"), {})]))[:11]
+b'hello hello'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import subprocess
+import threading
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .config import StepSpec
+from .errors import BackupConfigError, IntegrityError, SourceError, WrongKeyError
+
+__all__ = ["CHUNK", "Codec", "Digest", "make_decoder", "make_encoder", "pull", "push"]
+
+CHUNK = 1024 * 1024  # what sources and targets read and write at a time
+SEGMENT = 64 * 1024
+MAGIC = b"SSAGCM1\0"
+CONTENT_TYPES = {"gzip": "application/gzip", "zstd": "application/zstd",
+                 "aes-gcm": "application/vnd.stepsaga.aes-256-gcm",
+                 "gpg": "application/pgp-encrypted"}
+
+
+class Codec(Protocol):
+    def update(self, data: bytes) -> bytes: ...
+    def finish(self) -> bytes: ...
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Digest:
+    """Size, sha256 and md5 of the bytes that went past one point of the chain."""
+
+    content_type: str
+    size: int = 0
+    sha256: Any = None
+    md5: Any = None
+
+    def __post_init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
+
+    def update(self, data: bytes) -> None:
+        self.size += len(data)
+        self.sha256.update(data)
+        self.md5.update(data)
+
+    def record(self) -> dict[str, Any]:
+        return {"content_type": self.content_type, "size": self.size,
+                "sha256": self.sha256.hexdigest(), "md5": self.md5.hexdigest()}
+
+
+class _Gzip:
+    def __init__(self, level: int, decode: bool) -> None:
+        self._z: Any = zlib.decompressobj(wbits=31) if decode else \
+            zlib.compressobj(level, wbits=31)
+        self._decode = decode
+
+    def update(self, data: bytes) -> bytes:
+        try:
+            return bytes(self._z.decompress(data) if self._decode else self._z.compress(data))
+        except zlib.error as exc:
+            raise IntegrityError(f"the gzip step cannot decompress the object: {exc}") from None
+
+    def finish(self) -> bytes:
+        if self._decode:
+            if not self._z.eof:
+                raise IntegrityError("the gzip stream ends early (the object is truncated)")
+            return b""
+        return bytes(self._z.flush())
+
+    def close(self) -> None:
+        pass
+
+
+class _Zstd:
+    def __init__(self, level: int, decode: bool) -> None:
+        self._decode = decode
+        self._z: Any = zstandard.ZstdDecompressor().decompressobj() if decode else \
+            zstandard.ZstdCompressor(level=level).compressobj()
+
+    def update(self, data: bytes) -> bytes:
+        try:
+            return bytes(self._z.decompress(data) if self._decode else self._z.compress(data))
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"the zstd step cannot decompress the object: {exc}") from None
+
+    def finish(self) -> bytes:
+        if self._decode:
+            if not self._z.eof:
+                raise IntegrityError("the zstd stream ends early (the object is truncated)")
+            return b""
+        return bytes(self._z.flush())
+
+    def close(self) -> None:
+        pass
+
+
+class _AesEncrypt:
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+        self._prefix = os.urandom(7)
+        self._buffer = bytearray()
+        self._number = 0
+        self._started = False
+
+    def _segment(self, plain: bytes, last: bool) -> bytes:
+        flag = b"\1" if last else b"\0"
+        nonce = self._prefix + struct.pack(">I", self._number) + flag
+        self._number += 1
+        sealed = self._aead.encrypt(nonce, plain, MAGIC)
+        return flag + struct.pack(">I", len(sealed)) + sealed
+
+    def update(self, data: bytes) -> bytes:
+        out = bytearray()
+        if not self._started:
+            out += MAGIC + self._prefix
+            self._started = True
+        self._buffer += data
+        # keep at least one byte back: the last segment is sealed with the flag set
+        while len(self._buffer) > SEGMENT:
+            out += self._segment(bytes(self._buffer[:SEGMENT]), False)
+            del self._buffer[:SEGMENT]
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        head = self.update(b"")
+        tail = self._segment(bytes(self._buffer), True)
+        self._buffer.clear()
+        return head + tail
+
+    def close(self) -> None:
+        pass
+
+
+class _AesDecrypt:
+    def __init__(self, key: bytes, key_name: str) -> None:
+        self._aead = AESGCM(key)
+        self._key_name = key_name
+        self._buffer = bytearray()
+        self._prefix: bytes | None = None
+        self._number = 0
+        self._ended = False
+
+    def update(self, data: bytes) -> bytes:
+        self._buffer += data
+        out = bytearray()
+        if self._prefix is None:
+            if len(self._buffer) < len(MAGIC) + 7:
+                return b""
+            if bytes(self._buffer[:len(MAGIC)]) != MAGIC:
+                raise IntegrityError("the aes-gcm step: the object does not start like one "
+                                     "this pack encrypted (altered, or not encrypted)")
+            self._prefix = bytes(self._buffer[len(MAGIC):len(MAGIC) + 7])
+            del self._buffer[:len(MAGIC) + 7]
+        while len(self._buffer) >= 5:
+            if self._ended:
+                raise IntegrityError("the aes-gcm step: bytes after the last segment "
+                                     "(the object was altered)")
+            flag = self._buffer[0]
+            (length,) = struct.unpack(">I", self._buffer[1:5])
+            if flag not in (0, 1) or length > SEGMENT + 16:
+                raise IntegrityError("the aes-gcm step: a segment's header is damaged "
+                                     "(the object was altered)")
+            if len(self._buffer) < 5 + length:
+                break
+            sealed = bytes(self._buffer[5:5 + length])
+            del self._buffer[:5 + length]
+            nonce = self._prefix + struct.pack(">I", self._number) + bytes([flag])
+            try:
+                out += self._aead.decrypt(nonce, sealed, MAGIC)
+            except InvalidTag:
+                if self._number == 0:
+                    raise WrongKeyError(
+                        f"the aes-gcm step: the object does not decrypt with key "
+                        f"{self._key_name!r} (a wrong key, or the object was altered)"
+                    ) from None
+                raise IntegrityError(f"the aes-gcm step: segment {self._number} fails its "
+                                     "authentication (the object was altered)") from None
+            self._number += 1
+            self._ended = flag == 1
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        out = self.update(b"")
+        if not self._ended or self._buffer:
+            raise IntegrityError("the aes-gcm step: the object ends before its last segment "
+                                 "(truncated)")
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class _Filter:
+    """A filter process (gpg): chunks in on its stdin, what it wrote so far out; a thread
+    reads its stdout so neither pipe fills up while the other is written."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None, what: str) -> None:
+        self._what = what
+        try:
+            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, env=env)
+        except OSError as exc:
+            raise SourceError(f"{what}: cannot run {argv[0]}: {exc.strerror}") from None
+        self._out: list[bytes] = []
+        self._lock = threading.Lock()
+        self._err = b""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._errors = threading.Thread(target=self._read_errors, daemon=True)
+        self._errors.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        while chunk := self._proc.stdout.read1(CHUNK):  # type: ignore[attr-defined]
+            with self._lock:
+                self._out.append(chunk)
+
+    def _read_errors(self) -> None:
+        assert self._proc.stderr is not None
+        self._err = self._proc.stderr.read()[-4000:]
+
+    def _taken(self) -> bytes:
+        with self._lock:
+            out, self._out = b"".join(self._out), []
+        return out
+
+    def update(self, data: bytes) -> bytes:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(data)
+        except BrokenPipeError:
+            self._fail()
+        return self._taken()
+
+    def _fail(self) -> None:
+        self.close()
+        message = self._err.decode(errors="replace").strip()
+        status = f"exit {self._proc.returncode}"
+        raise IntegrityError(f"{self._what} failed: {message or status}")
+
+    def finish(self) -> bytes:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        self._reader.join()
+        self._errors.join()
+        if self._proc.wait() != 0:
+            self._fail()
+        return self._taken()
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+
+
+def _gpg(spec: StepSpec, decode: bool) -> _Filter:
+    env = dict(os.environ)
+    if spec.homedir:
+        env["GNUPGHOME"] = spec.homedir
+    argv = ["gpg", "--batch", "--yes", "--quiet", "--no-tty", "--trust-model", "always"]
+    argv += ["--decrypt"] if decode else ["--encrypt", "--recipient", spec.recipient]
+    what = "decrypt" if decode else f"encrypt to {spec.recipient}"
+    return _Filter(argv, env, f"the gpg step ({what})")
+
+
+def make_encoder(spec: StepSpec, keys: Mapping[str, bytes]) -> Codec:
+    if spec.kind == "gzip":
+        return _Gzip(spec.level or 6, False)
+    if spec.kind == "zstd":
+        return _Zstd(spec.level or 3, False)
+    if spec.kind == "aes-gcm":
+        return _AesEncrypt(_key(spec, keys))
+    if spec.kind == "gpg":
+        return _gpg(spec, False)
+    raise BackupConfigError(f"unknown step kind {spec.kind!r}")
+
+
+def make_decoder(spec: StepSpec, keys: Mapping[str, bytes]) -> Codec:
+    if spec.kind == "gzip":
+        return _Gzip(0, True)
+    if spec.kind == "zstd":
+        return _Zstd(0, True)
+    if spec.kind == "aes-gcm":
+        return _AesDecrypt(_key(spec, keys), spec.key)
+    if spec.kind == "gpg":
+        return _gpg(spec, True)
+    raise BackupConfigError(f"unknown step kind {spec.kind!r}")
+
+
+def _key(spec: StepSpec, keys: Mapping[str, bytes]) -> bytes:
+    if spec.key not in keys:
+        raise BackupConfigError(f"the aes-gcm step needs key {spec.key!r}, which is not in "
+                                f"[backups.keys] (have: {', '.join(sorted(keys)) or 'none'})")
+    return keys[spec.key]
+
+
+def push(chain: Sequence[Codec], chunks: Iterable[bytes],
+         digests: Sequence[Digest] = ()) -> Iterator[bytes]:
+    """The chunks through every codec in order; ``digests[i]`` (if given) sees what
+    step i gave out, ``digests[0]`` the input itself (so one more digest than codecs)."""
+    try:
+        for chunk in chunks:
+            yield from _through(chain, chunk, digests, 0)
+        for i, codec in enumerate(chain):
+            tail = codec.finish()
+            if digests:
+                digests[i + 1].update(tail)
+            yield from _through(chain[i + 1:], tail, digests[i + 1:], -1) if tail else ()
+    finally:
+        for codec in chain:
+            codec.close()
+
+
+def _through(chain: Sequence[Codec], chunk: bytes, digests: Sequence[Digest],
+             at: int) -> Iterator[bytes]:
+    if digests and at == 0:
+        digests[0].update(chunk)
+    for i, codec in enumerate(chain):
+        if not chunk:
+            return
+        chunk = codec.update(chunk)
+        if digests:
+            digests[i + 1].update(chunk)
+    if chunk:
+        yield chunk
+
+
+def pull(chunks: Iterator[bytes], chain: Sequence[Codec]) -> Iterator[bytes]:
+    """The chunks through every codec in order (a restore's decoders)."""
+    return push(chain, chunks)

@@ -1,0 +1,296 @@
+"""Where backups are kept: a directory or an S3-compatible object store.
+
+A backup is two objects under ``<prefix><job>/<backup id>/``: ``data`` (the stream
+after every step) and ``manifest.json``, written last. Both targets write ``data``
+so a reader never sees part of it under its name: a directory writes ``data.partial``
+and renames it once it is synced; S3 uploads it in parts (a multipart upload, one
+part in memory at a time) that only become the object when completed. The manifest
+is written only if no object has its name (a hard link on a directory, which fails
+when the name exists; ``If-None-Match: *`` on S3), so a manifest written once is
+never replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from .config import TargetSpec
+from .errors import TargetError
+from .streams import CHUNK
+
+__all__ = ["DirectoryStorage", "S3Storage", "Storage", "Writer", "open_storage"]
+
+
+class Writer(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class Storage(Protocol):
+    spec: TargetSpec
+
+    def writer(self, key: str) -> Writer: ...
+    def read(self, key: str) -> Iterator[bytes]: ...
+    def get(self, key: str) -> bytes | None: ...
+    def put_new(self, key: str, data: bytes) -> None: ...
+    def size(self, key: str) -> int | None: ...
+    def keys(self, prefix: str) -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+    def abort_uploads(self, key: str) -> int: ...
+
+
+def _safe(key: str) -> str:
+    parts = key.split("/")
+    if key.startswith("/") or any(p in ("", ".", "..") for p in parts) or \
+            any(ord(c) < 32 for c in key):
+        raise TargetError(f"object key {key!r} is not a plain relative path")
+    return key
+
+
+class _FileWriter:
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.partial = final.with_name(final.name + ".partial")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.partial, "wb")
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+
+    def commit(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.partial, self.final)
+        _sync_dir(self.final.parent)
+
+    def abort(self) -> None:
+        self._file.close()
+        self.partial.unlink(missing_ok=True)
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DirectoryStorage:
+    def __init__(self, spec: TargetSpec) -> None:
+        self.spec = spec
+        self.root = Path(spec.path)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _safe(key)
+
+    def writer(self, key: str) -> Writer:
+        try:
+            return _FileWriter(self._path(key))
+        except OSError as exc:
+            raise TargetError(f"target {self.spec.name!r}: cannot write {key!r}: "
+                              f"{exc.strerror}") from None
+
+    def read(self, key: str) -> Iterator[bytes]:
+        path = self._path(key)
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            raise TargetError(f"target {self.spec.name!r}: no object {key!r}") from None
+        with f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put_new(self, key: str, data: bytes) -> None:
+        final = self._path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=final.parent, prefix=".manifest-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(name, 0o444)
+            try:
+                os.link(name, final)  # atomic, and refused when the name exists
+            except FileExistsError:
+                raise TargetError(f"target {self.spec.name!r}: {key!r} exists already; a "
+                                  "manifest is never replaced") from None
+            _sync_dir(final.parent)
+        finally:
+            os.unlink(name)
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def keys(self, prefix: str) -> list[str]:
+        base = self.root / prefix if prefix else self.root
+        if not base.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file())
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".partial").unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()  # the backup's folder, once empty
+        except OSError:
+            pass
+
+    def abort_uploads(self, key: str) -> int:
+        partial = self._path(key).with_name(self._path(key).name + ".partial")
+        found = partial.exists()
+        partial.unlink(missing_ok=True)
+        return int(found)
+
+
+class _S3Writer:
+    def __init__(self, storage: S3Storage, key: str) -> None:
+        self.storage = storage
+        self.key = key
+        self.client = storage.client
+        self.upload_id: str = self.client.create_multipart_upload(
+            Bucket=storage.spec.bucket, Key=key)["UploadId"]
+        self.parts: list[dict[str, Any]] = []
+        self.buffer = bytearray()
+
+    def _send(self) -> None:
+        number = len(self.parts) + 1
+        found = self.client.upload_part(Bucket=self.storage.spec.bucket, Key=self.key,
+                                        UploadId=self.upload_id, PartNumber=number,
+                                        Body=bytes(self.buffer))
+        self.parts.append({"PartNumber": number, "ETag": found["ETag"]})
+        self.buffer.clear()
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) >= self.storage.spec.part_size:
+            self._send()
+
+    def commit(self) -> None:
+        if self.buffer or not self.parts:
+            self._send()
+        self.client.complete_multipart_upload(
+            Bucket=self.storage.spec.bucket, Key=self.key, UploadId=self.upload_id,
+            MultipartUpload={"Parts": self.parts})
+
+    def abort(self) -> None:
+        self.buffer.clear()
+        self.client.abort_multipart_upload(Bucket=self.storage.spec.bucket, Key=self.key,
+                                           UploadId=self.upload_id)
+
+
+class S3Storage:
+    def __init__(self, spec: TargetSpec) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.spec = spec
+        options: dict[str, Any] = {"region_name": spec.region}
+        if spec.endpoint_url:
+            options["endpoint_url"] = spec.endpoint_url
+        if spec.access_key_id:
+            options["aws_access_key_id"] = spec.access_key_id
+            options["aws_secret_access_key"] = spec.secret_access_key
+        self.client = boto3.client("s3", config=Config(retries={"max_attempts": 3}),
+                                   **options)
+
+    def _key(self, key: str) -> str:
+        return self.spec.prefix + _safe(key)
+
+    def _error(self, exc: Exception, what: str) -> TargetError:
+        return TargetError(f"target {self.spec.name!r} (s3://{self.spec.bucket}/"
+                           f"{self.spec.prefix}): {what}: {exc}", retryable=True)
+
+    def writer(self, key: str) -> Writer:
+        try:
+            return _S3Writer(self, self._key(key))
+        except Exception as exc:  # botocore's errors have no common root worth naming
+            raise self._error(exc, f"cannot start the upload of {key!r}") from None
+
+    def read(self, key: str) -> Iterator[bytes]:
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.spec.bucket, Key=self._key(key))["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise TargetError(f"target {self.spec.name!r}: no object {key!r}") from None
+            raise self._error(exc, f"cannot read {key!r}") from None
+        try:
+            yield from body.iter_chunks(CHUNK)
+        finally:
+            body.close()
+
+    def get(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            found = self.client.get_object(Bucket=self.spec.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise self._error(exc, f"cannot read {key!r}") from None
+        return bytes(found["Body"].read())
+
+    def put_new(self, key: str, data: bytes) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.spec.bucket, Key=self._key(key), Body=data,
+                                   IfNoneMatch="*", ContentType="application/json")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                raise TargetError(f"target {self.spec.name!r}: {key!r} exists already; a "
+                                  "manifest is never replaced") from None
+            raise self._error(exc, f"cannot write {key!r}") from None
+
+    def size(self, key: str) -> int | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            found = self.client.head_object(Bucket=self.spec.bucket, Key=self._key(key))
+        except ClientError:
+            return None
+        return int(found["ContentLength"])
+
+    def keys(self, prefix: str) -> list[str]:
+        found: list[str] = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.spec.bucket, Prefix=self.spec.prefix + prefix)
+        for page in pages:
+            found += [o["Key"][len(self.spec.prefix):] for o in page.get("Contents", [])]
+        return sorted(found)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.spec.bucket, Key=self._key(key))
+
+    def abort_uploads(self, key: str) -> int:
+        """Abort every unfinished multipart upload of ``key`` (a crashed attempt's)."""
+        found = self.client.list_multipart_uploads(Bucket=self.spec.bucket,
+                                                   Prefix=self._key(key))
+        uploads = [u for u in found.get("Uploads", []) if u["Key"] == self._key(key)]
+        for upload in uploads:
+            self.client.abort_multipart_upload(Bucket=self.spec.bucket, Key=upload["Key"],
+                                               UploadId=upload["UploadId"])
+        return len(uploads)
+
+
+def open_storage(spec: TargetSpec) -> Storage:
+    return DirectoryStorage(spec) if spec.kind == "directory" else S3Storage(spec)
