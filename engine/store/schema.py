@@ -288,3 +288,47 @@ sagas = sa.Table(  # sagas given as data, and which sagas (data or code) are dis
     # grows at every change, across rows: nodes poll its maximum (and the count of rows)
     sa.Column("updated_at", sa.Float(precision=53), nullable=False),
 )
+
+# People and machines, one model for the whole product (the security issue and the users
+# pack): a principal in groups, API tokens and browser sessions held by principals, and
+# the deployment's own settings (its id, which a token names).
+principals = sa.Table(
+    "principals", metadata,
+    sa.Column("principal_id", sa.String(40), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # person or service
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("email", sa.String(320)),
+    sa.Column("created_at", sa.Float(precision=53), nullable=False),
+    sa.Column("disabled_at", sa.Float(precision=53)),  # NULL: may sign in
+)
+
+group_members = sa.Table(
+    "group_members", metadata,
+    sa.Column("group_name", sa.String(200), primary_key=True),
+    sa.Column("principal_id", sa.String(40), sa.ForeignKey("principals.principal_id",
+                                                           ondelete="CASCADE"),
+              primary_key=True),
+    sa.Index("group_members_principal", "principal_id"),
+)
+
+credentials = sa.Table(  # API tokens and sessions: a secret known only by its hash
+    "credentials", metadata,
+    sa.Column("credential_id", sa.String(40), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # token, session or link (one-time)
+    sa.Column("principal_id", sa.String(40), sa.ForeignKey("principals.principal_id",
+                                                           ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False),  # sha256 hex
+    sa.Column("label", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float(precision=53), nullable=False),
+    sa.Column("expires_at", sa.Float(precision=53), nullable=False),
+    sa.Column("revoked_at", sa.Float(precision=53)),  # NULL: live until it expires
+    sa.Column("csrf_hash", sa.String(64)),  # a session's CSRF token, hashed
+    sa.Index("credentials_principal", "principal_id", "kind"),
+)
+
+settings = sa.Table(  # the deployment's own values: its id, ...
+    "settings", metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
