@@ -334,10 +334,13 @@ def _canonical_url(url: str) -> str:
     return sa.make_url(url).render_as_string(hide_password=False)
 
 
-def load_app(spec: str) -> Any:
+def load_app(spec: str, settings: dict[str, dict[str, Any]] | None = None) -> Any:
     """``module:attribute``: a Saga, a list of them, a :class:`workers.node.WorkerApp`,
-    or a function returning one of these; always returned as a WorkerApp."""
+    or a function returning one of these; always returned as a WorkerApp. A function
+    with a ``settings`` parameter is given the settings (graphql_api.config.load's), so
+    a pack reads its section (``workers.actions.backups:app`` its ``[backups]``)."""
     import importlib
+    import inspect
 
     from workers.node import WorkerApp
 
@@ -349,7 +352,11 @@ def load_app(spec: str) -> Any:
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"--app {spec!r}: {exc}") from None
     if callable(value) and not isinstance(value, Saga | WorkerApp):
-        value = value()
+        try:
+            wants = "settings" in inspect.signature(value).parameters
+        except (TypeError, ValueError):  # a builtin or a class without a signature
+            wants = False
+        value = value(settings=settings or {}) if wants else value()
     if isinstance(value, WorkerApp):
         app = value
     else:
@@ -384,7 +391,7 @@ async def _worker(args: argparse.Namespace, specs: list[Any]) -> int:
 
     from engine.store import SqlStore
 
-    app = load_app(args.app)
+    app = load_app(args.app, getattr(args, "settings", None))
     async with SqlStore.open(args.store) as store:
         node = app.node(store, specs, node_id=args.node_id, lease_ttl=args.lease_ttl,
                         drain_deadline=args.drain_deadline, park_after=args.park_after)
@@ -423,7 +430,7 @@ def _node_args(args: argparse.Namespace) -> tuple[list[Any], Any]:
         check_store_url(args.store)
     except ValueError as bad:
         raise ValueError(f"--store: {bad}") from None
-    app = load_app(args.app)
+    app = load_app(args.app, getattr(args, "settings", None))
     names = {saga.name for saga in app.sagas}
     for spec in specs:
         unknown = sorted(set(spec.sagas or ()) - names)
@@ -570,7 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .config import ConfigError, load
 
         try:
-            _settle(args, load(args.config))
+            args.settings = load(args.config)
+            _settle(args, args.settings)
         except ConfigError as exc:
             parser.error(str(exc))
     if args.command == "serve":

@@ -21,6 +21,10 @@ Every setting, its section and its default::
     drain_deadline = 30.0
     node_id = ""                   # empty: host:pid:random
 
+    [backups]                      # the backups pack (--app workers.actions.backups:app):
+                                   # sources, targets, keys and jobs, nested tables,
+                                   # see workers.actions.backups.config; file only
+
 An environment variable ``STEPSAGA_<SECTION>_<KEY>`` (``STEPSAGA_SERVE_PORT=9000``,
 ``STEPSAGA_STORE_URL=...``) overrides the file; a command-line flag overrides both.
 ``STEPSAGA_WORKER_WORKERS`` takes a comma-free list separated by spaces.
@@ -119,9 +123,22 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
                "node_id": (_text, "")},
 }
 
+
+
+def _backups(value: dict[str, Any]) -> dict[str, Any]:
+    from workers.actions.backups.config import parse
+
+    parse(value)  # a BackupConfigError (a ValueError) naming the field
+    return value
+
+
+# sections of nested tables a domain pack checks as a whole (from the file only); the
+# pack's app reads them from the settings it is given
+_PACKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"backups": _backups}
+
 DEFAULTS: dict[str, dict[str, Any]] = {
-    section: {key: default for key, (_, default) in keys.items()}
-    for section, keys in _CHECKS.items()}
+    **{section: {key: default for key, (_, default) in keys.items()}
+       for section, keys in _CHECKS.items()}, **{section: {} for section in _PACKS}}
 """Every setting's default, by section."""
 
 
@@ -140,12 +157,18 @@ def load(path: str | os.PathLike[str] | None = None,
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
         for section, values in data.items():
-            if section not in _CHECKS:
+            if section not in _CHECKS and section not in _PACKS:
                 raise ConfigError(f"config file {str(path)!r}: unknown section [{section}]; "
-                                  f"the sections are {', '.join(sorted(_CHECKS))}")
+                                  f"the sections are {', '.join(sorted(DEFAULTS))}")
             if not isinstance(values, dict):
                 raise ConfigError(f"config file {str(path)!r}: {section} must be a section "
                                   f"([{section}]), got {values!r:.60}")
+            if section in _PACKS:
+                try:
+                    found[section] = _PACKS[section](values)
+                except ValueError as exc:
+                    raise ConfigError(f"config file {str(path)!r}: {exc}") from None
+                continue
             for key, value in values.items():
                 found[section][key] = _checked(section, key, value, f"in {str(path)!r}")
     for name, value in env.items():
