@@ -5,7 +5,7 @@ whose gate takes the store's locks, as a worker node's does."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,7 +13,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from engine import Runtime
+from engine import RecordedEvent, Runtime
 from engine.store import SqlStore
 from workers.gate import NodeGate
 from workers.node import WorkerApp
@@ -59,9 +59,11 @@ def mariadb_server() -> Iterator[MariadbServer]:
 
 
 @asynccontextmanager
-async def running(app: WorkerApp, store_path: str) -> AsyncIterator[Runtime]:
+async def running(app: WorkerApp, store_path: str,
+                  on_event: Callable[[RecordedEvent], None] | None = None
+                  ) -> AsyncIterator[Runtime]:
     """A runtime of the app's sagas on a SQLite store; its gate holds the store's locks."""
     async with SqlStore.open(f"sqlite+aiosqlite:///{store_path}") as store:
         gate = NodeGate(store, holder="test", lock_ttl=5.0)
-        async with Runtime(app.sagas, store=store, gate=gate) as runtime:
+        async with Runtime(app.sagas, store=store, gate=gate, on_event=on_event) as runtime:
             yield runtime

@@ -71,7 +71,7 @@ from typing import Any
 from .errors import BackupConfigError
 
 __all__ = ["BackupsConfig", "Job", "KeySpec", "SourceSpec", "StepSpec", "TargetSpec",
-           "load_key", "parse"]
+           "load_key", "parse", "source_spec"]
 
 SOURCE_KINDS = ("sqlite", "postgres", "mariadb", "directory")
 TARGET_KINDS = ("directory", "s3")
@@ -222,8 +222,8 @@ def _kind(data: dict[str, Any], where: str, kinds: tuple[str, ...]) -> str:
     return str(kind)
 
 
-def _source(name: str, value: Any) -> SourceSpec:
-    where = _where("sources", name)
+def source_spec(name: str, value: Any, where: str) -> SourceSpec:
+    """A source's table checked (``where`` names it in errors)."""
     data = _table(value, where)
     kind = _kind(data, where, SOURCE_KINDS)
     if kind in ("sqlite", "directory"):
@@ -397,7 +397,8 @@ def parse(section: Mapping[str, Any] | None) -> BackupsConfig:
         raise BackupConfigError(f"backups.notify: expected module:function, got {notify!r}")
     _done(data, "backups", "sources, targets, keys, jobs, notify and staging")
     config = BackupsConfig(
-        sources={n: _source(n, v) for n, v in tables["sources"].items()},
+        sources={n: source_spec(n, v, _where("sources", n))
+                 for n, v in tables["sources"].items()},
         targets={n: _target(n, v) for n, v in tables["targets"].items()},
         keys={n: _key(n, v) for n, v in tables["keys"].items()}, notify=notify,
         staging=staging)

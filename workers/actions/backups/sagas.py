@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -109,9 +110,10 @@ class _Pack:
         for chunk in self.storage(job).read(found["object"]):
             digest.update(chunk)
         got = digest.record()
+        backup_id = found.get("id", found.get("backup"))
         for field in ("size", "sha256", "md5"):
             if got[field] != found["final"].get(field):
-                raise IntegrityError(f"backup {found['id']!r}: the object's {field} is "
+                raise IntegrityError(f"backup {backup_id!r}: the object's {field} is "
                                      f"{got[field]}, its manifest says "
                                      f"{found['final'].get(field)} (the object was altered "
                                      "or truncated)")
@@ -147,6 +149,7 @@ class _Pack:
 
     def _transfer(self, job: Job, source: SourceSpec, prepared: dict[str, Any]
                   ) -> dict[str, Any]:
+        began = time.time()  # the wall clock, whatever the pack's clock: how long it ran
         storage = self.storage(job)
         key = manifests.object_key(job.name, prepared["backup_id"])
         storage.abort_uploads(key)  # what a crashed attempt left
@@ -168,6 +171,7 @@ class _Pack:
         steps += [{"step": s["kind"], **s, **d.record()}
                   for s, d in zip(_steps_of(job), digests[1:], strict=True)]
         return {"object": key, "steps": steps, "final": digests[-1].record(),
+                "ran": [began, time.time()],
                 "tools": sources.tool_versions(source.kind, [s.kind for s in job.steps])}
 
     async def untransfer(self, ctx: StageContext, prepared: dict[str, Any], output: Any,
@@ -199,7 +203,8 @@ class _Pack:
             if existing is not None:  # this stage ran before a crash: the same backup
                 found = manifests.read(existing, where=key)
                 if found.get("work_id") == ctx.work_id:
-                    return {"manifest": key, "id": found["id"]}
+                    return {"manifest": key, "id": found["id"], "size": found["final"]["size"],
+                            "sha256": found["final"]["sha256"], "transferred": sent.get("ran")}
             body = manifests.seal({
                 "id": prepared["backup_id"], "job": job.name, "work_id": ctx.work_id,
                 "source": {"name": source.name, "kind": source.kind},
@@ -209,7 +214,7 @@ class _Pack:
                 "completed_at": self.clock.now()})
             storage.put_new(key, manifests.encode(body))
             return {"manifest": key, "id": body["id"], "size": sent["final"]["size"],
-                    "sha256": sent["final"]["sha256"]}
+                    "sha256": sent["final"]["sha256"], "transferred": sent.get("ran")}
 
         return await anyio.to_thread.run_sync(write)
 
@@ -257,14 +262,17 @@ class _Pack:
         replace = data.get("replace", False)
         if not isinstance(replace, bool):
             raise BackupConfigError(f"replace: expected true or false, got {replace!r}")
-        into = sources.check_destination(data.get("into"), self.config.sources[job.source])
+        given = data.get("into")
+        into = self.destination({"source": job.source} if given is None else given)
         found = await anyio.to_thread.run_sync(self.find, job, backup)
         if found["source"]["kind"] != into.kind:
             raise BackupConfigError(f"into: backup {found['id']!r} is of a "
                                     f"{found['source']['kind']} source, it cannot be "
                                     f"restored into a {into.kind}")
         return {"job": job.name, "backup": found["id"], "replace": replace,
-                "into": {k: v for k, v in asdict(into).items() if v not in ("", None)},
+                # the job's source by name: its password stays in the config, not the
+                # work's events
+                "into": {"source": job.source} if given is None else given,
                 "object": found["object"], "steps": found["steps"], "final": found["final"]}
 
     async def check_fetched(self, ctx: StageContext, fetched: dict[str, Any]
@@ -275,7 +283,7 @@ class _Pack:
 
     async def load(self, ctx: StageContext, fetched: dict[str, Any]) -> dict[str, Any]:
         job = self.config.job(fetched["job"])
-        into = SourceSpec(**fetched["into"])
+        into = self.destination(fetched["into"])
         tag = ctx.work_id[-12:]
 
         def run() -> dict[str, Any]:
@@ -309,8 +317,19 @@ class _Pack:
             return
         await anyio.to_thread.run_sync(self._roll_back, output)
 
+    def destination(self, into: Any) -> SourceSpec:
+        """A restore's destination: ``{"source": NAME}`` (a source of the config), or a
+        table like a source's."""
+        if isinstance(into, dict) and set(into) == {"source"}:
+            if into["source"] not in self.config.sources:
+                raise BackupConfigError(f"into.source: unknown source {into['source']!r} "
+                                        f"(the sources are: "
+                                        f"{', '.join(sorted(self.config.sources))})")
+            return self.config.sources[into["source"]]
+        return sources.check_destination(into)
+
     def _roll_back(self, restored: dict[str, Any]) -> dict[str, Any]:
-        into = SourceSpec(**restored["into"])
+        into = self.destination(restored["into"])
         if restored.get("aside"):
             sources.put_back(into, restored["aside"])
         else:
@@ -321,10 +340,8 @@ class _Pack:
         if not isinstance(restored, dict) or not isinstance(restored.get("into"), dict):
             raise BackupConfigError("a rollback's input is the output of a restore "
                                     f"({{\"into\": ..., \"aside\": ...}}), got {restored!r:.60}")
-        into = sources.check_destination(restored["into"], None)  # type: ignore[arg-type]
-        checked = {**restored, "into": {k: v for k, v in asdict(into).items()
-                                        if v not in ("", None)}}
-        return await anyio.to_thread.run_sync(self._roll_back, checked)
+        self.destination(restored["into"])  # checked before anything moves
+        return await anyio.to_thread.run_sync(self._roll_back, restored)
 
     # ------------------------------------------------------------ retention
 

@@ -480,10 +480,8 @@ def _load_directory(spec: SourceSpec, chunks: Iterator[bytes]) -> None:
         raise
 
 
-def check_destination(value: Any, default: SourceSpec) -> SourceSpec:
-    """A restore's ``into`` (a table like a source's) checked, or the job's source."""
-    if value is None:
-        return default
-    from .config import _source
+def check_destination(value: Any) -> SourceSpec:
+    """A restore's ``into`` (a table like a source's), checked."""
+    from .config import source_spec
 
-    return _source("into", value)
+    return source_spec("into", value, "into")

@@ -30,7 +30,7 @@ import threading
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import zstandard
 from cryptography.exceptions import InvalidTag
@@ -262,7 +262,7 @@ class _Filter:
             self._fail()
         return self._taken()
 
-    def _fail(self) -> None:
+    def _fail(self) -> NoReturn:
         self.close()
         message = self._err.decode(errors="replace").strip()
         status = f"exit {self._proc.returncode}"
@@ -284,6 +284,14 @@ class _Filter:
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait()
+        self._reader.join()
+        self._errors.join()
+        for pipe in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except BrokenPipeError:
+                    pass
 
 
 def _gpg(spec: StepSpec, decode: bool) -> _Filter:

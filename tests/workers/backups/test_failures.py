@@ -1,0 +1,154 @@
+"""A failure at each stage of a backup leaves no partial object, no multipart upload
+and no manifest, and calls the failure hook; backups of one source serialise on its
+lock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from engine import Breakpoint, RecordedEvent
+from workers.actions.backups import backups_app, parse
+
+from ...mariadb import MariadbServer
+from .conftest import running, s3_client
+from .helpers import make_sqlite, make_tree, section, target_table
+
+
+def _left(kind: str, tmp_path: Path, endpoint: str, bucket: str) -> dict[str, Any]:
+    """Every object, partial file and unfinished upload on the target."""
+    if kind == "directory":
+        root = tmp_path / "backups"
+        files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) \
+            if root.exists() else []
+        return {"objects": files, "uploads": []}
+    client = s3_client(endpoint)
+    objects = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    return {"objects": objects, "uploads": uploads}
+
+
+NOTHING = {"objects": [], "uploads": []}
+
+
+@pytest.fixture(params=["directory", "s3"])
+def target(request: pytest.FixtureRequest, tmp_path: Path, s3_endpoint: str
+           ) -> tuple[str, dict[str, Any], str]:
+    bucket = request.getfixturevalue("s3_bucket") if request.param == "s3" else ""
+    return request.param, target_table(request.param, tmp_path, s3_endpoint, bucket), bucket
+
+
+async def test_a_source_that_cannot_be_read_leaves_nothing(
+        tmp_path: Path, target: tuple[str, dict[str, Any], str], s3_endpoint: str) -> None:
+    kind, table, bucket = target
+    told: list[dict[str, Any]] = []
+    app = backups_app(config=parse(section(
+        {"kind": "sqlite", "path": str(tmp_path / "missing.sqlite")}, table)),
+        notify=told.append)
+    async with running(app, str(tmp_path / "store.sqlite")) as rt:
+        done = await rt.run("backups.backup", {"job": "job"})
+    assert done.status == "failed"
+    assert "no SQLite database at" in done.error["message"]
+    assert _left(kind, tmp_path, s3_endpoint, bucket) == NOTHING
+    assert [(t["job"], t["stage"]) for t in told] == [("job", "transfer")]
+    assert "no SQLite database" in told[0]["error"] and told[0]["work_id"] == done.work_id
+
+
+async def test_a_dump_failing_midway_removes_its_partial_object_and_upload(
+        tmp_path: Path, target: tuple[str, dict[str, Any], str], s3_endpoint: str,
+        mariadb_server: MariadbServer) -> None:
+    """mariadb-dump streams the first table (13 MB: parts of the upload are sent) and
+    fails on the second, which its user may not read."""
+    kind, table, bucket = target
+    db = f"half_{kind[:3]}"
+    mariadb_server.sql(f"DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}")
+    mariadb_server.sql("CREATE TABLE a_big (id int PRIMARY KEY, v text); INSERT INTO a_big "
+                       "SELECT seq, REPEAT(SHA2(seq, 256), 8) FROM seq_1_to_25000; "
+                       "CREATE TABLE z_secret (id int)", db)
+    mariadb_server.root_sql(
+        f"CREATE USER IF NOT EXISTS 'partial'@'127.0.0.1' IDENTIFIED BY 'pw'; "
+        f"GRANT SELECT ON {db}.a_big TO 'partial'@'127.0.0.1'; "
+        f"GRANT INSERT ON {db}.z_secret TO 'partial'@'127.0.0.1'; "
+        f"GRANT EVENT, SHOW VIEW ON {db}.* TO 'partial'@'127.0.0.1'")
+    told: list[dict[str, Any]] = []
+    app = backups_app(config=parse(section(
+        {"kind": "mariadb", "host": "127.0.0.1", "port": mariadb_server.port,
+         "user": "partial", "password": "pw", "database": db}, table, steps=[])),
+        notify=told.append)
+    try:
+        async with running(app, str(tmp_path / "store.sqlite")) as rt:
+            done = await rt.run("backups.backup", {"job": "job"})
+    finally:
+        mariadb_server.sql(f"DROP DATABASE {db}")
+    assert done.status == "failed"
+    assert "mariadb-dump of source 'src' failed" in done.error["message"]
+    assert "z_secret" in done.error["message"]
+    assert _left(kind, tmp_path, s3_endpoint, bucket) == NOTHING
+    assert [t["stage"] for t in told] == ["transfer"]
+
+
+async def test_a_manifest_that_cannot_be_written_compensates_the_transfer(
+        tmp_path: Path, target: tuple[str, dict[str, Any], str], s3_endpoint: str) -> None:
+    """Paused before the manifest stage, the data object vanishes (a person, another
+    program): the manifest is refused, the transfer compensated, nothing is left."""
+    kind, table, bucket = target
+    make_sqlite(tmp_path / "a.sqlite")
+    told: list[dict[str, Any]] = []
+    app = backups_app(config=parse(section(
+        {"kind": "sqlite", "path": str(tmp_path / "a.sqlite")}, table)), notify=told.append)
+    paused = anyio.Event()
+
+    def on_event(event: RecordedEvent) -> None:
+        if event.type == "work.paused":
+            paused.set()
+
+    async with running(app, str(tmp_path / "store.sqlite"), on_event=on_event) as rt:
+        work_id = await rt.start("backups.backup", {"job": "job"}, breakpoints=[
+            Breakpoint(event="stage.transaction.started", path="manifest", when="before")])
+        with anyio.fail_after(30):
+            await paused.wait()
+        (data,) = _left(kind, tmp_path, s3_endpoint, bucket)["objects"]
+        assert data.endswith("/data")
+        _remove(kind, tmp_path, s3_endpoint, bucket, data)
+        await rt.resume(work_id)
+        done = await rt.wait(work_id)
+    assert done.status == "failed"
+    assert "holds None bytes" in done.error["message"]
+    assert "no manifest written" in done.error["message"]
+    assert set(done.compensated) >= {"transfer", "prepare"}
+    assert _left(kind, tmp_path, s3_endpoint, bucket) == NOTHING
+    assert [t["stage"] for t in told] == ["manifest"]
+
+
+def _remove(kind: str, tmp_path: Path, endpoint: str, bucket: str, key: str) -> None:
+    if kind == "directory":
+        (tmp_path / "backups" / key).unlink()
+    else:
+        s3_client(endpoint).delete_object(Bucket=bucket, Key=key)
+
+
+async def test_two_backups_of_one_source_serialise_on_its_lock(tmp_path: Path) -> None:
+    make_tree(tmp_path / "tree")
+    for i in range(6):  # enough that a transfer takes a while
+        (tmp_path / "tree" / f"blob{i}").write_bytes(bytes(range(256)) * 40_000)
+    app = backups_app(config=parse(section(
+        {"kind": "directory", "path": str(tmp_path / "tree")},
+        {"kind": "directory", "path": str(tmp_path / "backups")})))
+    async with running(app, str(tmp_path / "store.sqlite")) as rt:
+        ids = [await rt.start("backups.backup", {"job": "job"}) for _ in range(2)]
+        results = [await rt.wait(i) for i in ids]
+        histories = [await rt.history(i) for i in ids]
+    assert [r.status for r in results] == ["completed", "completed"]
+    assert results[0].output["id"] != results[1].output["id"]
+    waits = [e.event.payload.get("reason") for h in histories for e in h
+             if e.type == "stage.waiting"]
+    assert "lock backups.source:src" in waits
+    first, second = sorted(r.output["transferred"] for r in results)
+    assert first[1] <= second[0]  # one after the other, never at once
+    described = {s["path"]: s["lock_key"] for s in rt.describe("backups.backup")["stages"]
+                 if "lock_key" in s}
+    assert described["transfer"] == "backups.source:{source}"
+    assert described["manifest"] == "backups.target:{target}"
