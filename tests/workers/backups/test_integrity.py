@@ -92,7 +92,7 @@ async def test_an_altered_manifest_is_refused(tmp_path: Path) -> None:
         done.error["message"]
     latest = await _restore(tmp_path, settings,
                             into={"kind": "sqlite", "path": str(tmp_path / "r.sqlite")})
-    assert "has no backup with a valid manifest" in latest.error["message"]
+    assert "has no backup with a valid manifest and its object" in latest.error["message"]
 
 
 async def test_a_restore_into_an_existing_target_is_refused_unless_asked(
@@ -168,9 +168,12 @@ async def test_gnupg_and_gzip_steps_round_trip(tmp_path: Path, gpg_home: str) ->
     settings["jobs"]["job"]["steps"][1]["homedir"] = str(tmp_path / "empty-gpg")
     (tmp_path / "empty-gpg").mkdir(mode=0o700)
     os.remove(tmp_path / "restored.sqlite")
-    # the manifest names the step as it was: a restore needs the secret key it names
+    # the job's gpg home now holds no secret key: the restore says so, writes nothing
     done = await _restore(tmp_path, settings, into=into)
-    assert done.status == "completed", done.error
+    assert done.status == "failed" and done.failure["path"] == "load"
+    assert "the gpg step (decrypt) failed" in done.error["message"]
+    assert "No secret key" in done.error["message"]
+    assert _named(tmp_path, "restored") == []
 
 
 def _blocks(total: int) -> Iterator[bytes]:

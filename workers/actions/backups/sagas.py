@@ -72,7 +72,8 @@ class _Pack:
         return found
 
     def find(self, job: Job, backup: object) -> dict[str, Any]:
-        """A backup's manifest, verified; ``latest``: the newest that reads."""
+        """A backup's manifest, verified; ``latest``: the newest whose manifest reads and
+        whose object is there at its size."""
         storage = self.storage(job)
         if backup == "latest":
             ids = sorted({k.split("/")[1] for k in storage.keys(job.name + "/")
@@ -83,11 +84,13 @@ class _Pack:
                     found = self._manifest(storage, job, backup_id)
                 except IntegrityError:
                     continue
+                if storage.size(found["object"]) != found["final"]["size"]:
+                    continue
                 if newest is None or found["created_at"] > newest["created_at"]:
                     newest = found
             if newest is None:
-                raise TargetError(f"job {job.name!r} has no backup with a valid manifest on "
-                                  f"target {job.target!r}")
+                raise TargetError(f"job {job.name!r} has no backup with a valid manifest and "
+                                  f"its object on target {job.target!r}")
             return newest
         if not isinstance(backup, str) or not backup or "/" in backup or ".." in backup:
             raise BackupConfigError(f"backup: expected a backup id or 'latest', got {backup!r}")
@@ -291,9 +294,7 @@ class _Pack:
             if fetched["replace"] and sources.exists(into):
                 aside = sources.move_aside(into, tag)
             try:
-                steps = [StepSpec(**{k: v for k, v in s.items() if k in (
-                    "kind", "level", "key", "recipient", "homedir")})
-                    for s in fetched["steps"][1:]]
+                steps = [self._decoding(job, s) for s in fetched["steps"][1:]]
                 chain = [make_decoder(s, self.keys(steps)) for s in reversed(steps)]
                 plain = Digest(fetched["steps"][0]["content_type"])
                 decoded = pull(self.storage(job).read(fetched["object"]), chain)
@@ -310,6 +311,16 @@ class _Pack:
             return {"into": fetched["into"], "aside": aside, "backup": fetched["backup"]}
 
         return await anyio.to_thread.run_sync(run)
+
+    def _decoding(self, job: Job, step: dict[str, Any]) -> StepSpec:
+        """How to undo a step as the manifest records it; gpg's home directory (where
+        the secret key is) is the job's as configured now, not the one of the time of
+        the backup."""
+        spec = StepSpec(**{k: v for k, v in step.items() if k in (
+            "kind", "level", "key", "recipient", "homedir")})
+        now = [s for s in job.steps if s.kind == spec.kind == "gpg"]
+        return StepSpec(kind="gpg", recipient=spec.recipient, homedir=now[0].homedir) \
+            if now else spec
 
     async def unload(self, ctx: StageContext, fetched: dict[str, Any], output: Any,
                      reason: Any) -> None:
