@@ -20,6 +20,7 @@ import anyio
 import anyio.abc
 
 from . import events as ev
+from . import metrics
 from .breakpoints import Breakpoint
 from .calls import DryRun, UserCalls, cancel_requested
 from .clock import Clock
@@ -183,7 +184,11 @@ class WorkRunner(UserCalls):
                 if self._flushed is not None:
                     self._flushed.set()
                     self._flushed = None
+        counted = self.dry_run is None
+        saga = self.plan.name
         for recorded, observe in pending:
+            if counted:
+                metrics.observe(saga, recorded, state)
             if self.on_event is not None:
                 self.on_event(recorded)
             if observe and self.plan.has_observers and self.dry_run is None:

@@ -397,8 +397,15 @@ async def _worker(args: argparse.Namespace, specs: list[Any]) -> int:
                         drain_deadline=args.drain_deadline, park_after=args.park_after)
         async with anyio.create_task_group() as tg:
             await tg.start(node.run)
+            ready: dict[str, Any] = {"ready": node.node_id, "workers": node.workers()}
+            if args.http:
+                from .observability import node_app, serve_http
+
+                host, port = await tg.start(serve_http, node_app(store), *args.http)
+                shown = f"[{host}]" if ":" in host else host
+                ready["http"] = f"http://{shown}:{port}"
             tune_gc_for_long_run()
-            print(json.dumps({"ready": node.node_id, "workers": node.workers()}), flush=True)
+            print(json.dumps(ready), flush=True)
 
             async def on_signal() -> None:
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -420,6 +427,13 @@ def _node_args(args: argparse.Namespace) -> tuple[list[Any], Any]:
     from workers.node import WorkerSpec
 
     specs = [WorkerSpec.parse(w) for w in args.worker or ["main=10"]]
+    if getattr(args, "http", None):
+        from .config import http_address
+
+        try:
+            args.http = http_address(args.http)
+        except TypeError as bad:
+            raise ValueError(f"--http: {bad}, got {args.http!r}") from None
     if not args.lease_ttl > 0:
         raise ValueError(f"--lease-ttl must be > 0 seconds, got {args.lease_ttl}")
     if getattr(args, "drain_deadline", None) is not None and not args.drain_deadline >= 0:
@@ -445,7 +459,8 @@ _SETTINGS = {"store": ("store", "url"), "app": ("serve", "app"), "host": ("serve
              "port": ("serve", "port"), "no_workers": ("serve", "no_workers"),
              "worker": ("worker", "workers"), "lease_ttl": ("worker", "lease_ttl"),
              "park_after": ("worker", "park_after"),
-             "drain_deadline": ("worker", "drain_deadline"), "node_id": ("worker", "node_id")}
+             "drain_deadline": ("worker", "drain_deadline"), "node_id": ("worker", "node_id"),
+             "http": ("worker", "http")}
 
 
 def _settle(args: argparse.Namespace, settings: dict[str, dict[str, Any]]) -> None:
@@ -547,6 +562,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "retry's backoff) is handed back to the store until it is "
                              "due, freeing its slot (default 60)")
     worker.add_argument("--node-id", help="this node's id (default host:pid:random)")
+    worker.add_argument("--http", default=None, metavar="HOST:PORT",
+                        help="serve /metrics, /healthz and /readyz there (port 0: any free "
+                             "one, printed; default: no HTTP server)")
     worker.add_argument("--config", metavar="FILE",
                         help="a TOML file of settings (see graphql_api.config); flags and "
                              "STEPSAGA_<SECTION>_<KEY> variables override it")

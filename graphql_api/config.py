@@ -97,6 +97,23 @@ def _positive(value: Any) -> float:
     return found
 
 
+def http_address(value: Any) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9100`` for IPv6) as (host, port)."""
+    if not isinstance(value, str) or ":" not in value:
+        raise TypeError("expected HOST:PORT, like 127.0.0.1:9100")
+    host, _, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host:
+        raise TypeError("expected HOST:PORT with a host, like 127.0.0.1:9100")
+    return host, _port(port)
+
+
+def _http(value: Any) -> str:
+    if value != "":
+        http_address(value)
+    return _text(value)
+
+
 def _workers(value: Any) -> list[str]:
     if isinstance(value, str):
         value = value.split()
@@ -120,7 +137,7 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
               "command_timeout": (_positive, 10.0)},
     "worker": {"workers": (_workers, ["main=10"]), "lease_ttl": (_positive, 10.0),
                "park_after": (_seconds, 60.0), "drain_deadline": (_seconds, 30.0),
-               "node_id": (_text, "")},
+               "node_id": (_text, ""), "http": (_http, "")},
 }
 
 

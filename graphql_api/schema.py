@@ -31,6 +31,7 @@ from strawberry.extensions import ParserCache, ValidationCache
 
 from . import feed, ops, rehearsal, sagas, work_mutations, workers_types, works
 from .context import Context
+from .observability import OperationTimer
 
 __all__ = ["Context", "schema"]
 
@@ -104,4 +105,5 @@ schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscrip
                            # (factories: each request gets its own, the caches are
                            # shared at module level by strawberry)
                            extensions=[lambda: ParserCache(maxsize=512),
-                                       lambda: ValidationCache(maxsize=512)])
+                                       lambda: ValidationCache(maxsize=512),
+                                       OperationTimer])  # stepsaga_api_request_seconds

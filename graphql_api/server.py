@@ -5,9 +5,8 @@ runtime that creates works, all on one store."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,6 +24,8 @@ from engine.store import SqlStore
 from engine.store.feed import Feed
 
 from .explorer import WithExplorer, app_page, explorer_files
+from .observability import QuietServer as _Server
+from .observability import metrics_endpoint
 from .schema import Context, schema
 from .service import Service
 
@@ -55,6 +56,7 @@ def make_app(service: Service) -> Starlette:
     # opening /graphql gets the explorer, whose files are under /ui
     return Starlette(routes=[Route("/", app_page, methods=["GET"]),
                              Route("/healthz", healthz),
+                             Route("/metrics", metrics_endpoint(service.store)),
                              Route("/graphql", WithExplorer(api), methods=["GET", "POST"]),
                              WebSocketRoute("/graphql", api),
                              Mount("/ui", explorer_files())])
@@ -79,16 +81,6 @@ async def running_api(store: SqlStore, app: Any, *, node: Any = None,
                       local=None if node is None else node.driven_state,
                       command_timeout=command_timeout, app=app, follower=follower)
         tg.cancel_scope.cancel()
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server without its own signal handling (it re-raises the signal once
-    it has stopped, which would end the process before the node hands its works on):
-    SIGTERM and SIGINT are handled by :func:`serve`."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 async def _stop_on_signal(server: Any) -> None:

@@ -33,6 +33,7 @@ least once, with the same idempotency key).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -46,7 +47,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from engine import DefinitionMismatchError, Functions, Runtime, Saga, compile_saga
+from engine import DefinitionMismatchError, Functions, Runtime, Saga, compile_saga, metrics
 from engine.catalog import describe
 from engine.lease import Lease
 from engine.services import Service
@@ -429,6 +430,10 @@ class WorkerNode:
                                    gate=self.gate) as runtime:
                     self.follower.attach(runtime)
                     worker.runtime = runtime
+                    metrics.WORKER_SLOTS.labels(worker.worker_id).set_function(
+                        lambda: worker.concurrency)
+                    metrics.WORKER_SLOTS_USED.labels(worker.worker_id).set_function(
+                        lambda: runtime.running)
                     runtime.on_driver_end = lambda work_id, ended, resume_at, applied: \
                         self._driver_ended(worker, work_id, ended, resume_at, applied)
                     try:
@@ -447,6 +452,9 @@ class WorkerNode:
                     _LOG.exception("worker %s could not release its leases", worker.worker_id)
                 worker.status = "removed"
                 worker.runtime = None
+                for gauge in (metrics.WORKER_SLOTS, metrics.WORKER_SLOTS_USED):
+                    with contextlib.suppress(KeyError):  # never started
+                        gauge.remove(worker.worker_id)
                 worker.ended.set()
 
     async def _claim_loop(self, worker: _Worker, runtime: Runtime) -> None:
@@ -505,6 +513,10 @@ class WorkerNode:
                                            mail={c.work_id: c.mail for c in got},
                                            tokens={c.work_id: c.token for c in got},
                                            broken=broken)
+        for claimed, ok in zip(got, adopted, strict=True):
+            state = runtime.driven_state(claimed.work_id) if ok else None
+            if state is not None:
+                metrics.observe_claim(state.saga, state, taken_over=claimed.taken_over)
         # a work that cannot be loaded (None) keeps its row: its lease expires, it is
         # logged again by whoever claims it next, and it stays visible as unfinished
         ended = [c.work_id for c, ok in zip(got, adopted, strict=True) if ok is False]

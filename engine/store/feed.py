@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
@@ -48,6 +49,7 @@ import anyio
 import anyio.abc
 import sqlalchemy as sa
 
+from .. import metrics
 from ..events import RecordedEvent
 from ..ids import check_work_id
 from .batch import EVENTS_CHANNEL, Committed
@@ -61,6 +63,7 @@ _LOG = logging.getLogger("stepsaga.feed")
 
 CHANNEL = EVENTS_CHANNEL  # NOTIFY channel: a group commit wrote events
 _BATCH = 2000  # events read per query
+_FANOUT = metrics.FANOUT_SECONDS
 
 
 class Subscription:
@@ -110,6 +113,7 @@ class Subscription:
                 recorded = self._live.popleft()
                 if recorded.position is not None and recorded.position > self.position:
                     self.position = recorded.position
+                    _FANOUT.observe(max(0.0, time.time() - recorded.time))
                     yield recorded
             if self._behind or self.closed:
                 continue
@@ -275,6 +279,7 @@ class Feed:
             after = self.position
         subscription = Subscription(self, after, work_id, types, self.buffer)
         self._subscriptions[subscription] = None
+        metrics.SUBSCRIPTIONS.inc()
         if started:
             # a commit's wake-up that came while the position was read found nobody to
             # read for and was dropped: read once now, or its events would wait for the
@@ -286,6 +291,7 @@ class Feed:
             subscription.closed = True
             subscription._wake.set()
             self._subscriptions.pop(subscription, None)
+            metrics.SUBSCRIPTIONS.dec()
 
     async def _listen(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """LISTEN for group commits (PostgreSQL); read again after each (re)connect:

@@ -55,6 +55,7 @@ class Claimed:
     work_id: str
     token: int  # how many times the work was claimed, this claim included
     mail: int = 0  # the number of the last command sent to it (engine.store.inbox)
+    taken_over: bool = False  # its lease had expired on another holder (a node died)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,7 @@ def _accepted(definitions: Mapping[str, Runs] | None) -> tuple[list[str] | None,
 
 _PG_CLAIM = """
 WITH candidates AS (
-    SELECT work_id FROM leases
+    SELECT work_id, owner IS NOT NULL AS taken FROM leases
     WHERE expires_at < $1 AND ($5::text[] IS NULL OR saga = ANY($5::text[]))
       AND NOT (saga = ANY($7::text[]))
       AND ($8::text[] IS NULL OR definition IS NULL OR definition = ANY($8::text[])
@@ -105,7 +106,7 @@ WITH candidates AS (
 UPDATE leases SET owner = $3, worker = $4, token = leases.token + 1, expires_at = $6,
     claimed_at = $1, waiting = NULL
 FROM candidates WHERE leases.work_id = candidates.work_id
-RETURNING leases.work_id, leases.token, leases.mail
+RETURNING leases.work_id, leases.token, leases.mail, candidates.taken
 """
 
 _SQLITE_CLAIM = """
@@ -118,6 +119,8 @@ WHERE work_id IN (
 RETURNING work_id, token, mail
 """
 
+
+_EXPIRED = "SELECT work_id FROM leases WHERE owner IS NOT NULL AND expires_at < ?"
 
 _FREE = "UPDATE leases SET owner = NULL, worker = NULL, expires_at = {}"  # 0: at once
 # a saga at its concurrency limit: its claimable works say why they wait (the works
@@ -191,7 +194,7 @@ async def _claim(store: SqlStore, owner: str, worker: str, limit: int, ttl: floa
                 with anyio.CancelScope(shield=True):  # never leave it open, holding locks
                     rows = await _capped_pg(conn, names[0], cap, live, now, limit, owner,
                                             worker, ttl, exclude, accepted)
-        return [Claimed(r["work_id"], r["token"], r["mail"]) for r in rows]
+        return [Claimed(r["work_id"], r["token"], r["mail"], r["taken"]) for r in rows]
 
     hashes, keys = accepted
     marks = ", ".join("?" for _ in hashes or ())
@@ -214,7 +217,11 @@ async def _claim(store: SqlStore, owner: str, worker: str, limit: int, ttl: floa
         if room > 0:
             args = [owner, worker, now + ttl, now, now, *(names or []), *exclude,
                     *(hashes or []), *keys, room]
-            got = [Claimed(w, t, m) for w, t, m in conn.execute(sql, args).fetchall()]
+            # SQLite's RETURNING sees only the new row: which leases had expired on a
+            # holder (rare: a node died) is read first, in the same write transaction
+            expired = {w for (w,) in conn.execute(_EXPIRED, (now,))}
+            got = [Claimed(w, t, m, w in expired)
+                   for w, t, m in conn.execute(sql, args).fetchall()]
         if cap is not None:
             assert names is not None
             if held + len(got) >= cap:

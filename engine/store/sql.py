@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from .. import metrics
 from ..errors import ConflictError, EngineError, LeaseLostError, StoreError
 from ..events import RecordedEvent
 from ..ids import check_work_id
@@ -75,6 +76,35 @@ class StoreConfig:
     snapshot_every: int = 200  # events between snapshots of a work's state
     max_batch: int = 256  # appends per group commit at most: smaller batches let the
     # event loop prepare the next one while the last one is being written
+
+
+_GROUP_COMMIT_SECONDS = metrics.DB_SECONDS.labels("group_commit")
+
+
+def _time_statements(engine: sa.Engine) -> None:
+    """Time every statement SQLAlchemy sends on ``engine`` (stepsaga_db_query_seconds;
+    group commits, sent straight to the driver, are timed by the writer)."""
+    children = {name: metrics.DB_SECONDS.labels(name)
+                for name in ("select", "insert", "update", "delete", "other")}
+
+    def before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        conn.info.setdefault("stepsaga_began", []).append(time.perf_counter())
+
+    def after(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        began = conn.info.get("stepsaga_began")
+        if began:
+            children[metrics.db_operation(statement)].observe(
+                time.perf_counter() - began.pop())
+
+    def failed(context: Any) -> None:  # no after_cursor_execute comes for it
+        began = context.connection.info.get("stepsaga_began") \
+            if context.connection is not None else None
+        if began:
+            began.pop()
+
+    sa_event.listen(engine, "before_cursor_execute", before)
+    sa_event.listen(engine, "after_cursor_execute", after)
+    sa_event.listen(engine, "handle_error", failed)
 
 
 _INLINE_BATCH = 4  # at most this many appends ...
@@ -133,6 +163,9 @@ class SqlStore:
         engine = _make_engine(config)
         sync_engine = _make_sync_engine(config) if engine.dialect.name == "sqlite" else None
         store = cls(engine, config, sync_engine)
+        _time_statements(engine.sync_engine)
+        if sync_engine is not None:
+            _time_statements(sync_engine)
         try:
             if create:
                 await store.create_schema()
@@ -304,7 +337,9 @@ class SqlStore:
         if len(self._queue) >= self.config.max_batch:
             self._next = _Flush()  # the writer takes at most max_batch at once
         self._wake.set()
+        began = time.perf_counter()
         await item.flush.done.wait()
+        metrics.APPEND_SECONDS.observe(time.perf_counter() - began)
         error = item.error
         if error is not None:
             if isinstance(error, EngineError):
@@ -391,8 +426,11 @@ class SqlStore:
     async def _commit(self, batch: list[_Append]) -> None:
         self._written = None
         committed = None
+        began = time.perf_counter()
         try:
             await self._write(batch)
+            _GROUP_COMMIT_SECONDS.observe(time.perf_counter() - began)
+            metrics.GROUP_COMMIT_EVENTS.observe(sum(len(item.records) for item in batch))
             if self._written is not None:
                 committed = Committed(self._written, batch)
         except Exception as exc:

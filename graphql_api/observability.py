@@ -1,0 +1,106 @@
+"""What operators point their tools at: ``/metrics`` (Prometheus, see
+:mod:`engine.metrics` for every metric and its labels) and the GraphQL operations'
+durations, for ``stepsaga serve`` and a worker-only node's small HTTP server alike."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import anyio.abc
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from strawberry.extensions import SchemaExtension
+
+from engine import metrics
+from engine.store import SqlStore
+
+__all__ = ["OperationTimer", "QuietServer", "metrics_endpoint", "node_app", "serve_http"]
+
+_LOG = logging.getLogger("stepsaga.serve")
+
+
+class OperationTimer(SchemaExtension):
+    """Times each GraphQL operation into ``stepsaga_api_request_seconds`` by its name
+    (``anonymous`` without one) and type."""
+
+    def on_operation(self) -> Iterator[None]:
+        began = time.perf_counter()
+        yield
+        context = self.execution_context
+        try:
+            kind = context.operation_type.value
+        except Exception:  # a document that did not parse has no type
+            kind = "unknown"
+        name = context.operation_name or "anonymous"
+        metrics.API_SECONDS.labels(name[:100], kind).observe(time.perf_counter() - began)
+
+
+def metrics_endpoint(store: SqlStore | None) -> Any:
+    """The ``/metrics`` route's handler: the gauges read from ``store`` (if given)
+    refreshed, then this process's metrics. A store that does not answer within two
+    seconds leaves those gauges as they were (logged); the rest is served anyway."""
+
+    async def handler(request: Request) -> Response:
+        if store is not None:
+            try:
+                with anyio.fail_after(2):
+                    await metrics.refresh_from_store(store)
+            except Exception as exc:
+                _LOG.warning("/metrics could not read the store's figures: %s", exc)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return handler
+
+
+async def healthz(request: Request) -> Response:
+    """The process lives and its event loop answers."""
+    return JSONResponse({"ok": True})
+
+
+def node_app(store: SqlStore) -> Starlette:
+    """The HTTP side of a worker-only node (``stepsaga worker --http HOST:PORT``):
+    ``/metrics`` and ``/healthz``."""
+    return Starlette(routes=[Route("/metrics", metrics_endpoint(store)),
+                             Route("/healthz", healthz)])
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn's server without its own signal handling (it re-raises the signal once
+    it has stopped, which would end the process before the node hands its works on):
+    SIGTERM and SIGINT are handled by whoever runs it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_http(app: Any, host: str, port: int, *,
+                     task_status: anyio.abc.TaskStatus[tuple[str, int]]
+                     = anyio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app`` until cancelled; ``task_status.started((host, port))`` once it
+    listens (``port`` 0: the one the system chose)."""
+    server = QuietServer(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                        lifespan="off"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        with anyio.fail_after(60):
+            while not server.started:
+                if server.should_exit:
+                    raise OSError(f"could not listen on {host}:{port}")
+                await anyio.sleep(0.01)
+        sockets = [s for srv in server.servers for s in srv.sockets]
+        found = sockets[0].getsockname()[:2] if sockets else (host, port)
+        task_status.started((str(found[0]), int(found[1])))
+        try:
+            await anyio.sleep_forever()
+        finally:
+            server.should_exit = True
