@@ -15,7 +15,15 @@ from workers.actions.backups import backups_app, parse
 from ...mariadb import MariadbServer
 from ...pg import PostgresCluster
 from .conftest import running, s3_client
-from .helpers import make_sqlite, make_tree, section, sqlite_rows, target_table, tree_of
+from .helpers import (
+    OTHER_KEY_HEX,
+    make_sqlite,
+    make_tree,
+    section,
+    sqlite_rows,
+    target_table,
+    tree_of,
+)
 
 SOURCES = ["sqlite", "postgres", "mariadb", "directory"]
 TARGETS = ["directory", "s3"]
@@ -77,6 +85,17 @@ class Source:
         return self.my.sql("SELECT id, name, HEX(data) FROM items ORDER BY id",
                            table["database"])
 
+    def change(self) -> None:
+        if self.kind == "postgres":
+            self.pg.psql("INSERT INTO items VALUES (0, 'new', '')", self.db)
+        else:
+            self.my.sql("INSERT INTO items VALUES (0, 'new', '')", self.db)
+
+    def databases(self) -> list[str]:
+        if self.kind == "postgres":
+            return self.pg.psql("SELECT datname FROM pg_database", "postgres").split()
+        return self.my.sql("SHOW DATABASES").split()
+
     def cleanup(self) -> None:
         if self.kind == "postgres":
             self.pg.drop_database(self.db + "_restored")
@@ -135,3 +154,40 @@ def _manifest(kind: str, tmp_path: Path, endpoint: str, bucket: str, backup_id: 
     client = s3_client(endpoint)
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     return dict(json.loads(client.get_object(Bucket=bucket, Key="team/" + key)["Body"].read()))
+
+
+@pytest.mark.parametrize("source_kind", ["postgres", "mariadb"])
+async def test_a_database_restored_in_place_is_moved_aside_and_rolled_back(
+        source_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    source = Source(source_kind, tmp_path, request)
+    settings = section(source.table, {"kind": "directory", "path": str(tmp_path / "b")})
+    app = backups_app(config=parse(settings))
+    try:
+        async with running(app, str(tmp_path / "store.sqlite")) as rt:
+            assert (await rt.run("backups.backup", {"job": "job"})).status == "completed"
+            before = source.content(source.table)
+            source.change()
+            changed = source.content(source.table)
+            assert changed != before
+            refused = await rt.run("backups.restore", {"job": "job"})
+            assert refused.status == "failed"
+            assert "exists (ask for replace" in refused.error["message"]
+            done = await rt.run("backups.restore", {"job": "job", "replace": True})
+            assert done.status == "completed", done.error
+            assert done.output["into"] == {"source": "src"}  # no password in the events
+            assert source.content(source.table) == before
+            assert done.output["aside"] in source.databases()
+            undone = await rt.run("backups.rollback", done.output)
+            assert undone.status == "completed", undone.error
+            assert source.content(source.table) == changed
+            assert done.output["aside"] not in source.databases()
+        # a restore that fails after moving the database aside puts it back
+        settings["keys"]["main"] = {"key": OTHER_KEY_HEX}
+        async with running(backups_app(config=parse(settings)),
+                           str(tmp_path / "store.sqlite")) as rt:
+            failed = await rt.run("backups.restore", {"job": "job", "replace": True})
+        assert failed.status == "failed" and "does not decrypt" in failed.error["message"]
+        assert source.content(source.table) == changed
+        assert not [d for d in source.databases() if "_before_" in d]
+    finally:
+        source.cleanup()
