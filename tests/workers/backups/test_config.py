@@ -156,3 +156,14 @@ def test_the_command_line_refuses_a_bad_section_naming_it(tmp_path: Path) -> Non
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2
     assert "backups.jobs.nightly.source: unknown source 'db'" in done.stderr
+
+
+def test_the_readme_example_section_is_valid() -> None:
+    import tomllib
+
+    text = (ROOT / "README.md").read_text().split("## Backups", 1)[1]
+    block = re.search(r"```toml\n(.*?)```", text, re.S)
+    assert block is not None
+    config = parse(tomllib.loads(block.group(1))["backups"])
+    assert config.jobs["nightly"].steps[1].key == "main"
+    assert [s.name for s in backups_app(config=config).schedules] == ["backups.nightly"]
