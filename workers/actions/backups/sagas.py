@@ -36,7 +36,7 @@ from . import manifest as manifests
 from . import retention, sources
 from .config import BackupsConfig, Job, SourceSpec, StepSpec, load_key
 from .errors import BackupConfigError, IntegrityError, TargetError
-from .streams import CONTENT_TYPES, Digest, make_decoder, make_encoder, pull, push
+from .streams import CONTENT_TYPES, Digest, Hashing, make_decoder, make_encoder, pull, push
 from .targets import Storage, open_storage
 
 __all__ = ["backup_sagas"]
@@ -109,10 +109,11 @@ class _Pack:
         return found
 
     def check_object(self, job: Job, found: dict[str, Any]) -> dict[str, Any]:
-        digest = Digest(found["final"].get("content_type", ""))
-        for chunk in self.storage(job).read(found["object"]):
-            digest.update(chunk)
-        got = digest.record()
+        with Hashing() as hashing:
+            digest = Digest(found["final"].get("content_type", ""), hashing)
+            for chunk in self.storage(job).read(found["object"]):
+                digest.update(chunk)
+            got = digest.record()
         backup_id = found.get("id", found.get("backup"))
         for field in ("size", "sha256", "md5"):
             if got[field] != found["final"].get(field):
@@ -157,22 +158,23 @@ class _Pack:
         key = manifests.object_key(job.name, prepared["backup_id"])
         storage.abort_uploads(key)  # what a crashed attempt left
         chain = [make_encoder(s, self.keys(list(job.steps))) for s in job.steps]
-        digests = [Digest(sources.CONTENT_TYPES[source.kind]),
-                   *(Digest(CONTENT_TYPES[s.kind]) for s in job.steps)]
-        writer = storage.writer(key)
-        try:
-            for chunk in push(chain, sources.dump(source, self.config.staging), digests):
-                writer.write(chunk)
-            writer.commit()
-        except BaseException:
+        with Hashing() as hashing:
+            digests = [Digest(sources.CONTENT_TYPES[source.kind], hashing),
+                       *(Digest(CONTENT_TYPES[s.kind], hashing) for s in job.steps)]
+            writer = storage.writer(key)
             try:
-                writer.abort()
-            except Exception:  # the compensation aborts it again
-                pass
-            raise
-        steps = [{"step": "source", "kind": source.kind, **digests[0].record()}]
-        steps += [{"step": s["kind"], **s, **d.record()}
-                  for s, d in zip(_steps_of(job), digests[1:], strict=True)]
+                for chunk in push(chain, sources.dump(source, self.config.staging), digests):
+                    writer.write(chunk)
+                writer.commit()
+            except BaseException:
+                try:
+                    writer.abort()
+                except Exception:  # the compensation aborts it again
+                    pass
+                raise
+            steps = [{"step": "source", "kind": source.kind, **digests[0].record()}]
+            steps += [{"step": s["kind"], **s, **d.record()}
+                      for s, d in zip(_steps_of(job), digests[1:], strict=True)]
         return {"object": key, "steps": steps, "final": digests[-1].record(),
                 "ran": [began, time.time()],
                 "tools": sources.tool_versions(source.kind, [s.kind for s in job.steps])}

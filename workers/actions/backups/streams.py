@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import struct
 import subprocess
 import threading
@@ -39,7 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from .config import StepSpec
 from .errors import BackupConfigError, IntegrityError, SourceError, WrongKeyError
 
-__all__ = ["CHUNK", "Codec", "Digest", "make_decoder", "make_encoder", "pull", "push"]
+__all__ = ["CHUNK", "Codec", "Digest", "Hashing", "make_decoder", "make_encoder", "pull", "push"]
 
 CHUNK = 1024 * 1024  # what sources and targets read and write at a time
 SEGMENT = 64 * 1024
@@ -55,11 +56,49 @@ class Codec(Protocol):
     def close(self) -> None: ...
 
 
+class Hashing:
+    """A thread that hashes what digests are given while the chain goes on (hashlib lets
+    go of the GIL over large buffers, as zstd does): the checksums of every step cost
+    little more than the slowest step. At most ``depth`` chunks wait for it."""
+
+    def __init__(self, depth: int = 8) -> None:
+        self._queue: queue.Queue[tuple[Digest, bytes] | None] = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            digest, data = item
+            digest.sha256.update(data)
+            digest.md5.update(data)
+            self._queue.task_done()
+        self._queue.task_done()
+
+    def put(self, digest: Digest, data: bytes) -> None:
+        self._queue.put((digest, data))
+
+    def wait(self) -> None:
+        """Until every chunk given so far is hashed."""
+        self._queue.join()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def __enter__(self) -> Hashing:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 @dataclass(slots=True)
 class Digest:
-    """Size, sha256 and md5 of the bytes that went past one point of the chain."""
+    """Size, sha256 and md5 of the bytes that went past one point of the chain (hashed
+    by ``hashing``'s thread when given one)."""
 
     content_type: str
+    hashing: Hashing | None = None
     size: int = 0
     sha256: Any = None
     md5: Any = None
@@ -69,11 +108,18 @@ class Digest:
         self.md5 = hashlib.md5(usedforsecurity=False)
 
     def update(self, data: bytes) -> None:
+        if not data:
+            return
         self.size += len(data)
-        self.sha256.update(data)
-        self.md5.update(data)
+        if self.hashing is not None:
+            self.hashing.put(self, data)
+        else:
+            self.sha256.update(data)
+            self.md5.update(data)
 
     def record(self) -> dict[str, Any]:
+        if self.hashing is not None:
+            self.hashing.wait()
         return {"content_type": self.content_type, "size": self.size,
                 "sha256": self.sha256.hexdigest(), "md5": self.md5.hexdigest()}
 
