@@ -58,7 +58,7 @@ def generate(root: Path, size: int, seed: int) -> dict[str, Any]:
         length = min(size - made, rng.randint(16 << 10, 1 << 20))
         folder = root / f"d{files % 37:02d}" / f"e{files % 11}"
         folder.mkdir(parents=True, exist_ok=True)
-        if kind < 0.42:
+        if kind < 0.36:
             data, name = rng.randbytes(length), f"f{files}.bin"
         else:
             pool = text_pool if kind < 0.75 else json_pool

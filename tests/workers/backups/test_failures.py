@@ -4,6 +4,7 @@ lock."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ import anyio
 import pytest
 
 from engine import Breakpoint, RecordedEvent
+from engine.store import SqlStore
 from workers.actions.backups import backups_app, parse
+from workers.node import WorkerSpec
 
 from ...mariadb import MariadbServer
 from .conftest import running, s3_client
@@ -152,3 +155,69 @@ async def test_two_backups_of_one_source_serialise_on_its_lock(tmp_path: Path) -
                  if "lock_key" in s}
     assert described["transfer"] == "backups.source:{source}"
     assert described["manifest"] == "backups.target:{target}"
+
+
+async def test_a_job_gone_from_the_config_fails_at_prepare_writing_nothing(
+        tmp_path: Path) -> None:
+    """A work created while the job existed, run by a node whose config no longer has it."""
+    make_sqlite(tmp_path / "a.sqlite", rows=5)
+    settings = section({"kind": "sqlite", "path": str(tmp_path / "a.sqlite")},
+                       {"kind": "directory", "path": str(tmp_path / "backups")})
+    async with running(backups_app(config=parse(settings)), str(tmp_path / "s.sqlite")) as rt:
+        work_id = await rt.start("backups.backup", {"job": "job"}, run=False)
+    settings["jobs"]["other"] = settings["jobs"].pop("job")
+    told: list[dict[str, Any]] = []
+    app = backups_app(config=parse(settings), notify=told.append)
+    async with SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/s.sqlite") as store:
+        node = app.node(store, [WorkerSpec(name="w")], node_id="n", poll_interval=0.05)
+        async with anyio.create_task_group() as tg:
+            await tg.start(node.run)
+            for _ in range(400):
+                done = await store.work(work_id) or {}
+                if done.get("status") == "failed":
+                    break
+                await anyio.sleep(0.05)
+            await node.drain()
+    failure = json.loads(done["failure"])  # the store's row holds it as JSON
+    assert done["status"] == "failed" and failure["path"] == "prepare"
+    assert "unknown backup job 'job' (the jobs are: other)" in failure["error"]["message"]
+    assert [(t["stage"], t["backup_id"]) for t in told] == [("prepare", None)]
+    assert not (tmp_path / "backups").exists()
+
+
+async def test_backups_of_one_target_wait_for_its_lock_to_write_their_manifests(
+        tmp_path: Path) -> None:
+    """Two jobs of two sources, one target: while another holder keeps the target's lock
+    (a retention, a node elsewhere), both transfer and then wait; no manifest is written
+    until the lock is let go."""
+    from workers.locks import LockService
+
+    for name in ("a", "b"):
+        make_sqlite(tmp_path / f"{name}.sqlite", rows=50)
+    settings = section({"kind": "sqlite", "path": str(tmp_path / "a.sqlite")},
+                       {"kind": "directory", "path": str(tmp_path / "backups")})
+    settings["sources"]["other"] = {"kind": "sqlite", "path": str(tmp_path / "b.sqlite")}
+    settings["jobs"]["second"] = {**settings["jobs"]["job"], "source": "other"}
+    waiting: list[str] = []
+    both = anyio.Event()
+
+    def on_event(event: RecordedEvent) -> None:
+        if event.type == "stage.waiting":
+            waiting.append(f"{event.path}: {event.event.payload.get('reason')}")
+            if len(waiting) == 2:
+                both.set()
+
+    async with SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/s.sqlite") as store:
+        locks = LockService(store)
+        await locks.acquire("backups.target:dst", "someone else", ttl=30)
+        async with running(backups_app(config=parse(settings)), str(tmp_path / "s.sqlite"),
+                           on_event=on_event) as rt:
+            ids = [await rt.start("backups.backup", {"job": job}) for job in ("job", "second")]
+            with anyio.fail_after(30):
+                await both.wait()
+            assert waiting == ["manifest: lock backups.target:dst"] * 2
+            assert not list((tmp_path / "backups").rglob("manifest.json"))
+            assert await locks.release("backups.target:dst", "someone else")
+            results = [await rt.wait(i) for i in ids]
+    assert [r.status for r in results] == ["completed", "completed"]
+    assert len(list((tmp_path / "backups").rglob("manifest.json"))) == 2

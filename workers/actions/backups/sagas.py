@@ -416,13 +416,20 @@ def _schema(config: BackupsConfig, **properties: Any) -> dict[str, Any]:
         **properties}, "examples": [{"job": name} for name in sorted(config.jobs)[:1]]}
 
 
+# The input schemas list the config's jobs, so a definition's hash changes with the
+# config; the stages stay the same, so a node goes on with the works created under any
+# config (a job gone from it fails at prepare, naming it)
+_ANY_CONFIG: dict[str, Any] = {"version": 1, "continues": (1,)}
+
+
 def backup_sagas(config: BackupsConfig, *, clock: Clock | None = None,
                  notify: Callable[[dict[str, Any]], Any] | None = None) -> list[Saga]:
     """The pack's five sagas (see the module docstring) over ``config``."""
     pack = _Pack(config, clock or SystemClock(), notify or config.notifier())
     backup_id = {"type": "string", "title": "Backup id or latest", "default": "latest"}
     return [
-        Saga(name="backups.backup", description="back a job's source up to its target",
+        Saga(**_ANY_CONFIG,
+             name="backups.backup", description="back a job's source up to its target",
              input_schema=_schema(config), stages=[
                  Stage(name="prepare", transaction=pack.prepare, compensation=pack.failed),
                  Stage(name="transfer", transaction=_pass_through(pack.transfer),
@@ -432,10 +439,12 @@ def backup_sagas(config: BackupsConfig, *, clock: Clock | None = None,
                        compensation=pack.unwrite_manifest, retry=_RETRY,
                        lock_key="backups.target:{target}"),
              ]),
-        Saga(name="backups.verify", description="recompute a backup's checksums from its target",
+        Saga(**_ANY_CONFIG,
+             name="backups.verify", description="recompute a backup's checksums from its target",
              input_schema=_schema(config, backup=backup_id), stages=[
                  Stage(name="check", transaction=pack.verify)]),
-        Saga(name="backups.restore", description="restore a backup into a database or directory",
+        Saga(**_ANY_CONFIG,
+             name="backups.restore", description="restore a backup into a database or directory",
              input_schema=_schema(config, backup=backup_id,
                                   replace={"type": "boolean", "default": False},
                                   into={"type": ["object", "null"]}), stages=[
@@ -444,9 +453,11 @@ def backup_sagas(config: BackupsConfig, *, clock: Clock | None = None,
                  Stage(name="load", transaction=pack.load, compensation=pack.unload,
                        lock_key="backups.restore:{job}"),
              ]),
-        Saga(name="backups.rollback", description="undo a restore: put back what it replaced",
+        Saga(**_ANY_CONFIG,
+             name="backups.rollback", description="undo a restore: put back what it replaced",
              stages=[Stage(name="put_back", transaction=pack.rollback)]),
-        Saga(name="backups.retention", description="delete the backups a job no longer keeps",
+        Saga(**_ANY_CONFIG,
+             name="backups.retention", description="delete the backups a job no longer keeps",
              input_schema=_schema(config, now={"type": "number"}), stages=[
                  Stage(name="plan", transaction=pack.plan),
                  Stage(name="prune", transaction=pack.prune, lock_key="backups.target:{target}"),
