@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from workers.actions.backups import IntegrityError, backups_app, parse
+from workers.actions.backups import IntegrityError, backups_app, jobs, list_backups, parse
 from workers.actions.backups.config import StepSpec
 from workers.actions.backups.streams import Digest, make_decoder, make_encoder, pull, push
 
 from .conftest import running
-from .helpers import OTHER_KEY_HEX, make_sqlite, make_tree, section, sqlite_rows, tree_of
+from .helpers import KEY_HEX, OTHER_KEY_HEX, make_sqlite, make_tree, section, sqlite_rows, tree_of
 
 
 def _sqlite_job(tmp_path: Path, **changes: Any) -> dict[str, Any]:
@@ -58,12 +58,32 @@ async def test_a_corrupted_object_is_refused_at_restore(tmp_path: Path) -> None:
     done = await _restore(tmp_path, settings, into=into)
     assert done.status == "failed"
     assert done.failure["path"] == "verify"
+    (listed,) = list_backups(parse(settings), "job")  # the manifest still reads
+    assert listed["id"] == backup_id and listed["object_present"]
     assert f"backup {backup_id!r}: the object's sha256 is" in done.error["message"]
     assert "the object was altered or truncated" in done.error["message"]
     assert not (tmp_path / "restored.sqlite").exists()
     async with running(backups_app(config=parse(settings)), str(tmp_path / "s.sqlite")) as rt:
         check = await rt.run("backups.verify", {"job": "job", "backup": backup_id})
     assert check.status == "failed" and "sha256" in check.error["message"]
+
+
+async def test_the_inventory_lists_jobs_and_backups_with_sizes_and_checksums(
+        tmp_path: Path) -> None:
+    settings = _sqlite_job(tmp_path, schedule="0 3 * * *", keep_last=3)
+    first = await _backed_up(tmp_path, settings)
+    async with running(backups_app(config=parse(settings)), str(tmp_path / "s.sqlite")) as rt:
+        second = (await rt.run("backups.backup", {"job": "job"})).output
+    (job,) = jobs(parse(settings))
+    assert job["source"] == {"name": "src", "kind": "sqlite"}
+    assert (job["schedule"], job["schedule_name"]) == ("0 3 * * *", "backups.job")
+    assert job["retention"]["keep_last"] == 3 and "main" in str(job["steps"])
+    assert KEY_HEX not in str(job)  # no key material
+    listed = list_backups(parse(settings), "job")
+    assert [b["id"] for b in listed] == [second["id"], first]
+    assert listed[0]["sha256"] == second["sha256"] and listed[0]["size"] == second["size"]
+    assert all(b["object_present"] and len(b["md5"]) == 32 for b in listed)
+    assert [s["step"] for s in listed[0]["steps"]] == ["source", "zstd", "aes-gcm"]
 
 
 async def test_a_wrong_key_is_refused_at_restore(tmp_path: Path) -> None:
@@ -90,6 +110,9 @@ async def test_an_altered_manifest_is_refused(tmp_path: Path) -> None:
     assert done.status == "failed" and done.failure["path"] == "fetch"
     assert "its digest does not match its content (the manifest was altered)" in \
         done.error["message"]
+    listed = list_backups(parse(settings), "job")
+    assert [(b["id"], "digest does not match" in b["error"]) for b in listed] == [
+        (backup_id, True)]
     latest = await _restore(tmp_path, settings,
                             into={"kind": "sqlite", "path": str(tmp_path / "r.sqlite")})
     assert "has no backup with a valid manifest and its object" in latest.error["message"]

@@ -19,9 +19,10 @@ from .errors import (
     TargetExistsError,
     WrongKeyError,
 )
+from .inventory import jobs, list_backups
 from .sagas import backup_sagas
 
 __all__ = ["BackupConfigError", "BackupError", "BackupsConfig", "IntegrityError", "Job",
            "KeySpec", "SourceError", "SourceSpec", "StepSpec", "TargetError",
            "TargetExistsError", "TargetSpec", "WrongKeyError", "app", "backup_sagas",
-           "backups_app", "job_schedules", "parse"]
+           "backups_app", "job_schedules", "jobs", "list_backups", "parse"]
