@@ -57,33 +57,41 @@ class Codec(Protocol):
 
 
 class Hashing:
-    """A thread that hashes what digests are given while the chain goes on (hashlib lets
-    go of the GIL over large buffers, as zstd does): the checksums of every step cost
-    little more than the slowest step. At most ``depth`` chunks wait for it."""
+    """Threads that hash what digests are given while the chain goes on (hashlib lets
+    go of the GIL over large buffers, as zstd does): one for sha256, one for md5 (the
+    slower, about 480 MB/s here), so the checksums of every step cost little more than
+    the slowest step. At most ``depth`` chunks wait for each."""
 
     def __init__(self, depth: int = 8) -> None:
-        self._queue: queue.Queue[tuple[Digest, bytes] | None] = queue.Queue(maxsize=depth)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._queues: list[queue.Queue[tuple[Any, bytes] | None]] = [
+            queue.Queue(maxsize=depth) for _ in range(2)]
+        self._threads = [threading.Thread(target=self._run, args=(q,), daemon=True)
+                         for q in self._queues]
+        for thread in self._threads:
+            thread.start()
 
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            digest, data = item
-            digest.sha256.update(data)
-            digest.md5.update(data)
-            self._queue.task_done()
-        self._queue.task_done()
+    @staticmethod
+    def _run(todo: queue.Queue[tuple[Any, bytes] | None]) -> None:
+        while (item := todo.get()) is not None:
+            hasher, data = item
+            hasher.update(data)
+            todo.task_done()
+        todo.task_done()
 
     def put(self, digest: Digest, data: bytes) -> None:
-        self._queue.put((digest, data))
+        self._queues[0].put((digest.sha256, data))
+        self._queues[1].put((digest.md5, data))
 
     def wait(self) -> None:
         """Until every chunk given so far is hashed."""
-        self._queue.join()
+        for todo in self._queues:
+            todo.join()
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        for todo in self._queues:
+            todo.put(None)
+        for thread in self._threads:
+            thread.join()
 
     def __enter__(self) -> Hashing:
         return self
