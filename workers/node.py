@@ -64,6 +64,7 @@ from .limits import RateLimit
 from .sagas import SagaFollower
 from .schedules import Schedule
 from .schedules import ensure as ensure_schedule
+from .schedules import prune as prune_schedules
 
 __all__ = ["WorkerApp", "WorkerNode", "WorkerSpec"]
 
@@ -127,6 +128,9 @@ class WorkerApp:
     # schedules the node creates, or brings in line, when it starts (workers.schedules.
     # Schedule): those a pack's config declares, such as the backups' cron per job
     schedules: Sequence[Schedule] = ()
+    # the schedules named with this prefix are the app's: those it no longer declares
+    # are deleted when a node starts (a job gone from a pack's config); "": none
+    schedule_prefix: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.functions, Functions):
@@ -139,7 +143,7 @@ class WorkerApp:
                           health_checks=self.health_checks, rate_limits=self.rate_limits,
                           lock_limits=self.lock_limits, saga_limits=self.saga_limits,
                           functions=self.functions, declared_schedules=self.schedules,
-                          **options)
+                          schedule_prefix=self.schedule_prefix, **options)
 
 
 @dataclass(eq=False)
@@ -168,7 +172,8 @@ class WorkerNode:
                  saga_limits: Mapping[str, int] | None = None,
                  park_after: float | None = 60.0,
                  functions: Mapping[str, Callable[..., Any]] | None = None,
-                 declared_schedules: Sequence[Schedule] = ()) -> None:
+                 declared_schedules: Sequence[Schedule] = (),
+                 schedule_prefix: str = "") -> None:
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         if park_after is not None and not park_after >= 0:
@@ -191,6 +196,7 @@ class WorkerNode:
         self.services = list(services)
         self.schedules = schedules  # this node fires the schedules' ticks too
         self.declared_schedules = list(declared_schedules)  # ensured at start
+        self.schedule_prefix = schedule_prefix
         # works of a saga leased at once, at most
         self.saga_limits = leases.check_saga_limits(saga_limits or {})
         for saga in self.saga_limits:
@@ -285,6 +291,9 @@ class WorkerNode:
         await self.follower.refresh()  # the sagas given as data, before anything runs
         for schedule in self.declared_schedules:
             await ensure_schedule(self.store, schedule)
+        if self.schedule_prefix:
+            await prune_schedules(self.store, self.schedule_prefix,
+                                  {s.name for s in self.declared_schedules})
         self._describe()
         await published_catalog.publish(self.store, node=self.node_id,
                                         descriptions=list(self.catalog.values()),
@@ -322,6 +331,11 @@ class WorkerNode:
                 tg.start_soon(self._drain_one, worker, deadline)
         await self._withdraw()
         self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        """The node runs and is not stopping (draining, or stopped)."""
+        return self._tg is not None and not self._stop.is_set()
 
     async def stopped(self) -> None:
         """Wait until the node was drained or stopped."""

@@ -39,8 +39,7 @@ from engine.store import ConflictError, SqlStore
 from engine.store.schema import schedules, works
 
 __all__ = ["Schedule", "Scheduler", "create", "delete", "ensure", "get", "list_schedules",
-           "next_tick",
-           "pause", "resume", "tick_work_id", "trigger", "update"]
+           "next_tick", "pause", "prune", "resume", "tick_work_id", "trigger", "update"]
 
 _LOG = logging.getLogger("stepsaga.schedules")
 OVERLAP = ("skip", "queue", "allow")
@@ -148,6 +147,21 @@ async def ensure(store: SqlStore, schedule: Schedule) -> None:
     changed = {f: getattr(schedule, f) for f in fields if row[f] != getattr(schedule, f)}
     if changed:
         await update(store, schedule.name, **changed)
+
+
+async def prune(store: SqlStore, prefix: str, keep: set[str]) -> list[str]:
+    """Delete the schedules named ``prefix...`` that are not in ``keep``; their names."""
+    async with store.reader.connect() as conn:
+        names = [r[0] for r in await conn.execute(sa.select(schedules.c.name).where(
+            schedules.c.name.startswith(prefix, autoescape=True)))]
+    gone = sorted(set(names) - keep)
+    for name in gone:
+        try:
+            await delete(store, name)
+        except KeyError:  # another node deleted it meanwhile
+            pass
+        _LOG.info("schedule %r deleted: its app no longer declares it", name)
+    return gone
 
 
 async def get(store: SqlStore, name: str) -> dict[str, Any]:

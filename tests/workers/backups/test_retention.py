@@ -167,6 +167,18 @@ async def test_starting_again_brings_a_changed_schedule_in_line(tmp_path: Path) 
             await scheduler.run_due(now=due + 1)
             assert scheduler.fired == 1
     assert _count_rows(tmp_path / "s.sqlite") == 1
+    # a node of a config without the job's schedule deletes it when it starts
+    del settings["jobs"]["job"]["schedule"]
+    app = backups_app(config=parse(settings))
+    async with SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/s.sqlite") as store:
+        await schedules.create(store, schedules.Schedule(name="other", saga="x",
+                                                         cron="0 1 * * *"))
+        node = app.node(store, [WorkerSpec(name="w")], node_id="n")
+        async with anyio.create_task_group() as tg:
+            await tg.start(node.run)
+            names = [s["name"] for s in await schedules.list_schedules(store)]
+            await node.drain()
+    assert names == ["other"]  # not the app's: left alone
 
 
 @pytest.mark.parametrize("cron", ["61 * * * *", "@daily"])

@@ -4,7 +4,8 @@ Load it on a node with ``stepsaga serve --app workers.actions.backups:app --conf
 stepsaga.toml`` (or ``stepsaga worker``); its ``[backups]`` section is documented in
 :mod:`workers.actions.backups.config`. Each job with a ``schedule`` gets a schedule
 named ``backups.<job>`` starting ``backups.backup`` at its ticks (created or brought
-in line when the node starts; skipped while the last tick's backup still runs).
+in line when the node starts, deleted when its job is gone from the config; a tick is
+skipped while the last tick's backup still runs).
 From Python::
 
     app = backups_app(config=parse({...}))
@@ -48,7 +49,7 @@ def backups_app(settings: Mapping[str, Any] | None = None, *,
     if config is None:
         config = parse((settings or {}).get("backups"))
     return WorkerApp(sagas=backup_sagas(config, clock=clock, notify=notify),
-                     schedules=job_schedules(config))
+                     schedules=job_schedules(config), schedule_prefix="backups.")
 
 
 def app(settings: Mapping[str, Any] | None = None) -> WorkerApp:
