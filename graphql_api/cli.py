@@ -401,7 +401,7 @@ async def _worker(args: argparse.Namespace, specs: list[Any]) -> int:
             if args.http:
                 from .observability import node_app, serve_http
 
-                host, port = await tg.start(serve_http, node_app(store), *args.http)
+                host, port = await tg.start(serve_http, node_app(store, node), *args.http)
                 shown = f"[{host}]" if ":" in host else host
                 ready["http"] = f"http://{shown}:{port}"
             tune_gc_for_long_run()

@@ -1,6 +1,10 @@
 """What operators point their tools at: ``/metrics`` (Prometheus, see
-:mod:`engine.metrics` for every metric and its labels) and the GraphQL operations'
-durations, for ``stepsaga serve`` and a worker-only node's small HTTP server alike."""
+:mod:`engine.metrics` for every metric and its labels), ``/healthz`` (the process
+lives: 200) and ``/readyz`` (200 when the store answers, its schema is current and
+workers run, else 503; the checks as JSON, see :func:`workers.health.readiness`), for
+``stepsaga serve`` and a worker-only node's small HTTP server alike. Point StatusCake
+or any uptime checker at ``/readyz``; the services' health history is the ``services``
+query of the GraphQL API."""
 
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ from strawberry.extensions import SchemaExtension
 from engine import metrics
 from engine.store import SqlStore
 
-__all__ = ["OperationTimer", "QuietServer", "metrics_endpoint", "node_app", "serve_http"]
+__all__ = ["OperationTimer", "QuietServer", "healthz", "metrics_endpoint", "node_app",
+           "readyz_endpoint", "serve_http"]
 
 _LOG = logging.getLogger("stepsaga.serve")
 
@@ -66,11 +71,24 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
-def node_app(store: SqlStore) -> Starlette:
+def readyz_endpoint(store: SqlStore, node: Any = None) -> Any:
+    """The ``/readyz`` route's handler: 200 when ready, else 503, with the checks as
+    JSON (see :func:`workers.health.readiness`)."""
+    from workers.health import readiness
+
+    async def handler(request: Request) -> Response:
+        found = await readiness(store, node)
+        return JSONResponse(found, status_code=200 if found["ready"] else 503)
+
+    return handler
+
+
+def node_app(store: SqlStore, node: Any) -> Starlette:
     """The HTTP side of a worker-only node (``stepsaga worker --http HOST:PORT``):
-    ``/metrics`` and ``/healthz``."""
+    ``/metrics``, ``/healthz`` and ``/readyz``."""
     return Starlette(routes=[Route("/metrics", metrics_endpoint(store)),
-                             Route("/healthz", healthz)])
+                             Route("/healthz", healthz),
+                             Route("/readyz", readyz_endpoint(store, node))])
 
 
 class QuietServer(uvicorn.Server):

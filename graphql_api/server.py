@@ -25,7 +25,7 @@ from engine.store.feed import Feed
 
 from .explorer import WithExplorer, app_page, explorer_files
 from .observability import QuietServer as _Server
-from .observability import metrics_endpoint
+from .observability import metrics_endpoint, readyz_endpoint
 from .schema import Context, schema
 from .service import Service
 
@@ -46,7 +46,7 @@ class Api(GraphQL[Context, None]):
         return Context(self.service)
 
 
-def make_app(service: Service) -> Starlette:
+def make_app(service: Service, *, node: Any = None) -> Starlette:
     api = Api(service)
 
     async def healthz(request: Request) -> Response:
@@ -57,6 +57,7 @@ def make_app(service: Service) -> Starlette:
     return Starlette(routes=[Route("/", app_page, methods=["GET"]),
                              Route("/healthz", healthz),
                              Route("/metrics", metrics_endpoint(service.store)),
+                             Route("/readyz", readyz_endpoint(service.store, node)),
                              Route("/graphql", WithExplorer(api), methods=["GET", "POST"]),
                              WebSocketRoute("/graphql", api),
                              Mount("/ui", explorer_files())])
@@ -108,7 +109,7 @@ async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequ
                 await tg.start(node.run)
             async with running_api(store, app, node=node,
                                    command_timeout=command_timeout) as service:
-                config = uvicorn.Config(make_app(service), host=host, port=port,
+                config = uvicorn.Config(make_app(service, node=node), host=host, port=port,
                                         log_level="warning", lifespan="off",
                                         ws="websockets-sansio",
                                         # small JSON messages: compressing costs more CPU

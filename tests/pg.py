@@ -116,6 +116,22 @@ class PostgresCluster:
                    "-l", str(self.base / "server.log"), "-o", self._options],
                   what="pg_ctl restart", cwd=self.base)
 
+    def halt(self) -> None:
+        """Stop the server (fast shutdown), keeping its data: :meth:`resume` starts it
+        again on the same port (an outage)."""
+        assert self.base is not None, "the cluster is not running"
+        self._run([*self._as_user_prefix(), str(self.bin_dir / "pg_ctl"), "stop", "-w",
+                   "-m", "fast", "-D", str(self.base / "data")], what="pg_ctl stop",
+                  cwd=self.base)
+
+    def resume(self) -> None:
+        """Start the server :meth:`halt` stopped, on the same port."""
+        assert self.base is not None, "the cluster is not running"
+        self._run([*self._as_user_prefix(), str(self.bin_dir / "pg_ctl"), "start", "-w",
+                   "-t", "60", "-D", str(self.base / "data"),
+                   "-l", str(self.base / "server.log"), "-o", self._options],
+                  what="pg_ctl start", cwd=self.base)
+
     def stop(self) -> None:
         """Stop the server (fast shutdown) and remove its directory."""
         base, self.base, self.port = self.base, None, None

@@ -26,9 +26,10 @@ from engine.services import dependency_order
 from engine.store import SqlStore
 from engine.store.schema import health_checks
 
-__all__ = ["HEALTH_CHECKS_LOCK", "Health", "HealthCheck", "follow", "history"]
+__all__ = ["HEALTH_CHECKS_LOCK", "Health", "HealthCheck", "follow", "history", "readiness"]
 
 HEALTH_CHECKS_LOCK = 0x5A6A_0004  # PostgreSQL advisory lock: health_checks in commit order
+_PRUNE_EVERY = 100  # rounds of checks between prunings of a node's old rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +53,14 @@ class Health:
     """The health of a set of services, checked every ``interval`` seconds."""
 
     def __init__(self, store: SqlStore, checks: Iterable[HealthCheck], *, node: str,
-                 interval: float = 2.0) -> None:
+                 interval: float = 2.0, keep: float = 7 * 86400.0) -> None:
         self.store = store
         self.node = node
         self.interval = interval
+        if not keep > 0:
+            raise ValueError(f"keep must be a number of seconds > 0, got {keep!r}")
+        self.keep = keep  # the history is kept this long, then pruned
+        self._rounds = 0
         self.checks = {c.name: c for c in checks}
         for check in self.checks.values():
             for dep in check.depends_on:
@@ -115,6 +120,11 @@ class Health:
                         await conn.execute(sa.text(
                             f"SELECT pg_advisory_xact_lock({HEALTH_CHECKS_LOCK})"))
                     await conn.execute(health_checks.insert(), rows)
+                    self._rounds += 1
+                    if self._rounds % _PRUNE_EVERY == 1:  # the history does not grow forever
+                        await conn.execute(health_checks.delete().where(
+                            health_checks.c.node == self.node,
+                            health_checks.c.time < now - self.keep))
         if status != self.status:
             self.status = status
             self._changed.set()
@@ -158,3 +168,57 @@ async def follow(store: SqlStore, *, after: int | None, interval: float,
             yield row
         if len(rows) < limit:
             await anyio.sleep(interval)
+
+
+async def readiness(store: SqlStore, node: Any = None, *, within: float = 2.0
+                    ) -> dict[str, Any]:
+    """Whether this process can do its work now (``/readyz``): the store answers
+    within ``within`` seconds, its schema is at the revision this code needs, and
+    workers run (``node``: this process's worker node, its workers active; without
+    one, an API-only node: some live node publishes its catalog). ``services``: the
+    health graph of ``node`` as its latest round found it (a service down makes the
+    works that need it wait, not the node unready).
+
+    Returns ``{"ready": bool, "checks": {name: {"ok", "detail"}}, "services": {...}}``.
+    """
+    from engine.store.catalog import published
+    from engine.store.migrate import head_revision, schema_revision
+
+    checks: dict[str, dict[str, Any]] = {}
+    needed = head_revision()
+    try:
+        with anyio.fail_after(within):
+            found = await schema_revision(store)
+            live = None if node is not None else await published(store)
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            why = f"no answer within {within} s"
+        checks["store"] = {"ok": False, "detail": f"the store is unreachable: {why}"[:500]}
+        checks["migrations"] = {"ok": False, "detail": "unknown: the store did not answer"}
+        live = []
+    else:
+        checks["store"] = {"ok": True, "detail": ""}
+        checks["migrations"] = {
+            "ok": found == needed,
+            "detail": "" if found == needed else
+            f"the store's schema is at revision {found or 'none'}; this node needs {needed} "
+            "(run stepsaga migrate)"}
+    if node is not None:
+        active = [name for name, w in node.workers().items() if w["status"] == "active"]
+        running = node.running
+        checks["workers"] = {"ok": running and bool(active), "detail": (
+            "" if running and active else "the node is not running" if not running
+            else "the node has no active worker (draining or removed)")}
+    elif live is not None and checks["store"]["ok"]:
+        nodes = sorted({n for p in live for n in p.nodes})
+        checks["workers"] = {"ok": bool(nodes), "detail": "" if nodes else
+                             "no worker node is live on this store"}
+    else:
+        checks["workers"] = {"ok": False, "detail": "unknown: the store did not answer"}
+    health = getattr(node, "health", None)
+    services = {} if health is None else {
+        name: {"available": ok, "detail": detail} for name, (ok, detail) in
+        health.status.items()}
+    return {"ready": all(c["ok"] for c in checks.values()), "checks": checks,
+            "services": services}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from ..events import RecordedEvent
 from .schema import leases, sagas
 from .sql import SqlStore
 
-__all__ = ["copy_store", "migrate_engine"]
+__all__ = ["copy_store", "head_revision", "migrate_engine", "schema_revision"]
 
 _SCRIPTS = Path(__file__).with_name("migrations")
 
@@ -40,6 +41,35 @@ def _upgrade(connection: Connection) -> None:
     else:  # SQLite: the write lock first, so nobody migrates between our look and our DDL
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     command.upgrade(_config(connection), "head")
+
+
+@functools.cache
+def _known() -> tuple[str, frozenset[str]]:
+    """The newest migration this code has, and every one it has."""
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(_SCRIPTS))
+    scripts = ScriptDirectory.from_config(config)
+    (head,) = scripts.get_heads()  # one line of migrations: a fork would be a mistake
+    return head, frozenset(r.revision for r in scripts.walk_revisions())
+
+
+def head_revision() -> str:
+    """The schema revision this version of stepsaga needs (its newest migration)."""
+    return _known()[0]
+
+
+def _revision(connection: Connection) -> str | None:
+    if not sa.inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+
+
+async def schema_revision(store: SqlStore) -> str | None:
+    """The schema revision the store is at (None: a store not migrated yet)."""
+    async with store.reader.connect() as conn:
+        return await conn.run_sync(_revision)
 
 
 async def migrate_engine(engine: AsyncEngine) -> None:
