@@ -104,9 +104,24 @@ def _ready(procs: Processes, process: subprocess.Popen[str], what: str) -> dict[
     return dict(json.loads(line))
 
 
+# the token each `stepsaga serve` of this run is asked with, by the URL it serves at
+# (auth is on, as for users: its cost is part of every figure)
+TOKENS: dict[str, str] = {}
+
+
 def _serve(procs: Processes, store: str, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    from tests.auth import admin_token
+
     process = procs.stepsaga("serve", "--store", store, "--port", "0", "--app", APP, *extra)
-    return process, str(_ready(procs, process, "stepsaga serve")["url"])
+    url = str(_ready(procs, process, "stepsaga serve")["url"])
+    TOKENS[url] = admin_token(store, "bench")
+    return process, url
+
+
+def auth_headers(url: str) -> dict[str, str]:
+    """The Authorization header for a server of this run (none for another server)."""
+    token = TOKENS.get(url.replace("ws://", "http://"))
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _worker(procs: Processes, store: str, name: str, concurrency: int
@@ -150,7 +165,8 @@ def _http(url: str) -> Any:
     # aiohttp: the client's own share of a request is half httpx's (a trivial query's
     # round trip to an idle server, 0.68 against 1.29 ms), and it is not the server's.
     # Longer than the API's own wait for a command's holder (10 s): it answers first
-    return Client(transport=AIOHTTPTransport(url=url, timeout=30), execute_timeout=30)
+    return Client(transport=AIOHTTPTransport(url=url, timeout=30, headers=auth_headers(url)),
+                  execute_timeout=30)
 
 
 def _ws(url: str) -> Any:
@@ -158,7 +174,7 @@ def _ws(url: str) -> Any:
     from gql.transport.websockets import WebsocketsTransport
 
     return Client(transport=WebsocketsTransport(
-        url=url.replace("http://", "ws://"),
+        url=url.replace("http://", "ws://"), headers=auth_headers(url),
         subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL]))
 
 

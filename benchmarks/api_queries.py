@@ -16,7 +16,15 @@ import strawberry
 from strawberry import relay
 from strawberry.scalars import JSON
 
-from benchmarks.api_common import Processes, _log, _percentiles, _ratio, _ready, _serve
+from benchmarks.api_common import (
+    Processes,
+    _log,
+    _percentiles,
+    _ratio,
+    _ready,
+    _serve,
+    auth_headers,
+)
 
 # ------------------------------------------------------------------ list queries: the data
 
@@ -341,7 +349,8 @@ def serve_floor(data_file: str) -> None:
 
 async def _post(client: Any, url: str, query: str, variables: dict[str, Any]
                 ) -> dict[str, Any]:
-    response = await client.post(url, json={"query": query, "variables": variables})
+    response = await client.post(url, json={"query": query, "variables": variables},
+                                 headers=auth_headers(url))
     response.raise_for_status()
     body: dict[str, Any] = response.json()
     if body.get("errors"):

@@ -457,6 +457,7 @@ def _node_args(args: argparse.Namespace) -> tuple[list[Any], Any]:
 # the flags of serve and worker that a config file (or its variables) may set instead
 _SETTINGS = {"store": ("store", "url"), "app": ("serve", "app"), "host": ("serve", "host"),
              "port": ("serve", "port"), "no_workers": ("serve", "no_workers"),
+             "no_auth": ("serve", "no_auth"),
              "worker": ("worker", "workers"), "lease_ttl": ("worker", "lease_ttl"),
              "park_after": ("worker", "park_after"),
              "drain_deadline": ("worker", "drain_deadline"), "node_id": ("worker", "node_id"),
@@ -476,17 +477,24 @@ def _settle(args: argparse.Namespace, settings: dict[str, dict[str, Any]]) -> No
 async def _serve(args: argparse.Namespace, app: Any, specs: list[Any]) -> int:
     from .server import serve
 
-    def ready(server: Any) -> None:
+    def ready(server: Any, login: str | None = None) -> None:
         tune_gc_for_long_run()  # a long-running process, like stepsaga worker
         sockets = [s for srv in server.servers for s in srv.sockets]
         host, port = sockets[0].getsockname()[:2] if sockets else (args.host, args.port)
         shown = f"[{host}]" if ":" in str(host) else host
-        print(json.dumps({"ready": True, "url": f"http://{shown}:{port}/graphql",
-                          "store": _hidden(args.store), "workers": not args.no_workers}),
-              flush=True)
+        told: dict[str, Any] = {"ready": True, "url": f"http://{shown}:{port}/graphql",
+                                "store": _hidden(args.store), "workers": not args.no_workers,
+                                "auth": not args.no_auth}
+        if login is not None:
+            # the first start of a fresh store: its administrator signs in once with this
+            told["login_url"] = f"http://{shown}:{port}{login}"
+            print(f"stepsaga: a fresh store: sign in as its administrator at "
+                  f"{told['login_url']} (once, within 15 minutes); scripts get tokens "
+                  f"with 'stepsaga token create'", file=sys.stderr, flush=True)
+        print(json.dumps(told), flush=True)
 
     await serve(store_url=args.store, app=app, host=args.host, port=args.port,
-                workers=specs, no_workers=args.no_workers,
+                workers=specs, no_workers=args.no_workers, auth=not args.no_auth,
                 command_timeout=args.command_timeout,
                 node_options={"node_id": args.node_id, "lease_ttl": args.lease_ttl,
                               "park_after": args.park_after}, ready=ready)
@@ -542,6 +550,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "postgresql+asyncpg://user@host/db, and rebuild its projections; "
                               "run it again after an interruption: streams copied already are "
                               "skipped, one copied in part is completed")
+    from . import tokens_cli
+
+    tokens_cli.add_parser(commands)
     worker = commands.add_parser(
         "worker", help="run a worker node: claim works from the store and run them")
     worker.add_argument("--store", default=None, metavar="URL",
@@ -582,6 +593,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="a named worker of this process's node (default main=10)")
     serve.add_argument("--no-workers", action="store_true", default=None,
                        help="serve the API only: worker nodes run elsewhere")
+    serve.add_argument("--no-auth", action="store_true", default=None,
+                       help="local development only: no sign-in, every request an "
+                            "administrator (refused on any address but loopback)")
     serve.add_argument("--node-id", help="this node's id (default host:pid:random)")
     serve.add_argument("--config", metavar="FILE",
                        help="a TOML file of settings (see graphql_api.config); flags and "
@@ -603,6 +617,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if not 0 <= args.port <= 65535:
                 raise ValueError(f"--port must be 0 to 65535, got {args.port}")
+            if args.no_auth:
+                from .server import check_loopback
+
+                check_loopback(args.host)
             specs, app = _node_args(args)
         except ValueError as exc:
             parser.error(str(exc))
@@ -619,6 +637,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     if args.command == "migrate":
         return anyio.run(_migrate, args)
+    if args.command == "token":
+        from . import tokens_cli
+
+        return anyio.run(tokens_cli.run, args)
     try:
         plan = _plan_run(args)
     except UsageError as exc:

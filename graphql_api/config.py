@@ -134,6 +134,9 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "store": {"url": (_text, "sqlite+aiosqlite:///stepsaga.sqlite")},
     "serve": {"host": (_text, "127.0.0.1"), "port": (_port, 8000),
               "app": (_text, "workers.actions:demo_saga"), "no_workers": (_flag, False),
+              # local development only: no sign-in, every request an administrator;
+              # refused on any address but loopback
+              "no_auth": (_flag, False),
               "command_timeout": (_positive, 10.0)},
     "worker": {"workers": (_workers, ["main=10"]), "lease_ttl": (_positive, 10.0),
                "park_after": (_seconds, 60.0), "drain_deadline": (_seconds, 30.0),

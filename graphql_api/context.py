@@ -19,8 +19,10 @@ __all__ = ["Context", "context_of", "service_of"]
 class Context:
     """What every resolver gets: the service, and loaders that batch per request."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, principal: Any = None) -> None:
         self.service = service
+        # who asks (engine.store.principals.Principal; None: in-process Python, trusted)
+        self.principal = principal
         store = service.store
 
         async def load_runs(keys: list[str]) -> list[list[dict[str, Any]]]:

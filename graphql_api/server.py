@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
@@ -23,6 +24,7 @@ from engine import Runtime
 from engine.store import SqlStore
 from engine.store.feed import Feed
 
+from .auth import Auth, login_routes, principal_of
 from .explorer import WithExplorer, app_page, explorer_files
 from .observability import QuietServer as _Server
 from .observability import metrics_endpoint, readyz_endpoint
@@ -43,10 +45,12 @@ class Api(GraphQL[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Any = None
                           ) -> Context:
-        return Context(self.service)
+        return Context(self.service, principal_of(request.scope))
 
 
-def make_app(service: Service, *, node: Any = None) -> Starlette:
+def make_app(service: Service, *, auth: bool = True, node: Any = None) -> ASGIApp:
+    """The server's routes behind :class:`graphql_api.auth.Auth` (``auth=False``: local
+    development, every request an administrator)."""
     api = Api(service)
 
     async def healthz(request: Request) -> Response:
@@ -54,13 +58,15 @@ def make_app(service: Service, *, node: Any = None) -> Starlette:
 
     # plain routes, not a mount: a mount redirects /graphql to /graphql/; a browser
     # opening /graphql gets the explorer, whose files are under /ui
-    return Starlette(routes=[Route("/", app_page, methods=["GET"]),
-                             Route("/healthz", healthz),
-                             Route("/metrics", metrics_endpoint(service.store)),
-                             Route("/readyz", readyz_endpoint(service.store, node)),
-                             Route("/graphql", WithExplorer(api), methods=["GET", "POST"]),
-                             WebSocketRoute("/graphql", api),
-                             Mount("/ui", explorer_files())])
+    routes = [Route("/", app_page, methods=["GET"]),
+              Route("/healthz", healthz),
+              Route("/metrics", metrics_endpoint(service.store)),
+              Route("/readyz", readyz_endpoint(service.store, node)),
+              Route("/graphql", WithExplorer(api), methods=["GET", "POST"]),
+              WebSocketRoute("/graphql", api),
+              *login_routes(service.store, app_page),
+              Mount("/ui", explorer_files())]
+    return Auth(Starlette(routes=routes), service.store, enabled=auth)
 
 
 @asynccontextmanager
@@ -84,6 +90,36 @@ async def running_api(store: SqlStore, app: Any, *, node: Any = None,
         tg.cancel_scope.cancel()
 
 
+def check_loopback(host: str) -> None:
+    """``ValueError`` unless ``host`` is a loopback address (where auth may be off)."""
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"auth may be off on a loopback address only (127.0.0.1, ::1), "
+                         f"not on {host!r}: anyone who reaches it could steer every work")
+
+
+async def first_admin(store: SqlStore) -> str | None:
+    """On a store without principals, its administrator (``admin``, a person in
+    ``admins``) and a one-time sign-in link for it: the link's path. None when the
+    store has principals already."""
+    from engine.store import principals as pr
+
+    if await pr.count(store):
+        return None
+    try:
+        await pr.create(store, "admin", kind="person", groups=[pr.ADMINS])
+    except ValueError:  # another node made it meanwhile: it printed the link
+        return None
+    link, _ = await pr.issue(store, "admin", kind="link", label="first sign-in",
+                             seconds=15 * 60)
+    return f"/login?once={link}"
+
+
 async def _stop_on_signal(server: Any) -> None:
     import signal
 
@@ -98,18 +134,29 @@ async def _stop_on_signal(server: Any) -> None:
 
 async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequence[Any],
                 no_workers: bool = False, node_options: dict[str, Any] | None = None,
-                ready: Any = None, command_timeout: float = 10.0) -> None:
+                ready: Any = None, command_timeout: float = 10.0, auth: bool = True) -> None:
     """``stepsaga serve``: API and (unless ``no_workers``) a worker node on one store,
     until SIGTERM or SIGINT; then the server stops taking requests, closes its
-    subscriptions and the node hands its works on."""
+    subscriptions and the node hands its works on. ``ready(server, login)`` is called
+    once it serves; ``login``: the path of a one-time sign-in link for the administrator
+    it made, on the first start of a fresh store (else None).
+
+    ``auth=False`` (local development) is refused on any address but loopback."""
+    if not auth:
+        check_loopback(host)
+        _LOG.warning("AUTH IS OFF (--no-auth): every request to http://%s:%s is an "
+                     "administrator's, unauthenticated. For local development only.",
+                     host, port)
     async with SqlStore.open(store_url) as store:
+        login = await first_admin(store) if auth else None
         node = None if no_workers else app.node(store, workers, **(node_options or {}))
         async with anyio.create_task_group() as tg:
             if node is not None:
                 await tg.start(node.run)
             async with running_api(store, app, node=node,
                                    command_timeout=command_timeout) as service:
-                config = uvicorn.Config(make_app(service, node=node), host=host, port=port,
+                config = uvicorn.Config(make_app(service, auth=auth, node=node), host=host,
+                                        port=port,
                                         log_level="warning", lifespan="off",
                                         ws="websockets-sansio",
                                         # small JSON messages: compressing costs more CPU
@@ -131,7 +178,7 @@ async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequ
                         break
                     await anyio.sleep(0.01)
                 if ready is not None and server.started:
-                    ready(server)
+                    ready(server, login)
                 await stopped.wait()  # until a signal stops it
             if node is not None:
                 await node.drain()

@@ -26,9 +26,10 @@ import sqlalchemy as sa
 from .schema import credentials, group_members, principals, settings
 from .sql import SqlStore
 
-__all__ = ["ADMINS", "KINDS", "CredentialError", "Principal", "add_to_groups", "create",
-           "credentials_of", "deployment_id", "find", "issue", "list_all", "remove",
-           "remove_from_groups", "revoke", "verify"]
+__all__ = ["ADMINS", "KINDS", "CredentialError", "Principal", "add_to_groups", "count",
+           "create", "credentials_of", "csrf_hash_of", "deployment_id", "find", "issue",
+           "list_all", "parse", "remove", "remove_from_groups", "revoke", "set_csrf_hash",
+           "verify"]
 
 ADMINS = "admins"  # the group of administrators, which the first start creates
 KINDS = ("person", "service")
@@ -256,7 +257,8 @@ async def verify(store: SqlStore, credential: str, *, kinds: Sequence[str] = ("t
     if row["kind"] not in kinds:
         raise CredentialError("wrong_kind", f"a {row['kind']} is not taken here")
     if row["revoked_at"] is not None:
-        raise CredentialError("revoked", "this credential was revoked")
+        raise CredentialError("revoked", "this link was used already" if row["kind"] == "link"
+                              else "this credential was revoked")
     if row["expires_at"] <= now:
         raise CredentialError("expired", "this credential expired")
     if row["disabled_at"] is not None:
@@ -289,3 +291,26 @@ async def credentials_of(store: SqlStore, name: str | None = None) -> list[dict[
         query = query.where(principals.c.name == name)
     async with store.reader.connect() as conn:
         return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def set_csrf_hash(store: SqlStore, credential_id: str, csrf_hash: str) -> None:
+    """A session's CSRF token (its hash), set once when the session is made."""
+    def run(conn: Any) -> None:
+        conn.execute(sa.update(credentials).where(
+            credentials.c.credential_id == credential_id).values(csrf_hash=csrf_hash))
+
+    await store.transaction(run)
+
+
+async def csrf_hash_of(store: SqlStore, credential_id: str) -> str | None:
+    async with store.reader.connect() as conn:
+        found = (await conn.execute(sa.select(credentials.c.csrf_hash).where(
+            credentials.c.credential_id == credential_id))).scalar()
+    return None if found is None else str(found)
+
+
+async def count(store: SqlStore) -> int:
+    """How many principals there are (none: a fresh store)."""
+    async with store.reader.connect() as conn:
+        return int((await conn.execute(sa.select(sa.func.count()).select_from(
+            principals))).scalar() or 0)

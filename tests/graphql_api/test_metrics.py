@@ -13,14 +13,18 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .wire import CREATE, Served, ask, http
+from tests.auth import bearer
+
+from .wire import CREATE, TOKENS, Served, ask, http
 
 OPS_APP = "tests.graphql_api.ops_app:sagas"
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """The samples of one /metrics page: (name, sorted labels) -> value."""
-    response = httpx.get(url, timeout=10)
+    """The samples of one /metrics page: (name, sorted labels) -> value. An API node's
+    asks for a token (a worker node's own HTTP server serves health and metrics only)."""
+    token = TOKENS.get(url.removesuffix("/metrics") + "/graphql")
+    response = httpx.get(url, timeout=10, headers=bearer(token) if token else {})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     found = {}

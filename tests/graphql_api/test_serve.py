@@ -17,6 +17,8 @@ import anyio
 import pytest
 from gql import GraphQLRequest
 
+from tests.auth import bearer
+
 from .wire import APP, CREATE, EVENTS, ROOT, WORK, Served, ask, http, steer, until, ws
 
 
@@ -162,9 +164,11 @@ async def test_sigterm_closes_subscriptions_with_a_restart_code(tmp_path: Path) 
 
     server = Served("serve", "--store", f"sqlite+aiosqlite:///{tmp_path}/s.sqlite",
                     "--port", "0", "--app", APP)
-    url = server.ready()["url"].replace("http://", "ws://")
+    ready = server.ready()
+    url = ready["url"].replace("http://", "ws://")
     try:
-        async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as sock:
+        async with websockets.connect(url, subprotocols=["graphql-transport-ws"],
+                                      additional_headers=bearer(ready["token"])) as sock:
             await sock.send(json.dumps({"type": "connection_init"}))
             assert json.loads(await sock.recv())["type"] == "connection_ack"
             await sock.send(json.dumps({"id": "1", "type": "subscribe", "payload": {

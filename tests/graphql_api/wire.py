@@ -16,8 +16,13 @@ from gql import Client, GraphQLRequest, gql
 from gql.transport.httpx import HTTPXAsyncTransport
 from gql.transport.websockets import WebsocketsTransport
 
+from tests.auth import admin_token, bearer
+
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.graphql_api.app:sagas"
+# the token for each `stepsaga serve` this test process started, by the URL it serves
+# at: http() and ws() send it (auth is on, as it is for users)
+TOKENS: dict[str, str] = {}
 
 async def until(check: Any, seconds: float = 20.0) -> None:
     """Wait (bounded) until ``check()`` is true."""
@@ -30,17 +35,23 @@ async def until(check: Any, seconds: float = 20.0) -> None:
 
 class Served:
     def __init__(self, *args: str) -> None:
+        self.args = args
         self.process = subprocess.Popen(
             [sys.executable, "-m", "graphql_api.cli", *args], cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def ready(self) -> dict[str, Any]:
+        """The line the process printed once it serves; a server's token made then."""
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if not line:
             raise AssertionError(f"the process died: {self.process.communicate()[1]}")
-        return dict(json.loads(line))
+        told = dict(json.loads(line))
+        if self.args[0] == "serve" and "url" in told and told.get("auth", True):
+            store = self.args[self.args.index("--store") + 1]
+            TOKENS[told["url"]] = told["token"] = admin_token(store)
+        return told
 
     def stop(self) -> tuple[int, str, str]:
         if self.process.poll() is None:
@@ -55,13 +66,18 @@ async def ask(client: Any, document: Any, variables: dict[str, Any]) -> dict[str
     return found
 
 
+def _headers(url: str) -> dict[str, str]:
+    token = TOKENS.get(url.replace("ws://", "http://"))
+    return bearer(token) if token else {}
+
+
 def http(url: str) -> Client:
-    return Client(transport=HTTPXAsyncTransport(url=url, timeout=30))
+    return Client(transport=HTTPXAsyncTransport(url=url, timeout=30, headers=_headers(url)))
 
 
 def ws(url: str) -> Client:
     return Client(transport=WebsocketsTransport(
-        url=url.replace("http://", "ws://"),
+        url=url.replace("http://", "ws://"), headers=_headers(url),
         subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL]))
 
 

@@ -23,6 +23,8 @@ import httpx
 import pytest
 from playwright.sync_api import Page
 
+from tests.auth import admin_token, bearer
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(os.environ.get("STEPSAGA_SCREENSHOTS",
@@ -36,23 +38,47 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 class Server:
     """``python -m graphql_api.cli serve`` on a free port (with ``--app`` when given),
-    stopped with SIGTERM."""
+    stopped with SIGTERM; auth on, as for users: ``token`` is an administrator's (made
+    with ``stepsaga token create``), ``http`` a client sending it, ``login_url`` the
+    one-time sign-in link a fresh store's first start prints (None after)."""
 
     def __init__(self, store: Path, port: int = 0, app: str | None = None) -> None:
+        self.store_url = f"sqlite+aiosqlite:///{store}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "graphql_api.cli", "serve", "--store",
-             f"sqlite+aiosqlite:///{store}", "--port", str(port),
-             *(["--app", app] if app else [])], cwd=ROOT,
+            [sys.executable, "-m", "graphql_api.cli", "serve", "--store", self.store_url,
+             "--port", str(port), *(["--app", app] if app else [])], cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if not line:
             raise AssertionError(f"the server died: {self.process.communicate()[1]}")
-        self.url: str = json.loads(line)["url"]  # http://127.0.0.1:PORT/graphql
+        told = json.loads(line)
+        self.url: str = told["url"]  # http://127.0.0.1:PORT/graphql
         self.origin = self.url.removesuffix("/graphql")
+        self.login_url: str | None = told.get("login_url")
+        self.token = admin_token(self.store_url)
+        self.http = httpx.Client(headers=bearer(self.token), timeout=30)
+        self._state: Any = None
+
+    def signed_in(self, browser: Any) -> Any:
+        """A browser context signed in on the login page with the token (done once per
+        server: later contexts start with its cookies)."""
+        if self._state is None:
+            context = browser.new_context()
+            try:
+                page = context.new_page()
+                page.goto(f"{self.origin}/login")
+                page.get_by_label("token").fill(self.token)
+                page.get_by_role("button", name="sign in").click()
+                page.wait_for_url(f"{self.origin}/", timeout=TIMEOUT_MS)
+                self._state = context.storage_state()
+            finally:
+                context.close()
+        return browser.new_context(storage_state=self._state)
 
     def stop(self) -> tuple[int, str]:
+        self.http.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         _, err = self.process.communicate(timeout=60)
@@ -86,8 +112,10 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    context = browser.new_context()
+def page(browser: Any, server: Server) -> Iterator[Page]:
+    """A page in a context signed in to ``server`` (the module's, or the one a module
+    serves itself under that name)."""
+    context = server.signed_in(browser)
     found = context.new_page()
     errors: list[str] = []
     found.on("console", lambda m: m.type == "error" and errors.append(m.text))
@@ -105,8 +133,8 @@ def shot(page: Page, name: str) -> None:
 
 
 def ask(server: Server, query: str, **variables: Any) -> Any:
-    answer = httpx.post(server.url, json={"query": query, "variables": variables},
-                        timeout=30).json()
+    answer = server.http.post(server.url, json={"query": query, "variables": variables}
+                              ).json()
     assert "errors" not in answer, answer
     return answer["data"]
 
@@ -115,8 +143,8 @@ def ended(server: Server, work_id: str) -> str:
     """The status the work ended in, as the API tells it (a look every 0.1 s, 30 s)."""
     query = "query($id: String!) { work(workId: $id) { status } }"
     for _ in range(300):
-        status = str(httpx.post(server.url, json={"query": query, "variables": {"id": work_id}},
-                                timeout=30).json()["data"]["work"]["status"])
+        status = str(server.http.post(server.url, json={
+            "query": query, "variables": {"id": work_id}}).json()["data"]["work"]["status"])
         if status not in ("pending", "running", "compensating", "waiting"):
             return status
         time.sleep(0.1)

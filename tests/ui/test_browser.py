@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -58,7 +57,7 @@ class Visit:
 
 @pytest.fixture
 def visit(browser: Any, server: Server) -> Iterator[Visit]:
-    context = browser.new_context()
+    context = server.signed_in(browser)
     try:
         yield Visit(context.new_page(), server)
     finally:
@@ -87,7 +86,7 @@ def test_a_query_typed_in_the_editor_runs(visit: Visit) -> None:
 
 
 def test_a_subscription_runs_over_a_websocket(visit: Visit) -> None:
-    created = httpx.post(visit.server.url, json={"query": CREATE})
+    created = visit.server.http.post(visit.server.url, json={"query": CREATE})
     work_id = created.json()["data"]["createWork"]["work"]["workId"]
     visit.open()
     # from the first event on: the work's events were recorded before the page asked

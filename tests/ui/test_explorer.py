@@ -18,7 +18,7 @@ QUERY = "{ allSagas { name } }"
 
 
 def test_a_browser_opening_graphql_gets_the_explorer(server: Server) -> None:
-    page = httpx.get(server.url, headers=BROWSER)
+    page = server.http.get(server.url, headers=BROWSER)
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "<title>stepsaga GraphQL explorer</title>" in page.text
@@ -42,13 +42,13 @@ def test_the_page_s_files_are_served_under_ui(server: Server) -> None:
 
 
 def test_operations_at_graphql_are_still_the_api_s(server: Server) -> None:
-    posted = httpx.post(server.url, json={"query": QUERY}, headers=BROWSER)
+    posted = server.http.post(server.url, json={"query": QUERY}, headers=BROWSER)
     assert posted.json() == {"data": {"allSagas": [{"name": "demo"}]}}
     # a query in the URL is an operation, whatever the client accepts
-    got = httpx.get(server.url, params={"query": QUERY}, headers=BROWSER)
+    got = server.http.get(server.url, params={"query": QUERY}, headers=BROWSER)
     assert got.json() == {"data": {"allSagas": [{"name": "demo"}]}}
     # a client that does not ask for HTML gets no page
-    plain = httpx.get(server.url, headers={"Accept": "application/json"})
+    plain = server.http.get(server.url, headers={"Accept": "application/json"})
     assert "stepsaga GraphQL explorer" not in plain.text
 
 

@@ -25,7 +25,7 @@ def free_port() -> int:
 def test_a_work_page_survives_a_restart_of_the_server(browser: Any, tmp_path: Path) -> None:
     port, store = free_port(), tmp_path / "s.sqlite"
     server = Server(store, port)
-    context = browser.new_context()
+    context = server.signed_in(browser)  # its session outlives the restart
     try:
         page = context.new_page()
         work_id = ask(server, CREATE, input=DEMO_ORDER)["createWork"]["work"]["workId"]

@@ -29,7 +29,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def create(server: Server) -> str:
-    answer = httpx.post(server.url, json={"query": CREATE}, timeout=30).json()
+    answer = server.http.post(server.url, json={"query": CREATE}, timeout=30).json()
     return str(answer["data"]["createWork"]["work"]["workId"])
 
 
@@ -47,7 +47,7 @@ def test_a_work_created_elsewhere_appears_live(page: Page, server: Server) -> No
     final = ended(server, later)
     expect(row.locator(".status")).to_have_text(final, timeout=TIMEOUT_MS)
     assert requests == []  # pushed over the open WebSocket, not fetched
-    count = httpx.post(server.url, json={"query": "{ allWorks(first: 0) { totalCount } }"},
+    count = server.http.post(server.url, json={"query": "{ allWorks(first: 0) { totalCount } }"},
                        timeout=30).json()["data"]["allWorks"]["totalCount"]
     expect(page.locator(".count")).to_have_text(f"{count} works match", timeout=TIMEOUT_MS)
     shot(page, "works-index-live")
@@ -76,7 +76,7 @@ def test_the_view_is_kept_in_the_url(page: Page, server: Server) -> None:
 
 
 def test_the_page_is_never_cached_and_its_files_for_good(server: Server) -> None:
-    page = httpx.get(server.origin + "/", timeout=30)
+    page = server.http.get(server.origin + "/")
     assert page.status_code == 200 and page.headers["cache-control"] == "no-cache"
     assets = re.findall(r'"/ui/(assets/[^"]+)"', page.text)
     assert assets, page.text
@@ -93,7 +93,7 @@ def test_works_are_grouped_and_folded_by_the_server(page: Page, server: Server) 
              "[\"status\"], reducer: $r, expression: $e) { group value count } }")
 
     def server_says(reducer: str, expression: str | None = None) -> list[list[str]]:
-        rows = httpx.post(server.url, json={"query": query, "variables": {
+        rows = server.http.post(server.url, json={"query": query, "variables": {
             "r": reducer, "e": expression}}, timeout=30).json()["data"]["aggregate"]
         return [[str(r["group"]["status"]), f"{round(r['value'], 3):g}", str(r["count"])]
                 for r in rows]
@@ -121,7 +121,7 @@ def test_groups_by_fields_and_time_with_a_reducer_registered_in_python(page: Pag
              "groupBy: $g, reducer: $r, field: $f, bucketSeconds: $b) { group value count } }")
 
     def server_says(**variables: object) -> list[list[str]]:
-        rows = httpx.post(server.url, json={"query": query, "variables": variables},
+        rows = server.http.post(server.url, json={"query": query, "variables": variables},
                           timeout=30).json()["data"]["aggregate"]
         return [[str(r["group"][k]) for k in ("saga", "status")]
                 + [f"{round(r['value'], 3):g}", str(r["count"])] for r in rows]
@@ -144,14 +144,14 @@ def test_groups_by_fields_and_time_with_a_reducer_registered_in_python(page: Pag
     page.get_by_label("time bucket").select_option("3600")
     expect(page.locator("table.aggregate thead th")).to_have_text(
         ["saga", "status", "bucket", "spread", "works"], timeout=TIMEOUT_MS)
-    hourly = httpx.post(server.url, json={"query": query, "variables": {
+    hourly = server.http.post(server.url, json={"query": query, "variables": {
         "g": ["saga", "status"], "r": "spread", "f": "duration", "b": 3600}},
         timeout=30).json()["data"]["aggregate"]
     expect(table).to_have_count(len(hourly))
     shot(page, "works-grouped-hourly")
     # the charts of the last hour count what the server counts
     since = time.time() - 3600
-    count = httpx.post(server.url, json={"query": "query($s: Float) { aggregate(since: $s) "
+    count = server.http.post(server.url, json={"query": "query($s: Float) { aggregate(since: $s) "
                                                   "{ count } }", "variables": {"s": since}},
                        timeout=30).json()["data"]["aggregate"]
     activity = page.locator("section.activity")

@@ -18,12 +18,20 @@ const DEFAULT_QUERY = `# stepsaga's GraphQL API. Ctrl-Enter runs an operation;
 }
 `;
 
+function csrfToken() {
+  const found = document.cookie.split('; ').find((c) => c.startsWith('stepsaga_csrf='));
+  return found ? decodeURIComponent(found.slice('stepsaga_csrf='.length)) : '';
+}
+
 // the same host and port as the page: the server checks a WebSocket's Origin
 const wsScheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
 const fetcher = createGraphiQLFetcher({
   url: '/graphql',
   // the API answers each request with one JSON result (no @defer/@stream)
   enableIncrementalDelivery: false,
+  // a request made with the session cookie carries its CSRF token (the server refuses
+  // it otherwise); a script with a bearer token needs none
+  headers: { 'X-CSRF-Token': csrfToken() },
   wsClient: createClient({ url: `${wsScheme}//${window.location.host}/graphql` }),
 });
 

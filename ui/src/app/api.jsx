@@ -13,15 +13,48 @@ function tell(now) {
   for (const listener of listeners) listener(now);
 }
 
-export const client = createClient({
-  url: `${scheme}//${window.location.host}/graphql`,
-  lazy: false,
-  // bounded waits between tries (graphql-ws backs off); never gives up while the page
-  // is open: a restart of the server is the normal case
-  retryAttempts: Infinity,
-  shouldRetry: () => true,
-  on: { connected: () => tell(true), closed: () => tell(false) },
-});
+// made on first use: the sign-in page needs none
+let made = null;
+function client() {
+  made ??= createClient({
+    url: `${scheme}//${window.location.host}/graphql`,
+    lazy: false,
+    // bounded waits between tries (graphql-ws backs off); never gives up while the page
+    // is open: a restart of the server is the normal case
+    retryAttempts: Infinity,
+    shouldRetry: () => true,
+    on: { connected: () => tell(true), closed: () => { tell(false); checkSignedIn(); } },
+  });
+  return made;
+}
+
+// The connection closed: if the session is over (expired, revoked, signed out
+// elsewhere), to the sign-in page, back here after; if the server is away, nothing.
+function checkSignedIn() {
+  fetch('/auth/whoami', { headers: { Accept: 'application/json' } })
+    .then((r) => r.json())
+    .then((who) => {
+      if (who && who.signedIn === false) toSignIn();
+    }, () => {});
+}
+
+export function toSignIn() {
+  const here = `${window.location.pathname}${window.location.search}`;
+  window.location.assign(`/login?next=${encodeURIComponent(here)}`);
+}
+
+// The value of a cookie of this page (the session's CSRF token is one).
+export function cookie(name) {
+  const found = document.cookie.split('; ').find((c) => c.startsWith(`${name}=`));
+  return found ? decodeURIComponent(found.slice(name.length + 1)) : null;
+}
+
+// Signed out: the session revoked on the server, then to the sign-in page.
+export function signOut() {
+  return fetch('/auth/logout', { method: 'POST',
+    headers: { 'X-CSRF-Token': cookie('stepsaga_csrf') || '' } })
+    .finally(() => window.location.assign('/login'));
+}
 
 export function onStatus(listener) {
   listeners.add(listener);
@@ -33,7 +66,7 @@ export function onStatus(listener) {
 export function request(query, variables = {}) {
   return new Promise((resolve, reject) => {
     let result;
-    client.subscribe({ query, variables }, {
+    client().subscribe({ query, variables }, {
       next: (value) => { result = value; },
       error: (err) => reject(err instanceof Error ? err : new Error(messageOf(err))),
       complete: () => (result?.errors?.length
@@ -45,7 +78,7 @@ export function request(query, variables = {}) {
 
 // Each result of a subscription, to `onData`; returns what ends it.
 export function follow(query, variables, onData) {
-  return client.subscribe({ query, variables }, {
+  return client().subscribe({ query, variables }, {
     next: (value) => value.data && onData(value.data),
     error: () => {},
     complete: () => {},

@@ -2,16 +2,19 @@
 import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
 import { Catalog } from './catalog.jsx';
+import { Login } from './login.jsx';
 import { opsPage } from './ops.jsx';
 import { WorkPage } from './work.jsx';
 import { WorksIndex } from './works.jsx';
 import './style.css';
 
-// one page per URL: /?work=ID is a work, /?catalog the sagas, anything else the index
+// one page per URL: /login signs in, /?work=ID is a work, /?catalog the sagas, anything
+// else the index
 const params = new URLSearchParams(window.location.search);
 const opened = params.get('work');
 let page = <WorksIndex />;
-if (opened) page = <WorkPage workId={opened} />;
+if (window.location.pathname === '/login') page = <Login />;
+else if (opened) page = <WorkPage workId={opened} />;
 else if (params.has('catalog')) page = <Catalog />;
 else page = opsPage(params) ?? page;  // /?workers, /?worker=ID, /?schedules, /?services, /?locks
 createRoot(document.getElementById('app')).render(<StrictMode>{page}</StrictMode>);

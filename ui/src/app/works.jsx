@@ -2,7 +2,7 @@
 // the view (filters, order, grouping, columns) kept in the URL, charts of the last hour
 // and groups folded by the server's aggregate.
 import { useEffect, useState } from 'react';
-import { Away, follow, request, useConnected } from './api.jsx';
+import { Away, follow, request, signOut, useConnected } from './api.jsx';
 import { COLOURS, TimeChart } from './charts.jsx';
 import { applyChange, BUCKETS, COLUMNS, onGrid, ORDERS, REDUCERS, searchFromView,
   viewFromSearch } from './view.js';
@@ -280,6 +280,7 @@ export function WorksIndex() {
         <a href="/?catalog">sagas</a>
         <a href="/?workers">workers</a> <a href="/?schedules">schedules</a>
         <a href="/?services">services</a> <a href="/?locks">locks</a>
+        <button type="button" className="sign-out" onClick={signOut}>sign out</button>
         <Away connected={connected} />
       </header>
       <Filters view={view} onChange={change} />

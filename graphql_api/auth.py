@@ -1,0 +1,288 @@
+"""Who a request comes from: every HTTP request and WebSocket the server takes is
+authenticated here before anything else sees it (ASGI middleware around the app).
+
+- Machines send ``Authorization: Bearer <token>`` (tokens from ``stepsaga token create``
+  or the API), on HTTP requests and on the WebSocket's opening handshake.
+- People sign in on the UI's login page (``/login``): with a token, or with a one-time
+  link (the first start of a fresh store prints one for its administrator). Signing in
+  makes a session: an HttpOnly, SameSite=Strict cookie, and a second cookie the page
+  reads to send its CSRF token. An HTTP request made with the session cookie must carry
+  that token in ``X-CSRF-Token`` unless it is a GET; a WebSocket made with the cookie
+  must come from this server's own origin (its ``Origin`` is checked).
+- Anonymous requests reach only what must work before signing in: the health routes,
+  the login page and its files, signing in itself. Anything else gets 401 (a page: a
+  redirect to the login page).
+- Credentials checked are remembered for ``cache_seconds`` (half a second): a revoked
+  token is refused on every node within a second.
+
+With auth off (``stepsaga serve --no-auth``, for local development only, refused on
+any address but loopback) every request is the local developer, an administrator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from engine.store import SqlStore
+from engine.store import principals as pr
+
+__all__ = ["CSRF_COOKIE", "DEVELOPER", "SESSION_COOKIE", "Auth", "login_routes",
+           "principal_of"]
+
+_LOG = logging.getLogger("stepsaga.auth")
+SESSION_COOKIE = "stepsaga_session"
+CSRF_COOKIE = "stepsaga_csrf"
+SESSION_SECONDS = 12 * 3600
+SCOPE_KEY = "stepsaga.principal"
+# reachable without signing in
+PUBLIC = ("/healthz", "/readyz", "/login", "/auth/login", "/auth/whoami")
+PUBLIC_PREFIXES = ("/ui/assets/",)
+DEVELOPER = pr.Principal(principal_id="local", name="local developer", kind="person",
+                         groups=frozenset({pr.ADMINS}))
+
+
+def principal_of(scope: Scope) -> pr.Principal | None:
+    """The principal the middleware found for this request (None: anonymous)."""
+    found: pr.Principal | None = scope.get(SCOPE_KEY)
+    return found
+
+
+def _cookies(scope: Scope) -> dict[str, str]:
+    for name, value in scope.get("headers", []):
+        if name == b"cookie":
+            jar: SimpleCookie = SimpleCookie()
+            try:
+                jar.load(value.decode("latin-1"))
+            except Exception:  # a broken cookie header is no credential
+                return {}
+            return {k: m.value for k, m in jar.items()}
+    return {}
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == wanted:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Auth:
+    """The middleware: finds the principal of each request (``scope`` carries it on),
+    refuses what an anonymous request may not reach."""
+
+    def __init__(self, app: ASGIApp, store: SqlStore, *, enabled: bool = True,
+                 cache_seconds: float = 0.5) -> None:
+        self.app = app
+        self.store = store
+        self.enabled = enabled
+        self.cache_seconds = cache_seconds
+        self._checked: dict[str, tuple[float, pr.Principal | pr.CredentialError]] = {}
+        self._deployment: str | None = None
+
+    async def check(self, credential: str, kinds: tuple[str, ...]) -> pr.Principal:
+        """The principal of a credential, remembered for ``cache_seconds``."""
+        now = time.monotonic()
+        key = f"{','.join(kinds)}:{credential}"
+        seen = self._checked.get(key)
+        if seen is not None and now - seen[0] < self.cache_seconds:
+            if isinstance(seen[1], pr.CredentialError):
+                raise seen[1]
+            return seen[1]
+        if self._deployment is None:
+            self._deployment = await pr.deployment_id(self.store)
+        try:
+            found: pr.Principal | pr.CredentialError = await pr.verify(
+                self.store, credential, kinds=kinds, deployment=self._deployment)
+        except pr.CredentialError as exc:
+            found = exc
+        if len(self._checked) > 10_000:
+            self._checked.clear()
+        self._checked[key] = (now, found)
+        if isinstance(found, pr.CredentialError):
+            raise found
+        return found
+
+    async def session_csrf_ok(self, principal: pr.Principal, given: str | None) -> bool:
+        if not given or principal.credential_id is None:
+            return False
+        stored = await pr.csrf_hash_of(self.store, principal.credential_id)
+        return stored is not None and hmac.compare_digest(stored, _hash(given))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if not self.enabled:
+            scope[SCOPE_KEY] = DEVELOPER
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        public = path in PUBLIC or path.startswith(PUBLIC_PREFIXES)
+        problem: tuple[int, str, str] | None = None  # status, code, message
+        principal: pr.Principal | None = None
+        bearer = _header(scope, b"authorization")
+        session = _cookies(scope).get(SESSION_COOKIE)
+        try:
+            if bearer is not None:
+                kind, _, credential = bearer.partition(" ")
+                if kind.lower() != "bearer" or not credential.strip():
+                    raise pr.CredentialError("malformed", "Authorization must be 'Bearer "
+                                             "<token>'")
+                principal = await self.check(credential.strip(), ("token",))
+            elif session is not None:
+                principal = await self.check(session, ("session",))
+                if not public:
+                    problem = await self._cookie_rules(scope, principal)
+        except pr.CredentialError as exc:
+            problem = (401, "unauthenticated", str(exc))
+            principal = None
+        if problem is None and principal is None and not public:
+            problem = (401, "unauthenticated", "sign in first: a bearer token or a session")
+        if problem is not None and not public:
+            await self._refuse(scope, receive, send, *problem)
+            return
+        scope[SCOPE_KEY] = principal
+        await self.app(scope, receive, send)
+
+    async def _cookie_rules(self, scope: Scope, principal: pr.Principal
+                            ) -> tuple[int, str, str] | None:
+        """A request made with the session cookie: a WebSocket from this origin only, a
+        request that may change something with the page's CSRF token."""
+        if scope["type"] == "websocket":
+            origin = _header(scope, b"origin")
+            host = _header(scope, b"host")
+            if origin is None or host is None or origin.split("://", 1)[-1] != host:
+                return (403, "forbidden", f"a WebSocket with a session must come from this "
+                        f"server's own pages, not from {origin!r}")
+            return None
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return None
+        if not await self.session_csrf_ok(principal, _header(scope, b"x-csrf-token")):
+            return (403, "forbidden", "a request made with a session needs its CSRF token "
+                    "in X-CSRF-Token")
+        return None
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int,
+                      code: str, message: str) -> None:
+        if scope["type"] == "websocket":
+            # refused before the handshake completes: the client sees 403
+            await send({"type": "websocket.close", "code": 4401 if status == 401 else 4403,
+                        "reason": message[:120]})
+            return
+        request = Request(scope)
+        accept = request.headers.get("accept", "")
+        if status == 401 and scope["method"] == "GET" and "text/html" in accept:
+            target = scope["path"] + (f"?{scope['query_string'].decode()}"
+                                      if scope.get("query_string") else "")
+            response: Response = RedirectResponse(f"/login?next={quote(target)}", 303)
+        else:
+            response = JSONResponse(
+                {"errors": [{"message": message, "extensions": {"code": code}}]},
+                status_code=status, headers={"WWW-Authenticate": "Bearer"}
+                if status == 401 else None)
+        await response(scope, receive, send)
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+async def _start_session(store: SqlStore, principal: pr.Principal, request: Request,
+                         target: str) -> Response:
+    """A session for ``principal``: its cookies on a response going to ``target``."""
+    session, row = await pr.issue(store, principal.name, kind="session", label="browser",
+                                  seconds=SESSION_SECONDS)
+    csrf = secrets.token_urlsafe(24)
+    await pr.set_csrf_hash(store, row["credential_id"], _hash(csrf))
+    wants_json = "application/json" in request.headers.get("accept", "")
+    response: Response = JSONResponse({"ok": True, "next": target, "name": principal.name}) \
+        if wants_json else RedirectResponse(target, 303)
+    response.set_cookie(SESSION_COOKIE, session, max_age=SESSION_SECONDS, httponly=True,
+                        samesite="strict", secure=_secure(request), path="/")
+    response.set_cookie(CSRF_COOKIE, csrf, max_age=SESSION_SECONDS, httponly=False,
+                        samesite="strict", secure=_secure(request), path="/")
+    _LOG.info("signed in: %s", principal.name)
+    return response
+
+
+def _safe_next(value: str | None) -> str:
+    """Where to go after signing in: a path on this server only."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
+
+
+def login_routes(store: SqlStore, page: Callable[[Request], Awaitable[Response]]
+                 ) -> list[Any]:
+    """``/login`` (the page; with ``?once=`` a one-time link signs in at once),
+    ``POST /auth/login`` (a token in, a session out), ``POST /auth/logout`` and
+    ``GET /auth/whoami`` (whether the request is signed in, and as whom)."""
+    from starlette.routing import Route
+
+    async def login_page(request: Request) -> Response:
+        once = request.query_params.get("once")
+        if once is None:
+            return await page(request)
+        try:
+            who = await pr.verify(store, once, kinds=("link",), consume=True)
+        except pr.CredentialError as exc:
+            return JSONResponse({"errors": [{"message": f"this sign-in link is refused: "
+                                             f"{exc}", "extensions": {"code": exc.reason}}]},
+                                status_code=401)
+        return await _start_session(store, who, request,
+                                    _safe_next(request.query_params.get("next")))
+
+    async def login(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        token = body.get("token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token.strip():
+            return JSONResponse({"errors": [{"message": "give a token: {\"token\": \"ss1...\"}",
+                                             "extensions": {"code": "invalid_input"}}]},
+                                status_code=400)
+        try:
+            who = await pr.verify(store, token.strip(), kinds=("token",))
+        except pr.CredentialError as exc:
+            return JSONResponse({"errors": [{"message": str(exc),
+                                             "extensions": {"code": exc.reason}}]},
+                                status_code=401)
+        return await _start_session(store, who, request, _safe_next(
+            body.get("next") if isinstance(body, dict) else None))
+
+    async def logout(request: Request) -> Response:
+        who = principal_of(request.scope)
+        if who is not None and who.credential_id is not None:
+            await pr.revoke(store, who.credential_id)
+        response = JSONResponse({"ok": True})
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        response.delete_cookie(CSRF_COOKIE, path="/")
+        return response
+
+    async def whoami(request: Request) -> Response:
+        who = principal_of(request.scope)
+        return JSONResponse({"signedIn": who is not None,
+                             "name": None if who is None else who.name})
+
+    return [Route("/login", login_page, methods=["GET"]),
+            Route("/auth/whoami", whoami, methods=["GET"]),
+            Route("/auth/login", login, methods=["POST"]),
+            Route("/auth/logout", logout, methods=["POST"])]
+

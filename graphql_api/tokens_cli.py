@@ -1,0 +1,91 @@
+"""``stepsaga token ...``: API tokens for scripts and one-time sign-in links for people,
+made straight in the store (the same rules as the API's, engine.store.principals).
+
+    stepsaga token create ci-bot --group deployers     # prints the token, once
+    stepsaga token list [NAME]
+    stepsaga token revoke CREDENTIAL_ID
+    stepsaga token link admin --url http://127.0.0.1:8000   # a one-time sign-in URL
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+__all__ = ["MAX_TOKENS", "add_parser", "run"]
+
+MAX_TOKENS = 20  # live tokens a principal may hold at once
+LINK_SECONDS = 15 * 60
+
+
+def add_parser(commands: Any) -> None:
+    token = commands.add_parser("token", help="API tokens and one-time sign-in links")
+    token.add_argument("--store", default=None, metavar="URL",
+                       help="the store (default: the config's, stepsaga.sqlite)")
+    actions = token.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="a new token of a principal (made if new), "
+                                "printed once on stdout")
+    create.add_argument("name", help="the principal: a service or a person")
+    create.add_argument("--group", action="append", default=[],
+                        help="a group a new principal joins (repeatable; 'admins': all rights)")
+    create.add_argument("--person", action="store_true",
+                        help="a new principal is a person (default: a service)")
+    create.add_argument("--days", type=float, default=90.0,
+                        help="days the token lives (default 90)")
+    create.add_argument("--label", default="", help="what the token is for")
+    listed = actions.add_parser("list", help="credentials (of one principal), newest first")
+    listed.add_argument("name", nargs="?")
+    revoke = actions.add_parser("revoke", help="refuse a credential from now on")
+    revoke.add_argument("credential_id")
+    link = actions.add_parser("link", help="a one-time sign-in URL for a person "
+                              f"(lives {LINK_SECONDS // 60} minutes)")
+    link.add_argument("name")
+    link.add_argument("--url", default="http://127.0.0.1:8000",
+                      help="the server's address as a browser reaches it")
+
+
+async def run(args: argparse.Namespace) -> int:
+    from engine.store import SqlStore
+    from engine.store import principals as pr
+
+    from .config import ConfigError, load
+
+    try:
+        url = args.store or load(None)["store"]["url"]
+    except ConfigError as exc:
+        print(f"stepsaga: {exc}", file=sys.stderr)
+        return 2
+    try:
+        async with SqlStore.open(url) as store:
+            if args.action == "create":
+                if await pr.find(store, args.name) is None:
+                    await pr.create(store, args.name, groups=args.group,
+                                    kind="person" if args.person else "service")
+                    print(f"stepsaga: made {'person' if args.person else 'service'} "
+                          f"{args.name!r} in {', '.join(args.group) or 'no group'}",
+                          file=sys.stderr)
+                elif args.group:
+                    await pr.add_to_groups(store, args.name, args.group)
+                token, _ = await pr.issue(store, args.name, label=args.label,
+                                          seconds=args.days * 86400, limit=MAX_TOKENS)
+                print(token)
+            elif args.action == "list":
+                for row in await pr.credentials_of(store, args.name):
+                    print(json.dumps({k: row[k] for k in ("credential_id", "kind", "name",
+                                                          "label", "created_at",
+                                                          "expires_at", "revoked_at")}))
+            elif args.action == "revoke":
+                if not await pr.revoke(store, args.credential_id):
+                    print(f"stepsaga: no live credential {args.credential_id!r}",
+                          file=sys.stderr)
+                    return 1
+            else:
+                link, _ = await pr.issue(store, args.name, kind="link", label="sign-in link",
+                                         seconds=LINK_SECONDS)
+                print(f"{args.url.rstrip('/')}/login?once={link}")
+    except ValueError as exc:
+        print(f"stepsaga: {exc}", file=sys.stderr)
+        return 2
+    return 0
