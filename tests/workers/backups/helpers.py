@@ -22,7 +22,7 @@ def target_table(kind: str, tmp_path: Path, s3_endpoint: str = "", bucket: str =
 
 def section(source: dict[str, Any], target: dict[str, Any], steps: list[Any] | None = None,
             **job: Any) -> dict[str, Any]:
-    return {"keys": {"main": {"key": KEY_HEX}},
+    return {"keys": {"main": {"key": KEY_HEX}}, "restore_paths": ["/tmp"],
             "sources": {"src": source}, "targets": {"dst": target},
             "jobs": {"job": {"source": "src", "target": "dst",
                              "steps": ["zstd", {"kind": "aes-gcm", "key": "main"}]

@@ -36,6 +36,8 @@ ENDED = ("completed", "failed", "compensation_failed", "cancelled")
 def _config(tmp_path: Path) -> Path:
     config = tmp_path / "stepsaga.toml"
     config.write_text(f"""
+[backups]
+restore_paths = ["{tmp_path}/restores"]
 [backups.keys.main]
 key = "{KEY_HEX}"
 [backups.sources.db]
@@ -90,11 +92,17 @@ async def test_backups_are_started_and_restored_through_the_schema(tmp_path: Pat
             checked = await finished("backups.verify", {"job": "nightly",
                                                         "backup": done["output"]["id"]})
             assert checked["output"]["sha256"] == done["output"]["sha256"]
+            outside = await finished("backups.restore", {"job": "nightly", "into": {
+                "source": "db", "path": str(tmp_path / "restored.sqlite")}})
+            assert outside["status"] == "failed"
+            assert "is neither a source's path nor under backups.restore_paths" in \
+                outside["error"]["message"]
             restored = await finished("backups.restore", {"job": "nightly", "into": {
-                "kind": "sqlite", "path": str(tmp_path / "restored.sqlite")}})
+                "source": "db", "path": str(tmp_path / "restores" / "r.sqlite")}})
             assert restored["status"] == "completed", restored["error"]
             await node.drain()
-    assert sqlite_rows(tmp_path / "restored.sqlite") == sqlite_rows(tmp_path / "a.sqlite")
+    assert sqlite_rows(tmp_path / "restores" / "r.sqlite") == \
+        sqlite_rows(tmp_path / "a.sqlite")
 
 
 async def test_a_stepsaga_worker_process_runs_the_pack_from_its_config(tmp_path: Path) -> None:

@@ -167,3 +167,37 @@ def test_the_readme_example_section_is_valid() -> None:
     config = parse(tomllib.loads(block.group(1))["backups"])
     assert config.jobs["nightly"].steps[1].key == "main"
     assert [s.name for s in backups_app(config=config).schedules] == ["backups.nightly"]
+
+
+async def test_a_restore_writes_only_where_it_may(tmp_path: Path) -> None:
+    """A path given to a restore must be a source's own or under restore_paths; one that
+    climbs out of them (``..``, a symbolic link) is refused naming into.path."""
+    make_sqlite(tmp_path / "a.sqlite", rows=10)
+    settings = _base(tmp_path)
+    settings["restore_paths"] = [str(tmp_path / "restores")]
+    (tmp_path / "restores").mkdir()
+    os.symlink(tmp_path, tmp_path / "restores" / "up")
+    async with running(backups_app(config=parse(settings)), str(tmp_path / "s.sqlite")) as rt:
+        assert (await rt.run("backups.backup", {"job": "job"})).status == "completed"
+        for path in ("restores/../x.sqlite", "restores/up/x.sqlite", "elsewhere.sqlite"):
+            bad = await rt.run("backups.restore", {"job": "job", "into": {
+                "kind": "sqlite", "path": str(tmp_path / path)}})
+            assert bad.status == "failed" and bad.failure["path"] == "fetch"
+            assert "into.path:" in bad.error["message"]
+            assert "is neither a source's path nor under backups.restore_paths" in \
+                bad.error["message"]
+        bad = await rt.run("backups.restore", {"job": "job", "into": {"source": "nope"}})
+        assert "into.source: unknown source 'nope' (the sources are: src)" in \
+            bad.error["message"]
+        bad = await rt.run("backups.restore", {"job": "job", "into": {"source": "src",
+                                                                     "host": "x"}})
+        assert "into.host: not a field" in bad.error["message"]
+        ok = await rt.run("backups.restore", {"job": "job", "into": {
+            "source": "src", "path": str(tmp_path / "restores" / "ok.sqlite")}})
+        assert ok.status == "completed", ok.error
+    _nothing_restored_outside(tmp_path)
+
+
+def _nothing_restored_outside(tmp_path: Path) -> None:
+    assert not (tmp_path / "x.sqlite").exists() and not (tmp_path / "elsewhere.sqlite").exists()
+    assert len(sqlite_rows(tmp_path / "restores" / "ok.sqlite")) == 10

@@ -6,6 +6,9 @@ expected, before anything is dumped or written. The section, as TOML::
     [backups]
     notify = "myapp.hooks:backup_failed"  # optional: called with a dict when a backup fails
     staging = ""                          # a directory for SQLite snapshots (default: temp)
+    restore_paths = []                    # where a restore may write a file or directory
+                                          # it is given (into.path); a source's own path
+                                          # and databases are always allowed
 
     [backups.keys.main]                   # an AES-256 key: 32 bytes
     key_file = "/etc/stepsaga/backup.key" # raw 32 bytes, or 64 hex digits, or base64
@@ -71,7 +74,7 @@ from typing import Any
 from .errors import BackupConfigError
 
 __all__ = ["BackupsConfig", "Job", "KeySpec", "SourceSpec", "StepSpec", "TargetSpec",
-           "load_key", "parse", "source_spec"]
+           "load_key", "parse", "source_spec", "source_table"]
 
 SOURCE_KINDS = ("sqlite", "postgres", "mariadb", "directory")
 TARGET_KINDS = ("directory", "s3")
@@ -151,6 +154,7 @@ class BackupsConfig:
     jobs: Mapping[str, Job] = field(default_factory=dict)
     notify: str = ""
     staging: str = ""
+    restore_paths: tuple[str, ...] = ()
 
     def job(self, name: object) -> Job:
         if not isinstance(name, str) or name not in self.jobs:
@@ -220,6 +224,15 @@ def _kind(data: dict[str, Any], where: str, kinds: tuple[str, ...]) -> str:
         raise BackupConfigError(f"{where}.kind: expected one of {', '.join(kinds)}, "
                                 f"got {kind!r}")
     return str(kind)
+
+
+_SOURCE_FIELDS = {"sqlite": ("path",), "directory": ("path",), "postgres": ("url",),
+                  "mariadb": ("host", "port", "user", "password", "database", "socket")}
+
+
+def source_table(spec: SourceSpec) -> dict[str, Any]:
+    """A source as its table in the config (what :func:`source_spec` reads)."""
+    return {"kind": spec.kind, **{f: getattr(spec, f) for f in _SOURCE_FIELDS[spec.kind]}}
 
 
 def source_spec(name: str, value: Any, where: str) -> SourceSpec:
@@ -393,9 +406,15 @@ def parse(section: Mapping[str, Any] | None) -> BackupsConfig:
         for name in tables[part]:
             _named(name, _where(part, str(name)))
     notify, staging = _text(data, "notify", "backups"), _text(data, "staging", "backups")
+    roots = data.pop("restore_paths", [])
+    if not isinstance(roots, list) or not all(isinstance(r, str) and r.startswith("/")
+                                              for r in roots):
+        raise BackupConfigError(f"backups.restore_paths: expected a list of absolute "
+                                f"directories, got {roots!r:.60}")
     if notify and not re.match(r"^[\w.]+:\w+$", notify):
         raise BackupConfigError(f"backups.notify: expected module:function, got {notify!r}")
-    _done(data, "backups", "sources, targets, keys, jobs, notify and staging")
+    _done(data, "backups", "sources, targets, keys, jobs, notify, staging and "
+                           "restore_paths")
     config = BackupsConfig(
         sources={n: source_spec(n, v, _where("sources", n))
                  for n, v in tables["sources"].items()},
@@ -404,4 +423,5 @@ def parse(section: Mapping[str, Any] | None) -> BackupsConfig:
         staging=staging)
     jobs = {n: _job(n, v, config) for n, v in tables["jobs"].items()}
     return BackupsConfig(sources=config.sources, targets=config.targets, keys=config.keys,
-                         jobs=jobs, notify=notify, staging=staging)
+                         jobs=jobs, notify=notify, staging=staging,
+                         restore_paths=tuple(roots))

@@ -7,8 +7,11 @@
   (written last, atomically; locked per target; its compensation removes it).
 - ``backups.verify`` ``{"job", "backup": ID or "latest"}``: the integrity check, every
   checksum recomputed from the target.
-- ``backups.restore`` ``{"job", "backup", "into": a source-like table or null (the
-  job's source), "replace": false}``: ``fetch`` (the manifest, verified), ``verify``
+- ``backups.restore`` ``{"job", "backup", "into", "replace": false}``: ``into`` is
+  ``{"source": NAME}`` with optionally ``database`` (another database on that source's
+  server, with its credentials) or ``path``, or a table like a source's, or null (the
+  job's source); a path must be a source's own or under ``restore_paths``. Stages:
+  ``fetch`` (the manifest, verified), ``verify``
   (the object's checksums), ``load`` (decrypt, decompress and load, the result's
   checksum compared with the source's; refused into an existing destination unless
   ``replace``, which moves it aside; its compensation removes what was loaded and
@@ -22,6 +25,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,7 +38,7 @@ from engine import Clock, RetryPolicy, Saga, Stage, StageContext, SystemClock
 
 from . import manifest as manifests
 from . import retention, sources
-from .config import BackupsConfig, Job, SourceSpec, StepSpec, load_key
+from .config import BackupsConfig, Job, SourceSpec, StepSpec, load_key, source_table
 from .errors import BackupConfigError, IntegrityError, TargetError
 from .streams import CONTENT_TYPES, Digest, Hashing, make_decoder, make_encoder, pull, push
 from .targets import Storage, open_storage
@@ -331,15 +335,46 @@ class _Pack:
         await anyio.to_thread.run_sync(self._roll_back, output)
 
     def destination(self, into: Any) -> SourceSpec:
-        """A restore's destination: ``{"source": NAME}`` (a source of the config), or a
-        table like a source's."""
-        if isinstance(into, dict) and set(into) == {"source"}:
+        """A restore's destination: ``{"source": NAME}`` (a source of the config), with
+        ``database`` (another database on its server, with its credentials) or ``path``
+        (another file or directory) to go elsewhere; or a table like a source's. A path
+        must be the source's own or lie under one of ``restore_paths``."""
+        if isinstance(into, dict) and "source" in into:
+            extra = set(into) - {"source", "database", "path"}
+            if extra:
+                raise BackupConfigError(f"into.{sorted(extra)[0]}: not a field; into is "
+                                        "{source, database or path}")
             if into["source"] not in self.config.sources:
                 raise BackupConfigError(f"into.source: unknown source {into['source']!r} "
                                         f"(the sources are: "
                                         f"{', '.join(sorted(self.config.sources))})")
-            return self.config.sources[into["source"]]
-        return sources.check_destination(into)
+            base = self.config.sources[into["source"]]
+            table = source_table(base)
+            if base.kind == "postgres" and "database" in into:
+                table["url"] = sources.pg_url_of(base, str(into["database"]))
+            elif "database" in into:
+                table["database"] = into["database"]
+            if "path" in into:
+                table["path"] = into["path"]
+            found = sources.check_destination(table)
+        else:
+            found = sources.check_destination(into)
+        if found.kind in ("sqlite", "directory"):
+            self._allowed(found.path)
+        return found
+
+    def _allowed(self, path: str) -> None:
+        own = {os.path.realpath(s.path) for s in self.config.sources.values()
+               if s.kind in ("sqlite", "directory")}
+        real = os.path.realpath(path)
+        if real in own:
+            return
+        for root in self.config.restore_paths:
+            if os.path.commonpath([real, os.path.realpath(root)]) == os.path.realpath(root):
+                return
+        raise BackupConfigError(f"into.path: {path!r} is neither a source's path nor under "
+                                f"backups.restore_paths "
+                                f"({', '.join(self.config.restore_paths) or 'none'})")
 
     def _roll_back(self, restored: dict[str, Any]) -> dict[str, Any]:
         into = self.destination(restored["into"])

@@ -216,6 +216,14 @@ def _pg_url(spec: SourceSpec, database: str | None = None) -> str:
     return urllib.parse.urlunsplit(parts._replace(path="/" + database))
 
 
+def pg_url_of(spec: SourceSpec, database: str) -> str:
+    """The URL of another database on the server of ``spec``."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", database):
+        raise BackupConfigError(f"into.database: expected letters, digits and '_', got "
+                                f"{database!r}")
+    return _pg_url(spec, database)
+
+
 def _pg_database(spec: SourceSpec) -> str:
     name = urllib.parse.urlsplit(_pg_url(spec)).path.lstrip("/")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
