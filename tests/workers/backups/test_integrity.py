@@ -139,6 +139,10 @@ async def test_a_restore_into_an_existing_target_is_refused_unless_asked(
         assert replaced.status == "completed", replaced.error
         assert sqlite_rows(tmp_path / "other.sqlite") == original
         assert len(sqlite_rows(Path(replaced.output["aside"]))) == 3  # kept aside
+        forged = await rt.run("backups.rollback", {**replaced.output,
+                                                    "aside": str(tmp_path / "a.sqlite")})
+        assert forged.status == "failed"
+        assert "is not where a restore moved" in forged.error["message"]
         undone = await rt.run("backups.rollback", replaced.output)
         assert undone.status == "completed", undone.error
     assert len(sqlite_rows(tmp_path / "other.sqlite")) == 3  # the one before the restore

@@ -388,7 +388,9 @@ class _Pack:
         if not isinstance(restored, dict) or not isinstance(restored.get("into"), dict):
             raise BackupConfigError("a rollback's input is the output of a restore "
                                     f"({{\"into\": ..., \"aside\": ...}}), got {restored!r:.60}")
-        self.destination(restored["into"])  # checked before anything moves
+        into = self.destination(restored["into"])  # checked before anything moves
+        if restored.get("aside") is not None:
+            sources.check_aside(into, restored["aside"])
         return await anyio.to_thread.run_sync(self._roll_back, restored)
 
     # ------------------------------------------------------------ retention

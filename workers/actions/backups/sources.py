@@ -339,6 +339,18 @@ def _aside_name(spec: SourceSpec, tag: str) -> str:
     return f"{base[:40]}_before_{tag}"
 
 
+def check_aside(spec: SourceSpec, aside: object) -> str:
+    """``aside`` if it is a name :func:`move_aside` gives ``spec``'s destination (a
+    rollback's input is not trusted to name anything else)."""
+    if isinstance(aside, str):
+        tag = aside.rpartition(".before-" if spec.kind in ("sqlite", "directory")
+                               else "_before_")[2]
+        if re.fullmatch(r"[0-9a-f]{1,32}", tag) and aside == _aside_name(spec, tag):
+            return aside
+    raise BackupConfigError(f"aside: {aside!r} is not where a restore moved "
+                            f"{_shown(spec)} aside")
+
+
 def move_aside(spec: SourceSpec, tag: str) -> str:
     """Move the existing destination aside; the name it has now."""
     aside = _aside_name(spec, tag)
