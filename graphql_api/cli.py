@@ -541,6 +541,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--store", metavar="URL",
                      help="record the work durably in this store, e.g. "
                           f"{DEFAULT_STORE} (default: in memory)")
+    from . import config_cli
+
+    config_cli.add_parser(commands)
     migrate = commands.add_parser(
         "migrate", help="apply the store's schema migrations, or copy it to another database")
     migrate.add_argument("--url", default=DEFAULT_STORE,
@@ -635,6 +638,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = anyio.run(_worker, args, specs)
         _exit_when_threads_linger(code)
         return code
+    if args.command == "config":
+        return config_cli.run(args)
     if args.command == "migrate":
         return anyio.run(_migrate, args)
     if args.command == "token":

@@ -10,16 +10,19 @@ Every setting, its section and its default::
     [serve]                        # stepsaga serve
     host = "127.0.0.1"             # binds to this machine only unless told otherwise
     port = 8000                    # 0: any free port (printed)
-    app = "workers.actions:demo_saga"
+    app = "workers.actions:demo_saga"  # module:attribute: the sagas (or a WorkerApp)
     no_workers = false             # true: an API-only node
+    no_auth = false                # local development only: no sign-in (loopback only)
     command_timeout = 10.0         # seconds a mutation waits for the work's holder
 
     [worker]                       # the worker node of stepsaga serve and stepsaga worker
     workers = ["main=10"]          # NAME=N or NAME=N:saga1,saga2
-    lease_ttl = 10.0
-    park_after = 60.0
-    drain_deadline = 30.0
+    lease_ttl = 10.0               # seconds a lease lasts unless renewed
+    park_after = 60.0              # a work sleeping this long is handed back till due
+    drain_deadline = 30.0          # on SIGTERM, seconds works get to end their step
     node_id = ""                   # empty: host:pid:random
+    http = ""                      # HOST:PORT: stepsaga worker serves /metrics, /healthz
+                                   # and /readyz there (port 0: any free one, printed)
 
     [backups]                      # the backups pack (--app workers.actions.backups:app):
                                    # sources, targets, keys and jobs, nested tables,
@@ -47,7 +50,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULTS", "ConfigError", "load"]
+__all__ = ["DEFAULTS", "ConfigError", "documented", "load"]
 
 
 class ConfigError(ValueError):
@@ -91,7 +94,10 @@ def _seconds(value: Any) -> float:
 
 
 def _positive(value: Any) -> float:
-    found = _seconds(value)
+    try:
+        found = _seconds(value)
+    except TypeError:
+        found = 0.0  # the same message as for 0
     if found <= 0:
         raise TypeError("expected a number of seconds > 0")
     return found
@@ -160,6 +166,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     **{section: {key: default for key, (_, default) in keys.items()}
        for section, keys in _CHECKS.items()}, **{section: {} for section in _PACKS}}
 """Every setting's default, by section."""
+
+
+def documented() -> str:
+    """Every setting as this module's docstring documents it: a TOML document of the
+    defaults, commented (``stepsaga config show``)."""
+    doc = __doc__ or ""
+    start = doc.index("Every setting, its section and its default::") + 45
+    end = doc.index("\nAn environment variable")
+    return "\n".join(line[4:] for line in doc[start:end].strip("\n").splitlines())
 
 
 def load(path: str | os.PathLike[str] | None = None,
