@@ -62,8 +62,10 @@ def mariadb_server() -> Iterator[MariadbServer]:
 async def running(app: WorkerApp, store_path: str,
                   on_event: Callable[[RecordedEvent], None] | None = None
                   ) -> AsyncIterator[Runtime]:
-    """A runtime of the app's sagas on a SQLite store; its gate holds the store's locks."""
-    async with SqlStore.open(f"sqlite+aiosqlite:///{store_path}") as store:
+    """A runtime of the app's sagas on a store (a SQLite file's path, or a URL); its gate
+    holds the store's locks."""
+    url = store_path if "://" in store_path else f"sqlite+aiosqlite:///{store_path}"
+    async with SqlStore.open(url) as store:
         gate = NodeGate(store, holder="test", lock_ttl=5.0)
         async with Runtime(app.sagas, store=store, gate=gate, on_event=on_event) as runtime:
             yield runtime

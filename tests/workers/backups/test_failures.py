@@ -133,14 +133,16 @@ def _remove(kind: str, tmp_path: Path, endpoint: str, bucket: str, key: str) -> 
         s3_client(endpoint).delete_object(Bucket=bucket, Key=key)
 
 
-async def test_two_backups_of_one_source_serialise_on_its_lock(tmp_path: Path) -> None:
+async def test_two_backups_of_one_source_serialise_on_its_lock(tmp_path: Path,
+                                                               store_url: str) -> None:
+    """On a SQLite store and on PostgreSQL (the locks are the store's)."""
     make_tree(tmp_path / "tree")
     for i in range(6):  # enough that a transfer takes a while
         (tmp_path / "tree" / f"blob{i}").write_bytes(bytes(range(256)) * 40_000)
     app = backups_app(config=parse(section(
         {"kind": "directory", "path": str(tmp_path / "tree")},
         {"kind": "directory", "path": str(tmp_path / "backups")})))
-    async with running(app, str(tmp_path / "store.sqlite")) as rt:
+    async with running(app, store_url) as rt:
         ids = [await rt.start("backups.backup", {"job": "job"}) for _ in range(2)]
         results = [await rt.wait(i) for i in ids]
         histories = [await rt.history(i) for i in ids]
