@@ -353,7 +353,9 @@ def _gpg(spec: StepSpec, decode: bool) -> _Filter:
     if spec.homedir:
         env["GNUPGHOME"] = spec.homedir
     argv = ["gpg", "--batch", "--yes", "--quiet", "--no-tty", "--trust-model", "always"]
-    argv += ["--decrypt"] if decode else ["--encrypt", "--recipient", spec.recipient]
+    # compression is a step of its own: gpg's would only spend time on compressed data
+    argv += ["--decrypt"] if decode else ["--encrypt", "--compress-algo", "none",
+                                          "--recipient", spec.recipient]
     what = "decrypt" if decode else f"encrypt to {spec.recipient}"
     return _Filter(argv, env, f"the gpg step ({what})")
 
