@@ -27,6 +27,10 @@ fi
 if [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-dump >/dev/null 2>&1; then
     apt_install --no-install-recommends mariadb-server mariadb-client
 fi
+# ... and encrypt to a GnuPG key made for the test (gpg, gpgconf, gpg-agent)
+if ! command -v gpg-agent >/dev/null 2>&1; then
+    apt_install --no-install-recommends gnupg
+fi
 # The UI's browser tests drive Debian's Chromium (Playwright cannot download its own
 # browsers here); without recommends it is a few packages instead of 115.
 if [ ! -x /usr/bin/chromium ]; then
