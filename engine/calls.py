@@ -16,8 +16,11 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
 
 from . import events as ev
+from . import tracing
 from .clock import Clock
 from .context import Failure, StageContext, engine_failure, error_data, json_problem, shown
 from .definitions import MISSING, Abort, Branch, Forward, Loop, Map, RetryTransaction, Stage
@@ -38,6 +41,9 @@ from .state import WorkState
 from .stepping import Call, ScheduleRetry
 
 __all__ = ["DryRun", "UserCalls", "cancel_requested", "schema_problem"]
+
+_FAILURES = frozenset({ev.TRANSACTION_FAILED, ev.COMPENSATION_FAILED, ev.CONDITION_FAILED,
+                       ev.STAGE_FAILED, ev.WORK_COMPENSATION_FAILED, ev.GUARD_COMPLETED})
 
 
 def cancel_requested() -> bool:
@@ -133,13 +139,26 @@ class UserCalls:
     async def _execute(self, call: Call) -> Event:
         st = self.state.stages[call.path]
         node = self.plan.info(call.path).node
-        if call.kind == "transaction":
-            return await self._transaction(call, node, st.input)
-        if call.kind == "guard":
-            return await self._guard(call, st)
-        if call.kind == "condition":
-            return await self._condition(call, node, st)
-        return await self._compensation(call, node, st)
+        path = call.path
+        with tracing.tracer.start_as_current_span(f"{call.kind} {path}", attributes={
+                "stepsaga.saga": self.plan.name, "stepsaga.work_id": self.work_id,
+                "stepsaga.path": path, "stepsaga.attempt": call.attempt,
+                "stepsaga.kind": call.kind,
+                # a compensation's own key is set where it is made
+                "stepsaga.idempotency_key": f"{self.work_id}/{path}/{call.attempt}"}) as span:
+            if call.kind == "transaction":
+                event = await self._transaction(call, node, st.input)
+            elif call.kind == "guard":
+                event = await self._guard(call, st)
+            elif call.kind == "condition":
+                event = await self._condition(call, node, st)
+            else:
+                event = await self._compensation(call, node, st)
+            span.set_attribute("stepsaga.outcome", event.type)
+            error = event.payload.get("error")
+            if error is not None and event.type in _FAILURES:
+                span.set_status(StatusCode.ERROR, str(error.get("message", ""))[:500])
+            return event
 
     async def _invoke(self, fn: Callable[..., Any], args: tuple[Any, ...],
                       limit: float | None) -> tuple[Any, BaseException | None, bool]:
@@ -327,6 +346,7 @@ class UserCalls:
         else:
             key = f"{self.work_id}/{call.path}/rollback/{tries}"
         ctx = self._context(call.path, call.attempt, "compensation", key)
+        trace.get_current_span().set_attribute("stepsaga.idempotency_key", key)
         result, exc, timed_out = await self._invoke(
             node.compensation, (ctx, st.input, output, reason), node.compensation_timeout)
         if exc is not None:

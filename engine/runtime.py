@@ -28,6 +28,7 @@ import anyio.abc
 import tenacity
 
 from . import events as ev
+from . import tracing
 from .breakpoints import Breakpoint
 from .calls import schema_problem
 from .catalog import can_continue, describe, fail_globs
@@ -561,6 +562,9 @@ class Runtime(Debugging):
             payload["priority"] = priority
         if start_at is not None:
             payload["start_at"] = float(start_at)
+        carried = tracing.carrier()
+        if carried is not None:  # the work's spans join the trace it was created in
+            payload["trace"] = carried
         try:
             await runner.record(Event(type=ev.WORK_CREATED, payload=payload), flush=False)
             if run:
@@ -712,8 +716,16 @@ class Runtime(Debugging):
 
     async def _drive(self, runner: WorkRunner) -> None:
         assert self._tg is not None
+        state = runner.state
         try:
-            await runner.run(self._tg)
+            with tracing.tracer.start_as_current_span(
+                    f"work {state.saga}", context=tracing.parent_context(state.trace),
+                    attributes={"stepsaga.saga": state.saga,
+                                "stepsaga.work_id": runner.work_id}) as span:
+                try:
+                    await runner.run(self._tg)
+                finally:
+                    span.set_attribute("stepsaga.outcome", runner.state.status)
         except Exception as exc:
             # the store refused an event (another writer, or the database is gone), or a
             # fault of the engine's: this process's copy of the work is stale; drop it,

@@ -156,6 +156,7 @@ class WorkState:
     worker: str | None = None  # the worker that recorded its latest event ("node/name")
     definition: str | None = None  # the hash of the saga's definition it started with
     definition_version: int | None = None  # that definition's version (Saga.version)
+    trace: dict[str, str] | None = None  # the trace context it was created in (engine.tracing)
 
     @property
     def terminal(self) -> bool:
@@ -308,6 +309,7 @@ def _work_created(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     state.definition = p.get("definition")
     version = p.get("definition_version")
     state.definition_version = version if isinstance(version, int) else None
+    state.trace = p.get("trace")
     fork = p.get("forked_from")
     if fork is not None:
         state.parent_work_id = fork["work_id"]

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import uvicorn
+from opentelemetry import propagate, trace
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,29 +25,56 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from strawberry.extensions import SchemaExtension
 
-from engine import metrics
+from engine import metrics, tracing
 from engine.store import SqlStore
 
-__all__ = ["OperationTimer", "QuietServer", "healthz", "metrics_endpoint", "node_app",
-           "readyz_endpoint", "serve_http"]
+__all__ = ["OperationTimer", "QuietServer", "TraceRequests", "healthz", "metrics_endpoint",
+           "node_app", "readyz_endpoint", "serve_http"]
 
 _LOG = logging.getLogger("stepsaga.serve")
 
 
 class OperationTimer(SchemaExtension):
     """Times each GraphQL operation into ``stepsaga_api_request_seconds`` by its name
-    (``anonymous`` without one) and type."""
+    (``anonymous`` without one) and type, in a span ``graphql <name>``."""
 
     def on_operation(self) -> Iterator[None]:
         began = time.perf_counter()
-        yield
         context = self.execution_context
-        try:
-            kind = context.operation_type.value
-        except Exception:  # a document that did not parse has no type
-            kind = "unknown"
-        name = context.operation_name or "anonymous"
-        metrics.API_SECONDS.labels(name[:100], kind).observe(time.perf_counter() - began)
+        # a span per operation: a work it creates carries this span's context
+        with tracing.tracer.start_as_current_span("graphql") as span:
+            yield
+            name = (context.operation_name or "anonymous")[:100]  # known once parsed
+            try:
+                kind = context.operation_type.value
+            except Exception:  # a document that did not parse has no type
+                kind = "unknown"
+            span.update_name(f"graphql {name}")
+            span.set_attribute("graphql.operation.name", name)
+            span.set_attribute("graphql.operation.type", kind)
+        metrics.API_SECONDS.labels(name, kind).observe(time.perf_counter() - began)
+
+
+class TraceRequests:
+    """ASGI middleware: each HTTP request a span (``HTTP <method> <path>``, a server
+    span) under the trace context its headers carry (``traceparent``), current while
+    it is handled; a WebSocket's messages are left alone."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        parent = propagate.extract(headers)
+        with tracing.tracer.start_as_current_span(
+                f"HTTP {scope['method']} {scope['path']}", context=parent,
+                kind=trace.SpanKind.SERVER,
+                attributes={"http.request.method": scope["method"],
+                            "url.path": scope["path"]}):
+            await self.app(scope, receive, send)
 
 
 def metrics_endpoint(store: SqlStore | None) -> Any:

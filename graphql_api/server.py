@@ -27,7 +27,7 @@ from engine.store.feed import Feed
 from .auth import Auth, login_routes, principal_of
 from .explorer import WithExplorer, app_page, explorer_files
 from .observability import QuietServer as _Server
-from .observability import metrics_endpoint, readyz_endpoint
+from .observability import TraceRequests, metrics_endpoint, readyz_endpoint
 from .schema import Context, schema
 from .service import Service
 
@@ -66,7 +66,8 @@ def make_app(service: Service, *, auth: bool = True, node: Any = None) -> ASGIAp
               WebSocketRoute("/graphql", api),
               *login_routes(service.store, app_page),
               Mount("/ui", explorer_files())]
-    return Auth(Starlette(routes=routes), service.store, enabled=auth)
+    # each request a span, under the trace context its headers carry
+    return TraceRequests(Auth(Starlette(routes=routes), service.store, enabled=auth))
 
 
 @asynccontextmanager

@@ -30,7 +30,7 @@ __all__ = [
     "encode_state",
 ]
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: WorkState.trace (older nodes replay from the events instead)
 
 # (type, version) -> function turning that version's payload into the next version's
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}

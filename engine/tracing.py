@@ -1,0 +1,49 @@
+"""OpenTelemetry spans of works and stage calls, through ``opentelemetry-api`` only: the
+SDK (and so whether and where spans go) is the user's choice; without one every span is
+a no-op.
+
+- A work records the trace context current when it was created (a ``createWork``
+  request's span, a user's own span around :meth:`engine.Runtime.start`) in its
+  ``work.created`` event, with the propagator the user configured (W3C traceparent by
+  default). Every process that drives the work opens a ``work <saga>`` span under that
+  context, so its spans join the trace of the request that made it, on any node.
+- Each call of user code (transaction, compensation, guard, condition) is a span
+  ``<kind> <path>`` under the work's span, current while the code runs: a user's own
+  spans, and outgoing HTTP calls of instrumented clients, are its children.
+
+Attributes: ``stepsaga.saga``, ``stepsaga.work_id``, ``stepsaga.path``,
+``stepsaga.attempt``, ``stepsaga.kind`` and ``stepsaga.idempotency_key`` (a stage call),
+``stepsaga.outcome`` (an event type); a failed call's span has status ERROR with the
+error's message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+
+__all__ = ["carrier", "parent_context", "tracer"]
+
+tracer = trace.get_tracer("stepsaga")
+"""The engine's tracer (a proxy: a provider set later by the user takes effect)."""
+
+_EMPTY = Context()
+
+
+def carrier() -> dict[str, str] | None:
+    """The current trace context as the configured propagator writes it (None when
+    there is no span to carry)."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None
+    found: dict[str, str] = {}
+    propagate.inject(found)
+    return found or None
+
+
+def parent_context(found: Any) -> Context:
+    """The context a carrier holds (a work's), or an empty one: a new trace."""
+    if not isinstance(found, dict) or not found:
+        return _EMPTY
+    return propagate.extract(found)
