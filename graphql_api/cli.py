@@ -457,7 +457,7 @@ def _node_args(args: argparse.Namespace) -> tuple[list[Any], Any]:
 # the flags of serve and worker that a config file (or its variables) may set instead
 _SETTINGS = {"store": ("store", "url"), "app": ("serve", "app"), "host": ("serve", "host"),
              "port": ("serve", "port"), "no_workers": ("serve", "no_workers"),
-             "no_auth": ("serve", "no_auth"),
+             "no_auth": ("serve", "no_auth"), "explorer": ("serve", "explorer"),
              "worker": ("worker", "workers"), "lease_ttl": ("worker", "lease_ttl"),
              "park_after": ("worker", "park_after"),
              "drain_deadline": ("worker", "drain_deadline"), "node_id": ("worker", "node_id"),
@@ -495,7 +495,7 @@ async def _serve(args: argparse.Namespace, app: Any, specs: list[Any]) -> int:
 
     await serve(store_url=args.store, app=app, host=args.host, port=args.port,
                 workers=specs, no_workers=args.no_workers, auth=not args.no_auth,
-                command_timeout=args.command_timeout,
+                explorer=bool(args.explorer), command_timeout=args.command_timeout,
                 node_options={"node_id": args.node_id, "lease_ttl": args.lease_ttl,
                               "park_after": args.park_after}, ready=ready)
     print(json.dumps({"stopped": True}), flush=True)
@@ -541,9 +541,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--store", metavar="URL",
                      help="record the work durably in this store, e.g. "
                           f"{DEFAULT_STORE} (default: in memory)")
-    from . import config_cli
-
-    config_cli.add_parser(commands)
     migrate = commands.add_parser(
         "migrate", help="apply the store's schema migrations, or copy it to another database")
     migrate.add_argument("--url", default=DEFAULT_STORE,
@@ -553,9 +550,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "postgresql+asyncpg://user@host/db, and rebuild its projections; "
                               "run it again after an interruption: streams copied already are "
                               "skipped, one copied in part is completed")
-    from . import tokens_cli
+    from . import config_cli, tokens_cli
 
     tokens_cli.add_parser(commands)
+    config_cli.add_parser(commands)
     worker = commands.add_parser(
         "worker", help="run a worker node: claim works from the store and run them")
     worker.add_argument("--store", default=None, metavar="URL",
@@ -596,6 +594,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="a named worker of this process's node (default main=10)")
     serve.add_argument("--no-workers", action="store_true", default=None,
                        help="serve the API only: worker nodes run elsewhere")
+    serve.add_argument("--explorer", action="store_true", default=None,
+                       help="serve GraphiQL at /graphql and answer introspection "
+                            "(both off by default)")
     serve.add_argument("--no-auth", action="store_true", default=None,
                        help="local development only: no sign-in, every request an "
                             "administrator (refused on any address but loopback)")

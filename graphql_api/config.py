@@ -13,6 +13,7 @@ Every setting, its section and its default::
     app = "workers.actions:demo_saga"  # module:attribute: the sagas (or a WorkerApp)
     no_workers = false             # true: an API-only node
     no_auth = false                # local development only: no sign-in (loopback only)
+    explorer = false               # true: GraphiQL at /graphql, and introspection
     command_timeout = 10.0         # seconds a mutation waits for the work's holder
 
     [worker]                       # the worker node of stepsaga serve and stepsaga worker
@@ -143,6 +144,9 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
               # local development only: no sign-in, every request an administrator;
               # refused on any address but loopback
               "no_auth": (_flag, False),
+              # GraphiQL at /graphql and introspection (off: a client learns the schema
+              # from its documentation, not from a production server)
+              "explorer": (_flag, False),
               "command_timeout": (_positive, 10.0)},
     "worker": {"workers": (_workers, ["main=10"]), "lease_ttl": (_positive, 10.0),
                "park_after": (_seconds, 60.0), "drain_deadline": (_seconds, 30.0),

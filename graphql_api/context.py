@@ -23,6 +23,7 @@ class Context:
         self.service = service
         # who asks (engine.store.principals.Principal; None: in-process Python, trusted)
         self.principal = principal
+        self.introspection = True  # whether it may ask for the schema (__schema, __type)
         store = service.store
 
         async def load_runs(keys: list[str]) -> list[list[dict[str, Any]]]:

@@ -17,7 +17,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import ui
 
-__all__ = ["APP_POLICY", "DIST", "WithExplorer", "app_page", "explorer_files", "wants_explorer"]
+__all__ = ["APP_POLICY", "DIST", "NoExplorer", "WithExplorer", "app_page", "explorer_files",
+           "wants_explorer"]
 
 DIST = Path(ui.__file__).resolve().parent / "dist"
 
@@ -58,6 +59,23 @@ class WithExplorer:
 
     def page(self) -> Response:
         return _page(self.dist / "index.html", "The GraphQL explorer")
+
+
+class NoExplorer:
+    """``api`` at /graphql with the explorer off (the default): a browser asking for a
+    page is told how to turn it on."""
+
+    def __init__(self, api: ASGIApp) -> None:
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if wants_explorer(scope):
+            await PlainTextResponse(
+                "The GraphQL explorer is off (and introspection with it): start the server "
+                "with --explorer, or explorer = true in [serve]. The API answers POST "
+                "/graphql.", status_code=404)(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
 
 
 def _page(file: Path, what: str, policy: str = POLICY) -> Response:

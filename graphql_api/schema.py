@@ -25,15 +25,27 @@ a bare exception, and nothing stored changes on an error.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import strawberry
+from graphql import GraphQLError
 from strawberry import relay
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
 
 from . import feed, ops, rehearsal, sagas, work_mutations, workers_types, works
 from .context import Context
 from .observability import OperationTimer
 
-__all__ = ["Context", "schema"]
+__all__ = ["MAX_ALIASES", "MAX_DEPTH", "MAX_TOKENS", "Context", "schema"]
 
 
 @strawberry.type
@@ -99,11 +111,72 @@ class Subscription:
     work_events = feed.work_events
 
 
-schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription,
-                           types=[works.Work, workers_types.Worker, sagas.Saga, sagas.StageInfo],
-                           # a document is parsed and validated once, not per request
-                           # (factories: each request gets its own, the caches are
-                           # shared at module level by strawberry)
-                           extensions=[lambda: ParserCache(maxsize=512),
-                                       lambda: ValidationCache(maxsize=512),
-                                       OperationTimer])  # stepsaga_api_request_seconds
+# what a request may be at most
+MAX_DEPTH = 12  # fields within fields: a work's stage runs' ... well under it
+MAX_ALIASES = 30  # one field asked for under many names: an alias bomb
+MAX_TOKENS = 4000  # a document's size in GraphQL tokens
+
+
+def _expected(error: GraphQLError) -> bool:
+    """Whether an error says what the client did wrong (shown as it is) rather than
+    something that broke here (masked: no traceback, SQL or path reaches a client)."""
+    from .service import ApiError
+
+    original = error.original_error
+    return original is None or isinstance(original, ValueError | ApiError | TimeoutError)
+
+
+class MaskUnexpected(MaskErrors):
+    """Errors that broke here masked for a request from a client (its context names a
+    principal); Python in this process sees them as they are."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=self._masks,
+                         error_message="the server failed on this request; its log says why")
+
+    def _masks(self, error: GraphQLError) -> bool:
+        if getattr(self.execution_context.context, "principal", None) is None:
+            return False
+        return not _expected(error)
+
+
+class Introspection(SchemaExtension):
+    """Introspection refused when the request's context says so (the server's, unless
+    its explorer is on)."""
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context.context
+        document = self.execution_context.graphql_document
+        if not getattr(context, "introspection", True) and document is not None \
+                and any(name in ("__schema", "__type") for name in _field_names(document)):
+            raise GraphQLError("introspection is off on this server (start it with "
+                               "--explorer to turn it on); the schema is in its docs")
+        yield
+
+
+def _field_names(document: Any) -> Iterator[str]:
+    from graphql import FieldNode, visit
+    from graphql.language import Visitor
+
+    names: list[str] = []
+
+    class Names(Visitor):
+        def enter_field(self, node: FieldNode, *args: Any) -> None:
+            names.append(node.name.value)
+
+    visit(document, Names())
+    yield from names
+
+
+schema = strawberry.Schema(
+    query=Query, mutation=Mutation, subscription=Subscription,
+    types=[works.Work, workers_types.Worker, sagas.Saga, sagas.StageInfo],
+    # bounds on every request (generous for people and scripts, tight for a bomb);
+    # a document is parsed and validated once, not per request (factories: each
+    # request gets its own, the caches are shared at module level by strawberry)
+    extensions=[lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+                lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+                lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+                MaskUnexpected, Introspection,
+                lambda: ParserCache(maxsize=512), lambda: ValidationCache(maxsize=512),
+                OperationTimer])  # stepsaga_api_request_seconds

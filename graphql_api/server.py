@@ -25,7 +25,8 @@ from engine.store import SqlStore
 from engine.store.feed import Feed
 
 from .auth import Auth, login_routes, principal_of
-from .explorer import WithExplorer, app_page, explorer_files
+from .explorer import NoExplorer, WithExplorer, app_page, explorer_files
+from .guards import MAX_BODY, Guards
 from .observability import QuietServer as _Server
 from .observability import TraceRequests, metrics_endpoint, readyz_endpoint
 from .schema import Context, schema
@@ -39,19 +40,25 @@ _LOG = logging.getLogger("stepsaga.serve")
 class Api(GraphQL[Context, None]):
     """strawberry's ASGI app with our context: one :class:`Context` per request."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, introspection: bool = False) -> None:
         super().__init__(schema, graphql_ide=None)  # the bundled explorer serves /graphql
         self.service = service
+        self.introspection = introspection
 
     async def get_context(self, request: Request | WebSocket, response: Any = None
                           ) -> Context:
-        return Context(self.service, principal_of(request.scope))
+        context = Context(self.service, principal_of(request.scope))
+        context.introspection = self.introspection
+        return context
 
 
-def make_app(service: Service, *, auth: bool = True, node: Any = None) -> ASGIApp:
+def make_app(service: Service, *, auth: bool = True, node: Any = None,
+             explorer: bool = False) -> ASGIApp:
     """The server's routes behind :class:`graphql_api.auth.Auth` (``auth=False``: local
     development, every request an administrator)."""
-    api = Api(service)
+    # clients get the schema with its limits; introspection (and the explorer, which
+    # needs it) only when asked for
+    api = Api(service, introspection=explorer)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -62,12 +69,13 @@ def make_app(service: Service, *, auth: bool = True, node: Any = None) -> ASGIAp
               Route("/healthz", healthz),
               Route("/metrics", metrics_endpoint(service.store)),
               Route("/readyz", readyz_endpoint(service.store, node)),
-              Route("/graphql", WithExplorer(api), methods=["GET", "POST"]),
+              Route("/graphql", WithExplorer(api) if explorer else NoExplorer(api),
+                    methods=["GET", "POST"]),
               WebSocketRoute("/graphql", api),
               *login_routes(service.store, app_page),
               Mount("/ui", explorer_files())]
     # each request a span, under the trace context its headers carry
-    return TraceRequests(Auth(Starlette(routes=routes), service.store, enabled=auth))
+    return TraceRequests(Guards(Auth(Starlette(routes=routes), service.store, enabled=auth)))
 
 
 @asynccontextmanager
@@ -135,14 +143,16 @@ async def _stop_on_signal(server: Any) -> None:
 
 async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequence[Any],
                 no_workers: bool = False, node_options: dict[str, Any] | None = None,
-                ready: Any = None, command_timeout: float = 10.0, auth: bool = True) -> None:
+                ready: Any = None, command_timeout: float = 10.0, auth: bool = True,
+                explorer: bool = False) -> None:
     """``stepsaga serve``: API and (unless ``no_workers``) a worker node on one store,
     until SIGTERM or SIGINT; then the server stops taking requests, closes its
     subscriptions and the node hands its works on. ``ready(server, login)`` is called
     once it serves; ``login``: the path of a one-time sign-in link for the administrator
     it made, on the first start of a fresh store (else None).
 
-    ``auth=False`` (local development) is refused on any address but loopback."""
+    ``auth=False`` (local development) is refused on any address but loopback;
+    ``explorer``: GraphiQL at /graphql, and introspection (both off by default)."""
     if not auth:
         check_loopback(host)
         _LOG.warning("AUTH IS OFF (--no-auth): every request to http://%s:%s is an "
@@ -156,13 +166,15 @@ async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequ
                 await tg.start(node.run)
             async with running_api(store, app, node=node,
                                    command_timeout=command_timeout) as service:
-                config = uvicorn.Config(make_app(service, auth=auth, node=node), host=host,
+                config = uvicorn.Config(make_app(service, auth=auth, node=node,
+                                                 explorer=explorer), host=host,
                                         port=port,
                                         log_level="warning", lifespan="off",
                                         ws="websockets-sansio",
                                         # small JSON messages: compressing costs more CPU
                                         # than it saves on loopback and LANs
-                                        ws_per_message_deflate=False)
+                                        ws_per_message_deflate=False,
+                                        ws_max_size=MAX_BODY)
                 server = _Server(config)
                 stopped = anyio.Event()
 

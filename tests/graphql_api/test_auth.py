@@ -184,3 +184,33 @@ def test_auth_off_is_for_loopback_only_and_says_so(tmp_path: Path) -> None:
         assert httpx.post(ready["url"], json=QUERY, headers=bearer(token)).status_code == 200
     finally:
         server.stop()
+
+
+def test_the_graphql_surface_is_bounded(served: dict[str, Any]) -> None:
+    url, headers = served["url"], bearer(served["token"])
+
+    def errors(query: str) -> list[str]:
+        answer = httpx.post(url, json={"query": query}, headers=headers)
+        assert answer.status_code in (200, 400), answer.text
+        return [e["message"] for e in answer.json().get("errors", [])]
+
+    # security headers on every response, the API's and the pages'
+    for response in (httpx.post(url, json=QUERY, headers=headers),
+                     httpx.get(served["origin"] + "/login")):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+    # the explorer and introspection are off unless asked for
+    page = httpx.get(url, headers={**headers, "Accept": "text/html"})
+    assert page.status_code == 404 and "--explorer" in page.text
+    assert any("introspection" in m.lower() for m in errors("{ __schema { types { name } } }"))
+    # too deep, too many aliases, too large
+    deep = "{ allWorks { edges { node { " + "a { " * 12 + "b" + " }" * 12 + " } } } }"
+    assert any("exceeds maximum operation depth" in m for m in errors(deep))
+    bomb = "{ " + " ".join(f"a{i}: allSagas {{ name }}" for i in range(31)) + " }"
+    assert any("aliases found" in m for m in errors(bomb))
+    huge = httpx.post(url, headers=headers, content=b'{"query": "' + b" " * (1024 * 1024)
+                      + b'{ allSagas { name } }"}')
+    assert huge.status_code == 413 and "bytes at most" in huge.text
+    # a bad argument still says what is wrong (only what broke here is masked)
+    told = errors("{ allWorks(first: -1) { totalCount } }")
+    assert told and "first" in told[0] and "the server failed" not in told[0]

@@ -15,6 +15,17 @@ from .conftest import Server
 CREATE = 'mutation { createWork(saga: "demo") { ... on WorkCreated { work { workId } } } }'
 TIMEOUT_MS = 30_000  # generous: the page loads in about a second
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with its explorer on (it is off by default)."""
+    served = Server(tmp_path_factory.mktemp("explorer") / "s.sqlite", explorer=True)
+    try:
+        yield served
+    finally:
+        code, err = served.stop()
+        assert code == 0, err
+
+
 
 class Visit:
     """A page of the explorer with everything it logged, requested and connected to."""

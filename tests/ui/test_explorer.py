@@ -3,9 +3,11 @@ at /graphql, its files under /ui/, and the API at /graphql as before."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from starlette.responses import PlainTextResponse
 
 from graphql_api.explorer import WithExplorer
@@ -15,6 +17,17 @@ from .test_bundle import page_refs
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 QUERY = "{ allSagas { name } }"
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with its explorer on (it is off by default)."""
+    served = Server(tmp_path_factory.mktemp("explorer") / "s.sqlite", explorer=True)
+    try:
+        yield served
+    finally:
+        code, err = served.stop()
+        assert code == 0, err
+
 
 
 def test_a_browser_opening_graphql_gets_the_explorer(server: Server) -> None:
