@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -161,6 +162,12 @@ class DirectoryStorage:
 
 
 class _S3Writer:
+    """A multipart upload fed part by part: a full part is sent by a thread of its own
+    while the chain goes on making the next (at most ``IN_FLIGHT`` parts at once, so
+    memory stays at a few parts whatever the size)."""
+
+    IN_FLIGHT = 2
+
     def __init__(self, storage: S3Storage, key: str) -> None:
         self.storage = storage
         self.key = key
@@ -169,13 +176,22 @@ class _S3Writer:
             Bucket=storage.spec.bucket, Key=key)["UploadId"]
         self.parts: list[dict[str, Any]] = []
         self.buffer = bytearray()
+        self.sent = 0
+        self.pool = ThreadPoolExecutor(max_workers=self.IN_FLIGHT,
+                                       thread_name_prefix="s3-part")
+        self.pending: list[Future[dict[str, Any]]] = []
 
-    def _send(self) -> None:
-        number = len(self.parts) + 1
+    def _upload(self, number: int, body: bytes) -> dict[str, Any]:
         found = self.client.upload_part(Bucket=self.storage.spec.bucket, Key=self.key,
                                         UploadId=self.upload_id, PartNumber=number,
-                                        Body=bytes(self.buffer))
-        self.parts.append({"PartNumber": number, "ETag": found["ETag"]})
+                                        Body=body)
+        return {"PartNumber": number, "ETag": found["ETag"]}
+
+    def _send(self) -> None:
+        while len(self.pending) >= self.IN_FLIGHT:
+            self.parts.append(self.pending.pop(0).result())
+        self.sent += 1
+        self.pending.append(self.pool.submit(self._upload, self.sent, bytes(self.buffer)))
         self.buffer.clear()
 
     def write(self, data: bytes) -> None:
@@ -184,14 +200,22 @@ class _S3Writer:
             self._send()
 
     def commit(self) -> None:
-        if self.buffer or not self.parts:
-            self._send()
+        try:
+            if self.buffer or not self.sent:
+                self._send()
+            self.parts += [f.result() for f in self.pending]
+            self.pending.clear()
+        finally:
+            self.pool.shutdown(wait=True)
         self.client.complete_multipart_upload(
             Bucket=self.storage.spec.bucket, Key=self.key, UploadId=self.upload_id,
-            MultipartUpload={"Parts": self.parts})
+            MultipartUpload={"Parts": sorted(self.parts, key=lambda p: p["PartNumber"])})
 
     def abort(self) -> None:
         self.buffer.clear()
+        for future in self.pending:
+            future.cancel()
+        self.pool.shutdown(wait=True)  # a part still being sent ends before the abort
         self.client.abort_multipart_upload(Bucket=self.storage.spec.bucket, Key=self.key,
                                            UploadId=self.upload_id)
 
