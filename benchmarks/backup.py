@@ -236,13 +236,17 @@ def main() -> None:
             shutil.rmtree(data, ignore_errors=True)
             shutil.rmtree(work / f"out-{size}", ignore_errors=True)
         results["memory_growth_mib"] = max(memory)
+        for part in ("directory", "s3"):
+            ratio = results[part]["ratio_vs_pipeline"]
+            results[part].update(ratio_vs_pipeline_goal=GOAL_RATIO,
+                                 ratio_vs_pipeline_goal_met=ratio >= GOAL_RATIO)
+        results.update(memory_growth_mib_goal=GOAL_MEMORY_MIB,
+                       memory_growth_mib_goal_met=results["memory_growth_mib"] <
+                       GOAL_MEMORY_MIB)
         results["goals"] = {
-            "directory.ratio_vs_pipeline": {"goal": GOAL_RATIO, "met": results[
-                "directory"]["ratio_vs_pipeline"] >= GOAL_RATIO},
-            "s3.ratio_vs_pipeline": {"goal": GOAL_RATIO,
-                                     "met": results["s3"]["ratio_vs_pipeline"] >= GOAL_RATIO},
-            "memory_growth_mib": {"goal": GOAL_MEMORY_MIB,
-                                  "met": results["memory_growth_mib"] < GOAL_MEMORY_MIB}}
+            "directory.ratio_vs_pipeline": results["directory"]["ratio_vs_pipeline_goal_met"],
+            "s3.ratio_vs_pipeline": results["s3"]["ratio_vs_pipeline_goal_met"],
+            "memory_growth_mib": results["memory_growth_mib_goal_met"]}
         print(json.dumps(results, indent=1))
     finally:
         if moto is not None:

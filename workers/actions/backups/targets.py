@@ -3,8 +3,9 @@
 A backup is two objects under ``<prefix><job>/<backup id>/``: ``data`` (the stream
 after every step) and ``manifest.json``, written last. Both targets write ``data``
 so a reader never sees part of it under its name: a directory writes ``data.partial``
-and renames it once it is synced; S3 uploads it in parts (a multipart upload, one
-part in memory at a time) that only become the object when completed. The manifest
+and renames it once it is synced; S3 uploads it in parts (a multipart upload, a part
+being filled and at most two being sent at a time) that only become the object when
+completed. The manifest
 is written only if no object has its name (a hard link on a directory, which fails
 when the name exists; ``If-None-Match: *`` on S3), so a manifest written once is
 never replaced.
