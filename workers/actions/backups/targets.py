@@ -4,8 +4,7 @@ A backup is two objects under ``<prefix><job>/<backup id>/``: ``data`` (the stre
 after every step) and ``manifest.json``, written last. Both targets write ``data``
 so a reader never sees part of it under its name: a directory writes ``data.partial``
 and renames it once it is synced; S3 uploads it in parts (a multipart upload, a part
-being filled and at most two being sent at a time) that only become the object when
-completed. The manifest
+being filled while the one before is sent) that only become the object when completed. The manifest
 is written only if no object has its name (a hard link on a directory, which fails
 when the name exists; ``If-None-Match: *`` on S3), so a manifest written once is
 never replaced.
@@ -164,10 +163,11 @@ class DirectoryStorage:
 
 class _S3Writer:
     """A multipart upload fed part by part: a full part is sent by a thread of its own
-    while the chain goes on making the next (at most ``IN_FLIGHT`` parts at once, so
-    memory stays at a few parts whatever the size)."""
+    while the chain goes on making the next (``IN_FLIGHT`` parts at once: memory stays
+    at two parts whatever the size; a second in flight added 10 MiB and no speed in
+    benchmarks/backup.py on two cores)."""
 
-    IN_FLIGHT = 2
+    IN_FLIGHT = 1
 
     def __init__(self, storage: S3Storage, key: str) -> None:
         self.storage = storage
