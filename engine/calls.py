@@ -40,6 +40,9 @@ from .services import ServiceScope
 from .state import WorkState
 from .stepping import Call, ScheduleRetry
 
+if TYPE_CHECKING:
+    from .worklogs import WorkLogs
+
 __all__ = ["DryRun", "UserCalls", "cancel_requested", "schema_problem"]
 
 _FAILURES = frozenset({ev.TRANSACTION_FAILED, ev.COMPENSATION_FAILED, ev.CONDITION_FAILED,
@@ -94,6 +97,9 @@ class UserCalls:
     services: ServiceScope
     dry_run: DryRun | None
     gate: Gate | None
+    logs: WorkLogs | None
+    # the exceptions user code raised here, latest last: (kind, path) -> exception
+    raised: dict[tuple[str, str], BaseException]
 
     if TYPE_CHECKING:
         async def record(self, event: Event, *, observe: bool = True,
@@ -103,7 +109,8 @@ class UserCalls:
                  idempotency_key: str | None = None) -> StageContext:
         return StageContext(work_id=self.work_id, saga=self.plan.name, path=path,
                             attempt=attempt, kind=kind, services=self.services,
-                            dry_run=self.dry_run is not None, idempotency_key=idempotency_key)
+                            dry_run=self.dry_run is not None, idempotency_key=idempotency_key,
+                            logs=self.logs)
 
     def _schedule(self, action: ScheduleRetry) -> Event:
         node = self.plan.info(action.path).node
@@ -137,8 +144,8 @@ class UserCalls:
                      payload={"error": error})
 
     async def _execute(self, call: Call) -> Event:
-        st = self.state.stages[call.path]
-        node = self.plan.info(call.path).node
+        if not tracing.enabled():
+            return await self._call(call)
         path = call.path
         with tracing.tracer.start_as_current_span(f"{call.kind} {path}", attributes={
                 "stepsaga.saga": self.plan.name, "stepsaga.work_id": self.work_id,
@@ -146,19 +153,23 @@ class UserCalls:
                 "stepsaga.kind": call.kind,
                 # a compensation's own key is set where it is made
                 "stepsaga.idempotency_key": f"{self.work_id}/{path}/{call.attempt}"}) as span:
-            if call.kind == "transaction":
-                event = await self._transaction(call, node, st.input)
-            elif call.kind == "guard":
-                event = await self._guard(call, st)
-            elif call.kind == "condition":
-                event = await self._condition(call, node, st)
-            else:
-                event = await self._compensation(call, node, st)
+            event = await self._call(call)
             span.set_attribute("stepsaga.outcome", event.type)
             error = event.payload.get("error")
             if error is not None and event.type in _FAILURES:
                 span.set_status(StatusCode.ERROR, str(error.get("message", ""))[:500])
             return event
+
+    async def _call(self, call: Call) -> Event:
+        st = self.state.stages[call.path]
+        node = self.plan.info(call.path).node
+        if call.kind == "transaction":
+            return await self._transaction(call, node, st.input)
+        if call.kind == "guard":
+            return await self._guard(call, st)
+        if call.kind == "condition":
+            return await self._condition(call, node, st)
+        return await self._compensation(call, node, st)
 
     async def _invoke(self, fn: Callable[..., Any], args: tuple[Any, ...],
                       limit: float | None) -> tuple[Any, BaseException | None, bool]:
@@ -246,6 +257,7 @@ class UserCalls:
                 output, exc, timed_out = await self._invoke(node.transaction, (ctx, inp),
                                                             node.timeout)
             if exc is not None:
+                self.raised[("transaction", path)] = exc  # for the error-report hook
                 retryable = True if timed_out else node.retry.is_retryable(exc)
                 return self._failed(call, error_data(exc, retryable=retryable,
                                                      timed_out=timed_out))
@@ -350,6 +362,7 @@ class UserCalls:
         result, exc, timed_out = await self._invoke(
             node.compensation, (ctx, st.input, output, reason), node.compensation_timeout)
         if exc is not None:
+            self.raised[("compensation", call.path)] = exc
             retryable = True if timed_out else node.compensation_retry.is_retryable(exc)
             return Event(type=ev.COMPENSATION_FAILED, path=call.path, attempt=call.attempt,
                          payload={"error": error_data(exc, retryable=retryable,

@@ -8,10 +8,13 @@ import math
 import reprlib
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import StageFailure
 from .services import ServiceScope
+
+if TYPE_CHECKING:
+    from .worklogs import WorkLogs
 
 __all__ = ["MAX_DEPTH", "Failure", "StageContext", "engine_failure", "error_data",
            "json_problem", "jsonable", "shown"]
@@ -33,12 +36,12 @@ class StageContext:
     it to whatever the call changes, and a repeat after a crash is deduplicated there.
     """
 
-    __slots__ = ("_logger", "attempt", "dry_run", "idempotency_key", "kind", "path", "saga",
-                 "services", "work_id")
+    __slots__ = ("_logger", "_logs", "attempt", "dry_run", "idempotency_key", "kind", "path",
+                 "saga", "services", "work_id")
 
     def __init__(self, *, work_id: str, saga: str, path: str, attempt: int, kind: str,
                  services: ServiceScope, dry_run: bool = False,
-                 idempotency_key: str | None = None) -> None:
+                 idempotency_key: str | None = None, logs: WorkLogs | None = None) -> None:
         self.work_id = work_id
         self.saga = saga
         self.path = path
@@ -48,12 +51,22 @@ class StageContext:
         self.dry_run = dry_run
         self.idempotency_key = idempotency_key or f"{work_id}/{path}/{attempt}"
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+        self._logs = logs
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger (``stepsaga.work``) whose records carry the work id, the stage path
+        and the attempt, and are kept with the work in the store (DEBUG ones only if
+        the work fails; see :mod:`engine.worklogs`)."""
         if self._logger is None:
-            self._logger = logging.LoggerAdapter(_LOG, {
-                "work_id": self.work_id, "stage": self.path, "attempt": self.attempt})
+            from .worklogs import WorkLogger
+
+            logs = self._logs
+            self._logger = WorkLogger(_LOG, {
+                "work_id": self.work_id, "stage": self.path, "attempt": self.attempt,
+                "saga": self.saga},
+                None if logs is None or self.dry_run else
+                logs.sink(self.work_id, self.path, self.attempt))
         return self._logger
 
     async def service(self, name: str) -> Any:

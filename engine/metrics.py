@@ -24,7 +24,7 @@ metric                                        labels                            
 ``stepsaga_queue_wait_seconds``               saga (created or due, to claimed)    histogram
 ``stepsaga_lease_takeovers_total``            saga (an expired lease claimed)      counter
 ``stepsaga_commands_total``                   kind, outcome (applied, rejected)    counter
-``stepsaga_event_append_seconds``             (an append, to durable)              histogram
+``stepsaga_event_append_seconds``             (a group commit's oldest append)     histogram
 ``stepsaga_group_commit_events``              (events per group commit)            histogram
 ``stepsaga_db_query_seconds``                 operation (select, insert, update,   histogram
                                               delete, group_commit, other)
@@ -93,7 +93,8 @@ LEASE_TAKEOVERS = Counter("stepsaga_lease_takeovers",
 COMMANDS = Counter("stepsaga_commands", "Commands taken by the works this process drives",
                    ["kind", "outcome"])
 APPEND_SECONDS = Histogram("stepsaga_event_append_seconds",
-                           "From an append to its events being durable", buckets=_FAST)
+                           "From the first append of a group commit to its events being "
+                           "durable (the longest any append of it waited)", buckets=_FAST)
 GROUP_COMMIT_EVENTS = Histogram("stepsaga_group_commit_events", "Events per group commit",
                                 buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
 DB_SECONDS = Histogram("stepsaga_db_query_seconds", "Database statements and group "

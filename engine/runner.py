@@ -64,8 +64,11 @@ class WorkRunner(UserCalls):
                  on_event: Callable[[RecordedEvent], None] | None = None,
                  sink: Callable[[list[RecordedEvent], WorkState], Awaitable[None]] | None = None,
                  snapshot: WorkState | None = None,
-                 history: Iterable[RecordedEvent] = (), gate: Gate | None = None) -> None:
+                 history: Iterable[RecordedEvent] = (), gate: Gate | None = None,
+                 logs: Any = None) -> None:
         self.plan = plan
+        self.logs = logs  # where ctx.logger's records go (engine.worklogs.WorkLogs)
+        self.raised: dict[tuple[str, str], BaseException] = {}
         self.work_id = work_id
         self.clock = clock
         self.services = services

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -21,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import anyio
 import anyio.abc
@@ -56,6 +57,7 @@ from .plan import Plan, compile_saga
 from .runner import DryRun, WorkRunner
 from .services import Service, ServiceScope, check_services
 from .state import WorkState, replay
+from .worklogs import ErrorReport, WorkLogs
 
 __all__ = ["Runtime", "Store", "WorkResult"]
 
@@ -103,6 +105,13 @@ class Store(Protocol):
 _TRAILING = frozenset({ev.OBSERVER_PRODUCED, ev.OBSERVER_FAILED, ev.WORK_COMMAND})
 
 
+async def _awaited(found: Any) -> None:
+    try:
+        await found
+    except Exception:
+        _LOG.exception("the error-report hook failed")
+
+
 def _transient(error: BaseException) -> bool:
     return isinstance(error, StoreError) and error.transient
 
@@ -138,7 +147,8 @@ class Runtime(Debugging):
                  on_event: Callable[[RecordedEvent], None] | None = None,
                  store: Store | None = None, keep_finished: int = 256,
                  lease: Lease | None = None, gate: Gate | None = None,
-                 lease_ttl: float = 10.0, store_retry_for: float = 30.0) -> None:
+                 lease_ttl: float = 10.0, store_retry_for: float = 30.0,
+                 on_error: Callable[[ErrorReport], Any] | None = None) -> None:
         if not isinstance(keep_finished, int) or keep_finished < 0:
             raise ValueError(f"keep_finished must be an integer >= 0, got {keep_finished!r}")
         for label, value in (("lease_ttl", lease_ttl), ("store_retry_for", store_retry_for)):
@@ -176,6 +186,13 @@ class Runtime(Debugging):
         self.on_driver_end: Callable[[str, bool, float | None, int], None] | None = None
         self.worker = worker
         self.on_event = on_event
+        # told when a work ends for good on an error (engine.worklogs.ErrorReport): where a
+        # Sentry client plugs in, e.g. on_error=lambda r: sentry_sdk.capture_exception(
+        # r.exception) if r.exception else sentry_sdk.capture_message(r.error["message"])
+        self.on_error = on_error
+        # what stage code logs through ctx.logger, kept with its work in the store
+        # (with a SqlStore: a store of another kind has no table for them)
+        self.logs = WorkLogs(cast(Any, store), worker) if hasattr(store, "reader") else None
         self._sagas: dict[str, Saga] = {}
         for saga in sagas:
             if not isinstance(saga, Saga):
@@ -196,6 +213,8 @@ class Runtime(Debugging):
         await self._tg.__aenter__()
         if self._own_lease:
             self._tg.start_soon(self._heartbeat)
+        if self.logs is not None:
+            self._tg.start_soon(self.logs.run)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -215,6 +234,8 @@ class Runtime(Debugging):
             with anyio.CancelScope(shield=True):
                 for runner in self._works.values():
                     await runner.services.aclose()
+                if self.logs is not None:  # what the last drivers to end kept
+                    await self.logs.flush()
                 if self._own_lease and driven:
                     await self._hand_back(driven)
 
@@ -602,7 +623,8 @@ class Runtime(Debugging):
         runner = WorkRunner(plan, work_id, clock=self.clock,
                             services=ServiceScope(self._services), worker=self.worker,
                             dry_run=dry_run, on_event=self.on_event, sink=sink,
-                            snapshot=snapshot, history=history, gate=self.gate)
+                            snapshot=snapshot, history=history, gate=self.gate,
+                            logs=None if dry_run is not None else self.logs)
         if sink is not None and not queued and self.lease is not None:
             runner.park_after = self.lease.park_after
             box = self.store
@@ -718,14 +740,17 @@ class Runtime(Debugging):
         assert self._tg is not None
         state = runner.state
         try:
-            with tracing.tracer.start_as_current_span(
-                    f"work {state.saga}", context=tracing.parent_context(state.trace),
-                    attributes={"stepsaga.saga": state.saga,
-                                "stepsaga.work_id": runner.work_id}) as span:
-                try:
-                    await runner.run(self._tg)
-                finally:
-                    span.set_attribute("stepsaga.outcome", runner.state.status)
+            if not tracing.enabled():
+                await runner.run(self._tg)
+            else:
+                with tracing.tracer.start_as_current_span(
+                        f"work {state.saga}", context=tracing.parent_context(state.trace),
+                        attributes={"stepsaga.saga": state.saga,
+                                    "stepsaga.work_id": runner.work_id}) as span:
+                    try:
+                        await runner.run(self._tg)
+                    finally:
+                        span.set_attribute("stepsaga.outcome", runner.state.status)
         except Exception as exc:
             # the store refused an event (another writer, or the database is gone), or a
             # fault of the engine's: this process's copy of the work is stale; drop it,
@@ -747,6 +772,7 @@ class Runtime(Debugging):
                     await runner.services.aclose()
             if terminal:
                 self._retire(runner)
+            self._ended(runner, terminal)
             done = self._driven.pop(runner.work_id, None)
             self._tokens.pop(runner.work_id, None)  # a later drive claims again
             if done is not None:
@@ -755,6 +781,37 @@ class Runtime(Debugging):
                 self.on_driver_end(runner.work_id, terminal,
                                    None if terminal else runner.parked_until,
                                    runner.state.commands_applied)
+
+    def _ended(self, runner: WorkRunner, terminal: bool) -> None:
+        """The driver stopped: the work's held log records kept or dropped, and the
+        error-report hook told of a work that ended for good on an error."""
+        state = runner.state
+        if self.logs is not None:
+            if terminal:
+                self.logs.ended(runner.work_id, state.status)
+            else:
+                self.logs.forget(runner.work_id)
+        if not terminal or self.on_error is None or runner.dry_run is not None or \
+                state.status not in ("failed", "compensation_failed"):
+            return
+        failure = state.failure or {}
+        if state.status == "compensation_failed":
+            path = str((state.error or {}).get("path", failure.get("path", "")))
+            exc = runner.raised.get(("compensation", path))
+            error = state.error or failure
+        else:
+            path = str(failure.get("path", ""))
+            exc = runner.raised.get(("transaction", path))
+            error = failure.get("error") or state.error or {}
+        report = ErrorReport(work_id=runner.work_id, saga=state.saga, status=state.status,
+                             path=path, error=dict(error), exception=exc)
+        try:
+            found = self.on_error(report)
+            if inspect.isawaitable(found):
+                assert self._tg is not None
+                self._tg.start_soon(_awaited, found)
+        except Exception:  # a broken hook never stops a work
+            _LOG.exception("the error-report hook failed on work %s", runner.work_id)
 
     def _launch(self, runner: WorkRunner) -> None:
         assert self._tg is not None

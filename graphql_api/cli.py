@@ -461,7 +461,8 @@ _SETTINGS = {"store": ("store", "url"), "app": ("serve", "app"), "host": ("serve
              "worker": ("worker", "workers"), "lease_ttl": ("worker", "lease_ttl"),
              "park_after": ("worker", "park_after"),
              "drain_deadline": ("worker", "drain_deadline"), "node_id": ("worker", "node_id"),
-             "http": ("worker", "http")}
+             "http": ("worker", "http"), "log_format": ("log", "format"),
+             "log_level": ("log", "level")}
 
 
 def _settle(args: argparse.Namespace, settings: dict[str, dict[str, Any]]) -> None:
@@ -608,6 +609,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="seconds a lease lasts unless renewed (default 10)")
     serve.add_argument("--park-after", type=float, default=None,
                        help="a work idle this many seconds or more is parked (default 60)")
+    for node in (worker, serve):
+        node.add_argument("--log-format", choices=["text", "json"], default=None,
+                          help="json: one JSON object a line, with the work id, stage "
+                               "and attempt of records from stage code (default text)")
+        node.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                          default=None, help="the least level logged (default info)")
     args = parser.parse_args(argv)
     if args.command in ("serve", "worker"):
         from .config import ConfigError, load
@@ -617,6 +624,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _settle(args, args.settings)
         except ConfigError as exc:
             parser.error(str(exc))
+        from .observability import setup_logging
+
+        setup_logging(args.log_format, args.log_level)
     if args.command == "serve":
         try:
             if not 0 <= args.port <= 65535:

@@ -25,6 +25,10 @@ Every setting, its section and its default::
     http = ""                      # HOST:PORT: stepsaga worker serves /metrics, /healthz
                                    # and /readyz there (port 0: any free one, printed)
 
+    [log]                          # stepsaga serve and stepsaga worker
+    format = "text"                # json: one object a line, with work id, stage, attempt
+    level = "info"                 # debug, info, warning or error
+
     [backups]                      # the backups pack (--app workers.actions.backups:app):
                                    # sources, targets, keys and jobs, nested tables,
                                    # see workers.actions.backups.config; file only
@@ -121,6 +125,19 @@ def _http(value: Any) -> str:
     return _text(value)
 
 
+def _log_format(value: Any) -> str:
+    if value not in ("text", "json"):
+        raise TypeError('expected "text" or "json"')
+    return str(value)
+
+
+def _log_level(value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in ("debug", "info", "warning",
+                                                            "error"):
+        raise TypeError('expected "debug", "info", "warning" or "error"')
+    return value.lower()
+
+
 def _workers(value: Any) -> list[str]:
     if isinstance(value, str):
         value = value.split()
@@ -151,6 +168,7 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "worker": {"workers": (_workers, ["main=10"]), "lease_ttl": (_positive, 10.0),
                "park_after": (_seconds, 60.0), "drain_deadline": (_seconds, 30.0),
                "node_id": (_text, ""), "http": (_http, "")},
+    "log": {"format": (_log_format, "text"), "level": (_log_level, "info")},
 }
 
 

@@ -29,7 +29,7 @@ from engine import metrics, tracing
 from engine.store import SqlStore
 
 __all__ = ["OperationTimer", "QuietServer", "TraceRequests", "healthz", "metrics_endpoint",
-           "node_app", "readyz_endpoint", "serve_http"]
+           "node_app", "readyz_endpoint", "serve_http", "setup_logging"]
 
 _LOG = logging.getLogger("stepsaga.serve")
 
@@ -150,3 +150,18 @@ async def serve_http(app: Any, host: str, port: int, *,
             await anyio.sleep_forever()
         finally:
             server.should_exit = True
+
+
+def setup_logging(fmt: str = "text", level: str = "info") -> None:
+    """How ``stepsaga serve`` and ``stepsaga worker`` log: to stderr, as text or one
+    JSON object a line (:class:`engine.worklogs.JsonFormatter`), from ``level`` on."""
+    from engine.worklogs import JsonFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())

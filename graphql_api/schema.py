@@ -41,7 +41,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
-from . import feed, ops, rehearsal, sagas, work_mutations, workers_types, works
+from . import feed, logs, ops, rehearsal, sagas, work_mutations, workers_types, works
 from .context import Context
 from .observability import OperationTimer
 
@@ -66,6 +66,7 @@ class Query:
     worker = workers_types.worker
     work = works.work
     all_works = works.all_works
+    work_logs = logs.work_logs
 
 
 @strawberry.type

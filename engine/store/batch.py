@@ -6,6 +6,7 @@ PostgreSQL statement of data-modifying CTEs. :mod:`engine.store.sql` runs them."
 from __future__ import annotations
 
 import operator
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -54,10 +55,11 @@ class Committed:
 class _Flush:
     """One group commit: every append in it waits on the same event."""
 
-    __slots__ = ("done",)
+    __slots__ = ("began", "done")
 
     def __init__(self) -> None:
         self.done = anyio.Event()
+        self.began = time.perf_counter()  # its first append was queued (a metric)
 
 
 @dataclass(slots=True)

@@ -332,3 +332,17 @@ settings = sa.Table(  # the deployment's own values: its id, ...
     sa.Column("key", sa.String(100), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+work_logs = sa.Table(  # what stage code logged through ctx.logger (engine.worklogs)
+    "work_logs", metadata,
+    sa.Column("position", _POSITION, primary_key=True, autoincrement=True),
+    sa.Column("work_id", _ID, nullable=False),
+    sa.Column("time", sa.Float(precision=53), nullable=False),
+    sa.Column("level", sa.String(10), nullable=False),  # DEBUG, INFO, WARNING, ERROR, ...
+    sa.Column("logger", sa.String(200), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("node", sa.String(200)),  # the worker that ran the stage
+    sa.Index("work_logs_work", "work_id", "position"),
+)
