@@ -657,6 +657,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import tokens_cli
 
         return anyio.run(tokens_cli.run, args)
+    if args.command == "policy":
+        from . import tokens_cli
+
+        return anyio.run(tokens_cli.run_policy, args)
     try:
         plan = _plan_run(args)
     except UsageError as exc:

@@ -5,10 +5,12 @@ changes (``works``), stage runs as they go (``stages``), and the events themselv
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import strawberry
 from strawberry.types import Info
 
+from .access import may_read, reads_all
 from .context import service_of
 from .works import Event, StageRun, Work
 
@@ -71,7 +73,8 @@ async def works(info: Info, saga: list[str] | None = None,
     async with service.feed.subscribe(after=_cursor(after), types=_WORK_CHANGES) as feed:
         async for recorded in feed:
             row = await service.store.work(recorded.work_id)
-            if row is None or (saga and row["saga"] not in saga):
+            if row is None or (saga and row["saga"] not in saga) \
+                    or not await may_read(info.context, row):
                 continue
             work = Work.of(row)
             if status and work.status not in status:
@@ -101,6 +104,9 @@ async def stages(info: Info, saga: list[str] | None = None,
             shape = stage_template(recorded.path)
             if (saga and name not in saga) or (template and shape not in template):
                 continue
+            if not await reads_all(info.context) and not await may_read(
+                    info.context, await _readable(service, recorded.work_id)):
+                continue
             runs = await service.store.stage_runs(recorded.work_id)
             run = next((r for r in runs if r["path"] == recorded.path), None)
             yield StageChange(
@@ -115,7 +121,16 @@ async def work_events(info: Info, work_id: str | None = None,
                       types: list[str] | None = None) -> AsyncGenerator[Event, None]:
     """The events of one work (or all), after cursor ``after`` (an event's
     ``cursor``; none: from now on), of some types: every later event once."""
-    async with service_of(info).feed.subscribe(after=_cursor(after), work_id=work_id,
-                                               types=types) as events:
+    service = service_of(info)
+    async with service.feed.subscribe(after=_cursor(after), work_id=work_id,
+                                      types=types) as events:
         async for recorded in events:
-            yield Event.of(recorded)
+            # the policies as they are at each event: a tightened one holds at once
+            if await reads_all(info.context) or await may_read(
+                    info.context, await _readable(service, recorded.work_id)):
+                yield Event.of(recorded)
+
+
+async def _readable(service: Any, work_id: str) -> dict[str, Any]:
+    """What a policy reads of a work (its row; a work deleted meanwhile: its id only)."""
+    return await service.store.work(work_id) or {"work_id": work_id, "saga": ""}

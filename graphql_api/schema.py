@@ -42,6 +42,7 @@ from strawberry.extensions import (
 )
 
 from . import feed, logs, ops, rehearsal, sagas, work_mutations, workers_types, works
+from .access import Authorize
 from .context import Context
 from .observability import OperationTimer
 
@@ -124,7 +125,8 @@ def _expected(error: GraphQLError) -> bool:
     from .service import ApiError
 
     original = error.original_error
-    return original is None or isinstance(original, ValueError | ApiError | TimeoutError)
+    return original is None or isinstance(original, ValueError | ApiError | TimeoutError
+                                          | GraphQLError)
 
 
 class MaskUnexpected(MaskErrors):
@@ -178,6 +180,6 @@ schema = strawberry.Schema(
     extensions=[lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
                 lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
                 lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-                MaskUnexpected, Introspection,
+                MaskUnexpected, Introspection, Authorize,
                 lambda: ParserCache(maxsize=512), lambda: ValidationCache(maxsize=512),
                 OperationTimer])  # stepsaga_api_request_seconds

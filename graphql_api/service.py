@@ -131,6 +131,7 @@ class Service:
         self.command_timeout = command_timeout
         # a worker whose last heartbeat is older than this (the nodes' lease time) is lost
         self.lost_after = lost_after
+        self._policies: tuple[float, Any] | None = None  # (when read, Policies)
         self._checkpoints: dict[str, dict[int, WorkState]] = {}  # work -> seq -> state
         # work -> (its latest state known here, the position of its last event or None)
         self._latest: dict[str, tuple[WorkState, int | None]] = {}
@@ -275,6 +276,18 @@ class Service:
         self._latest[work_id] = (state, position)  # the most recently used last
         while len(self._latest) > LATEST_WORKS:
             self._latest.pop(next(iter(self._latest)))
+
+    async def policies(self) -> Any:
+        """The deployment's policies, read again at most every half second: a change is
+        in force on every node within a second."""
+        import time
+
+        from engine.store import policies
+
+        now = time.monotonic()
+        if self._policies is None or now - self._policies[0] > 0.5:
+            self._policies = (now, await policies.load(self.store))
+        return self._policies[1]
 
     async def events(self, work_id: str, *, after: int = 0, first: int = 100
                      ) -> list[RecordedEvent]:

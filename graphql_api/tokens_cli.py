@@ -5,6 +5,8 @@ made straight in the store (the same rules as the API's, engine.store.principals
     stepsaga token list [NAME]
     stepsaga token revoke CREDENTIAL_ID
     stepsaga token link admin --url http://127.0.0.1:8000   # a one-time sign-in URL
+    stepsaga policy show                                     # the policies, as JSON
+    stepsaga policy set policies.json                        # all of them, at once
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["MAX_TOKENS", "add_parser", "run"]
+__all__ = ["MAX_TOKENS", "add_parser", "run", "run_policy"]
 
 MAX_TOKENS = 20  # live tokens a principal may hold at once
 LINK_SECONDS = 15 * 60
@@ -44,6 +46,44 @@ def add_parser(commands: Any) -> None:
     link.add_argument("name")
     link.add_argument("--url", default="http://127.0.0.1:8000",
                       help="the server's address as a browser reaches it")
+    policy = commands.add_parser("policy", help="who may do what (engine.store.policies)")
+    policy.add_argument("--store", default=None, metavar="URL",
+                        help="the store (default: the config's, stepsaga.sqlite)")
+    doing = policy.add_subparsers(dest="action", required=True)
+    doing.add_parser("show", help="the policies and their version, as JSON")
+    replace = doing.add_parser("set", help="replace every policy at once with a file's "
+                               "(a JSON list), in force on every node within a second")
+    replace.add_argument("file")
+    replace.add_argument("--by", default="stepsaga policy set", help="who changes them")
+
+
+async def run_policy(args: argparse.Namespace) -> int:
+    from engine.store import SqlStore
+    from engine.store import policies as pol
+
+    from .config import ConfigError, load
+
+    try:
+        url = args.store or load(None)["store"]["url"]
+        async with SqlStore.open(url) as store:
+            if args.action == "show":
+                found = await pol.load(store)
+                print(json.dumps({"version": found.version, "policies": found.to_json()},
+                                 indent=2))
+                return 0
+            try:
+                import anyio
+
+                raw = json.loads(await anyio.Path(args.file).read_text())
+            except (OSError, ValueError) as exc:
+                print(f"stepsaga: {args.file}: {exc}", file=sys.stderr)
+                return 2
+            done = await pol.replace(store, raw, by=args.by)
+            print(json.dumps({"version": done.version, "policies": len(done.policies)}))
+    except (ConfigError, ValueError) as exc:
+        print(f"stepsaga: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 async def run(args: argparse.Namespace) -> int:

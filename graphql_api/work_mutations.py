@@ -15,6 +15,7 @@ from engine.breakpoints import Breakpoint
 from engine.commands import Command
 from engine.errors import ExpressionError
 
+from .access import require
 from .context import service_of
 from .results import Conflict, InvalidInput, NotFound, WrongState, error_result
 from .service import ApiError, Outcome, check_outcome
@@ -72,11 +73,19 @@ class BreakpointInput:
             raise ApiError("invalid_input", str(exc), field="breakpoint") from None
 
 
+# what each command to a work needs (graphql_api.access)
+_ACTIONS = {**dict.fromkeys(("update", "signal"), "write"),
+            **dict.fromkeys(("pause", "resume", "step", "mstep", "cancel",
+                             "retry_compensation", "resolve"), "steer"),
+            **dict.fromkeys(("edit", "set_breakpoint", "clear_breakpoint"), "debug")}
+
+
 async def _create(info: Info, saga: str, input: Any, *, paused: bool, priority: int,
                   start_at: float | None, work_id: str | None = None,
                   breakpoints: list[BreakpointInput] | None = None,
                   request_id: str | None = None) -> Any:
     service = service_of(info)
+    await require(info, "write", {"saga": saga, "input": input})
     try:
         points = [b.build() for b in breakpoints or []]
         created, _ = await service.create_work(
@@ -93,6 +102,9 @@ async def _steer(info: Info, work_id: str, command: Command,
                  request_id: str | None, wait: float | None = None
                  ) -> CommandTaken | NotFound | WrongState | InvalidInput | Conflict:
     service = service_of(info)
+    row = await service.store.work(work_id)
+    if row is not None:  # (none: the command's own check says not found)
+        await require(info, _ACTIONS.get(command.kind, "admin"), row)
     try:
         outcome: Outcome = await service.command(work_id, command, request_id=request_id,
                                                  wait=wait)
@@ -145,6 +157,9 @@ async def delete_work(info: Info, work_id: str, by: str, reason: str = ""
     from engine.errors import UnknownWorkError, WorkStateError
     from engine.store.deletion import delete_work
 
+    row = await service_of(info).store.work(work_id)
+    if row is not None:
+        await require(info, "admin", row)
     try:
         audit = await delete_work(service_of(info).store, work_id, by=by, reason=reason)
     except UnknownWorkError as exc:
@@ -174,6 +189,9 @@ async def rewind_work(info: Info, work_id: str, to_seq: int, paused: bool = True
                       request_id: str | None = None) -> CreateWorkResult:
     """A new work forked from the first ``toSeq`` events of this one, queued for the
     worker nodes (paused unless told otherwise), to run again after a fix."""
+    row = await service_of(info).store.work(work_id)
+    if row is not None:
+        await require(info, "debug", row)
     try:
         forked = await service_of(info).rewind(work_id, to_seq, paused=paused,
                                                request_id=request_id)

@@ -330,7 +330,11 @@ async def deletions(info: Info, work_id: str | None = None, first: int = 100,
 
 @strawberry.field
 async def work(info: Info, work_id: str) -> Work | None:
-    return await work_of(info, work_id)
+    """A work (null: none such, or one its asker may not read)."""
+    from .access import may_read
+
+    row = await service_of(info).store.work(work_id)
+    return None if row is None or not await may_read(info.context, row) else Work.of(row)
 
 
 @strawberry.field
@@ -341,11 +345,22 @@ async def all_works(info: Info, first: int = 50, after: str | None = None,
     """Works filtered by saga and status, ordered by ``orderBy`` (newest first by
     default; a time a work does not have yet, as an unfinished work's
     ``finishedAt``, counts as later than any)."""
-    store = service_of(info).store
+    from .access import may_read, readable_sagas
+
+    service = service_of(info)
+    store = service.store
     order = order_by.value
+    # only the sagas its asker may read; with a policy's condition, each row checked too
+    saga, each = await readable_sagas(info, saga, service.runtime.sagas)
+    if saga == []:
+        return WorkConnection(edges=[], total_count=0, page_info=relay.PageInfo(
+            has_next_page=False, has_previous_page=after is not None, start_cursor=None,
+            end_cursor=None))
     rows, more = await queries.works_page(store, first=first, after=after, saga=saga,
                                           status=status, order=order,
                                           descending=descending)
+    if each:
+        rows = [r for r in rows if await may_read(info.context, r)]
     edges = [WorkEdge(cursor=queries.encode_cursor(r, order), node=Work.of(r))
              for r in rows]
     total = await queries.count_works(store, saga=saga, status=status)

@@ -29,7 +29,8 @@ from ..expressions import parse_expression
 from .schema import stage_runs, works
 from .sql import SqlStore
 
-__all__ = ["GROUPS", "NUMBERS", "REDUCERS", "TIMES", "Reducer", "aggregate", "check_reducers"]
+__all__ = ["GROUPS", "NUMBERS", "REDUCERS", "TIMES", "Reducer", "aggregate", "check_reducers",
+           "plain_row"]
 
 # a reducer registered in Python: a group's values (never empty for a field or an
 # expression; ones for count-like use without either) to one number, or None
@@ -186,7 +187,7 @@ async def aggregate(store: SqlStore, *, over: str = "works", group_by: Sequence[
         sizes[key] = sizes.get(key, 0) + 1
         values = groups.setdefault(key, [])
         if mapping is not None:
-            value = mapping.evaluate({_NAMES[over]: _plain(row)})
+            value = mapping.evaluate({_NAMES[over]: plain_row(row)})
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"expression {expression!r} gave {value!r:.60} for a row; "
                                  "it must give a number")
@@ -203,7 +204,7 @@ async def aggregate(store: SqlStore, *, over: str = "works", group_by: Sequence[
             for key in sorted(groups, key=lambda k: tuple("" if v is None else v for v in k))]
 
 
-def _plain(row: Any) -> dict[str, Any]:
+def plain_row(row: Any) -> dict[str, Any]:
     """A row as an expression sees it: JSON columns decoded, nothing that is not data."""
     found: dict[str, Any] = {}
     for key, value in dict(row).items():
