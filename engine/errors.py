@@ -20,6 +20,7 @@ each error is defined (``engine.errors`` unless said)::
     ├── StoreError                       the store could not take an append
     │   ├── ConflictError                another writer took the seq first
     │   └── LeaseLostError               the appender's lease is held by another worker
+    ├── SchemaTooNewError (RuntimeError) the store's schema is newer than this code knows
     ├── StageFailure                     a stage's failure, with a retryable flag;
     │   │                                raised by user code, or recorded by the engine:
     │   ├── OutputError                  a result is not JSON (NaN, a set, too deep...)
@@ -54,6 +55,7 @@ __all__ = [
     "OutputError",
     "RetryPolicyError",
     "SagaDisabledError",
+    "SchemaTooNewError",
     "ServiceError",
     "StageFailure",
     "StageTimeoutError",
@@ -140,6 +142,20 @@ class StoreError(EngineError):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class SchemaTooNewError(EngineError, RuntimeError):
+    """The store's schema is at a revision this version of stepsaga does not know (a
+    newer version migrated it): the node does not start, rather than run on tables it
+    does not understand. Names the revision found and the one this code needs."""
+
+    def __init__(self, found: str, needed: str) -> None:
+        super().__init__(
+            f"the store's schema is at revision {found}, newer than this version of "
+            f"stepsaga knows: it needs revision {needed} (its newest migration). Upgrade "
+            "stepsaga on this node to the version that migrated the store")
+        self.found = found
+        self.needed = needed
 
 
 class ConflictError(StoreError):

@@ -27,6 +27,7 @@ from engine import (
     RecordedEvent,
     Runtime,
     Saga,
+    SchemaTooNewError,
     Stage,
     StageContext,
     StageFailure,
@@ -303,6 +304,9 @@ async def _migrate(args: argparse.Namespace) -> int:
             async with SqlStore.open(args.to) as target:
                 # resumable: an interrupted copy goes on where it stopped when run again
                 summary = await copy_store(source, target)
+    except SchemaTooNewError as exc:
+        print(f"stepsaga: cannot migrate {_hidden(args.url)}: {exc}", file=sys.stderr)
+        return 3
     except (ValueError, OSError, SQLAlchemyError) as exc:
         what = (f"copy {_hidden(args.url)} to {_hidden(args.to)}" if args.to
                 else f"migrate {_hidden(args.url)}")
@@ -310,6 +314,16 @@ async def _migrate(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps({"from": args.url, "to": args.to, **summary}))
     return 0
+
+
+def _refusing_old_code(run: Any) -> int:
+    """``run()``'s exit code; 3, saying why, when the store's schema is newer than this
+    version of stepsaga knows (it does not start on it)."""
+    try:
+        return int(run())
+    except SchemaTooNewError as exc:
+        print(f"stepsaga: not starting: {exc}", file=sys.stderr)
+        return 3
 
 
 def _hidden(url: str) -> str:
@@ -638,7 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             specs, app = _node_args(args)
         except ValueError as exc:
             parser.error(str(exc))
-        code = anyio.run(_serve, args, app, specs)
+        code = _refusing_old_code(lambda: anyio.run(_serve, args, app, specs))
         _exit_when_threads_linger(code)
         return code
     if args.command == "worker":
@@ -646,7 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             specs, _ = _node_args(args)
         except ValueError as exc:
             parser.error(str(exc))
-        code = anyio.run(_worker, args, specs)
+        code = _refusing_old_code(lambda: anyio.run(_worker, args, specs))
         _exit_when_threads_linger(code)
         return code
     if args.command == "config":

@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..errors import SchemaTooNewError
 from ..events import RecordedEvent
 from .schema import leases, sagas
 from .sql import SqlStore
@@ -40,6 +41,13 @@ def _upgrade(connection: Connection) -> None:
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK})")
     else:  # SQLite: the write lock first, so nobody migrates between our look and our DDL
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+    found = _revision(connection)
+    head, known = _known()
+    if found is not None and found not in known:
+        # a newer stepsaga migrated the store: running on tables this code does not know
+        # could write what the newer nodes misread (older nodes already running carry on:
+        # migrations within a minor version only add)
+        raise SchemaTooNewError(found, head)
     command.upgrade(_config(connection), "head")
 
 
