@@ -20,7 +20,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import Info
 
 __all__ = ["ACTION_OF", "Authorize", "forbidden", "may_read", "readable_sagas", "reads_all",
-           "require"]
+           "reads_by_condition", "require"]
 
 # each mutation's action (queries and subscriptions read)
 ACTION_OF: dict[str, str] = {
@@ -86,6 +86,17 @@ async def reads_all(context: Any) -> bool:
     return who is None or (await context.service.policies()).sagas(who, "read") is None
 
 
+async def reads_by_condition(context: Any) -> bool:
+    """Whether a policy letting the request read has a condition (then each work's
+    row as it is now decides; else its saga alone, which never changes)."""
+    who = _principal(context)
+    if who is None:
+        return False
+    policies = await context.service.policies()
+    return any(p.compiled is not None for p in policies.policies
+               if "read" in p.actions and p.names(who))
+
+
 async def may_read(context: Any, work: Mapping[str, Any]) -> bool:
     who = _principal(context)
     return who is None or (await context.service.policies()).allows(who, "read", work)
@@ -101,6 +112,4 @@ async def readable_sagas(info: Info, asked: Iterable[str] | None,
     if globs is None:
         return (list(asked) if asked else None), False
     names = sorted({n for n in (asked or known) if any(fnmatchcase(n, g) for g in globs)})
-    conditional = any(p.compiled is not None for p in policies.policies
-                      if "read" in p.actions and p.names(who))
-    return names, conditional
+    return names, await reads_by_condition(info.context)
