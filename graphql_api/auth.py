@@ -158,7 +158,39 @@ class Auth:
             await self._refuse(scope, receive, send, *problem)
             return
         scope[SCOPE_KEY] = principal
+        if scope["type"] == "websocket" and principal is not None:
+            credential = bearer.partition(" ")[2].strip() if bearer is not None else session
+            kinds = ("token",) if bearer is not None else ("session",)
+            assert credential is not None
+            await self._watched(scope, receive, send, credential, kinds)
+            return
         await self.app(scope, receive, send)
+
+    async def _watched(self, scope: Scope, receive: Receive, send: Send, credential: str,
+                       kinds: tuple[str, ...]) -> None:
+        """A WebSocket closed (code 4401, the reason said) as soon as its credential is
+        refused: revoked, expired, its principal disabled or removed. Checked every
+        ``cache_seconds``: within a second."""
+        import anyio
+
+        async def watch(scope_: Any) -> None:
+            while True:
+                await anyio.sleep(self.cache_seconds)
+                try:
+                    await self.check(credential, kinds)
+                except pr.CredentialError as exc:
+                    _LOG.info("closing a WebSocket: its credential is refused (%s)", exc)
+                    try:
+                        await send({"type": "websocket.close", "code": 4401,
+                                    "reason": f"signed out: {exc}"[:120]})
+                    finally:
+                        scope_.cancel()
+                    return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch, tg.cancel_scope)
+            await self.app(scope, receive, send)
+            tg.cancel_scope.cancel()
 
     async def _cookie_rules(self, scope: Scope, principal: pr.Principal
                             ) -> tuple[int, str, str] | None:

@@ -214,3 +214,33 @@ def test_the_graphql_surface_is_bounded(served: dict[str, Any]) -> None:
     # a bad argument still says what is wrong (only what broke here is masked)
     told = errors("{ allWorks(first: -1) { totalCount } }")
     assert told and "first" in told[0] and "the server failed" not in told[0]
+
+
+def test_a_websocket_is_closed_once_its_token_is_revoked(served: dict[str, Any]) -> None:
+    import anyio
+
+    url = served["url"].replace("http://", "ws://")
+    token = admin_token(served["store"], "watcher")
+    credential_id = token.split(".")[2]
+
+    async def session() -> tuple[int | None, float]:
+        async with websockets.connect(url, subprotocols=["graphql-transport-ws"],
+                                      additional_headers=bearer(token)) as sock:
+            await sock.send(json.dumps({"type": "connection_init"}))
+            assert json.loads(await sock.recv())["type"] == "connection_ack"
+            await sock.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+                "query": "subscription { workEvents { seq } }"}}))
+            await anyio.to_thread.run_sync(
+                lambda: cli("token", "--store", served["store"], "revoke", credential_id))
+            revoked = time.monotonic()
+            with anyio.fail_after(10):
+                try:
+                    while True:
+                        await sock.recv()
+                except websockets.ConnectionClosed as closed:
+                    code = closed.rcvd.code if closed.rcvd else None
+                    return code, time.monotonic() - revoked
+        raise AssertionError("unreachable")
+
+    code, after = anyio.run(session)
+    assert code == 4401 and after < 1.5, (code, after)
