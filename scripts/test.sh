@@ -31,6 +31,10 @@ fi
 if ! command -v gpg-agent >/dev/null 2>&1; then
     apt_install --no-install-recommends gnupg
 fi
+# The rolling-restart test puts two API nodes behind Debian's haproxy
+if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+    apt_install --no-install-recommends haproxy
+fi
 # The UI's browser tests drive Debian's Chromium (Playwright cannot download its own
 # browsers here); without recommends it is a few packages instead of 115.
 if [ ! -x /usr/bin/chromium ]; then
