@@ -131,6 +131,9 @@ class WorkerApp:
     # the schedules named with this prefix are the app's: those it no longer declares
     # are deleted when a node starts (a job gone from a pack's config); "": none
     schedule_prefix: str = ""
+    # told when a work ends for good on an error (engine.worklogs.ErrorReport): where an
+    # error tracker such as sentry-sdk plugs in (see engine.Runtime's on_error)
+    on_error: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.functions, Functions):
@@ -143,7 +146,8 @@ class WorkerApp:
                           health_checks=self.health_checks, rate_limits=self.rate_limits,
                           lock_limits=self.lock_limits, saga_limits=self.saga_limits,
                           functions=self.functions, declared_schedules=self.schedules,
-                          schedule_prefix=self.schedule_prefix, **options)
+                          schedule_prefix=self.schedule_prefix, on_error=self.on_error,
+                          **options)
 
 
 @dataclass(eq=False)
@@ -173,7 +177,9 @@ class WorkerNode:
                  park_after: float | None = 60.0,
                  functions: Mapping[str, Callable[..., Any]] | None = None,
                  declared_schedules: Sequence[Schedule] = (),
-                 schedule_prefix: str = "") -> None:
+                 schedule_prefix: str = "",
+                 on_error: Callable[[Any], Any] | None = None) -> None:
+        self.on_error = on_error  # given to each worker's runtime
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         if park_after is not None and not park_after >= 0:
@@ -441,7 +447,7 @@ class WorkerNode:
             with worker.scope:
                 async with Runtime(self.sagas, store=self.store, worker=worker.worker_id,
                                    lease=lease, services=self.services,
-                                   gate=self.gate) as runtime:
+                                   gate=self.gate, on_error=self.on_error) as runtime:
                     self.follower.attach(runtime)
                     worker.runtime = runtime
                     metrics.WORKER_SLOTS.labels(worker.worker_id).set_function(
