@@ -1,6 +1,7 @@
-"""Deleting a finished work: its events, projections, snapshot, commands and lease go in
-one transaction, and the deletion is recorded (who, when, the saga, the final status,
-how many events, why) in ``deletions``, which outlives the work. A work that has not
+"""Deleting a finished work: its events, projections, snapshot, commands, lease and log
+records (``work_logs``) go in one transaction, and the deletion is recorded (who, when,
+the saga, the final status, how many events, why) in ``deletions``, which outlives the
+work. A work that has not
 ended cannot be deleted: cancel it first."""
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from sqlalchemy.engine import Connection
 from ..errors import UnknownWorkError, WorkStateError
 from ..ids import check_work_id
 from ..state import TERMINAL
-from .schema import commands, deletions, events, leases, snapshots, stage_runs, works
+from .schema import (
+    commands,
+    deletions,
+    events,
+    leases,
+    snapshots,
+    stage_runs,
+    work_logs,
+    works,
+)
 from .sql import APPEND_LOCK, SqlStore
 
 __all__ = ["delete_work", "deletions_of"]
@@ -48,7 +58,7 @@ async def delete_work(store: SqlStore, work_id: str, *, by: str, reason: str = "
         audit = {"work_id": work_id, "saga": row.saga, "status": row.status,
                  "events": int(row.last_seq), "deleted_by": by, "reason": reason,
                  "deleted_at": time.time()}
-        for table in (events, stage_runs, snapshots, commands, leases, works):
+        for table in (events, stage_runs, snapshots, commands, leases, work_logs, works):
             conn.execute(sa.delete(table).where(table.c.work_id == work_id))
         conn.execute(sa.insert(deletions).values(**audit))
         return audit

@@ -17,6 +17,7 @@ from engine import Runtime, Saga, Stage
 from engine.clock import ManualClock
 from engine.store import SqlStore
 from engine.store.deletion import deletions_of
+from engine.worklogs import logs_of
 from workers import schedules
 from workers.node import WorkerNode, WorkerSpec
 from workers.retention import (
@@ -29,6 +30,7 @@ from workers.retention import (
 
 
 async def _inc(ctx: Any, n: int) -> int:
+    ctx.logger.info("adding one to %s", n)
     return n + 1
 
 
@@ -63,6 +65,8 @@ async def test_old_finished_works_are_archived_then_deleted(store_url: str,
         for work_id in made["old_short"]:
             assert await store.work(work_id) is None
             assert await store.read(work_id) == []
+            assert await logs_of(store, work_id) == []  # its log records went with it
+        assert len(await logs_of(store, made["old_long"][0])) == 1
         for kept in (*made["old_long"], *made["new_short"], *made["old_paused"]):
             assert await store.work(kept) is not None  # younger than its age, or unfinished
         audit = await deletions_of(store)
