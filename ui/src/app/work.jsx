@@ -11,6 +11,7 @@ const ROW = 24;  // px: a timeline row, a waterfall bar
 const LABEL = 130;  // px: the waterfall's stage names
 const BARS = 320;  // px: the waterfall's time axis
 const PAGE = 1000;  // events read per request (the API's most)
+const FIGURES_EVERY = 250;  // ms between reads of a work's figures while events come
 const TAIL = 100;  // events read first when a page opens: the newest, which it shows
 
 const WORK = `query($id: String!) { work(workId: $id) {
@@ -302,12 +303,21 @@ export function WorkPage({ workId }) {
   useEffect(() => {
     let live = true;
     let stop = () => {};
-    // the work's figures read again after events, one request at a time
+    // the work's figures read again after events: one request at a time, a quarter of
+    // a second apart at most while events stream in (the timeline shows each at once)
     let loading = false;
     let again = false;
+    let waiting = null;
+    let lastLoad = 0;
     const load = () => {
-      if (loading) { again = true; return; }
+      if (loading || waiting) { again = true; return; }
+      const wait = lastLoad + FIGURES_EVERY - Date.now();
+      if (wait > 0) {
+        waiting = setTimeout(() => { waiting = null; if (live) load(); }, wait);
+        return;
+      }
       loading = true;
+      lastLoad = Date.now();
       request(WORK, { id: workId }).then((data) => live && setWork(data.work),
         (err) => live && setProblem(err.message)).finally(() => {
         loading = false;
@@ -353,7 +363,7 @@ export function WorkPage({ workId }) {
         load();
       });
     })().catch((err) => live && setProblem(err.message));
-    return () => { live = false; stop(); };
+    return () => { live = false; stop(); clearTimeout(waiting); };
   }, [workId, connected]);
 
   // rows come into view that were not read yet: the page of events holding them
@@ -372,17 +382,24 @@ export function WorkPage({ workId }) {
   const shown = seq ?? (events.length ? events.length : null);
   // the state at the seq shown, one request at a time: while events stream in, the
   // newest seq asked for when the last answer came (not one request per event)
-  const asking = useRef({ busy: false, next: null, workId });
+  const asking = useRef({ busy: false, next: null, workId, last: 0, timer: null });
   useEffect(() => {
     if (shown === null) return;
     const box = asking.current;
     box.next = shown;
     box.workId = workId;
-    if (box.busy) return;
+    if (box.busy || box.timer) return;
     const ask = () => {
+      // following the newest: a quarter of a second apart at most; a seq picked: now
+      const wait = seq === null ? box.last + FIGURES_EVERY - Date.now() : 0;
+      if (wait > 0) {
+        box.timer = setTimeout(() => { box.timer = null; ask(); }, wait);
+        return;
+      }
       const [id, at] = [box.workId, box.next];
       box.next = null;
       box.busy = true;
+      box.last = Date.now();
       request(STATE, { id, seq: at }).then(
         (data) => box.workId === id && setState(data.work.stateAt),
         (err) => box.workId === id && setProblem(err.message)).finally(() => {
@@ -391,7 +408,7 @@ export function WorkPage({ workId }) {
       });
     };
     ask();
-  }, [workId, shown]);
+  }, [workId, shown, seq]);
 
   const send = (query, variables = {}) => request(query, { id: workId, ...variables }).then(
     (data) => setProblem(answerOf(data)), (err) => setProblem(err.message));
