@@ -33,8 +33,10 @@ ACTION_OF: dict[str, str] = {
     **dict.fromkeys(("deleteWork", "createSaga", "enableSaga", "disableSaga", "deleteSaga",
                      "addWorkers", "updateWorkers", "removeWorkers", "createSchedule",
                      "updateSchedule", "pauseSchedule", "resumeSchedule", "triggerSchedule",
-                     "deleteSchedule"), "admin"),
+                     "deleteSchedule", "createToken", "revokeToken"), "admin"),
 }
+# the queries that need more than read
+QUERY_ACTIONS = {"credentials": "admin"}
 
 
 def forbidden(who: Any, action: str, what: str) -> GraphQLError:
@@ -64,7 +66,8 @@ class Authorize(SchemaExtension):
                     name = getattr(getattr(selection, "name", None), "value", "")
                     if name.startswith("__"):
                         continue
-                    action = ACTION_OF.get(name, "admin") if kind == "mutation" else "read"
+                    action = ACTION_OF.get(name, "admin") if kind == "mutation" \
+                        else QUERY_ACTIONS.get(name, "read")
                     if not policies.may(who, action):
                         raise forbidden(who, action, f"anything ({name})")
         yield

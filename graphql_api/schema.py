@@ -41,7 +41,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
-from . import feed, logs, ops, rehearsal, sagas, work_mutations, workers_types, works
+from . import credentials, feed, logs, ops, rehearsal, sagas, work_mutations, workers_types, works
 from .access import Authorize
 from .context import Context
 from .observability import OperationTimer
@@ -60,6 +60,7 @@ class Query:
     aggregate = works.aggregate
     reducers = works.reducers
     deletions = works.deletions
+    credentials = credentials.credentials
     schedules = ops.schedules
     locks = ops.locks
     services = ops.services
@@ -102,6 +103,8 @@ class Mutation:
     clear_breakpoint = work_mutations.clear_breakpoint
     retry_compensation = work_mutations.retry_compensation
     resolve_work = work_mutations.resolve_work
+    create_token = credentials.create_token
+    revoke_token = credentials.revoke_token
 
 
 @strawberry.type

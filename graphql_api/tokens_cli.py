@@ -16,9 +16,7 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["MAX_TOKENS", "add_parser", "run", "run_policy"]
-
-MAX_TOKENS = 20  # live tokens a principal may hold at once
+__all__ = ["add_parser", "run", "run_policy"]
 LINK_SECONDS = 15 * 60
 
 
@@ -100,16 +98,13 @@ async def run(args: argparse.Namespace) -> int:
     try:
         async with SqlStore.open(url) as store:
             if args.action == "create":
-                if await pr.find(store, args.name) is None:
-                    await pr.create(store, args.name, groups=args.group,
-                                    kind="person" if args.person else "service")
+                token, _, made = await pr.issue_token(
+                    store, args.name, groups=args.group, person=args.person,
+                    seconds=args.days * 86400, label=args.label)
+                if made:
                     print(f"stepsaga: made {'person' if args.person else 'service'} "
                           f"{args.name!r} in {', '.join(args.group) or 'no group'}",
                           file=sys.stderr)
-                elif args.group:
-                    await pr.add_to_groups(store, args.name, args.group)
-                token, _ = await pr.issue(store, args.name, label=args.label,
-                                          seconds=args.days * 86400, limit=MAX_TOKENS)
                 print(token)
             elif args.action == "list":
                 for row in await pr.credentials_of(store, args.name):

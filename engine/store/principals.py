@@ -28,8 +28,8 @@ from .sql import SqlStore
 
 __all__ = ["ADMINS", "KINDS", "CredentialError", "Principal", "add_to_groups", "count",
            "create", "credentials_of", "csrf_hash_of", "deployment_id", "find", "issue",
-           "list_all", "parse", "remove", "remove_from_groups", "revoke", "set_csrf_hash",
-           "verify"]
+           "issue_token", "list_all", "parse", "remove", "remove_from_groups", "revoke",
+           "set_csrf_hash", "verify"]
 
 ADMINS = "admins"  # the group of administrators, which the first start creates
 KINDS = ("person", "service")
@@ -314,3 +314,24 @@ async def count(store: SqlStore) -> int:
     async with store.reader.connect() as conn:
         return int((await conn.execute(sa.select(sa.func.count()).select_from(
             principals))).scalar() or 0)
+
+
+MAX_TOKENS = 20  # live tokens a principal may hold at once
+
+
+async def issue_token(store: SqlStore, name: str, *, groups: Iterable[str] = (),
+                      person: bool = False, seconds: float = 90 * 86400, label: str = ""
+                      ) -> tuple[str, dict[str, Any], bool]:
+    """A new API token of principal ``name``, made (a service, or a person) in
+    ``groups`` when new, joining them when it exists: the token (shown this once), its
+    row and whether the principal was made now. What ``stepsaga token create`` and the
+    API's ``createToken`` both do."""
+    chosen = list(groups)
+    made = False
+    if await find(store, name) is None:
+        await create(store, name, groups=chosen, kind="person" if person else "service")
+        made = True
+    elif chosen:
+        await add_to_groups(store, name, chosen)
+    token, row = await issue(store, name, label=label, seconds=seconds, limit=MAX_TOKENS)
+    return token, row, made

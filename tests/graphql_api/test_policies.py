@@ -187,3 +187,48 @@ def test_the_policy_command_sets_them_from_a_file(tmp_path: Path) -> None:
                             store_url, "show"], capture_output=True, text=True, cwd=ROOT,
                            env=env, timeout=120)
     assert json.loads(shown.stdout) == {"version": 1, "policies": [POLICIES[0]]}
+
+
+async def test_administrators_make_and_revoke_tokens_through_the_api(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
+    async with SqlStore.open(url) as store, Feed.running(store) as feed, \
+            Runtime(sagas(), store=store) as runtime:
+        service = Service(store, feed, runtime)
+        await pol.replace(store, POLICIES, by="test")
+
+        async def run(principal: pr.Principal, query: str, **variables: Any
+                      ) -> tuple[dict[str, Any] | None, list[Any]]:
+            result = await schema.execute(query, variable_values=variables,
+                                          context_value=Context(service, principal))
+            return result.data, list(result.errors or [])
+
+        make = ('mutation { createToken(principal: "ci", groups: ["deployers"], days: 1, '
+                'label: "nightly") { __typename ... on TokenCreated { token '
+                'principalCreated credential { credentialId principal label } } '
+                '... on InvalidInput { message } } }')
+        admin = who("root", pr.ADMINS)
+        data, errors = await run(admin, make)
+        assert not errors and data is not None
+        made = data["createToken"]
+        assert made["principalCreated"] is True and made["credential"]["label"] == "nightly"
+        verified = await pr.verify(store, made["token"])
+        assert verified.name == "ci" and verified.groups == frozenset({"deployers"})
+        listed, _ = await run(admin, "{ credentials(principal: \"ci\") { credentialId "
+                                     "revokedAt } }")
+        assert listed == {"credentials": [{"credentialId": made["credential"]["credentialId"],
+                                           "revokedAt": None}]}
+        # not for anyone else: the viewer may read works, not administer tokens
+        for query in (make, '{ credentials { credentialId } }'):
+            data, errors = await run(who("viewer"), query)
+            assert errors and "may not admin anything" in errors[0].message
+        revoke = ('mutation($id: String!) { revokeToken(credentialId: $id) { __typename '
+                  '... on Credential { revokedAt } ... on NotFound { message } } }')
+        data, _ = await run(admin, revoke, id=made["credential"]["credentialId"])
+        assert data is not None and data["revokeToken"]["revokedAt"] is not None
+        with pytest.raises(pr.CredentialError, match="revoked"):
+            await pr.verify(store, made["token"])
+        data, _ = await run(admin, revoke, id=made["credential"]["credentialId"])
+        assert data is not None and "no live credential" in data["revokeToken"]["message"]
+        bad, _ = await run(admin, 'mutation { createToken(principal: "two words") '
+                                  '{ ... on InvalidInput { message } } }')
+        assert bad is not None and "a principal's name must be" in bad["createToken"]["message"]
