@@ -191,7 +191,9 @@ class Expression:
                 raise ExpressionError(f"{_shown(source)} calls {name}(){at}, which is not one "
                                       f"of CEL's standard functions: {known}")
         bound = set(_BOUND.findall(source))
-        names = frozenset(program.variables()) - bound - _TYPE_NAMES
+        # ".x" is CEL's x looked up from the root scope: it reads x
+        names = frozenset(v.removeprefix(".") for v in program.variables()) - bound \
+            - _TYPE_NAMES
         object.__setattr__(self, "_program", program)
         object.__setattr__(self, "_names", names)
 

@@ -213,6 +213,12 @@ def test_a_condition_over_nested_dicts() -> None:
     assert expression.evaluate({"state": STATE, "event": EVENT}) is True
     assert expression.evaluate({"state": STATE, "event": {**EVENT, "attempt": 1}}) is False
     assert expression.names() == frozenset({"state", "event"})
+    # a name looked up from the root scope (".state") reads the same variable
+    rooted = parse_expression('.state.stages["charge"].status == "failed"')
+    assert rooted.names() == frozenset({"state"})
+    assert rooted.evaluate({"state": STATE}) is True
+    with pytest.raises(ExpressionError, match="reads 'state', which is not defined here"):
+        parse_expression(".state.seq", names={"event"})
 
 
 @pytest.mark.parametrize(
