@@ -48,7 +48,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.api_common import Processes, _percentiles, _ready  # noqa: E402
 from tests.auth import admin_token  # noqa: E402
-from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS, sign_in  # noqa: E402
 
 APP = "benchmarks.ui_app:sagas"
 POLL_TRIES = 3334  # three events a try and four more: 10,004
@@ -168,16 +168,7 @@ def signed_in(api: Api, browser: Any, origin: str, state: dict[str, Any]) -> Any
     """A browser context signed in with the API's token on the login page (once; later
     contexts start with its cookies, as a returning person's browser does)."""
     if "cookies" not in state:
-        context = browser.new_context()
-        try:
-            page = context.new_page()
-            page.goto(f"{origin}/login")
-            page.get_by_label("token").fill(api.token)
-            page.get_by_role("button", name="sign in").click()
-            page.wait_for_url(f"{origin}/", timeout=TIMEOUT_MS)
-            state.update(context.storage_state())
-        finally:
-            context.close()
+        state.update(sign_in(browser, origin, api.token))
     return browser.new_context(storage_state=state)
 
 

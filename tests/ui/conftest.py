@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,16 +69,7 @@ class Server:
         """A browser context signed in on the login page with the token (done once per
         server: later contexts start with its cookies)."""
         if self._state is None:
-            context = browser.new_context()
-            try:
-                page = context.new_page()
-                page.goto(f"{self.origin}/login")
-                page.get_by_label("token").fill(self.token)
-                page.get_by_role("button", name="sign in").click()
-                page.wait_for_url(f"{self.origin}/", timeout=TIMEOUT_MS)
-                self._state = context.storage_state()
-            finally:
-                context.close()
+            self._state = sign_in(browser, self.origin, self.token)
         return browser.new_context(storage_state=self._state)
 
     def stop(self) -> tuple[int, str]:
@@ -88,14 +80,36 @@ class Server:
         return self.process.returncode, err
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    served = Server(tmp_path_factory.mktemp("serve") / "s.sqlite")
+def sign_in(browser: Any, origin: str, token: str) -> Any:
+    """The storage state (cookies) of a browser context signed in with ``token`` on the
+    login page, as a person does."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{origin}/login")
+        page.get_by_label("token").fill(token)
+        page.get_by_role("button", name="sign in").click()
+        page.wait_for_url(f"{origin}/", timeout=TIMEOUT_MS)
+        return context.storage_state()
+    finally:
+        context.close()
+
+
+@contextmanager
+def serving(store: Path, **options: Any) -> Iterator[Server]:
+    """A :class:`Server` for the block, which must stop cleanly after it."""
+    served = Server(store, **options)
     try:
         yield served
     finally:
         code, err = served.stop()
         assert code == 0, err
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with serving(tmp_path_factory.mktemp("serve") / "s.sqlite") as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import Server
+from .conftest import Server, serving
 
 CREATE = 'mutation { createWork(saga: "demo") { ... on WorkCreated { work { workId } } } }'
 TIMEOUT_MS = 30_000  # generous: the page loads in about a second
@@ -18,12 +18,8 @@ TIMEOUT_MS = 30_000  # generous: the page loads in about a second
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with its explorer on (it is off by default)."""
-    served = Server(tmp_path_factory.mktemp("explorer") / "s.sqlite", explorer=True)
-    try:
+    with serving(tmp_path_factory.mktemp("explorer") / "s.sqlite", explorer=True) as served:
         yield served
-    finally:
-        code, err = served.stop()
-        assert code == 0, err
 
 
 

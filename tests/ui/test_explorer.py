@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse
 
 from graphql_api.explorer import WithExplorer
 
-from .conftest import Server
+from .conftest import Server, serving
 from .test_bundle import page_refs
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
@@ -21,12 +21,8 @@ QUERY = "{ allSagas { name } }"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with its explorer on (it is off by default)."""
-    served = Server(tmp_path_factory.mktemp("explorer") / "s.sqlite", explorer=True)
-    try:
+    with serving(tmp_path_factory.mktemp("explorer") / "s.sqlite", explorer=True) as served:
         yield served
-    finally:
-        code, err = served.stop()
-        assert code == 0, err
 
 
 

@@ -13,19 +13,16 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import TIMEOUT_MS, Server, ended, shot
+from .conftest import TIMEOUT_MS, Server, ended, serving, shot
 
 CREATE = 'mutation { createWork(saga: "demo") { ... on WorkCreated { work { workId } } } }'
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    served = Server(tmp_path_factory.mktemp("index") / "s.sqlite", app="tests.ui.index_app:app")
-    try:
+    with serving(tmp_path_factory.mktemp("index") / "s.sqlite",
+                 app="tests.ui.index_app:app") as served:
         yield served
-    finally:
-        code, err = served.stop()
-        assert code == 0, err
 
 
 def create(server: Server) -> str:
