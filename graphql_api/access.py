@@ -19,8 +19,8 @@ from graphql import GraphQLError, OperationDefinitionNode
 from strawberry.extensions import SchemaExtension
 from strawberry.types import Info
 
-__all__ = ["ACTION_OF", "Authorize", "forbidden", "may_read", "readable_sagas", "reads_all",
-           "reads_by_condition", "require"]
+__all__ = ["ACTION_OF", "ANONYMOUS_KIND", "Authorize", "forbidden", "may_read",
+           "readable_sagas", "reads_all", "reads_by_condition", "require"]
 
 # each mutation's action (queries and subscriptions read)
 ACTION_OF: dict[str, str] = {
@@ -39,6 +39,11 @@ ACTION_OF: dict[str, str] = {
 QUERY_ACTIONS = {"credentials": "admin"}
 
 
+# the kind of the principal of a client that has not signed in (graphql_api.auth's
+# ANONYMOUS): it may call only the fields a pack lets anonymous clients call
+ANONYMOUS_KIND = "anonymous"
+
+
 def forbidden(who: Any, action: str, what: str) -> GraphQLError:
     return GraphQLError(f"forbidden: {who.name!r} may not {action} {what}",
                         extensions={"code": "forbidden", "action": action})
@@ -50,14 +55,23 @@ def _principal(context: Any) -> Any:
 
 class Authorize(SchemaExtension):
     """Each root field of an operation needs its action on something; refused whole,
-    before anything runs, when one is not granted at all."""
+    before anything runs, when one is not granted at all. ``actions``: each field's
+    (the core's by default, graphql_api.extensions adds a pack's); ``anonymous``: the
+    fields a client that has not signed in may call, and it nothing else."""
+
+    def __init__(self, *, actions: Mapping[str, str] | None = None,
+                 anonymous: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.actions = {**ACTION_OF, **QUERY_ACTIONS} if actions is None else actions
+        self.anonymous = anonymous
 
     async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
         context = self.execution_context.context
         who = _principal(context)
         document = self.execution_context.graphql_document
         if who is not None and document is not None:
-            policies = await context.service.policies()
+            policies = None if who.kind == ANONYMOUS_KIND \
+                else await context.service.policies()
             for definition in document.definitions:
                 if not isinstance(definition, OperationDefinitionNode):
                     continue
@@ -66,8 +80,14 @@ class Authorize(SchemaExtension):
                     name = getattr(getattr(selection, "name", None), "value", "")
                     if name.startswith("__"):
                         continue
-                    action = ACTION_OF.get(name, "admin") if kind == "mutation" \
-                        else QUERY_ACTIONS.get(name, "read")
+                    if policies is None:  # not signed in
+                        if name not in self.anonymous:
+                            raise GraphQLError(
+                                f"sign in first: {name} needs a bearer token or a session",
+                                extensions={"code": "unauthenticated"})
+                        continue
+                    action = self.actions.get(name, "admin" if kind == "mutation"
+                                              else "read")
                     if not policies.may(who, action):
                         raise forbidden(who, action, f"anything ({name})")
         yield

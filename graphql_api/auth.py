@@ -10,8 +10,10 @@ authenticated here before anything else sees it (ASGI middleware around the app)
   that token in ``X-CSRF-Token`` unless it is a GET; a WebSocket made with the cookie
   must come from this server's own origin (its ``Origin`` is checked).
 - Anonymous requests reach only what must work before signing in: the health routes,
-  the login page and its files, signing in itself. Anything else gets 401 (a page: a
-  redirect to the login page).
+  the login page and its files, signing in itself, the routes a pack declares public,
+  and on ``/graphql`` the fields a pack lets anonymous clients call (a sign-up, a
+  login: graphql_api.extensions), as :data:`ANONYMOUS`. Anything else gets 401 (a
+  page: a redirect to the login page).
 - Credentials checked are remembered for ``cache_seconds`` (half a second): a revoked
   token is refused on every node within a second.
 
@@ -26,7 +28,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import quote
@@ -38,17 +40,32 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from engine.store import SqlStore
 from engine.store import principals as pr
 
-__all__ = ["CSRF_COOKIE", "DEVELOPER", "SESSION_COOKIE", "Auth", "login_routes",
-           "principal_of"]
+from .access import ANONYMOUS_KIND
+
+__all__ = [
+    "ANONYMOUS",
+    "CSRF_COOKIE",
+    "DEVELOPER",
+    "SESSION_COOKIE",
+    "Auth",
+    "graphql_principal",
+    "login_routes",
+    "principal_of",
+]
 
 _LOG = logging.getLogger("stepsaga.auth")
 SESSION_COOKIE = "stepsaga_session"
 CSRF_COOKIE = "stepsaga_csrf"
 SESSION_SECONDS = 12 * 3600
 SCOPE_KEY = "stepsaga.principal"
+ANONYMOUS_KEY = "stepsaga.anonymous"  # set when the middleware let a request in without one
 # reachable without signing in
 PUBLIC = ("/healthz", "/readyz", "/login", "/auth/login", "/auth/whoami")
 PUBLIC_PREFIXES = ("/ui/assets/",)
+# a GraphQL request of a client that has not signed in: it may call a pack's anonymous
+# fields (graphql_api.extensions.ApiPart.anonymous) and nothing else
+ANONYMOUS = pr.Principal(principal_id="", name="(anonymous)", kind=ANONYMOUS_KIND,
+                         groups=frozenset())
 DEVELOPER = pr.Principal(principal_id="local", name="local developer", kind="person",
                          groups=frozenset({pr.ADMINS}))
 
@@ -57,6 +74,14 @@ def principal_of(scope: Scope) -> pr.Principal | None:
     """The principal the middleware found for this request (None: anonymous)."""
     found: pr.Principal | None = scope.get(SCOPE_KEY)
     return found
+
+
+def graphql_principal(scope: Scope) -> pr.Principal | None:
+    """Who a GraphQL request is from: its principal, :data:`ANONYMOUS` when the
+    middleware let it in without one, None when no middleware saw it (Python in this
+    process, trusted)."""
+    found = principal_of(scope)
+    return ANONYMOUS if found is None and scope.get(ANONYMOUS_KEY) else found
 
 
 def _cookies(scope: Scope) -> dict[str, str]:
@@ -87,8 +112,14 @@ class Auth:
     refuses what an anonymous request may not reach."""
 
     def __init__(self, app: ASGIApp, store: SqlStore, *, enabled: bool = True,
-                 cache_seconds: float = 0.5) -> None:
+                 cache_seconds: float = 0.5, public: Sequence[str] = (),
+                 anonymous_graphql: bool = False) -> None:
         self.app = app
+        # paths besides PUBLIC reachable without signing in (a pack's, such as a
+        # sign-up's confirmation link), and whether /graphql takes requests without a
+        # credential (a pack has fields anonymous clients may call: only those)
+        self.public = frozenset(public)
+        self.anonymous_graphql = anonymous_graphql
         self.store = store
         self.enabled = enabled
         self.cache_seconds = cache_seconds
@@ -133,11 +164,16 @@ class Auth:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        public = path in PUBLIC or path.startswith(PUBLIC_PREFIXES)
-        problem: tuple[int, str, str] | None = None  # status, code, message
-        principal: pr.Principal | None = None
         bearer = _header(scope, b"authorization")
         session = _cookies(scope).get(SESSION_COOKIE)
+        # without a credential, /graphql may take the anonymous fields (never a
+        # request that carries one: that one is checked as it is, CSRF and all)
+        anonymous = (self.anonymous_graphql and path == "/graphql" and bearer is None
+                     and session is None and scope["type"] == "http")
+        public = anonymous or path in PUBLIC or path in self.public \
+            or path.startswith(PUBLIC_PREFIXES)
+        problem: tuple[int, str, str] | None = None  # status, code, message
+        principal: pr.Principal | None = None
         try:
             if bearer is not None:
                 kind, _, credential = bearer.partition(" ")
@@ -158,6 +194,7 @@ class Auth:
             await self._refuse(scope, receive, send, *problem)
             return
         scope[SCOPE_KEY] = principal
+        scope[ANONYMOUS_KEY] = principal is None
         if scope["type"] == "websocket" and principal is not None:
             credential = bearer.partition(" ")[2].strip() if bearer is not None else session
             kinds = ("token",) if bearer is not None else ("session",)

@@ -352,7 +352,21 @@ def load_app(spec: str, settings: dict[str, dict[str, Any]] | None = None) -> An
     """``module:attribute``: a Saga, a list of them, a :class:`workers.node.WorkerApp`,
     or a function returning one of these; always returned as a WorkerApp. A function
     with a ``settings`` parameter is given the settings (graphql_api.config.load's), so
-    a pack reads its section (``workers.actions.backups:app`` its ``[backups]``)."""
+    a pack reads its section (``workers.actions.backups:app`` its ``[backups]``).
+    Several, comma-separated, are one app (``WorkerApp.combine``)."""
+    from workers.node import WorkerApp
+
+    specs = [part.strip() for part in spec.split(",") if part.strip()]
+    if not specs:
+        raise ValueError(f"--app {spec!r}: use module:attribute, e.g. myapp.sagas:SAGAS")
+    apps = [_load_one_app(one, settings) for one in specs]
+    try:
+        return WorkerApp.combine(apps)
+    except Exception as exc:
+        raise ValueError(f"--app {spec!r}: {exc}") from None
+
+
+def _load_one_app(spec: str, settings: dict[str, dict[str, Any]] | None) -> Any:
     import importlib
     import inspect
 
@@ -576,7 +590,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--app", default=None,
                         help="module:attribute holding the sagas to run, or a "
                              "workers.node.WorkerApp with services, health checks and "
-                             "limits too (default: the product's own)")
+                             "limits too; several comma-separated run as one (default: the "
+                             "product's own)")
     worker.add_argument("--worker", action="append", default=[], metavar="NAME=N[:SAGAS]",
                         help="a named worker running up to N works at once, of the listed "
                              "sagas (comma-separated) or all; repeatable (default main=10)")
@@ -600,7 +615,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--store", default=None, metavar="URL",
                        help=f"the store (default {DEFAULT_STORE}, created when missing)")
     serve.add_argument("--app", default=None,
-                       help="module:attribute holding the sagas (default: the demo saga)")
+                       help="module:attribute holding the sagas, or a WorkerApp (a pack, "
+                            "with its API fields and routes); several comma-separated run "
+                            "as one (default: the demo saga)")
     serve.add_argument("--host", default=None,
                        help="the address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=None, help="the port (default 8000; 0: any "

@@ -25,7 +25,7 @@ a bare exception, and nothing stored changes on an error.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import strawberry
@@ -46,12 +46,23 @@ from .access import Authorize
 from .context import Context
 from .observability import OperationTimer
 
-__all__ = ["MAX_ALIASES", "MAX_DEPTH", "MAX_TOKENS", "Context", "schema"]
+__all__ = ["MAX_ALIASES", "MAX_DEPTH", "MAX_TOKENS", "Context", "build", "schema"]
+
+
+def _node_field() -> type:
+    """A type holding only the Relay ``node`` field, made anew for each schema (its
+    field is set up by the schema that takes it, once)."""
+
+    @strawberry.type
+    class NodeField:
+        node: relay.Node = relay.node()
+
+    return NodeField
 
 
 @strawberry.type
-class Query:
-    node: relay.Node = relay.node()
+class QueryFields:
+    """The core's queries, but ``node`` (see :func:`query_type`)."""
 
     all_sagas = sagas.all_sagas
     saga = sagas.saga
@@ -69,6 +80,14 @@ class Query:
     work = works.work
     all_works = works.all_works
     work_logs = logs.work_logs
+
+
+def query_type(*extra: type) -> type:
+    """The root query type: ``node``, the core's fields, then those of ``extra``."""
+    return strawberry.type(type("Query", (_node_field(), QueryFields, *extra), {}))
+
+
+Query = query_type()
 
 
 @strawberry.type
@@ -174,15 +193,26 @@ def _field_names(document: Any) -> Iterator[str]:
     yield from names
 
 
-schema = strawberry.Schema(
-    query=Query, mutation=Mutation, subscription=Subscription,
-    types=[works.Work, workers_types.Worker, sagas.Saga, sagas.StageInfo],
-    # bounds on every request (generous for people and scripts, tight for a bomb);
-    # a document is parsed and validated once, not per request (factories: each
-    # request gets its own, the caches are shared at module level by strawberry)
-    extensions=[lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
-                lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-                lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-                MaskUnexpected, Introspection, Authorize,
-                lambda: ParserCache(maxsize=512), lambda: ValidationCache(maxsize=512),
-                OperationTimer])  # stepsaga_api_request_seconds
+def build(*, query: type = Query, mutation: type = Mutation,
+          subscription: type = Subscription, types: Sequence[type] = (),
+          actions: Mapping[str, str] | None = None,
+          anonymous: frozenset[str] = frozenset()) -> strawberry.Schema:
+    """A schema with these root types (the core's, or theirs merged with a pack's:
+    graphql_api.extensions.schema_for), each field needing its action (``actions``:
+    the core's by default) and ``anonymous`` callable before signing in."""
+    return strawberry.Schema(
+        query=query, mutation=mutation, subscription=subscription,
+        types=[works.Work, workers_types.Worker, sagas.Saga, sagas.StageInfo, *types],
+        # bounds on every request (generous for people and scripts, tight for a bomb);
+        # a document is parsed and validated once, not per request (factories: each
+        # request gets its own, the caches are shared at module level by strawberry)
+        extensions=[lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+                    lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+                    lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+                    MaskUnexpected, Introspection,
+                    lambda: Authorize(actions=actions, anonymous=anonymous),
+                    lambda: ParserCache(maxsize=512), lambda: ValidationCache(maxsize=512),
+                    OperationTimer])  # stepsaga_api_request_seconds
+
+
+schema = build()

@@ -24,8 +24,9 @@ from engine import Runtime
 from engine.store import SqlStore
 from engine.store.feed import Feed
 
-from .auth import Auth, login_routes, principal_of
+from .auth import Auth, graphql_principal, login_routes
 from .explorer import NoExplorer, WithExplorer, app_page, explorer_files
+from .extensions import anonymous_fields, parts_of, public_paths, routes_of, schema_for
 from .guards import MAX_BODY, Guards
 from .observability import QuietServer as _Server
 from .observability import TraceRequests, metrics_endpoint, readyz_endpoint
@@ -40,14 +41,15 @@ _LOG = logging.getLogger("stepsaga.serve")
 class Api(GraphQL[Context, None]):
     """strawberry's ASGI app with our context: one :class:`Context` per request."""
 
-    def __init__(self, service: Service, introspection: bool = False) -> None:
+    def __init__(self, service: Service, introspection: bool = False,
+                 schema: Any = schema) -> None:
         super().__init__(schema, graphql_ide=None)  # the bundled explorer serves /graphql
         self.service = service
         self.introspection = introspection
 
     async def get_context(self, request: Request | WebSocket, response: Any = None
                           ) -> Context:
-        context = Context(self.service, principal_of(request.scope))
+        context = Context(self.service, graphql_principal(request.scope))
         context.introspection = self.introspection
         return context
 
@@ -55,10 +57,12 @@ class Api(GraphQL[Context, None]):
 def make_app(service: Service, *, auth: bool = True, node: Any = None,
              explorer: bool = False) -> ASGIApp:
     """The server's routes behind :class:`graphql_api.auth.Auth` (``auth=False``: local
-    development, every request an administrator)."""
+    development, every request an administrator), with the fields and routes of the
+    packs its service's app brings (graphql_api.extensions)."""
+    parts = parts_of(service.app)
     # clients get the schema with its limits; introspection (and the explorer, which
     # needs it) only when asked for
-    api = Api(service, introspection=explorer)
+    api = Api(service, introspection=explorer, schema=schema_for(parts))
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -73,9 +77,12 @@ def make_app(service: Service, *, auth: bool = True, node: Any = None,
                     methods=["GET", "POST"]),
               WebSocketRoute("/graphql", api),
               *login_routes(service.store, app_page),
+              *routes_of(parts, service),
               Mount("/ui", explorer_files())]
     # each request a span, under the trace context its headers carry
-    return TraceRequests(Guards(Auth(Starlette(routes=routes), service.store, enabled=auth)))
+    return TraceRequests(Guards(Auth(Starlette(routes=routes), service.store, enabled=auth,
+                                     public=public_paths(parts),
+                                     anonymous_graphql=bool(anonymous_fields(parts)))))
 
 
 @asynccontextmanager

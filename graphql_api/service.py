@@ -31,13 +31,17 @@ from engine.errors import (
 )
 from engine.events import RecordedEvent
 from engine.plan import Plan
-from engine.state import WorkState, evolve, replay
+from engine.state import TERMINAL, WorkState, evolve, replay
 from engine.store import SqlStore
+from engine.store.aggregates import plain_row
 from engine.store.feed import Feed
 
 __all__ = ["CHECKPOINT_EVERY", "CHECKPOINT_WORKS", "DRY_RUN_LIMIT", "ApiError", "Outcome",
            "Rehearsal", "Service"]
 
+# the events after which a work has ended (TERMINAL, its statuses)
+_ENDS = frozenset({"work.completed", "work.failed", "work.compensation_failed",
+                   "work.cancelled"})
 CHECKPOINT_EVERY = 100  # events between the states kept for time travel
 CHECKPOINT_WORKS = 32  # works whose states are kept, the most recently asked about
 LATEST_WORKS = 64  # works whose latest known state is kept (see Service.state)
@@ -371,6 +375,29 @@ class Service:
                 "workId" if "work id" in str(exc) else "startAt")
             raise ApiError("invalid_input", str(exc), field=field) from None
         return made, True
+
+    async def run_work(self, saga: str, input: Any, *, request_id: str | None = None,
+                       wait: float = 30.0) -> dict[str, Any]:
+        """Create a work (as :meth:`create_work`) and wait, up to ``wait`` seconds,
+        until it ends: its row then, JSON decoded (status, output, error, ...). What a
+        pack's field does
+        for an operation that is a saga (an upload, a sign-up's first step); when the
+        wait is over, ``ApiError`` wrong_state with the work's status (it goes on)."""
+        async with self.feed.subscribe(after=None) as following:
+            work_id, _ = await self.create_work(saga, input, request_id=request_id)
+            row = await self.store.work(work_id)
+            with anyio.move_on_after(wait):
+                if row is not None and row["status"] not in TERMINAL:
+                    async for recorded in following:
+                        if recorded.work_id == work_id and \
+                                recorded.event.type in _ENDS:
+                            break
+            row = await self.store.work(work_id)
+        if row is None or row["status"] not in TERMINAL:
+            raise ApiError("wrong_state", f"work {work_id} of saga {saga!r} has not ended "
+                           f"within {wait:g} s; it goes on",
+                           status=None if row is None else row["status"])
+        return plain_row(row)
 
     async def rewind(self, work_id: str, seq: int, *, paused: bool = True,
                      request_id: str | None = None) -> str:

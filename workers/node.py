@@ -128,12 +128,59 @@ class WorkerApp:
     # schedules the node creates, or brings in line, when it starts (workers.schedules.
     # Schedule): those a pack's config declares, such as the backups' cron per job
     schedules: Sequence[Schedule] = ()
-    # the schedules named with this prefix are the app's: those it no longer declares
-    # are deleted when a node starts (a job gone from a pack's config); "": none
-    schedule_prefix: str = ""
+    # the schedules named with this prefix (or these) are the app's: those it no longer
+    # declares are deleted when a node starts (a job gone from a pack's config); "": none
+    schedule_prefix: str | tuple[str, ...] = ""
     # told when a work ends for good on an error (engine.worklogs.ErrorReport): where an
     # error tracker such as sentry-sdk plugs in (see engine.Runtime's on_error)
     on_error: Callable[[Any], Any] | None = None
+    # what the app adds to the GraphQL API: graphql_api.extensions.ApiPart values (its
+    # queries, mutations and HTTP routes); a worker node never looks at them
+    api: Sequence[Any] = ()
+
+    @classmethod
+    def combine(cls, apps: Sequence[WorkerApp]) -> WorkerApp:
+        """One app of several (``--app a:app,b:app``: the demo beside two packs); a
+        saga, function, limit or reducer two of them name is refused, naming it."""
+        if len(apps) == 1:
+            return apps[0]
+        sagas: dict[str, Saga] = {}
+        for app in apps:
+            for saga in app.sagas:
+                if saga.name in sagas and sagas[saga.name] is not saga:
+                    raise ValueError(f"two apps give saga {saga.name!r}")
+                sagas[saga.name] = saga
+        functions = Functions()
+        for app in apps:
+            for name, fn in app.functions.items():
+                functions.add(name, fn)
+
+        def merged(what: str) -> dict[str, Any]:
+            found: dict[str, Any] = {}
+            for app in apps:
+                for key, value in getattr(app, what).items():
+                    if key in found and found[key] != value:
+                        raise ValueError(f"two apps give {what} {key!r} differently")
+                    found[key] = value
+            return found
+
+        errors = [app.on_error for app in apps if app.on_error is not None]
+
+        def on_error(report: Any) -> None:
+            for told in errors:
+                told(report)
+
+        prefixes = tuple(p for app in apps for p in ((app.schedule_prefix,) if isinstance(
+            app.schedule_prefix, str) else app.schedule_prefix) if p)
+        return cls(sagas=list(sagas.values()),
+                   services=[s for app in apps for s in app.services],
+                   health_checks=[h for app in apps for h in app.health_checks],
+                   rate_limits=merged("rate_limits"), lock_limits=merged("lock_limits"),
+                   saga_limits=merged("saga_limits"), functions=functions,
+                   reducers=merged("reducers"),
+                   schedules=[s for app in apps for s in app.schedules],
+                   schedule_prefix=prefixes, on_error=on_error if errors else None,
+                   api=[part for app in apps for part in app.api])
 
     def __post_init__(self) -> None:
         if not isinstance(self.functions, Functions):
@@ -177,7 +224,7 @@ class WorkerNode:
                  park_after: float | None = 60.0,
                  functions: Mapping[str, Callable[..., Any]] | None = None,
                  declared_schedules: Sequence[Schedule] = (),
-                 schedule_prefix: str = "",
+                 schedule_prefix: str | tuple[str, ...] = "",
                  on_error: Callable[[Any], Any] | None = None) -> None:
         self.on_error = on_error  # given to each worker's runtime
         if not lease_ttl > 0:
@@ -297,8 +344,10 @@ class WorkerNode:
         await self.follower.refresh()  # the sagas given as data, before anything runs
         for schedule in self.declared_schedules:
             await ensure_schedule(self.store, schedule)
-        if self.schedule_prefix:
-            await prune_schedules(self.store, self.schedule_prefix,
+        prefixes = (self.schedule_prefix,) if isinstance(self.schedule_prefix, str) \
+            else self.schedule_prefix
+        for prefix in filter(None, prefixes):
+            await prune_schedules(self.store, prefix,
                                   {s.name for s in self.declared_schedules})
         self._describe()
         await published_catalog.publish(self.store, node=self.node_id,
