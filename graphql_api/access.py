@@ -33,10 +33,12 @@ ACTION_OF: dict[str, str] = {
     **dict.fromkeys(("deleteWork", "createSaga", "enableSaga", "disableSaga", "deleteSaga",
                      "addWorkers", "updateWorkers", "removeWorkers", "createSchedule",
                      "updateSchedule", "pauseSchedule", "resumeSchedule", "triggerSchedule",
-                     "deleteSchedule", "createToken", "revokeToken"), "admin"),
+                     "deleteSchedule", "createToken", "revokeToken", "createPrincipal",
+                     "deletePrincipal", "setGroups", "setPolicies"), "admin"),
 }
 # the queries that need more than read
-QUERY_ACTIONS = {"credentials": "admin"}
+QUERY_ACTIONS = {"credentials": "admin", "principals": "admin", "policies": "admin",
+                 "auditLog": "admin"}
 
 
 # the kind of the principal of a client that has not signed in (graphql_api.auth's

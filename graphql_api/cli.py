@@ -501,6 +501,7 @@ def _settle(args: argparse.Namespace, settings: dict[str, dict[str, Any]]) -> No
             value = settings[section][key]
             setattr(args, dest, value if value != "" else None)
     args.command_timeout = settings["serve"]["command_timeout"]
+    args.query_timeout = settings["serve"]["query_timeout"]
 
 
 async def _serve(args: argparse.Namespace, app: Any, specs: list[Any]) -> int:
@@ -525,6 +526,7 @@ async def _serve(args: argparse.Namespace, app: Any, specs: list[Any]) -> int:
     await serve(store_url=args.store, app=app, host=args.host, port=args.port,
                 workers=specs, no_workers=args.no_workers, auth=not args.no_auth,
                 explorer=bool(args.explorer), command_timeout=args.command_timeout,
+                query_timeout=args.query_timeout,
                 node_options={"node_id": args.node_id, "lease_ttl": args.lease_ttl,
                               "park_after": args.park_after}, ready=ready)
     print(json.dumps({"stopped": True}), flush=True)

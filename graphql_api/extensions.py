@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["ApiPart", "actions_of", "anonymous_fields", "parts_of", "public_paths",
+__all__ = ["ApiPart", "actions_of", "anonymous_fields", "bodies_of", "parts_of", "public_paths",
            "routes_of", "run_saga", "schema_for"]
 
 ACTIONS = ("read", "write", "steer", "debug", "admin")
@@ -47,6 +47,9 @@ class ApiPart:
     anonymous: frozenset[str] = frozenset()
     routes: Callable[[Any], Sequence[Any]] | None = None
     public: Sequence[str] = ()
+    # the bound on a request's body under a path prefix of its routes, in bytes (None:
+    # unbounded, for a route that streams what it takes); others have the server's
+    bodies: Mapping[str, int | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, action in self.actions.items():
@@ -90,6 +93,17 @@ def anonymous_fields(parts: Iterable[ApiPart]) -> frozenset[str]:
 
 def public_paths(parts: Iterable[ApiPart]) -> tuple[str, ...]:
     return tuple(path for part in parts for path in part.public)
+
+
+def bodies_of(parts: Iterable[ApiPart]) -> dict[str, int | None]:
+    found: dict[str, int | None] = {}
+    for part in parts:
+        for prefix, bound in part.bodies.items():
+            if prefix == "/graphql" or not prefix.startswith("/") or prefix in ("/", "/g"):
+                raise ValueError(f"API part {part.name!r}: a body bound is for a route of "
+                                 f"its own, not {prefix!r}")
+            found[prefix] = bound
+    return found
 
 
 def routes_of(parts: Iterable[ApiPart], service: Any) -> list[Any]:

@@ -13,6 +13,7 @@ from strawberry import relay
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from .audit import actor
 from .context import service_of
 from .results import Conflict, InvalidInput, NotFound, WrongState, error_result
 from .service import ApiError
@@ -173,7 +174,8 @@ async def _change_saga(info: Info, action: str, name: str, by: str, data: Any = 
                        reason: str = "") -> Any:
     service = service_of(info)
     try:
-        row = await service.change_saga(action, name, by=by, data=data, reason=reason)
+        row = await service.change_saga(action, name, by=actor(info, by), data=data,
+                                        reason=reason)
     except ApiError as exc:
         return error_result(exc)
     saga = None if action == "delete" else next(

@@ -41,8 +41,20 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
-from . import credentials, feed, logs, ops, rehearsal, sagas, work_mutations, workers_types, works
-from .access import Authorize
+from . import (
+    admin,
+    credentials,
+    feed,
+    logs,
+    ops,
+    rehearsal,
+    sagas,
+    work_mutations,
+    workers_types,
+    works,
+)
+from .access import ACTION_OF, QUERY_ACTIONS, Authorize
+from .audit import AUDITED_ACTIONS, Audited
 from .context import Context
 from .observability import OperationTimer
 
@@ -72,6 +84,9 @@ class QueryFields:
     reducers = works.reducers
     deletions = works.deletions
     credentials = credentials.credentials
+    principals = admin.principals
+    policies = admin.policies
+    audit_log = admin.audit_log
     schedules = ops.schedules
     locks = ops.locks
     services = ops.services
@@ -124,6 +139,10 @@ class Mutation:
     resolve_work = work_mutations.resolve_work
     create_token = credentials.create_token
     revoke_token = credentials.revoke_token
+    create_principal = admin.create_principal
+    delete_principal = admin.delete_principal
+    set_groups = admin.set_groups
+    set_policies = admin.set_policies
 
 
 @strawberry.type
@@ -199,7 +218,10 @@ def build(*, query: type = Query, mutation: type = Mutation,
           anonymous: frozenset[str] = frozenset()) -> strawberry.Schema:
     """A schema with these root types (the core's, or theirs merged with a pack's:
     graphql_api.extensions.schema_for), each field needing its action (``actions``:
-    the core's by default) and ``anonymous`` callable before signing in."""
+    the core's by default) and ``anonymous`` callable before signing in; the
+    mutations that are operator actions recorded in the audit log."""
+    actions = {**ACTION_OF, **QUERY_ACTIONS} if actions is None else actions
+    _audit(mutation, actions, anonymous)
     return strawberry.Schema(
         query=query, mutation=mutation, subscription=subscription,
         types=[works.Work, workers_types.Worker, sagas.Saga, sagas.StageInfo, *types],
@@ -213,6 +235,23 @@ def build(*, query: type = Query, mutation: type = Mutation,
                     lambda: Authorize(actions=actions, anonymous=anonymous),
                     lambda: ParserCache(maxsize=512), lambda: ValidationCache(maxsize=512),
                     OperationTimer])  # stepsaga_api_request_seconds
+
+
+def _audit(mutation: type, actions: Mapping[str, str], anonymous: frozenset[str]) -> None:
+    """:class:`graphql_api.audit.Audited` on each mutation that is an operator action
+    (once: a field is shared by the schemas built with it)."""
+    from strawberry.utils.str_converters import to_camel_case
+
+    for f in mutation.__strawberry_definition__.fields:  # type: ignore[attr-defined]
+        name = f.graphql_name or to_camel_case(f.python_name)
+        action = actions.get(name, "admin")
+        if name in anonymous or action not in AUDITED_ACTIONS or \
+                any(isinstance(e, Audited) for e in f.extensions):
+            continue
+        if not f.is_async:
+            raise ValueError(f"mutation {name!r} is an operator action ({action}): it is "
+                             "recorded in the audit log, so it must be async")
+        f.extensions.append(Audited(name))
 
 
 schema = build()

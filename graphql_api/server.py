@@ -26,8 +26,8 @@ from engine.store.feed import Feed
 
 from .auth import Auth, graphql_principal, login_routes
 from .explorer import NoExplorer, WithExplorer, app_page, explorer_files
-from .extensions import anonymous_fields, parts_of, public_paths, routes_of, schema_for
-from .guards import MAX_BODY, Guards
+from .extensions import anonymous_fields, bodies_of, parts_of, public_paths, routes_of, schema_for
+from .guards import MAX_BODY, QUERY_TIMEOUT, Guards
 from .observability import QuietServer as _Server
 from .observability import TraceRequests, metrics_endpoint, readyz_endpoint
 from .schema import Context, schema
@@ -55,7 +55,7 @@ class Api(GraphQL[Context, None]):
 
 
 def make_app(service: Service, *, auth: bool = True, node: Any = None,
-             explorer: bool = False) -> ASGIApp:
+             explorer: bool = False, query_timeout: float | None = QUERY_TIMEOUT) -> ASGIApp:
     """The server's routes behind :class:`graphql_api.auth.Auth` (``auth=False``: local
     development, every request an administrator), with the fields and routes of the
     packs its service's app brings (graphql_api.extensions)."""
@@ -82,7 +82,8 @@ def make_app(service: Service, *, auth: bool = True, node: Any = None,
     # each request a span, under the trace context its headers carry
     return TraceRequests(Guards(Auth(Starlette(routes=routes), service.store, enabled=auth,
                                      public=public_paths(parts),
-                                     anonymous_graphql=bool(anonymous_fields(parts)))))
+                                     anonymous_graphql=bool(anonymous_fields(parts))),
+                                bodies=bodies_of(parts), query_timeout=query_timeout))
 
 
 @asynccontextmanager
@@ -151,7 +152,7 @@ async def _stop_on_signal(server: Any) -> None:
 async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequence[Any],
                 no_workers: bool = False, node_options: dict[str, Any] | None = None,
                 ready: Any = None, command_timeout: float = 10.0, auth: bool = True,
-                explorer: bool = False) -> None:
+                explorer: bool = False, query_timeout: float | None = QUERY_TIMEOUT) -> None:
     """``stepsaga serve``: API and (unless ``no_workers``) a worker node on one store,
     until SIGTERM or SIGINT; then the server stops taking requests, closes its
     subscriptions and the node hands its works on. ``ready(server, login)`` is called
@@ -174,7 +175,8 @@ async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequ
             async with running_api(store, app, node=node,
                                    command_timeout=command_timeout) as service:
                 config = uvicorn.Config(make_app(service, auth=auth, node=node,
-                                                 explorer=explorer), host=host,
+                                                 explorer=explorer,
+                                                 query_timeout=query_timeout), host=host,
                                         port=port,
                                         log_level="warning", lifespan="off",
                                         ws="websockets-sansio",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -55,8 +56,18 @@ def add_parser(commands: Any) -> None:
     replace.add_argument("--by", default="stepsaga policy set", help="who changes them")
 
 
+def _shell() -> str:
+    """Who a command run from a shell is, in the audit log: its OS user."""
+    import getpass
+
+    try:
+        return f"shell:{getpass.getuser()}"
+    except Exception:  # no user name for this uid (a container)
+        return f"shell:uid {os.getuid()}"
+
+
 async def run_policy(args: argparse.Namespace) -> int:
-    from engine.store import SqlStore
+    from engine.store import SqlStore, audit
     from engine.store import policies as pol
 
     from .config import ConfigError, load
@@ -77,6 +88,9 @@ async def run_policy(args: argparse.Namespace) -> int:
                 print(f"stepsaga: {args.file}: {exc}", file=sys.stderr)
                 return 2
             done = await pol.replace(store, raw, by=args.by)
+            await audit.record(store, principal=_shell(), action="setPolicies",
+                               target_kind="policies", target="policies",
+                               details={"version": done.version, "file": args.file})
             print(json.dumps({"version": done.version, "policies": len(done.policies)}))
     except (ConfigError, ValueError) as exc:
         print(f"stepsaga: {exc}", file=sys.stderr)
@@ -85,7 +99,7 @@ async def run_policy(args: argparse.Namespace) -> int:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from engine.store import SqlStore
+    from engine.store import SqlStore, audit
     from engine.store import principals as pr
 
     from .config import ConfigError, load
@@ -98,9 +112,13 @@ async def run(args: argparse.Namespace) -> int:
     try:
         async with SqlStore.open(url) as store:
             if args.action == "create":
-                token, _, made = await pr.issue_token(
+                token, row, made = await pr.issue_token(
                     store, args.name, groups=args.group, person=args.person,
                     seconds=args.days * 86400, label=args.label)
+                await audit.record(store, principal=_shell(), action="createToken",
+                                   target_kind="principal", target=args.name,
+                                   details={"credential_id": row["credential_id"],
+                                            "groups": args.group, "made": made})
                 if made:
                     print(f"stepsaga: made {'person' if args.person else 'service'} "
                           f"{args.name!r} in {', '.join(args.group) or 'no group'}",
@@ -116,6 +134,8 @@ async def run(args: argparse.Namespace) -> int:
                     print(f"stepsaga: no live credential {args.credential_id!r}",
                           file=sys.stderr)
                     return 1
+                await audit.record(store, principal=_shell(), action="revokeToken",
+                                   target_kind="credential", target=args.credential_id)
             else:
                 link, _ = await pr.issue(store, args.name, kind="link", label="sign-in link",
                                          seconds=LINK_SECONDS)

@@ -5,6 +5,7 @@ Each answers with a typed payload or one of :mod:`graphql_api.results`' errors."
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 
 import strawberry
@@ -16,6 +17,7 @@ from engine.commands import Command
 from engine.errors import ExpressionError
 
 from .access import require
+from .audit import actor
 from .context import service_of
 from .results import Conflict, InvalidInput, NotFound, WrongState, error_result
 from .service import ApiError, Outcome, check_outcome
@@ -102,6 +104,7 @@ async def _steer(info: Info, work_id: str, command: Command,
                  request_id: str | None, wait: float | None = None
                  ) -> CommandTaken | NotFound | WrongState | InvalidInput | Conflict:
     service = service_of(info)
+    command = dataclasses.replace(command, by=actor(info, command.by))  # who, for its events
     row = await service.store.work(work_id)
     if row is not None:  # (none: the command's own check says not found)
         await require(info, _ACTIONS.get(command.kind, "admin"), row)
@@ -161,7 +164,8 @@ async def delete_work(info: Info, work_id: str, by: str, reason: str = ""
     if row is not None:
         await require(info, "admin", row)
     try:
-        audit = await delete_work(service_of(info).store, work_id, by=by, reason=reason)
+        audit = await delete_work(service_of(info).store, work_id, by=actor(info, by),
+                                  reason=reason)
     except UnknownWorkError as exc:
         return NotFound(message=str(exc), field="workId")
     except WorkStateError as exc:

@@ -11,6 +11,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
+from .audit import actor
 from .context import service_of
 from .results import Conflict, InvalidInput, NotFound, WrongState, error_result
 from .service import ApiError
@@ -91,7 +92,8 @@ async def _node_command(info: Info, node: str, kind: str, args: dict[str, Any], 
                         request_id: str | None) -> Any:
     service = service_of(info)
     try:
-        found = await service.node_command(node, kind, args, by=by, request_id=request_id)
+        found = await service.node_command(node, kind, args, by=actor(info, by),
+                                           request_id=request_id)
     except ApiError as exc:
         return error_result(exc)
     if found is None:

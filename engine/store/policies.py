@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
@@ -35,7 +35,7 @@ from .principals import Principal
 from .schema import settings
 from .sql import SqlStore
 
-__all__ = ["ACTIONS", "Policies", "Policy", "load", "replace"]
+__all__ = ["ACTIONS", "Policies", "Policy", "forget_in", "load", "replace"]
 
 ACTIONS = ("read", "write", "steer", "debug", "admin")
 _KEY = "policies"
@@ -159,6 +159,26 @@ async def load(store: SqlStore) -> Policies:
     return Policies(policies=parse(document["policies"]), version=int(document["version"]))
 
 
+def _stored(conn: Any) -> tuple[int, list[dict[str, Any]], bool]:
+    """The version and policies stored (in the caller's transaction), and whether any."""
+    row = conn.execute(sa.select(settings.c.value).where(settings.c.key == _KEY)).scalar()
+    if row is None:
+        return 0, [], False
+    document = json.loads(row)
+    return int(document["version"]), list(document["policies"]), True
+
+
+def _write(conn: Any, version: int, chosen: Sequence[Policy], by: str, exists: bool) -> int:
+    document = json.dumps({"version": version + 1, "by": by, "at": time.time(),
+                           "policies": [p.to_dict() for p in chosen]})
+    if exists:
+        conn.execute(sa.update(settings).where(settings.c.key == _KEY).values(
+            value=document))
+    else:
+        conn.execute(sa.insert(settings).values(key=_KEY, value=document))
+    return version + 1
+
+
 async def replace(store: SqlStore, raw: Any, *, by: str,
                   expected_version: int | None = None) -> Policies:
     """The whole set replaced at once (``ValueError`` naming a bad policy, nothing
@@ -166,21 +186,37 @@ async def replace(store: SqlStore, raw: Any, *, by: str,
     chosen = parse(raw)
 
     def run(conn: Any) -> int:
-        row = conn.execute(sa.select(settings.c.value).where(
-            settings.c.key == _KEY)).scalar()
-        version = 0 if row is None else int(json.loads(row)["version"])
+        version, _, exists = _stored(conn)
         if expected_version is not None and version != expected_version:
             raise ValueError(f"the policies are at version {version}, not "
                              f"{expected_version}: read them again")
-        document = json.dumps({"version": version + 1, "by": by, "at": time.time(),
-                               "policies": [p.to_dict() for p in chosen]})
-        if row is None:
-            conn.execute(sa.insert(settings).values(key=_KEY, value=document))
-        else:
-            conn.execute(sa.update(settings).where(settings.c.key == _KEY).values(
-                value=document))
-        return version + 1
+        return _write(conn, version, chosen, by, exists)
 
     version = await store.transaction(run)
     return Policies(policies=chosen, version=int(version))
 
+
+def forget_in(conn: Any, *, by: str, principal: str | None = None,
+              group: str | None = None, saga: str | None = None) -> int:
+    """In the transaction that deletes a principal, a group or a saga: the policies
+    naming it go with it (a saga leaves the lists of sagas that name it, not the globs
+    that happen to match it; a policy left with no saga goes). How many changed."""
+    version, raw, exists = _stored(conn)
+    subject = f"principal:{principal}" if principal is not None else (
+        f"group:{group}" if group is not None else None)
+    kept: list[dict[str, Any]] = []
+    changed = 0
+    for policy in raw:
+        if subject is not None and policy["subject"] == subject:
+            changed += 1
+            continue
+        if saga is not None and saga in policy.get("sagas", ["*"]):
+            changed += 1
+            rest = [s for s in policy["sagas"] if s != saga]
+            if not rest:
+                continue
+            policy = {**policy, "sagas": rest}
+        kept.append(policy)
+    if changed:
+        _write(conn, version, parse(kept), by, exists)
+    return changed

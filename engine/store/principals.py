@@ -179,13 +179,17 @@ async def remove_from_groups(store: SqlStore, name: str, groups: Iterable[str]) 
     await store.transaction(run)
 
 
-async def remove(store: SqlStore, name: str) -> None:
-    """A principal gone, with its groups and credentials (all refused from now on)."""
+async def remove(store: SqlStore, name: str, *, by: str = "stepsaga") -> None:
+    """A principal gone, with its groups, its credentials (all refused from now on)
+    and the policies naming it, in one transaction."""
+    from .policies import forget_in
+
     def run(conn: Any) -> None:
         pid = _principal_id(conn, name)
         conn.execute(sa.delete(credentials).where(credentials.c.principal_id == pid))
         conn.execute(sa.delete(group_members).where(group_members.c.principal_id == pid))
         conn.execute(sa.delete(principals).where(principals.c.principal_id == pid))
+        forget_in(conn, by=by, principal=name)
 
     await store.transaction(run)
 

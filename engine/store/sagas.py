@@ -40,6 +40,7 @@ from ..plan import compile_saga
 from ..sagadata import saga_from_data, saga_refs
 from ..state import TERMINAL
 from .codec import dumps
+from .policies import forget_in
 from .schema import sagas, works
 from .sql import APPEND_LOCK, SqlStore
 
@@ -327,6 +328,7 @@ async def delete_saga(store: SqlStore, name: str, *, by: str) -> StoredSaga:
                 f"saga {name!r} has {unfinished} unfinished work{'s' if unfinished > 1 else ''}"
                 f" ({statuses}); let them end, or cancel them, before deleting it")
         conn.execute(sa.delete(sagas).where(sagas.c.name == name))
+        forget_in(conn, by=by, saga=name)  # the policies naming it go with it
         _notify(conn, name)
         return old
 

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["catalog", "commands", "deletions", "events", "health_checks", "leases", "lock_holders",
-           "lock_waiters", "metadata", "rate_buckets", "sagas", "schedules", "snapshots",
-           "stage_runs", "worker_events", "workers", "works"]
+__all__ = ["audit", "catalog", "commands", "deletions", "events", "health_checks", "leases",
+           "lock_holders", "lock_waiters", "metadata", "rate_buckets", "sagas", "schedules",
+           "snapshots", "stage_runs", "worker_events", "workers", "works"]
 
 metadata = sa.MetaData()
 
@@ -331,6 +331,20 @@ settings = sa.Table(  # the deployment's own values: its id, ...
     "settings", metadata,
     sa.Column("key", sa.String(100), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
+)
+
+audit = sa.Table(  # every operator action: who, what, on what, why (engine.store.audit)
+    "audit", metadata,
+    sa.Column("position", _POSITION, primary_key=True, autoincrement=True),
+    sa.Column("time", sa.Float(precision=53), nullable=False),
+    sa.Column("principal", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(100), nullable=False),  # pauseWork, setPolicies, ...
+    sa.Column("target_kind", sa.String(40), nullable=False),  # work, saga, schedule, ...
+    sa.Column("target", sa.String(400), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("details", sa.Text, nullable=False),  # JSON: the request's plain arguments
+    sa.Index("audit_target", "target_kind", "target", "position"),
+    sa.Index("audit_principal", "principal", "position"),
 )
 
 work_logs = sa.Table(  # what stage code logged through ctx.logger (engine.worklogs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import strawberry
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -36,6 +37,12 @@ class PartQuery:
     def greeting(self, name: str) -> str:
         return f"hello {name}"
 
+    @strawberry.field
+    async def slow(self, seconds: float) -> float:
+        """Answers after ``seconds`` (the server's query timeout cuts it)."""
+        await anyio.sleep(min(seconds, 30.0))
+        return seconds
+
 
 @strawberry.type
 class PartMutation:
@@ -63,12 +70,21 @@ async def open_door(request: Request) -> Response:
     return JSONResponse({"open": True})
 
 
+async def take(request: Request) -> Response:
+    """Counts the bytes of a body streamed in (its route has no bound on them)."""
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+    return JSONResponse({"bytes": size})
+
+
 def app() -> WorkerApp:
     part = ApiPart(name="parts", query=PartQuery, mutation=PartMutation,
                    actions={"echo": "write"}, anonymous=frozenset({"ping"}),
                    routes=lambda service: [Route("/parts/mine", mine),
-                                           Route("/parts/open", open_door)],
-                   public=["/parts/open"])
+                                           Route("/parts/open", open_door),
+                                           Route("/parts/take", take, methods=["POST"])],
+                   public=["/parts/open"], bodies={"/parts/take": None})
     return WorkerApp(sagas=[Saga(name="parts.echo",
                                  stages=[Stage(name="shout", transaction=shout)])],
                      api=[part])

@@ -30,7 +30,9 @@ APPS = "tests.graphql_api.part_app:app,tests.graphql_api.app:sagas"
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[dict[str, Any]]:
     store = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
-    server = Served("serve", "--store", store, "--port", "0", "--app", APPS)
+    # a request over HTTP may take 2 s here (30 by default)
+    server = Served("serve", "--store", store, "--port", "0", "--app", APPS,
+                    env={"STEPSAGA_SERVE_QUERY_TIMEOUT": "2"})
     try:
         ready = server.ready()
         ready["origin"] = ready["url"].removesuffix("/graphql")
@@ -103,6 +105,17 @@ def test_a_packs_fields_and_routes_are_served_under_the_policies(
     assert httpx.get(origin + "/parts/mine", headers=bearer(viewer)).json() == {
         "name": "viewer"}
     assert httpx.get(origin + "/parts/open").json() == {"open": True}
+    # a route with no bound on its body takes 3 MB; /graphql refuses as much
+    body = b"x" * (3 * 1024 * 1024)
+    taken = httpx.post(origin + "/parts/take", content=body, headers=bearer(admin))
+    assert taken.json() == {"bytes": len(body)}
+    assert httpx.post(url, content=body, headers=bearer(admin)).status_code == 413
+    # a request over the server's time bound is cut with a clear error (and others go on)
+    cut = httpx.post(url, json={"query": "{ slow(seconds: 10) }"}, headers=bearer(admin),
+                     timeout=30)
+    assert cut.status_code == 503 and cut.headers["retry-after"] == "1"
+    assert codes(cut.json()) == ["timeout"] and "serve.query_timeout" in cut.text
+    assert post(url, "{ slow(seconds: 0.1) }", admin)["data"] == {"slow": 0.1}
 
 
 def test_apps_combine_and_clashes_are_refused_naming_them() -> None:

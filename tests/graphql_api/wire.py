@@ -34,11 +34,11 @@ async def until(check: Any, seconds: float = 20.0) -> None:
 
 
 class Served:
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.process = subprocess.Popen(
             [sys.executable, "-m", "graphql_api.cli", *args], cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def ready(self) -> dict[str, Any]:
