@@ -14,7 +14,8 @@ version to version (new ones may be added; ``version`` says which)::
     {"version": 1, "key": "<work id>",            # the same on every repeat: dedupe on it
      "saga": "backups.backup", "work_id": "...", "job": "nightly", "source": "app",
      "target": "offsite", "backup_id": "...",     # null when it failed before its id
-     "stage": "transfer", "error": "the message", "error_type": "TargetError",
+     "stage": "transfer", "error": "the message",
+     "error_type": "workers.actions.backups.errors.TargetError",
      "failed_at": 1767225600.0}                   # the pack's clock
 
 A plain function runs in a worker thread (it may send mail or call a chat service's
