@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from tests.auth import admin_token, bearer
 from workers.schedules import next_tick
 
 from ...graphql_api.wire import ROOT, Served
-from .helpers import KEY_HEX, make_sqlite, sqlite_rows
+from .helpers import add_rows, make_sqlite, sqlite_rows, write_config
 
 JOBS = """{ backupJobs { name source { name kind } target { name kind } steps schedule
   timezone scheduleName nextAt schedulePaused retention } }"""
@@ -40,35 +39,6 @@ VERIFY = f"""mutation($job: String!, $backup: String!) {{
 RESTORE = f"""mutation($job: String!, $backup: String!, $replace: Boolean!) {{
   restoreBackup(job: $job, backup: $backup, replace: $replace) {{ {RUN} }} }}"""
 ROLLBACK = f"mutation($id: String!) {{ rollbackRestore(workId: $id) {{ {RUN} }} }}"
-
-
-def write_config(tmp_path: Path) -> Path:
-    config = tmp_path / "stepsaga.toml"
-    config.write_text(f"""
-[backups]
-[backups.keys.main]
-key = "{KEY_HEX}"
-[backups.sources.db]
-kind = "sqlite"
-path = "{tmp_path}/app.sqlite"
-[backups.targets.here]
-kind = "directory"
-path = "{tmp_path}/backups"
-[backups.targets.there]
-kind = "directory"
-path = "{tmp_path}/elsewhere"
-[backups.jobs.nightly]
-source = "db"
-target = "here"
-steps = ["zstd", {{kind = "aes-gcm", key = "main"}}]
-schedule = "0 3 * * *"
-timezone = "Europe/Paris"
-keep_last = 5
-[backups.jobs.plain]
-source = "db"
-target = "there"
-""")
-    return config
 
 
 @pytest.fixture
@@ -104,13 +74,6 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "graphql_api.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-
-
-def add_rows(path: Path, *names: str) -> None:
-    with sqlite3.connect(path) as db:
-        db.executemany("INSERT INTO items (name, data) VALUES (?, x'00')",
-                       [(n,) for n in names])
-    db.close()
 
 
 def test_jobs_manifests_trigger_verify_restore_and_rollback_over_the_wire(
