@@ -88,7 +88,7 @@ class _Pack:
                     found = self._manifest(storage, job, backup_id)
                 except IntegrityError:
                     continue
-                if storage.size(found["object"]) != found["final"]["size"]:
+                if not manifests.present(storage, found):
                     continue
                 if newest is None or found["created_at"] > newest["created_at"]:
                     newest = found
@@ -416,7 +416,7 @@ class _Pack:
                     m = self._manifest(storage, job, backup_id)
                 except (IntegrityError, TargetError):
                     continue  # not a backup this job can restore: left for a person
-                verified = storage.size(m["object"]) == m["final"]["size"]
+                verified = manifests.present(storage, m)
                 found.append({"id": backup_id, "created_at": m["created_at"],
                               "verified": verified})
             keep, drop = retention.select(
