@@ -166,16 +166,18 @@ def test_clients_without_write_or_admin_are_refused_the_mutations(
     policy = tmp_path / "p.json"
     policy.write_text(json.dumps([
         {"subject": "group:readers", "actions": ["read"]},
+        {"subject": "group:others", "actions": ["read", "write"], "sagas": ["demo*"]},
         {"subject": "group:operators", "actions": ["read", "write"],
          "sagas": ["backups.*"]}]))
     done = cli("policy", "--store", store, "set", str(policy))
     assert done.returncode == 0, done.stderr
     tokens = {}
-    for name, group in (("viewer", "readers"), ("operator", "operators")):
+    for name, group in (("viewer", "readers"), ("operator", "operators"),
+                        ("outsider", "others")):
         made = cli("token", "--store", store, "create", name, "--group", group)
         assert made.returncode == 0, made.stderr
         tokens[name] = made.stdout.strip()
-    viewer, operator = tokens["viewer"], tokens["operator"]
+    viewer, operator, outsider = tokens["viewer"], tokens["operator"], tokens["outsider"]
     assert admin_token(store, "another") != viewer
     # reading is allowed; no mutation is, and nothing runs
     assert [j["name"] for j in data(url, JOBS, viewer)["backupJobs"]] == ["nightly", "plain"]
@@ -201,3 +203,10 @@ def test_clients_without_write_or_admin_are_refused_the_mutations(
                                                       "action": "admin"}, refused
     counted = data(url, '{ allWorks(saga: "backups.restore") { totalCount } }', admin)
     assert counted["allWorks"]["totalCount"] == 0
+    # a client whose policies name none of the pack's sagas sees no job and no backup,
+    # and may not start one (write on other sagas is not write on these)
+    assert data(url, JOBS, outsider)["backupJobs"] == []
+    assert data(url, MANIFESTS, outsider)["backupManifests"] == []
+    assert len(data(url, MANIFESTS, operator)["backupManifests"]) == 1
+    refused = post(url, TRIGGER, outsider, job="nightly")
+    assert refused["errors"][0]["extensions"]["code"] == "forbidden", refused
