@@ -3,7 +3,7 @@
 manifests with sizes and checksums read back from the target, a backup triggered,
 verified (and a corrupted one failing its check), a restore refused into an existing
 database then done with replace and rolled back; clients whose policies lack write or
-admin are refused the mutations that need them."""
+admin are refused the mutations that need them. On a SQLite store and a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -42,9 +42,11 @@ ROLLBACK = f"mutation($id: String!) {{ rollbackRestore(workId: $id) {{ {RUN} }} 
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def served(tmp_path: Path, store_url: str) -> Iterator[dict[str, Any]]:
+    """The server on a SQLite store, then on a real PostgreSQL (the schedules and
+    policies live there)."""
     make_sqlite(tmp_path / "app.sqlite", rows=400)
-    store = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
+    store = store_url
     server = Served("serve", "--store", store, "--port", "0", "--app",
                     "workers.actions.backups:app", "--config", str(write_config(tmp_path)))
     try:
