@@ -15,10 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
+from engine.store import SqlStore
 from tests.auth import admin_token, bearer
+from workers.locks import LockService
 from workers.schedules import next_tick
 
 from ...graphql_api.wire import ROOT, Served
@@ -39,6 +42,7 @@ VERIFY = f"""mutation($job: String!, $backup: String!) {{
 RESTORE = f"""mutation($job: String!, $backup: String!, $replace: Boolean!) {{
   restoreBackup(job: $job, backup: $backup, replace: $replace) {{ {RUN} }} }}"""
 ROLLBACK = f"mutation($id: String!) {{ rollbackRestore(workId: $id) {{ {RUN} }} }}"
+WORK = "query($id: String!) { work(workId: $id) { status output } }"
 
 
 @pytest.fixture
@@ -212,3 +216,40 @@ def test_clients_without_write_or_admin_are_refused_the_mutations(
     assert len(data(url, MANIFESTS, operator)["backupManifests"]) == 1
     refused = post(url, TRIGGER, outsider, job="nightly")
     assert refused["errors"][0]["extensions"]["code"] == "forbidden", refused
+
+
+def test_a_backup_outliving_its_wait_answers_as_it_is_and_goes_on(
+        served: dict[str, Any], tmp_path: Path) -> None:
+    """The source's lock held elsewhere: the backup waits for it past the mutation's
+    wait, which answers the work as it is then; the same request id answers the same
+    work; once the lock is let go the backup completes."""
+    url, admin, store = served["url"], served["token"], served["store"]
+
+    async def lock(release: bool) -> None:
+        async with SqlStore.open(store) as opened:
+            locks = LockService(opened)
+            if release:
+                assert await locks.release("backups.source:db", "test/holder")
+            else:
+                await locks.acquire("backups.source:db", "test/holder", ttl=120)
+
+    anyio.run(lock, False)
+    query = f"""mutation($rid: String) {{ triggerBackup(job: "nightly", wait: 1,
+      requestId: $rid) {{ {RUN} }} }}"""
+    going = data(url, query, admin, rid="r-1")["triggerBackup"]
+    assert going["__typename"] == "BackupRun", going
+    assert going["status"] in ("pending", "running", "waiting"), going
+    again = data(url, query, admin, rid="r-1")["triggerBackup"]
+    assert again["workId"] == going["workId"]
+    anyio.run(lock, True)
+    for _ in range(300):
+        work = data(url, WORK, admin, id=going["workId"])["work"]
+        if work["status"] == "completed":
+            break
+        anyio.run(anyio.sleep, 0.1)
+    assert work["status"] == "completed", work
+    listed = data(url, MANIFESTS, admin, job="nightly")["backupManifests"]
+    assert [m["id"] for m in listed] == [work["output"]["id"]]
+    bad = data(url, 'mutation { triggerBackup(job: "nightly", wait: 0) { __typename '
+               '... on InvalidInput { field } } }', admin)["triggerBackup"]
+    assert bad == {"__typename": "InvalidInput", "field": "wait"}

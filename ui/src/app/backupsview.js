@@ -27,11 +27,17 @@ export function shortSum(hex) {
   return hex ? hex.slice(0, 12) : '';
 }
 
+const ENDED_BADLY = ['failed', 'compensation_failed', 'cancelled'];
+
 // What the page says about a mutation's answer (a BackupRun or a typed error):
-// { problem } when it did not complete, else { note, workId }.
+// { problem } when it failed, { note, workId } when it completed (`done` of its output)
+// or goes on past the mutation's wait.
 export function runLine(result, done) {
   if (!result) return { problem: 'no answer' };
   if (result.__typename !== 'BackupRun') return { problem: result.message || result.__typename };
+  if (result.status !== 'completed' && !ENDED_BADLY.includes(result.status)) {
+    return { note: `${result.status}: it goes on`, workId: result.workId };
+  }
   if (result.status !== 'completed') {
     const where = result.stage ? ` at ${result.stage}` : '';
     return { problem: `${result.status}${where}: ${result.error || 'no error recorded'}`,

@@ -42,6 +42,13 @@ describe("a mutation's answer", () => {
     expect(runLine({ __typename: 'InvalidInput', message: "unknown job 'x'" }, () => ''))
       .toEqual({ problem: "unknown job 'x'" });
     expect(runLine({ __typename: 'WrongState' }, () => '')).toEqual({ problem: 'WrongState' });
+    expect(runLine(run({ status: 'compensation_failed', error: 'x' }), () => '').problem)
+      .toBe('compensation_failed: x');
+  });
+
+  it('links a run that goes on past the wait', () => {
+    expect(runLine(run({ status: 'waiting' }), () => 'never'))
+      .toEqual({ note: 'waiting: it goes on', workId: 'w1' });
   });
 });
 

@@ -7,9 +7,11 @@ targets, newest first, as their manifests say: id, times, sizes and checksums pe
 and whether the manifest checked and its object is there at its size). A client sees
 the jobs whose ``backups.backup`` works it may read.
 
-Mutations, each a work of the pack's sagas run to its end (up to ``wait`` seconds) by
+Mutations, each a work of the pack's sagas run to its end (up to ``wait`` seconds; over
+HTTP the server's ``serve.query_timeout`` bounds it too) by
 :func:`graphql_api.extensions.run_saga`, answering a ``BackupRun`` (the work's id,
-status, output and error) or a typed error: ``triggerBackup(job)`` (``write``),
+status, output and error; a work still going after ``wait`` as it is then) or a typed
+error: ``triggerBackup(job)`` (``write``),
 ``verifyBackup(job, backup)`` (``write``: the integrity check), ``restoreBackup(job,
 backup, into, replace)`` (``admin``: a restore into an existing database or directory
 is refused unless ``replace``) and ``rollbackRestore(workId)`` (``admin``: puts back
@@ -22,6 +24,7 @@ when it is built, as graphql_api.extensions asks a pack to.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Annotated, Any
 
 import anyio
@@ -113,8 +116,9 @@ class BackupManifest:
 
 @strawberry.type
 class BackupRun:
-    """A work of one of the pack's sagas, once it ended: ``error`` its message and
-    ``stage`` the stage that failed, when it failed."""
+    """A work of one of the pack's sagas: ended, or as it is when the mutation's wait
+    was over (it goes on: ``workId`` follows it); ``error`` its message and ``stage``
+    the stage that failed, when it failed."""
 
     work_id: str
     saga: str
@@ -173,14 +177,22 @@ def api_part(config: BackupsConfig) -> ApiPart:
 
     async def started(info: Info, saga: str, input: Any, request_id: str | None,
                       wait: float) -> BackupRun | NotFound | InvalidInput | WrongState | Conflict:
-        if not 0 < wait <= 300:
+        if isinstance(wait, bool) or not 0 < wait <= 300:
             return InvalidInput(message=f"wait: expected seconds from 0 to 300, got {wait}",
                                 field="wait")
+        # a request id of our own when none is given: the work is found again by it when
+        # it outlives the wait (the same request answers the same work)
+        asked = request_id or f"backups-{uuid.uuid4().hex}"
         try:
-            return _run(await run_saga(info, saga, input, request_id=request_id,
-                                       wait=wait))
+            return _run(await run_saga(info, saga, input, request_id=asked, wait=wait))
         except ApiError as exc:
-            return error_result(exc)
+            if exc.kind != "wrong_state" or exc.status in (None, "disabled"):
+                return error_result(exc)
+        # it goes on past the wait: answered as it is now (running, waiting for a lock...)
+        work_id, _ = await service_of(info).create_work(saga, input, request_id=asked)
+        row = await service_of(info).store.work(work_id)
+        assert row is not None  # the work the call above made
+        return _run(plain_row(row))
 
     @strawberry.type
     class BackupsQuery:
