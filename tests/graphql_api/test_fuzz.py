@@ -7,11 +7,8 @@ by a count of examples."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +20,7 @@ from hypothesis_graphql import Mode, from_schema, nodes
 from graphql_api.schema import schema
 
 from ..auth import bearer
-from .wire import APP, ROOT, Served
+from .wire import APP, ROOT, Served, fingerprint
 
 SDL = schema.as_str()
 JSON_VALUES = st.one_of(st.integers(-1000, 1000).map(nodes.Int),
@@ -31,24 +28,7 @@ JSON_VALUES = st.one_of(st.integers(-1000, 1000).map(nodes.Int),
                         st.booleans().map(nodes.Boolean))
 LEAKS = ("Traceback", 'File "', "sqlalchemy", "sqlite3", "asyncpg", "SELECT ", "INSERT ",
          str(ROOT))
-# written by the server on its own, whatever clients ask
-QUIET = {"health_checks", "worker_events", "workers", "leases", "rate_buckets"}
 EXAMPLES = 120
-
-
-def _fingerprint(path: Path) -> str:
-    """A digest of every row of every table the server does not write on its own."""
-    digest = hashlib.sha256()
-    with sqlite3.connect(path) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        for table in tables:
-            if table in QUIET:
-                continue
-            digest.update(table.encode())
-            for row in conn.execute(f'SELECT * FROM "{table}" ORDER BY 1'):
-                digest.update(repr(row).encode())
-    return digest.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +91,9 @@ _FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
 @given(document=from_schema(SDL, custom_scalars={"JSON": JSON_VALUES}, allow_x00=False))
 def test_a_reader_changes_nothing_and_nothing_leaks(server: dict[str, Any],
                                                     document: str) -> None:
-    before = _fingerprint(server["path"])
+    before = fingerprint(server["path"])
     answer = _send(server, server["reader"], document)
-    assert _fingerprint(server["path"]) == before, (document, answer.text)
+    assert fingerprint(server["path"]) == before, (document, answer.text)
     if document.lstrip().startswith("mutation"):  # refused whole: no field answered
         body = answer.json()
         assert body.get("errors"), (document, answer.text)
@@ -125,9 +105,9 @@ def test_a_reader_changes_nothing_and_nothing_leaks(server: dict[str, Any],
                             mode=Mode.NEGATIVE))
 def test_an_invalid_operation_is_refused_and_changes_nothing(server: dict[str, Any],
                                                              document: str) -> None:
-    before = _fingerprint(server["path"])
+    before = fingerprint(server["path"])
     answer = _send(server, server["admin"], document)
     body = answer.json()
     assert body.get("errors"), (document, answer.text)
     assert not body.get("data"), (document, answer.text)
-    assert _fingerprint(server["path"]) == before, (document, answer.text)
+    assert fingerprint(server["path"]) == before, (document, answer.text)

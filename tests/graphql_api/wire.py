@@ -26,6 +26,29 @@ APP = "tests.graphql_api.app:sagas"
 # at: http() and ws() send it (auth is on, as it is for users)
 TOKENS: dict[str, str] = {}
 
+# tables the server writes on its own, whatever clients ask
+QUIET = frozenset({"health_checks", "worker_events", "workers", "leases", "rate_buckets"})
+
+
+def fingerprint(path: Path) -> str:
+    """A digest of every row of every table of a SQLite store that the server does not
+    write on its own: equal before and after, a request changed nothing stored."""
+    import hashlib
+    import sqlite3
+
+    digest = hashlib.sha256()
+    with sqlite3.connect(path) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        for table in tables:
+            if table in QUIET:
+                continue
+            digest.update(table.encode())
+            for row in conn.execute(f'SELECT * FROM "{table}" ORDER BY 1'):
+                digest.update(repr(row).encode())
+    return digest.hexdigest()
+
+
 async def until(check: Any, seconds: float = 20.0) -> None:
     """Wait (bounded) until ``check()`` is true."""
     for _ in range(int(seconds / 0.02)):
