@@ -36,6 +36,7 @@ from .errors import (
 from .events import Event, RecordedEvent
 from .gate import Admission, Gate, fill_key
 from .plan import Plan
+from .secrets import SecretError, Secrets, has_secrets, open_with
 from .services import ServiceScope
 from .state import WorkState
 from .stepping import Call, ScheduleRetry
@@ -98,6 +99,7 @@ class UserCalls:
     dry_run: DryRun | None
     gate: Gate | None
     logs: WorkLogs | None
+    secrets: Secrets | None
     # the exceptions user code raised here, latest last: (kind, path) -> exception
     raised: dict[tuple[str, str], BaseException]
 
@@ -181,6 +183,8 @@ class UserCalls:
         call's failure, unless a cancellation of the engine's own is under way.
         """
         try:
+            # user code gets the secrets opened (events keep them sealed)
+            args = (args[0], *(open_with(self.secrets, a) for a in args[1:]))
             if limit is None:
                 result = fn(*args)
                 if inspect.isawaitable(result):
@@ -214,6 +218,11 @@ class UserCalls:
 
     async def _transaction(self, call: Call, node: Stage, inp: Any) -> Event:
         path, attempt = call.path, call.attempt
+        if self.dry_run is None:
+            try:  # stage code gets the secrets opened; events keep them sealed
+                inp = open_with(self.secrets, inp)
+            except SecretError as unopened:
+                return self._failed(call, error_data(unopened, retryable=False))
         if node.input_schema is not None:
             problem = schema_problem(node.input_schema, inp)
             if problem is not None:
@@ -272,6 +281,12 @@ class UserCalls:
                 return self._failed(call, {"type": "OutputSchemaError", "retryable": False,
                                            "message": f"output of stage {path!r} does not "
                                                       f"match its schema: {problem}"})
+            if has_secrets(node.output_schema) and self.dry_run is None:
+                if self.secrets is None:
+                    return self._failed(call, error_data(SecretError(
+                        f"the output schema of stage {path!r} marks secret fields and this "
+                        f"node has no key to seal them ([secrets] key)"), retryable=False))
+                output = self.secrets.seal(output, node.output_schema)
         payload: dict[str, Any] = {"output": output}
         if call.final:
             payload["final"] = True

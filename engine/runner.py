@@ -65,8 +65,10 @@ class WorkRunner(UserCalls):
                  sink: Callable[[list[RecordedEvent], WorkState], Awaitable[None]] | None = None,
                  snapshot: WorkState | None = None,
                  history: Iterable[RecordedEvent] = (), gate: Gate | None = None,
-                 logs: Any = None) -> None:
+                 logs: Any = None, secrets: Any = None) -> None:
         self.plan = plan
+        # the key that opens the secrets in a call's input (engine.secrets.Secrets)
+        self.secrets = secrets
         self.logs = logs  # where ctx.logger's records go (engine.worklogs.WorkLogs)
         self.raised: dict[tuple[str, str], BaseException] = {}
         self.work_id = work_id

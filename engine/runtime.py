@@ -55,6 +55,7 @@ from .ids import new_work_id as make_work_id
 from .lease import Lease
 from .plan import Plan, compile_saga
 from .runner import DryRun, WorkRunner
+from .secrets import Secrets, has_secrets, secret_paths
 from .services import Service, ServiceScope, check_services
 from .state import WorkState, replay
 from .worklogs import ErrorReport, WorkLogs
@@ -148,7 +149,8 @@ class Runtime(Debugging):
                  store: Store | None = None, keep_finished: int = 256,
                  lease: Lease | None = None, gate: Gate | None = None,
                  lease_ttl: float = 10.0, store_retry_for: float = 30.0,
-                 on_error: Callable[[ErrorReport], Any] | None = None) -> None:
+                 on_error: Callable[[ErrorReport], Any] | None = None,
+                 secrets: Secrets | None = None) -> None:
         if not isinstance(keep_finished, int) or keep_finished < 0:
             raise ValueError(f"keep_finished must be an integer >= 0, got {keep_finished!r}")
         for label, value in (("lease_ttl", lease_ttl), ("store_retry_for", store_retry_for)):
@@ -159,6 +161,8 @@ class Runtime(Debugging):
         # a transient store error (a lock held too long, a lost connection) is retried
         # with backoff for this long before the work is given up
         self.store_retry_for = float(store_retry_for)
+        # seals the fields schemas mark secret, opens them for stage code (engine.secrets)
+        self.secrets = secrets
         self.clock: Clock = clock or SystemClock()
         self.store = store
         # with a store, a finished work leaves memory (the store has it) once this many
@@ -563,6 +567,13 @@ class Runtime(Debugging):
             if problem is not None:
                 raise ValueError(f"input of saga {saga!r} does not match its schema: {problem}")
         check_json(input, f"input of saga {saga!r}")
+        if has_secrets(plan.saga.input_schema):
+            if self.secrets is None:
+                raise ValueError(f"saga {saga!r}'s input schema marks secret fields "
+                                 f"({', '.join(secret_paths(plan.saga.input_schema))}): "
+                                 f"they are stored encrypted, and this runtime has no key "
+                                 f"([secrets] key)")
+            input = self.secrets.seal(input, plan.saga.input_schema)
         if work_id is None:
             work_id = make_work_id()  # time-ordered and random: no need to ask the store
         elif check_work_id(work_id) in self._works:
@@ -624,7 +635,8 @@ class Runtime(Debugging):
                             services=ServiceScope(self._services), worker=self.worker,
                             dry_run=dry_run, on_event=self.on_event, sink=sink,
                             snapshot=snapshot, history=history, gate=self.gate,
-                            logs=None if dry_run is not None else self.logs)
+                            logs=None if dry_run is not None else self.logs,
+                            secrets=self.secrets)
         if sink is not None and not queued and self.lease is not None:
             runner.park_after = self.lease.park_after
             box = self.store

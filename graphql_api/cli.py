@@ -422,7 +422,8 @@ async def _worker(args: argparse.Namespace, specs: list[Any]) -> int:
     app = load_app(args.app, getattr(args, "settings", None))
     async with SqlStore.open(args.store) as store:
         node = app.node(store, specs, node_id=args.node_id, lease_ttl=args.lease_ttl,
-                        drain_deadline=args.drain_deadline, park_after=args.park_after)
+                        drain_deadline=args.drain_deadline, park_after=args.park_after,
+                        secrets=args.secrets)
         async with anyio.create_task_group() as tg:
             await tg.start(node.run)
             ready: dict[str, Any] = {"ready": node.node_id, "workers": node.workers()}
@@ -529,6 +530,7 @@ async def _serve(args: argparse.Namespace, app: Any, specs: list[Any]) -> int:
                 explorer=bool(args.explorer), command_timeout=args.command_timeout,
                 query_timeout=args.query_timeout,
                 limits=LimitsSource(args.settings["limits"], args.config),
+                secrets=args.secrets,
                 node_options={"node_id": args.node_id, "lease_ttl": args.lease_ttl,
                               "park_after": args.park_after}, ready=ready)
     print(json.dumps({"stopped": True}), flush=True)
@@ -657,7 +659,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             args.settings = load(args.config)
             _settle(args, args.settings)
-        except ConfigError as exc:
+            from engine.secrets import Secrets
+
+            args.secrets = Secrets.from_config(args.settings["secrets"])
+        except (ConfigError, ValueError) as exc:
             parser.error(str(exc))
         from .observability import setup_logging
 

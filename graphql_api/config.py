@@ -30,6 +30,10 @@ Every setting, its section and its default::
     format = "text"                # json: one object a line, with work id, stage, attempt
     level = "info"                 # debug, info, warning or error
 
+    [secrets]                      # fields a schema marks "secret": true are stored
+    key = ""                       # sealed with this key (64 hex digits; the same on
+    key_file = ""                  # every node) or one a file holds; engine.secrets
+
     [limits]                       # the API clients' rate limits and quotas, reloaded
     file = ""                      # when the file changes; see graphql_api.limits; file
     reload = 1.0                   # only: [[limits.rule]] name, clients, routes, rate,
@@ -74,6 +78,13 @@ def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError("expected a string")
     return value
+
+
+def _key(value: Any) -> str:
+    text = _text(value)
+    if text and (len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text)):
+        raise TypeError("expected 64 hex digits (32 bytes: 'openssl rand -hex 32')")
+    return text
 
 
 def _port(value: Any) -> int:
@@ -176,6 +187,8 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
                "park_after": (_seconds, 60.0), "drain_deadline": (_seconds, 30.0),
                "node_id": (_text, ""), "http": (_http, "")},
     "log": {"format": (_log_format, "text"), "level": (_log_level, "info")},
+    # the key of the fields schemas mark secret: 64 hex digits, or a file holding them
+    "secrets": {"key": (_key, ""), "key_file": (_text, "")},
 }
 
 

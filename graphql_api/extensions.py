@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from engine.store.policies import ACTIONS  # the one list of actions, the policies'
+
 __all__ = ["ApiPart", "actions_of", "anonymous_fields", "bodies_of", "parts_of", "public_paths",
            "routes_of", "run_saga", "schema_for"]
 
-ACTIONS = ("read", "write", "steer", "debug", "admin")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)  # a part is itself: hashed by identity

@@ -240,8 +240,13 @@ def build(*, query: type = Query, mutation: type = Mutation,
     mutations that are operator actions recorded in the audit log."""
     actions = {**ACTION_OF, **QUERY_ACTIONS} if actions is None else actions
     _audit(mutation, actions, anonymous)
+    from strawberry.scalars import JSON
+
+    from .redaction import JSON_SHOWN
+
     return _Schema(
         query=query, mutation=mutation, subscription=subscription,
+        scalar_overrides={JSON: JSON_SHOWN},  # secrets shown as the client may see them
         types=[works.Work, workers_types.Worker, sagas.Saga, sagas.StageInfo, *types],
         # bounds on every request (generous for people and scripts, tight for a bomb);
         # a document is parsed and validated once, not per request (factories: each

@@ -31,6 +31,7 @@ from .guards import MAX_BODY, QUERY_TIMEOUT, Guards
 from .limits import LimitsSource, RateLimits, settle
 from .observability import QuietServer as _Server
 from .observability import TraceRequests, metrics_endpoint, readyz_endpoint
+from .redaction import choose
 from .schema import Context, schema
 from .service import Service
 
@@ -53,6 +54,10 @@ class Api(GraphQL[Context, None]):
         context = Context(self.service, graphql_principal(request.scope))
         context.introspection = self.introspection
         context.address = request.client.host if request.client else None
+        if context.principal is not None:  # how its answers show secrets
+            may = context.principal.admin or (await self.service.policies()).may(
+                context.principal, "secrets")
+            choose(context.principal, may, self.service.secrets)
         if isinstance(response, Response):  # HTTP: strawberry's response to add headers to
             context.response = response
         return context
@@ -99,19 +104,21 @@ def make_app(service: Service, *, auth: bool = True, node: Any = None,
 
 @asynccontextmanager
 async def running_api(store: SqlStore, app: Any, *, node: Any = None,
-                      command_timeout: float = 10.0, limits: LimitsSource | None = None
-                      ) -> AsyncIterator[Service]:
+                      command_timeout: float = 10.0, limits: LimitsSource | None = None,
+                      secrets: Any = None) -> AsyncIterator[Service]:
     """A feed, a runtime for the app's sagas and the service over them, for the block;
     ``node`` (a worker node in this process) is woken directly by commands sent;
     ``limits``: the clients' rate limits and quotas (graphql_api.limits), whose charges
-    for works that ended it settles each second."""
+    for works that ended it settles each second; ``secrets``: the key that seals the
+    secret fields of works it creates (engine.secrets)."""
     from workers.sagas import SagaFollower
 
     follower = SagaFollower(store, code_sagas=list(app.sagas),
                             functions=getattr(app, "functions", None), owner="the API")
     await follower.refresh()
     async with Feed.running(store) as feed, Runtime(follower.sagas, store=store,
-                                                   services=list(app.services)) as runtime, \
+                                                   services=list(app.services),
+                                                   secrets=secrets) as runtime, \
             anyio.create_task_group() as tg:
         follower.attach(runtime)  # sagas given as data, enabled and disabled, kept in step
         tg.start_soon(follower.follow, 1.0 if store.dialect == "postgresql" else 0.25)
@@ -120,7 +127,7 @@ async def running_api(store: SqlStore, app: Any, *, node: Any = None,
         yield Service(store, feed, runtime, wake=None if node is None else node.mail,
                       local=None if node is None else node.driven_state,
                       command_timeout=command_timeout, app=app, follower=follower,
-                      limits=limits)
+                      limits=limits, secrets=secrets)
         tg.cancel_scope.cancel()
 
 
@@ -182,7 +189,7 @@ async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequ
                 no_workers: bool = False, node_options: dict[str, Any] | None = None,
                 ready: Any = None, command_timeout: float = 10.0, auth: bool = True,
                 explorer: bool = False, query_timeout: float | None = QUERY_TIMEOUT,
-                limits: LimitsSource | None = None) -> None:
+                limits: LimitsSource | None = None, secrets: Any = None) -> None:
     """``stepsaga serve``: API and (unless ``no_workers``) a worker node on one store,
     until SIGTERM or SIGINT; then the server stops taking requests, closes its
     subscriptions and the node hands its works on. ``ready(server, login)`` is called
@@ -191,7 +198,8 @@ async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequ
 
     ``auth=False`` (local development) is refused on any address but loopback;
     ``explorer``: GraphiQL at /graphql, and introspection (both off by default);
-    ``limits``: the clients' rate limits and quotas (graphql_api.limits)."""
+    ``limits``: the clients' rate limits and quotas (graphql_api.limits); ``secrets``:
+    the deployment's key for fields schemas mark secret (engine.secrets)."""
     if not auth:
         check_loopback(host)
         _LOG.warning("AUTH IS OFF (--no-auth): every request to http://%s:%s is an "
@@ -199,12 +207,13 @@ async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequ
                      host, port)
     async with SqlStore.open(store_url) as store:
         login = await first_admin(store) if auth else None
-        node = None if no_workers else app.node(store, workers, **(node_options or {}))
+        node = None if no_workers else app.node(store, workers, secrets=secrets,
+                                                **(node_options or {}))
         async with anyio.create_task_group() as tg:
             if node is not None:
                 await tg.start(node.run)
             async with running_api(store, app, node=node, command_timeout=command_timeout,
-                                   limits=limits) as service:
+                                   limits=limits, secrets=secrets) as service:
                 config = uvicorn.Config(make_app(service, auth=auth, node=node,
                                                  explorer=explorer,
                                                  query_timeout=query_timeout), host=host,

@@ -127,7 +127,7 @@ class Service:
     def __init__(self, store: SqlStore, feed: Feed, runtime: Runtime, *,
                  wake: Any = None, local: Any = None, command_timeout: float = 10.0,
                  lost_after: float = 10.0, app: Any = None, follower: Any = None,
-                 limits: Any = None) -> None:
+                 limits: Any = None, secrets: Any = None) -> None:
         self.store = store
         self.feed = feed
         self.runtime = runtime  # the sagas' plans; creates works for the worker nodes
@@ -148,6 +148,8 @@ class Service:
         self.follower = follower  # keeps the runtime in step with the store's sagas
         # the API clients' quotas (graphql_api.limits.LimitsSource; None: none)
         self.limits = limits
+        # the deployment's key (engine.secrets), to open secrets for who may read them
+        self.secrets = secrets
 
     # ------------------------------------------------------------ sagas
 

@@ -50,6 +50,7 @@ import anyio.abc
 from engine import DefinitionMismatchError, Functions, Runtime, Saga, compile_saga, metrics
 from engine.catalog import describe
 from engine.lease import Lease
+from engine.secrets import Secrets
 from engine.services import Service
 from engine.state import WorkState
 from engine.store import SqlStore, inbox
@@ -225,8 +226,10 @@ class WorkerNode:
                  functions: Mapping[str, Callable[..., Any]] | None = None,
                  declared_schedules: Sequence[Schedule] = (),
                  schedule_prefix: str | tuple[str, ...] = "",
-                 on_error: Callable[[Any], Any] | None = None) -> None:
+                 on_error: Callable[[Any], Any] | None = None,
+                 secrets: Secrets | None = None) -> None:
         self.on_error = on_error  # given to each worker's runtime
+        self.secrets = secrets  # opens the secrets of stages' inputs (engine.secrets)
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         if park_after is not None and not park_after >= 0:
@@ -496,7 +499,8 @@ class WorkerNode:
             with worker.scope:
                 async with Runtime(self.sagas, store=self.store, worker=worker.worker_id,
                                    lease=lease, services=self.services,
-                                   gate=self.gate, on_error=self.on_error) as runtime:
+                                   gate=self.gate, on_error=self.on_error,
+                                   secrets=self.secrets) as runtime:
                     self.follower.attach(runtime)
                     worker.runtime = runtime
                     metrics.WORKER_SLOTS.labels(worker.worker_id).set_function(
@@ -816,7 +820,8 @@ class WorkerNode:
     async def _schedule(self) -> None:
         from .schedules import Scheduler
 
-        async with Runtime(self.sagas, store=self.store, worker=self.node_id) as runtime:
+        async with Runtime(self.sagas, store=self.store, worker=self.node_id,
+                           secrets=self.secrets) as runtime:
             self.follower.attach(runtime)  # schedules of sagas given as data fire too
             scheduler = Scheduler(runtime)
             while True:

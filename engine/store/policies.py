@@ -10,7 +10,9 @@ works of some sagas (globs), optionally only where a CEL condition over the work
 Actions: ``read`` (works, their events, the catalog, workers, schedules, locks,
 services), ``write`` (create, update, signal, dry-run works), ``steer`` (pause, resume,
 step, cancel, retry a compensation, resolve), ``debug`` (breakpoints, edits, rewinds),
-``admin`` (sagas, workers, schedules, principals, policies, deleting works). The group
+``admin`` (sagas, workers, schedules, principals, policies, deleting works),
+``secrets`` (the fields schemas mark secret, opened in the API's answers instead of
+``"[secret]"``: engine.secrets, graphql_api.redaction). The group
 ``admins`` may do everything; a principal no policy names may do nothing.
 
 ``routes`` (path globs) are the HTTP routes besides ``/graphql`` a policy's subject may
@@ -43,7 +45,7 @@ from .sql import SqlStore
 
 __all__ = ["ACTIONS", "Policies", "Policy", "forget_in", "load", "replace"]
 
-ACTIONS = ("read", "write", "steer", "debug", "admin")
+ACTIONS = ("read", "write", "steer", "debug", "admin", "secrets")
 _KEY = "policies"
 
 

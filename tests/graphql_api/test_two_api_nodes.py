@@ -108,7 +108,7 @@ def _rate_limit_holds(urls: list[str], token: str) -> None:
     taken = statuses.count(200)
     expected = 20 + 20 * took  # the burst, then the rate
     assert set(statuses) <= {200, 429}, set(statuses)
-    assert statuses.count(429) > taken, "the clients did not ask faster than the limit"
+    assert len(statuses) >= 1.3 * expected, "the clients did not ask faster than the limit"
     assert abs(taken - expected) <= 0.1 * expected, (taken, expected, took)
 
 
