@@ -165,7 +165,7 @@ def reserve(conn: sa.Connection, order_id: str, lines: Sequence[Mapping[str, Any
                 raise OutOfStockError(f"{sku!r}: {quantity} keys ordered, {len(free)} free")
         conn.execute(sa.insert(order_reservations).values(order_id=order_id, sku=sku,
                                                           quantity=quantity))
-    return [dict(r._mapping) for r in conn.execute(sa.select(
+    return [_plain(r) for r in conn.execute(sa.select(
         order_reservations.c.sku, order_reservations.c.quantity).where(
         order_reservations.c.order_id == order_id).order_by(order_reservations.c.sku))]
 
@@ -350,11 +350,18 @@ def order_row(conn: sa.Connection, order_id: str, *, missing_ok: bool = False
         if missing_ok:
             return None
         raise OrderInputError(f"order: no order {order_id!r:.60}")
-    return _shown(row._mapping)
+    return _shown(row)
+
+
+def _plain(row: Any) -> dict[str, Any]:
+    """A row as a plain dict (SQLAlchemy's column names are a subclass of str, which the
+    engine's JSON check refuses as keys)."""
+    return {str(k): v for k, v in row._mapping.items()}
 
 
 def _shown(row: Any) -> dict[str, Any]:
-    return {**row, "lines": json.loads(row["lines"])}
+    found = _plain(row)
+    return {**found, "lines": json.loads(found["lines"])}
 
 
 async def order(store: SqlStore, order_id: str, *, owner: str | None = None
@@ -368,7 +375,7 @@ async def order(store: SqlStore, order_id: str, *, owner: str | None = None
         keys = (await conn.execute(sa.select(order_keys.c.sku, order_keys.c.code).where(
             order_keys.c.order_id == order_id, order_keys.c.issued_at.is_not(None),
             order_keys.c.revoked_at.is_(None)).order_by(order_keys.c.key_id))).all()
-    found = _shown(row._mapping)
+    found = _shown(row)
     found["keys"] = [{"sku": k.sku, "code": k.code} for k in keys]
     found["refunds"] = await refunds_of(store, order_id)
     return found
@@ -381,7 +388,7 @@ async def orders_of(store: SqlStore, owner: str | None, *, first: int = 50
     if owner is not None:
         query = query.where(orders.c.owner == owner)
     async with store.reader.connect() as conn:
-        return [_shown(r._mapping) for r in (await conn.execute(query)).all()]
+        return [_shown(r) for r in (await conn.execute(query)).all()]
 
 
 # ------------------------------------------------------------------ refunds
@@ -396,7 +403,7 @@ def claim_refund(conn: sa.Connection, *, refund_id: str, order_id: object,
     existing = conn.execute(sa.select(order_refunds).where(
         order_refunds.c.refund_id == refund_id)).first()
     if existing is not None:
-        return dict(existing._mapping)
+        return _plain(existing)
     row = conn.execute(sa.select(orders).where(orders.c.order_id == order_id)
                        .with_for_update()).first()
     if row is None:
@@ -453,6 +460,6 @@ def drop_refund(conn: sa.Connection, refund_id: str) -> None:
 
 async def refunds_of(store: SqlStore, order_id: str) -> list[dict[str, Any]]:
     async with store.reader.connect() as conn:
-        return [dict(r._mapping) for r in (await conn.execute(
+        return [_plain(r) for r in (await conn.execute(
             sa.select(order_refunds).where(order_refunds.c.order_id == order_id)
             .order_by(order_refunds.c.created_at))).all()]

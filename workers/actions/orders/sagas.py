@@ -177,7 +177,13 @@ class _Pack:
         order = await store.transaction(run)
         return {**_summary(order), "payment_method": checked["payment_method"]}
 
+    # A compensation is also called when its own stage fails for good, to clean up, with
+    # no output: each of these stages changes the store in one transaction, which a
+    # failure rolled back, so there is nothing to clean up then.
+
     async def unplace(self, ctx: StageContext, data: Any, output: Any, reason: Any) -> None:
+        if output is None:
+            return
         store = _store(ctx)
         await store.transaction(lambda conn: ledger.unplace(conn, output["order_id"],
                                                             self.config))
@@ -189,6 +195,8 @@ class _Pack:
 
     async def unreserve(self, ctx: StageContext, order: dict[str, Any], output: Any,
                         reason: Any) -> None:
+        if output is None:
+            return
         await _store(ctx).transaction(
             lambda conn: ledger.release(conn, order["order_id"], self.config))
 
@@ -206,9 +214,14 @@ class _Pack:
         return {**paid, "payment_intent": intent["id"]}
 
     async def refund_charge(self, ctx: StageContext, order: dict[str, Any], output: Any,
-                            reason: Any) -> dict[str, Any]:
+                            reason: Any) -> None:
         """charge's compensation: the whole amount back (every try, and a person's
-        retry, with the same key: refunded once)."""
+        retry, with the same key: refunded once). A charge that failed for good charged
+        nothing it knows of (declined, refused); one the provider never answered had every
+        attempt under one key, so it charged once at most: the work's failure names it
+        for a person to look up."""
+        if output is None:
+            return
         store = _store(ctx)
         await store.transaction(lambda conn: ledger.set_status(conn, order["order_id"],
                                                                "refunding"))
@@ -216,9 +229,10 @@ class _Pack:
             payment_intent=output["payment_intent"], amount=output["amount"],
             idempotency_key=f"stepsaga:{ctx.work_id}:{ctx.path}:refund",
             metadata={"order_id": order["order_id"], "work_id": ctx.work_id})
+        ctx.logger.info("order %s refunded: %s (%s)", order["order_id"], refund["id"],
+                        refund["status"])
         await store.transaction(lambda conn: ledger.set_status(
             conn, order["order_id"], "refunding", refunded=output["amount"]))
-        return {"refund": refund["id"], "status": refund["status"]}
 
     async def issue(self, ctx: StageContext, order: dict[str, Any]) -> dict[str, Any]:
         shipment = None
@@ -233,6 +247,8 @@ class _Pack:
 
     async def revoke(self, ctx: StageContext, order: dict[str, Any], output: Any,
                      reason: Any) -> None:
+        if output is None:  # the keys are given in the stage's last transaction
+            return
         await _store(ctx).transaction(
             lambda conn: ledger.revoke_keys(conn, order["order_id"]))
 
@@ -244,6 +260,8 @@ class _Pack:
 
     async def uncomplete(self, ctx: StageContext, order: dict[str, Any], output: Any,
                          reason: Any) -> None:
+        if output is None:
+            return
         await _store(ctx).transaction(lambda conn: ledger.set_status(
             conn, order["order_id"], "refunding"))
 
@@ -278,6 +296,8 @@ class _Pack:
         return await _store(ctx).transaction(run)
 
     async def unclaim(self, ctx: StageContext, data: Any, output: Any, reason: Any) -> None:
+        if output is None:
+            return
         await _store(ctx).transaction(
             lambda conn: ledger.drop_refund(conn, output["refund_id"]))
 
