@@ -269,3 +269,35 @@ async def test_bad_cart_lines_and_addresses_are_refused(tmp_path: Path,
             await rt.run("orders.place", {**ORDER, "lines": [{"sku": "tee", "quantity": -1}]})
     with pytest.raises(OrderInputError, match="payment_method"):
         check_order(config, {**ORDER, "payment_method": "", "cart": "c"})
+
+
+async def test_the_confirmation_can_be_a_saga_run_as_the_last_stage(
+        tmp_path: Path, provider: Provider) -> None:
+    from engine import Runtime, Saga, Stage
+    from engine.store import SqlStore
+    from workers.actions.orders import orders_app
+
+    told: list[dict[str, Any]] = []
+
+    async def send(ctx: Any, order: dict[str, Any]) -> dict[str, Any]:
+        told.append(order)
+        if order["amount"] > 5000:
+            raise ValueError("no such mailbox")
+        return {"sent_to": order["email"]}
+
+    mail = Saga(name="mail.send", stages=[Stage(name="send", transaction=send)])
+    config = config_of(provider, confirm_saga="mail.send")
+    async with SqlStore.open(sqlite_url(tmp_path)) as store, Runtime(
+            [*orders_app(config=config).sagas, mail], store=store) as rt:
+        done = await rt.run("orders.place", {**ORDER, "lines": [
+            {"sku": "tee", "quantity": 1}]})
+        big = await rt.run("orders.place", {**ORDER, "lines": [
+            {"sku": "tee", "quantity": 4}]})
+        placed = await order(store, done.work_id)
+        undone = await order(store, big.work_id)
+    assert done.status == "completed" and done.output == {"sent_to": "alice@example.com"}
+    assert told[0]["order_id"] == done.work_id and told[0]["amount"] == 1500
+    assert placed is not None and placed["status"] == "completed"
+    # a confirmation that fails for good undoes the order: refunded, back in stock
+    assert big.status == "failed" and undone is not None and undone["status"] == "failed"
+    assert [r["amount"] for r in provider.refunds.values()] == [6000]
