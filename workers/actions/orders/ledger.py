@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, overload
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.store import SqlStore
 from engine.store.schema import (
@@ -50,12 +51,15 @@ def _now() -> float:
 
 
 def seed_stock(conn: sa.Connection, products: Iterable[Product]) -> None:
-    """A stock row for each physical product the store has none for (its ``stock``)."""
+    """A stock row for each physical product the store has none for (its ``stock``);
+    ``ON CONFLICT DO NOTHING`` (both databases): two nodes seeding at once add it once."""
     have = {r[0] for r in conn.execute(sa.select(order_stock.c.sku))}
-    for product in products:
-        if product.kind == "physical" and product.sku not in have:
-            conn.execute(sa.insert(order_stock).values(sku=product.sku,
-                                                       on_hand=product.stock))
+    rows = [{"sku": p.sku, "on_hand": p.stock} for p in products
+            if p.kind == "physical" and p.sku not in have]
+    if rows:
+        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)
+        conn.execute(insert(order_stock).on_conflict_do_nothing(index_elements=["sku"]),
+                     rows)
 
 
 async def add_stock(store: SqlStore, config: OrdersConfig, sku: str, quantity: int) -> int:
