@@ -301,3 +301,26 @@ async def test_the_confirmation_can_be_a_saga_run_as_the_last_stage(
     # a confirmation that fails for good undoes the order: refunded, back in stock
     assert big.status == "failed" and undone is not None and undone["status"] == "failed"
     assert [r["amount"] for r in provider.refunds.values()] == [6000]
+
+
+async def test_a_stage_run_again_after_a_crash_takes_and_gives_nothing_twice(
+        store_url: str, provider: Provider) -> None:
+    """What a reserve or issue that ran again after a crash (its result not recorded)
+    does: it finds its reservation and its keys, and takes or gives nothing more."""
+    from workers.actions.orders import ledger
+
+    config = config_of(provider)
+    async with running(store_url, config) as (rt, store):
+        await add_keys(store, config, "game", ["K-1", "K-2", "K-3"])
+        result = await rt.run("orders.place", {**ORDER, "lines": [
+            {"sku": "game", "quantity": 2}, {"sku": "tee", "quantity": 1}]})
+        placed = await order(store, result.work_id)
+        assert placed is not None
+        again = await store.transaction(lambda conn: ledger.reserve(
+            conn, result.work_id, placed["lines"], config))
+        keys = await store.transaction(lambda conn: ledger.issue_keys(conn, result.work_id))
+        left = await stock(store, config)
+    assert sorted((r["sku"], r["quantity"]) for r in again) == [("game", 2), ("tee", 1)]
+    assert keys == {"game": ["K-1", "K-2"]}
+    assert [k["code"] for k in placed["keys"]] == ["K-1", "K-2"]
+    assert left["game"] == 1 and left["tee"] == 4
