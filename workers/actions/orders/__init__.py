@@ -16,6 +16,7 @@ from .errors import (
     OrderConfigError,
     OrderError,
     OrderInputError,
+    OrderStateError,
     OutOfStockError,
     PaymentDeclined,
     ProviderError,
@@ -24,8 +25,8 @@ from .ledger import add_keys, add_stock, cart, create_cart, order, orders_of, se
 from .provider import PaymentProvider
 from .sagas import check_order, order_sagas
 
-__all__ = ["OrderConfigError", "OrderError", "OrderInputError", "OrdersConfig",
-           "OutOfStockError", "PaymentDeclined", "PaymentProvider", "Product",
+__all__ = ["OrderConfigError", "OrderError", "OrderInputError", "OrderStateError",
+           "OrdersConfig", "OutOfStockError", "PaymentDeclined", "PaymentProvider", "Product",
            "ProviderError", "ProviderSpec", "add_keys", "add_stock", "app", "cart",
            "check_order", "create_cart", "order", "order_sagas", "orders_app", "orders_of",
            "parse", "set_line", "stock"]

@@ -26,7 +26,7 @@ from graphql_api.service import ApiError
 
 from . import ledger
 from .config import OrdersConfig
-from .errors import OrderInputError
+from .errors import OrderInputError, OrderStateError
 from .sagas import check_order
 
 __all__ = ["orders_part"]
@@ -194,11 +194,12 @@ def orders_part(config: OrdersConfig) -> ApiPart:
             found = await ledger.cart(store, config, str(cart), owner=owner)
             if found is None:
                 return NotFound(message=f"no cart {str(cart)!r}", field="cart")
-            if found["order_id"] is not None:
-                return WrongState(message=f"cart {str(cart)!r} became order "
-                                          f"{found['order_id']!r}", status="ordered")
-            if not found["lines"]:
-                return InvalidInput(message="cart: the cart holds nothing", field="cart")
+            try:
+                ledger.check_cart(found)
+            except OrderStateError as exc:
+                return WrongState(message=str(exc), status="ordered")
+            except OrderInputError as exc:
+                return InvalidInput(message=str(exc), field="cart")
             try:
                 row = await run_saga(info, "orders.place", data, wait=60)
             except ApiError as exc:
@@ -219,19 +220,12 @@ def orders_part(config: OrdersConfig) -> ApiPart:
                 return NotFound(message=f"no order {str(order)!r}", field="order")
             if owner is not None and found["owner"] != owner:
                 await require(info, "steer", {"saga": "orders.refund"})
-            if amount is not None and amount <= 0:
-                return InvalidInput(message=f"amount: expected a whole number > 0, got "
-                                            f"{amount}", field="amount")
-            left = found["amount"] - sum(r["amount"] for r in found["refunds"]
-                                         if r["status"] != "failed")
-            if found["status"] not in ledger.REFUNDABLE:
-                return WrongState(message=f"order {str(order)!r} is {found['status']}; "
-                                          "only a completed order is refunded on request",
-                                  status=found["status"])
-            if amount is not None and amount > left:
-                return InvalidInput(message=f"amount: {amount} is more than is left to "
-                                            f"refund ({left} of {found['amount']} "
-                                            f"{found['currency']})", field="amount")
+            try:
+                ledger.check_refund(found, ledger.held_by_refunds(found), amount)
+            except OrderStateError as exc:
+                return WrongState(message=str(exc), status=found["status"])
+            except OrderInputError as exc:
+                return InvalidInput(message=str(exc), field="amount")
             data: dict[str, Any] = {"order": str(order), "reason": reason}
             if amount is not None:
                 data["amount"] = amount

@@ -7,6 +7,9 @@
     ├── OrderInputError (ValueError)    a cart line, an order or a refund asked wrongly
     │                                   (unknown product, negative quantity, a refund
     │                                   larger than what is left of the charge)
+    ├── OrderStateError                 a cart or an order not in a state that allows it
+    │                                   (a cart ordered already, a refund of an order
+    │                                   that is not completed)
     ├── OutOfStockError                 not enough stock or keys left for an order
     └── ProviderError                   the payment provider refused or could not answer
         └── PaymentDeclined             the payment method was declined (HTTP 402)
@@ -20,8 +23,8 @@ from __future__ import annotations
 
 from engine import StageFailure
 
-__all__ = ["OrderConfigError", "OrderError", "OrderInputError", "OutOfStockError",
-           "PaymentDeclined", "ProviderError"]
+__all__ = ["OrderConfigError", "OrderError", "OrderInputError", "OrderStateError",
+           "OutOfStockError", "PaymentDeclined", "ProviderError"]
 
 
 class OrderError(StageFailure):
@@ -38,6 +41,10 @@ class OrderConfigError(OrderError, ValueError):
 class OrderInputError(OrderError, ValueError):
     """A cart line, an order or a refund that cannot be taken; the message names the
     field. Nothing stored was changed."""
+
+
+class OrderStateError(OrderError):
+    """A cart or an order whose state does not allow what was asked; nothing changed."""
 
 
 class OutOfStockError(OrderError):

@@ -33,14 +33,18 @@ from engine.store.schema import (
 )
 
 from .config import OrdersConfig, Product
-from .errors import OrderInputError, OutOfStockError
+from .errors import OrderInputError, OrderStateError, OutOfStockError
 
-__all__ = ["add_keys", "add_stock", "cart", "create_cart", "free_keys", "issue_keys",
-           "order", "orders_of", "refunds_of", "seed_stock", "set_line", "stock"]
+__all__ = ["HELD", "REFUNDABLE", "add_keys", "add_stock", "cart", "cart_lines", "check_cart",
+           "check_refund", "claim_refund", "create_cart", "drop_refund", "free_keys",
+           "held_by_refunds", "issue_keys", "order", "order_row", "orders_of", "place",
+           "priced_line", "refunds_of", "release", "reserve", "revoke_keys", "seed_stock",
+           "set_line", "set_status", "settle_refund", "stock", "totals", "unplace"]
 
 # an order's statuses: placed (reserved, not paid), paid, completed, refunding (a failure
 # after the charge: its refund is under way), failed, refunded, partially_refunded
 REFUNDABLE = ("completed", "partially_refunded")
+HELD = ("pending", "succeeded")  # the refunds that hold an amount of the charge
 
 
 def _now() -> float:
@@ -296,12 +300,38 @@ def priced_line(config: OrdersConfig, sku: str, quantity: int) -> dict[str, Any]
 
 def cart_lines(conn: sa.Connection, config: OrdersConfig, cart_id: object,
                owner: str | None) -> list[dict[str, Any]]:
-    """An open cart's lines, priced and checked (one currency, known products)."""
+    """A cart's lines priced, checked as :func:`check_cart` does."""
     row = _open_cart(conn, cart_id, owner)
     lines = [priced_line(config, line.sku, line.quantity) for line in conn.execute(
         sa.select(order_cart_lines).where(order_cart_lines.c.cart_id == row.cart_id)
         .order_by(order_cart_lines.c.sku))]
+    check_cart({"cart_id": row.cart_id, "order_id": row.order_id, "lines": lines})
     return lines
+
+
+def check_cart(found: Mapping[str, Any]) -> tuple[int, str]:
+    """A cart (as :func:`cart` gives it) that can be ordered: its amount and currency.
+    :class:`OrderStateError` when it became an order already."""
+    if found["order_id"] is not None:
+        raise OrderStateError(f"cart: {found['cart_id']!r} became order "
+                              f"{found['order_id']!r}; it cannot be ordered again")
+    return totals(found["lines"], "cart")
+
+
+def totals(lines: Sequence[Mapping[str, Any]], where: str) -> tuple[int, str]:
+    """The amount and currency of priced lines; :class:`OrderInputError` naming
+    ``where`` for none, a product no longer sold or lines in several currencies."""
+    if not lines:
+        raise OrderInputError(f"{where}: the order holds nothing")
+    gone = [line["sku"] for line in lines if line["kind"] == "gone"]
+    if gone:
+        raise OrderInputError(f"{where}: {gone[0]!r} is no longer sold (not in the "
+                              "catalog); take it out")
+    currencies = sorted({line["currency"] for line in lines})
+    if len(currencies) > 1:
+        raise OrderInputError(f"{where}: an order is paid in one currency; these lines are "
+                              f"in {', '.join(currencies)}")
+    return sum(line["price"] * line["quantity"] for line in lines), currencies[0]
 
 
 # ------------------------------------------------------------------ orders
@@ -319,7 +349,7 @@ def place(conn: sa.Connection, *, order_id: str, work_id: str, cart_id: str | No
                 order_carts.c.cart_id == cart_id, order_carts.c.order_id.is_(None)).values(
                 order_id=order_id, updated_at=now)).rowcount
             if took != 1:
-                raise OrderInputError(f"cart: {cart_id!r} was ordered already")
+                raise OrderStateError(f"cart: {cart_id!r} was ordered already")
         conn.execute(sa.insert(orders).values(
             order_id=order_id, work_id=work_id, cart_id=cart_id, owner=owner, email=email,
             status="placed", lines=json.dumps(lines), amount=amount, currency=currency,
@@ -412,28 +442,42 @@ def claim_refund(conn: sa.Connection, *, refund_id: str, order_id: object,
                        .with_for_update()).first()
     if row is None:
         raise OrderInputError(f"order: no order {order_id!r:.60}")
-    if row.status not in REFUNDABLE:
-        raise OrderInputError(f"order: {order_id!r} is {row.status}; only a completed "
-                              "order is refunded on request")
     held = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(order_refunds.c.amount), 0))
                         .where(order_refunds.c.order_id == order_id,
-                               order_refunds.c.status.in_(("pending", "succeeded")))
-                        ).scalar_one()
-    left = int(row.amount) - int(held)
-    if amount is None:
-        amount = left
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        raise OrderInputError(f"amount: expected a whole number > 0 of the smallest unit of "
-                              f"{row.currency}, got {amount!r:.40}")
-    if amount > left:
-        raise OrderInputError(f"amount: {amount} is more than is left to refund of order "
-                              f"{order_id!r} ({left} of {row.amount} {row.currency})")
+                               order_refunds.c.status.in_(HELD))).scalar_one()
+    amount = check_refund(_plain(row), int(held), amount)
     now = _now()
     values = {"refund_id": refund_id, "order_id": order_id, "amount": amount,
               "status": "pending", "provider_id": None, "reason": reason,
               "created_at": now, "updated_at": now}
     conn.execute(sa.insert(order_refunds).values(**values))
     return values
+
+
+def check_refund(found: Mapping[str, Any], held: int, amount: object) -> int:
+    """The amount a refund of order ``found`` (a row) may take, ``held`` being what its
+    refunds pending or done hold: all that is left when ``amount`` is None.
+    :class:`OrderStateError` unless the order is completed, :class:`OrderInputError`
+    naming ``amount`` for one that is not a whole number > 0 or exceeds what is left."""
+    if found["status"] not in REFUNDABLE:
+        raise OrderStateError(f"order: {found['order_id']!r} is {found['status']}; only a "
+                              "completed order is refunded on request")
+    left = int(found["amount"]) - held
+    if amount is None:
+        amount = left
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise OrderInputError(f"amount: expected a whole number > 0 of the smallest unit of "
+                              f"{found['currency']}, got {amount!r:.40}")
+    if amount > left:
+        raise OrderInputError(f"amount: {amount} is more than is left to refund of order "
+                              f"{found['order_id']!r} ({left} of {found['amount']} "
+                              f"{found['currency']})")
+    return amount
+
+
+def held_by_refunds(found: Mapping[str, Any]) -> int:
+    """What the refunds of an order (as :func:`order` gives it) hold of its charge."""
+    return sum(int(r["amount"]) for r in found["refunds"] if r["status"] in HELD)
 
 
 def settle_refund(conn: sa.Connection, refund_id: str, provider_id: str) -> dict[str, Any]:

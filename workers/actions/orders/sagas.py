@@ -117,21 +117,6 @@ def check_order(config: OrdersConfig, data: Any) -> dict[str, Any]:
     return checked
 
 
-def _totals(lines: list[dict[str, Any]], where: str) -> tuple[int, str]:
-    if not lines:
-        raise OrderInputError(f"{where}: the order holds nothing")
-    gone = [line["sku"] for line in lines if line["kind"] == "gone"]
-    if gone:
-        raise OrderInputError(f"{where}: {gone[0]!r} is no longer sold (not in the "
-                              "catalog); take it out")
-    currencies = sorted({line["currency"] for line in lines})
-    if len(currencies) > 1:
-        raise OrderInputError(f"{where}: an order is paid in one currency; these lines are "
-                              f"in {', '.join(currencies)}")
-    amount = sum(line["price"] * line["quantity"] for line in lines)
-    return amount, currencies[0]
-
-
 async def _call(fn: Hook, value: dict[str, Any], where: str) -> Any:
     result = fn(value)
     if inspect.isawaitable(result):
@@ -168,7 +153,7 @@ class _Pack:
             cart_id = checked.get("cart")
             lines = checked["lines"] if cart_id is None else ledger.cart_lines(
                 conn, self.config, cart_id, checked["owner"] or None)
-            amount, currency = _totals(lines, "lines" if cart_id is None else "cart")
+            amount, currency = ledger.totals(lines, "lines" if cart_id is None else "cart")
             return ledger.place(conn, order_id=ctx.work_id, work_id=ctx.work_id,
                                 cart_id=cart_id, owner=checked["owner"],
                                 email=checked["email"], lines=lines, amount=amount,
