@@ -100,6 +100,8 @@ def test_a_customer_orders_through_the_api(served: dict[str, Any], tmp_path: Pat
     mine = post(url, f"{{ orders {{ {ORDER} }} }}", alice)["data"]["orders"]
     assert [o["id"] for o in mine] == [placed["id"]]
     assert post(url, f"{{ orders {{ {ORDER} }} }}", bob)["data"]["orders"] == []
+    seen = post(url, f"{{ orders {{ {ORDER} }} }}", admin)["data"]["orders"]  # an operator
+    assert [o["id"] for o in seen] == [placed["id"]]
     assert post(url, f'{{ order(id: "{placed["id"]}") {{ id }} }}', bob)["data"] == {
         "order": None}
 

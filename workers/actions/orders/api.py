@@ -5,9 +5,10 @@ Queries (action ``read``): ``products`` (with what is left of each), ``cart(id)`
 quantity)`` (0 takes it out), ``placeOrder(cart, email, paymentMethod)`` (runs
 ``orders.place`` and answers with the order once it ended), ``refundOrder(order,
 amount, reason)`` (runs ``orders.refund``), all ``write``; ``addOrderStock`` and
-``addOrderKeys`` need ``admin``. A signed-in principal sees and orders from its own
-carts and orders only; refunding another's order needs ``steer`` on ``orders.refund``
-(an operator). Bad input is a typed error naming the field (``InvalidInput``,
+``addOrderKeys`` need ``admin``. A signed-in principal sees its own carts and orders
+only, and orders from its own carts; one that may steer works of
+``orders.place`` (an operator) sees them all; refunding another's order needs ``steer``
+on ``orders.refund``. Bad input is a typed error naming the field (``InvalidInput``,
 ``NotFound``, ``WrongState``), checked before any work starts.
 """
 
@@ -119,11 +120,21 @@ def _order(found: dict[str, Any], work: dict[str, Any] | None = None) -> Order:
                           for r in found.get("refunds", [])])
 
 
-def _owner(info: Info) -> str | None:
-    """Whose carts and orders the request sees: its principal's (None: in-process
-    Python, which sees all)."""
+async def _owner(info: Info) -> str | None:
+    """Whose carts and orders the request sees: its principal's own, or all (None) for
+    Python in this process and an operator (who may steer works of ``orders.place``)."""
     who = context_of(info).principal
-    return None if who is None else str(who.name)
+    if who is None:
+        return None
+    if (await service_of(info).policies()).allows(who, "steer", {"saga": "orders.place"}):
+        return None
+    return str(who.name)
+
+
+def _name(info: Info) -> str:
+    """The name of the request's principal ("" for Python in this process)."""
+    who = context_of(info).principal
+    return "" if who is None else str(who.name)
 
 
 def orders_part(config: OrdersConfig) -> ApiPart:
@@ -141,13 +152,13 @@ def orders_part(config: OrdersConfig) -> ApiPart:
         @strawberry.field
         async def cart(self, info: Info, id: strawberry.ID) -> Cart | None:
             found = await ledger.cart(service_of(info).store, config, str(id),
-                                      owner=_owner(info))
+                                      owner=await _owner(info))
             return None if found is None else _cart(found)
 
         @strawberry.field
         async def order(self, info: Info, id: strawberry.ID) -> Order | None:
             store = service_of(info).store
-            found = await ledger.order(store, str(id), owner=_owner(info))
+            found = await ledger.order(store, str(id), owner=await _owner(info))
             if found is None:
                 return None
             return _order(found, await _work(info, found["work_id"]))
@@ -155,7 +166,8 @@ def orders_part(config: OrdersConfig) -> ApiPart:
         @strawberry.field
         async def orders(self, info: Info, first: int = 50) -> list[Order]:
             first = max(1, min(first, 500))
-            rows = await ledger.orders_of(service_of(info).store, _owner(info), first=first)
+            rows = await ledger.orders_of(service_of(info).store, await _owner(info),
+                                       first=first)
             return [_order(r) for r in rows]
 
     @strawberry.type
@@ -163,7 +175,7 @@ def orders_part(config: OrdersConfig) -> ApiPart:
         @strawberry.mutation
         async def create_cart(self, info: Info) -> Cart:
             store = service_of(info).store
-            cart_id = await ledger.create_cart(store, _owner(info) or "")
+            cart_id = await ledger.create_cart(store, _name(info))
             found = await ledger.cart(store, config, cart_id)
             assert found is not None
             return _cart(found)
@@ -172,7 +184,7 @@ def orders_part(config: OrdersConfig) -> ApiPart:
         async def set_cart_line(self, info: Info, cart: strawberry.ID, sku: str,
                                 quantity: int) -> CartResult:
             store = service_of(info).store
-            if await ledger.cart(store, config, str(cart), owner=_owner(info)) is None:
+            if await ledger.cart(store, config, str(cart), owner=await _owner(info)) is None:
                 return NotFound(message=f"no cart {str(cart)!r}", field="cart")
             try:
                 found = await ledger.set_line(store, config, str(cart), sku, quantity)
@@ -184,14 +196,15 @@ def orders_part(config: OrdersConfig) -> ApiPart:
         async def place_order(self, info: Info, cart: strawberry.ID, email: str,
                               payment_method: str) -> OrderResult:
             store = service_of(info).store
-            owner = _owner(info)
-            data = {"cart": str(cart), "owner": owner or "", "email": email,
+            owner = _name(info)  # a principal orders from its own carts only
+            data = {"cart": str(cart), "owner": owner, "email": email,
                     "payment_method": payment_method}
             try:
                 check_order(config, data)
             except OrderInputError as exc:
                 return InvalidInput(message=str(exc), field=_field(exc))
-            found = await ledger.cart(store, config, str(cart), owner=owner)
+            found = await ledger.cart(store, config, str(cart),
+                                      owner=owner if context_of(info).principal else None)
             if found is None:
                 return NotFound(message=f"no cart {str(cart)!r}", field="cart")
             try:
@@ -215,10 +228,9 @@ def orders_part(config: OrdersConfig) -> ApiPart:
                                amount: int | None = None, reason: str = "") -> OrderResult:
             store = service_of(info).store
             found = await ledger.order(store, str(order))
-            owner = _owner(info)
             if found is None:
                 return NotFound(message=f"no order {str(order)!r}", field="order")
-            if owner is not None and found["owner"] != owner:
+            if context_of(info).principal is not None and found["owner"] != _name(info):
                 await require(info, "steer", {"saga": "orders.refund"})
             try:
                 ledger.check_refund(found, ledger.held_by_refunds(found), amount)
