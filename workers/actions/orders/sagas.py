@@ -61,7 +61,7 @@ Hook = Callable[[dict[str, Any]], Any]
 
 
 def _store(ctx: StageContext) -> SqlStore:
-    store = ctx.services.store
+    store = ctx.store
     if not isinstance(store, SqlStore):
         raise OrderConfigError("the orders pack keeps its carts, stock and orders in the "
                                "store: run its sagas on a runtime or node with a SqlStore")
