@@ -324,3 +324,27 @@ async def test_a_stage_run_again_after_a_crash_takes_and_gives_nothing_twice(
     assert keys == {"game": ["K-1", "K-2"]}
     assert [k["code"] for k in placed["keys"]] == ["K-1", "K-2"]
     assert left["game"] == 1 and left["tee"] == 4
+
+
+async def test_refunds_racing_never_refund_more_than_the_charge(
+        store_url: str, provider: Provider) -> None:
+    config = config_of(provider)
+    async with running(store_url, config) as (rt, store):
+        placed = await rt.run("orders.place", {**ORDER, "lines": [
+            {"sku": "tee", "quantity": 2}]})
+        results: list[Any] = []
+
+        async def refund() -> None:
+            results.append(await rt.run("orders.refund", {"order": placed.work_id,
+                                                          "amount": 1200}))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(refund)
+        after = await order(store, placed.work_id)
+    assert sorted(r.status for r in results) == ["completed", "completed", "failed"]
+    (refused,) = [r for r in results if r.status == "failed"]
+    assert "amount: 1200 is more than is left to refund" in refused.error["message"]
+    assert after is not None and after["refunded"] == 2400
+    assert after["status"] == "partially_refunded"
+    assert sum(r["amount"] for r in provider.refunds.values()) == 2400

@@ -481,15 +481,18 @@ def held_by_refunds(found: Mapping[str, Any]) -> int:
 
 
 def settle_refund(conn: sa.Connection, refund_id: str, provider_id: str) -> dict[str, Any]:
-    """A refund the provider made: recorded on its order (once)."""
+    """A refund the provider made: recorded on its order (once; the order's row locked
+    first on PostgreSQL, so two refunds settling at once both count)."""
+    order_id = conn.execute(sa.select(order_refunds.c.order_id).where(
+        order_refunds.c.refund_id == refund_id)).scalar_one()
+    row = conn.execute(sa.select(orders).where(orders.c.order_id == order_id)
+                       .with_for_update()).one()
     refund = conn.execute(sa.select(order_refunds).where(
         order_refunds.c.refund_id == refund_id)).one()
     if refund.status == "pending":
         conn.execute(sa.update(order_refunds).where(
             order_refunds.c.refund_id == refund_id).values(
             status="succeeded", provider_id=provider_id, updated_at=_now()))
-        row = conn.execute(sa.select(orders).where(
-            orders.c.order_id == refund.order_id)).one()
         refunded = int(row.refunded) + int(refund.amount)
         set_status(conn, refund.order_id,
                    "refunded" if refunded >= row.amount else "partially_refunded",
