@@ -9,13 +9,17 @@ expected, before anything is stored or charged. The section, as TOML::
     catalog = ""                      # a TOML file of [products.<sku>] tables, read at
                                       # start, besides those below (a sku in both: refused)
     ship = ""                         # "module:function", called with the order (a dict:
-                                      # order_id, owner, email, lines, amount, currency)
-                                      # to ship its physical goods; what it returns is kept
-                                      # in the order; an exception fails the order, which
-                                      # is then refunded (awaited if it is a coroutine)
-    confirm = ""                      # "module:function", called with the order and its
-                                      # keys once it is paid and issued, to tell the
-                                      # customer (the messaging pack's sender, say)
+                                      # order_id, owner, email, lines (the physical ones),
+                                      # amount, currency, idempotency_key) to ship its
+                                      # physical goods (awaited if it is a coroutine); what
+                                      # it returns (JSON) is the order's "shipment"; when it
+                                      # raises (after its retries) the order fails and is
+                                      # refunded
+    confirm = ""                      # "module:function", called with the order, its
+                                      # keys and shipment once it is paid and issued, to
+                                      # tell the customer (the messaging pack's sender,
+                                      # say); when it fails for good the order is undone
+                                      # and refunded
     confirm_saga = ""                 # or the name of a saga run as the order's last stage
                                       # with that dict as its input (it must be on the
                                       # same nodes: --app ...orders:app,...messaging:app);
