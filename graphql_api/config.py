@@ -36,10 +36,12 @@ Every setting, its section and its default::
 
     [orders]                       # the orders pack (--app workers.actions.orders:app):
                                    # currency, catalog (a TOML file of products), ship and
-                                   # confirm (module:function hooks) or confirm_saga,
-                                   # max_quantity; [orders.provider] url, key or key_file,
-                                   # timeout (a Stripe-shaped PaymentIntents and Refunds
-                                   # API); [orders.products.<sku>] name, price (in the
+                                   # confirm (module:function hooks) or confirm_saga
+                                   # (messaging.send) with confirm_channel and
+                                   # confirm_template, max_quantity; [orders.provider]
+                                   # url, key or key_file, timeout (a Stripe-shaped
+                                   # PaymentIntents and Refunds API);
+                                   # [orders.products.<sku>] name, price (in the
                                    # currency's smallest unit), currency, kind (physical
                                    # or digital), stock; every setting documented in
                                    # workers.actions.orders.config; file only

@@ -44,6 +44,8 @@ def _section() -> dict[str, Any]:
      "orders.ship: expected module:function, got 'not a hook'"),
     (lambda s: s.update(confirm="a:b", confirm_saga="messaging.send"),
      "orders: give confirm or confirm_saga, not both"),
+    (lambda s: s.update(confirm_saga="messaging.send", confirm_channel=""),
+     "orders.confirm_channel: expected a name, got an empty string"),
     (lambda s: s.update(max_quantity=0),
      "orders.max_quantity: expected a whole number from 1 to 1000000, got 0"),
     (lambda s: s.update(currency="euro"),

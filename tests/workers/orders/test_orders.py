@@ -279,14 +279,15 @@ async def test_the_confirmation_can_be_a_saga_run_as_the_last_stage(
 
     told: list[dict[str, Any]] = []
 
-    async def send(ctx: Any, order: dict[str, Any]) -> dict[str, Any]:
-        told.append(order)
-        if order["amount"] > 5000:
+    async def send(ctx: Any, message: dict[str, Any]) -> dict[str, Any]:
+        told.append(message)
+        if message["context"]["amount"] > 5000:
             raise ValueError("no such mailbox")
-        return {"sent_to": order["email"]}
+        return {"sent_to": message["to"]}
 
+    # a saga taking what the messaging pack's messaging.send takes
     mail = Saga(name="mail.send", stages=[Stage(name="send", transaction=send)])
-    config = config_of(provider, confirm_saga="mail.send")
+    config = config_of(provider, confirm_saga="mail.send", confirm_template="thanks")
     async with SqlStore.open(sqlite_url(tmp_path)) as store, Runtime(
             [*orders_app(config=config).sagas, mail], store=store) as rt:
         done = await rt.run("orders.place", {**ORDER, "lines": [
@@ -296,7 +297,10 @@ async def test_the_confirmation_can_be_a_saga_run_as_the_last_stage(
         placed = await order(store, done.work_id)
         undone = await order(store, big.work_id)
     assert done.status == "completed" and done.output == {"sent_to": "alice@example.com"}
-    assert told[0]["order_id"] == done.work_id and told[0]["amount"] == 1500
+    assert {k: told[0][k] for k in ("channel", "template", "to")} == {
+        "channel": "email", "template": "thanks", "to": "alice@example.com"}
+    assert told[0]["context"]["order_id"] == done.work_id
+    assert told[0]["context"]["amount"] == 1500 and told[0]["context"]["keys"] == {}
     assert placed is not None and placed["status"] == "completed"
     # a confirmation that fails for good undoes the order: refunded, back in stock
     assert big.status == "failed" and undone is not None and undone["status"] == "failed"

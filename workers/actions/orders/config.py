@@ -20,10 +20,15 @@ expected, before anything is stored or charged. The section, as TOML::
                                       # tell the customer (the messaging pack's sender,
                                       # say); when it fails for good the order is undone
                                       # and refunded
-    confirm_saga = ""                 # or the name of a saga run as the order's last stage
-                                      # with that dict as its input (it must be on the
-                                      # same nodes: --app ...orders:app,...messaging:app);
-                                      # not both
+    confirm_saga = ""                 # or a saga run as the order's last stage (not both):
+                                      # the messaging pack's "messaging.send", given
+                                      # {channel, template, to: the order's email,
+                                      # context: the order as the hook gets it}; it must
+                                      # be on the same nodes (--app
+                                      # workers.actions.orders:app,workers.actions.
+                                      # messaging:app)
+    confirm_channel = "email"         # the channel and template of that message
+    confirm_template = "order_confirmed"
     max_quantity = 100                # the most of one product a cart line may hold
 
     [orders.provider]                 # an HTTP API in the shape of Stripe's
@@ -109,6 +114,8 @@ class OrdersConfig:
     ship: str = ""
     confirm: str = ""
     confirm_saga: str = ""
+    confirm_channel: str = "email"
+    confirm_template: str = "order_confirmed"
     max_quantity: int = 100
 
     def product(self, sku: object, where: str = "sku") -> Product:
@@ -261,8 +268,14 @@ def parse(value: Any) -> OrdersConfig:
     confirm_saga = _text(data, "confirm_saga", "orders")
     if confirm and confirm_saga:
         raise OrderConfigError("orders: give confirm or confirm_saga, not both")
+    channel = _text(data, "confirm_channel", "orders", "email")
+    template = _text(data, "confirm_template", "orders", "order_confirmed")
+    for key, value in (("confirm_channel", channel), ("confirm_template", template)):
+        if not value:
+            raise OrderConfigError(f"orders.{key}: expected a name, got an empty string")
     max_quantity = _whole(data, "max_quantity", "orders", 100, 1, 10**6)
-    _done(data, "orders", "currency, catalog, ship, confirm, confirm_saga, max_quantity, "
-                          "provider and products")
+    _done(data, "orders", "currency, catalog, ship, confirm, confirm_saga, confirm_channel, "
+                          "confirm_template, max_quantity, provider and products")
     return OrdersConfig(provider=provider, products=products, currency=currency, ship=ship,
-                        confirm=confirm, confirm_saga=confirm_saga, max_quantity=max_quantity)
+                        confirm=confirm, confirm_saga=confirm_saga, confirm_channel=channel,
+                        confirm_template=template, max_quantity=max_quantity)

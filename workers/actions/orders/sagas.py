@@ -19,9 +19,12 @@
                  (each key to one order, once); compensation: the keys taken back
                  (revoked, never given again).
   ``complete``   the order ``completed``; compensation: ``refunding`` again.
-  ``confirm``    the ``confirm`` hook, or the ``confirm_saga`` run here as a stage, with
-                 the order (id, owner, email, lines, amount, currency, keys, shipment);
-                 when it fails for good, the order is undone and refunded.
+  ``confirm``    the ``confirm`` hook, called with the order (id, owner, email, lines,
+                 amount, currency, payment intent, keys, shipment); or, with
+                 ``confirm_saga``, a stage ``message`` making ``{channel, template, to,
+                 context: the order}`` and that saga run here as the stage ``confirm``
+                 (the messaging pack's ``messaging.send``). When it fails for good, the
+                 order is undone and refunded.
 
 - ``orders.refund`` ``{"order": ID, "amount": optional, "reason": ""}``: a refund on
   request of a completed order, of ``amount`` (the smallest unit of its currency) or
@@ -258,6 +261,12 @@ class _Pack:
                 "orders.confirm")
         return {**order, "confirmed": told}
 
+    async def message(self, ctx: StageContext, order: dict[str, Any]) -> dict[str, Any]:
+        """The confirmation as the messaging pack's ``messaging.send`` takes it."""
+        return {"channel": self.config.confirm_channel,
+                "template": self.config.confirm_template, "to": order["email"],
+                "context": order}
+
     # ------------------------------------------------------------ orders.refund
 
     async def claim(self, ctx: StageContext, data: Any) -> dict[str, Any]:
@@ -321,10 +330,11 @@ def order_sagas(config: OrdersConfig, *, provider: PaymentProvider | None = None
     pack = _Pack(config, provider or PaymentProvider(config.provider),
                  ship or hook(config.ship, "orders.ship"),
                  confirm or hook(config.confirm, "orders.confirm"))
-    confirming: Stage | SagaRef = (
-        SagaRef(name="confirm", saga=config.confirm_saga) if config.confirm_saga and
-        confirm is None else
-        Stage(name="confirm", transaction=pack.confirm, retry=_PROVIDER_RETRY))
+    confirming: list[Stage | SagaRef] = [
+        Stage(name="message", transaction=pack.message),
+        SagaRef(name="confirm", saga=config.confirm_saga)] if config.confirm_saga and \
+        confirm is None else [
+        Stage(name="confirm", transaction=pack.confirm, retry=_PROVIDER_RETRY)]
     return [
         Saga(name="orders.place", description="place an order: reserve, charge, issue, "
                                               "confirm; refunded if it fails after the charge",
@@ -339,7 +349,7 @@ def order_sagas(config: OrdersConfig, *, provider: PaymentProvider | None = None
                        retry=_STORE_RETRY),
                  Stage(name="complete", transaction=pack.complete,
                        compensation=pack.uncomplete, retry=_STORE_RETRY),
-                 confirming,
+                 *confirming,
              ]),
         Saga(name="orders.refund", description="refund a completed order, whole or in part",
              input_schema=_REFUND_SCHEMA, stages=[
