@@ -36,7 +36,7 @@ from .config import OrdersConfig, Product
 from .errors import OrderInputError, OrderStateError, OutOfStockError
 
 __all__ = ["HELD", "REFUNDABLE", "add_keys", "add_stock", "cart", "cart_lines", "check_cart",
-           "check_refund", "claim_refund", "create_cart", "drop_refund", "free_keys",
+           "check_refund", "claim_refund", "create_cart", "drop_refund",
            "held_by_refunds", "issue_keys", "order", "order_row", "orders_of", "place",
            "priced_line", "refunds_of", "release", "reserve", "revoke_keys", "seed_stock",
            "set_line", "set_status", "settle_refund", "stock", "totals", "unplace"]
@@ -132,13 +132,6 @@ async def stock(store: SqlStore, config: OrdersConfig) -> dict[str, int]:
                 order_keys.c.order_id.is_(None)).group_by(order_keys.c.sku))).all())
     return {sku: int(on_hand.get(sku, p.stock) if p.kind == "physical" else free.get(sku, 0))
             for sku, p in config.products.items()}
-
-
-async def free_keys(store: SqlStore, sku: str) -> int:
-    async with store.reader.connect() as conn:
-        return int((await conn.execute(sa.select(sa.func.count()).select_from(
-            order_keys).where(order_keys.c.sku == sku,
-                              order_keys.c.order_id.is_(None)))).scalar_one())
 
 
 def reserve(conn: sa.Connection, order_id: str, lines: Sequence[Mapping[str, Any]],
