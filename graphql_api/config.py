@@ -44,6 +44,18 @@ Every setting, its section and its default::
                                    # sources, targets, keys and jobs, nested tables,
                                    # see workers.actions.backups.config; file only
 
+    [orders]                       # the orders pack (--app workers.actions.orders:app):
+                                   # currency, catalog (a TOML file of products), ship and
+                                   # confirm (module:function hooks) or confirm_saga
+                                   # (messaging.send) with confirm_channel and
+                                   # confirm_template, max_quantity; [orders.provider]
+                                   # url, key or key_file, timeout (a Stripe-shaped
+                                   # PaymentIntents and Refunds API);
+                                   # [orders.products.<sku>] name, price (in the
+                                   # currency's smallest unit), currency, kind (physical
+                                   # or digital), stock; every setting documented in
+                                   # workers.actions.orders.config; file only
+
 An environment variable ``STEPSAGA_<SECTION>_<KEY>`` (``STEPSAGA_SERVE_PORT=9000``,
 ``STEPSAGA_STORE_URL=...``) overrides the file; a command-line flag overrides both.
 ``STEPSAGA_WORKER_WORKERS`` takes a comma-free list separated by spaces.
@@ -207,10 +219,18 @@ def _backups(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def _orders(value: dict[str, Any]) -> dict[str, Any]:
+    from workers.actions.orders.config import parse
+
+    parse(value)  # an OrderConfigError (a ValueError) naming the key
+    return value
+
+
 # sections of nested tables checked as a whole (from the file only): a domain pack's (its
 # app reads them from the settings it is given) and the API clients' limits
 _PACKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"backups": _backups,
-                                                                  "limits": _limits}
+                                                                  "limits": _limits,
+                                                                  "orders": _orders}
 # the plain keys of those sections, with their defaults (the nested tables have none)
 _PACK_DEFAULTS: dict[str, dict[str, Any]] = {"limits": {"file": "", "reload": 1.0}}
 

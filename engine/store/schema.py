@@ -21,6 +21,10 @@ description of its definition (:func:`engine.catalog.describe`), its hash and
 version, written when the node starts, renewed by its heartbeat, deleted when it
 stops (see :mod:`engine.store.catalog`).
 
+The ``order_*`` tables and ``orders`` are the orders pack's (workers.actions.orders):
+stock on hand, the pool of keys for digital goods (each drawn by one order at most),
+carts and their lines, orders with what each reserved, and refunds.
+
 ``sagas`` holds the sagas given as data (their JSON, :mod:`engine.sagadata`) and which
 sagas are disabled, those registered in code too (a row without data): who changed
 each and when, and a version that grows at every change (see
@@ -32,8 +36,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = ["audit", "catalog", "commands", "deletions", "events", "health_checks", "leases",
-           "lock_holders", "lock_waiters", "metadata", "quota_charges", "rate_buckets", "sagas",
-           "schedules", "snapshots", "stage_runs", "worker_events", "workers", "works"]
+           "lock_holders", "lock_waiters", "metadata", "order_cart_lines", "order_carts",
+           "order_keys", "order_refunds", "order_reservations", "order_stock", "orders",
+           "quota_charges", "rate_buckets", "sagas", "schedules", "snapshots", "stage_runs",
+           "worker_events", "workers", "works"]
 
 metadata = sa.MetaData()
 
@@ -369,4 +375,83 @@ work_logs = sa.Table(  # what stage code logged through ctx.logger (engine.workl
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("node", sa.String(200)),  # the worker that ran the stage
     sa.Index("work_logs_work", "work_id", "position"),
+)
+
+# the orders pack's tables (workers.actions.orders.ledger); amounts are whole numbers of
+# the currency's smallest unit (cents), as the payment provider takes them
+order_stock = sa.Table(  # physical goods on hand, less what open orders reserved
+    "order_stock", metadata,
+    sa.Column("sku", sa.String(64), primary_key=True),
+    sa.Column("on_hand", sa.Integer, nullable=False),
+)
+
+order_keys = sa.Table(  # the pool of keys of digital goods: each drawn by one order
+    "order_keys", metadata,
+    sa.Column("key_id", _POSITION, primary_key=True, autoincrement=True),
+    sa.Column("sku", sa.String(64), nullable=False),
+    sa.Column("code", sa.Text, nullable=False),
+    sa.Column("added_at", sa.Float(precision=53), nullable=False),
+    sa.Column("order_id", sa.String(64)),  # NULL: free
+    sa.Column("issued_at", sa.Float(precision=53)),  # NULL: reserved, not given yet
+    sa.Column("revoked_at", sa.Float(precision=53)),  # given, then taken back: never reused
+    sa.UniqueConstraint("sku", "code", name="order_keys_code"),
+    sa.Index("order_keys_free", "sku", "order_id", "key_id"),
+)
+
+order_carts = sa.Table(
+    "order_carts", metadata,
+    sa.Column("cart_id", sa.String(40), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),  # the principal that made it
+    sa.Column("created_at", sa.Float(precision=53), nullable=False),
+    sa.Column("updated_at", sa.Float(precision=53), nullable=False),
+    sa.Column("order_id", sa.String(64)),  # NULL: open; else the order placed from it
+)
+
+order_cart_lines = sa.Table(
+    "order_cart_lines", metadata,
+    sa.Column("cart_id", sa.String(40), sa.ForeignKey("order_carts.cart_id",
+                                                      ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("sku", sa.String(64), primary_key=True),
+    sa.Column("quantity", sa.Integer, nullable=False),
+)
+
+orders = sa.Table(
+    "orders", metadata,
+    sa.Column("order_id", sa.String(64), primary_key=True),
+    sa.Column("work_id", _ID, nullable=False),  # the orders.place work
+    sa.Column("cart_id", sa.String(40)),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("email", sa.String(320), nullable=False),
+    # placed, paid, completed, failed, refunded (whole), partially_refunded
+    sa.Column("status", sa.String(30), nullable=False),
+    sa.Column("lines", sa.Text, nullable=False),  # JSON [{sku, name, quantity, price}]
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("payment_intent", sa.String(200)),
+    sa.Column("refunded", sa.BigInteger, nullable=False),  # succeeded refunds' total
+    sa.Column("created_at", sa.Float(precision=53), nullable=False),
+    sa.Column("updated_at", sa.Float(precision=53), nullable=False),
+    sa.Index("orders_owner", "owner", "created_at"),
+)
+
+order_reservations = sa.Table(  # the stock an order holds until it completes or fails
+    "order_reservations", metadata,
+    sa.Column("order_id", sa.String(64), primary_key=True),
+    sa.Column("sku", sa.String(64), primary_key=True),
+    sa.Column("quantity", sa.Integer, nullable=False),
+)
+
+order_refunds = sa.Table(
+    "order_refunds", metadata,
+    sa.Column("refund_id", sa.String(64), primary_key=True),  # the orders.refund work's
+    sa.Column("order_id", sa.String(64), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    # pending (its amount held against the charge), succeeded or failed
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("provider_id", sa.String(200)),  # the provider's refund id
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float(precision=53), nullable=False),
+    sa.Column("updated_at", sa.Float(precision=53), nullable=False),
+    sa.Index("order_refunds_order", "order_id"),
 )
