@@ -2,7 +2,10 @@
 authenticated here before anything else sees it (ASGI middleware around the app).
 
 - Machines send ``Authorization: Bearer <token>`` (tokens from ``stepsaga token create``
-  or the API), on HTTP requests and on the WebSocket's opening handshake.
+  or the API), on HTTP requests and on the WebSocket's opening handshake, or, where a
+  client cannot set headers on a WebSocket (a browser), in its ``connection_init``
+  message's payload (``{"authorization": "Bearer <token>"}``): until that message the
+  socket is anonymous, and a payload without a good token closes it (4403).
 - People sign in on the UI's login page (``/login``): with a token, or with a one-time
   link (the first start of a fresh store prints one for its administrator). Signing in
   makes a session: an HttpOnly, SameSite=Strict cookie, and a second cookie the page
@@ -63,6 +66,9 @@ CSRF_COOKIE = "stepsaga_csrf"
 SESSION_SECONDS = 12 * 3600
 SCOPE_KEY = "stepsaga.principal"
 ANONYMOUS_KEY = "stepsaga.anonymous"  # set when the middleware let a request in without one
+# a WebSocket let in without a credential, to sign in with its connection_init: the
+# credential the API found there (graphql_api.server.Api.on_ws_connect), for the watch
+PENDING_KEY = "stepsaga.pending"
 # reachable without signing in
 PUBLIC = ("/healthz", "/readyz", "/login", "/auth/login", "/auth/whoami")
 PUBLIC_PREFIXES = ("/ui/assets/",)
@@ -200,6 +206,16 @@ class Auth:
         except pr.CredentialError as exc:
             problem = (401, "unauthenticated", str(exc))
             principal = None
+        pending = (problem is None and principal is None and scope["type"] == "websocket"
+                   and path == "/graphql" and bearer is None and session is None)
+        if pending:  # it signs in with its connection_init: anonymous till then
+            scope[SCOPE_KEY] = None
+            scope[ANONYMOUS_KEY] = True
+            holder: dict[str, str] = {}
+            scope[PENDING_KEY] = holder
+            await self._watched(scope, receive, send, lambda: holder.get("credential"),
+                                ("token",))
+            return
         if problem is None and principal is None and not public:
             problem = (401, "unauthenticated", "sign in first: a bearer token or a session")
         if problem is None and principal is not None and not public:
@@ -213,22 +229,25 @@ class Auth:
             credential = bearer.partition(" ")[2].strip() if bearer is not None else session
             kinds = ("token",) if bearer is not None else ("session",)
             assert credential is not None
-            await self._watched(scope, receive, send, credential, kinds)
+            await self._watched(scope, receive, send, lambda: credential, kinds)
             return
         await self.app(scope, receive, send)
 
-    async def _watched(self, scope: Scope, receive: Receive, send: Send, credential: str,
-                       kinds: tuple[str, ...]) -> None:
-        """A WebSocket closed (code 4401, the reason said) as soon as its credential is
-        refused: revoked, expired, its principal disabled or removed. Checked every
-        ``cache_seconds``: within a second."""
+    async def _watched(self, scope: Scope, receive: Receive, send: Send,
+                       credential: Callable[[], str | None], kinds: tuple[str, ...]) -> None:
+        """A WebSocket closed (code 4401, the reason said) as soon as its credential
+        (none yet: nothing to check) is refused: revoked, expired, its principal disabled
+        or removed. Checked every ``cache_seconds``: within a second."""
         import anyio
 
         async def watch(scope_: Any) -> None:
             while True:
                 await anyio.sleep(self.cache_seconds)
+                given = credential()
+                if given is None:
+                    continue
                 try:
-                    await self.check(credential, kinds)
+                    await self.check(given, kinds)
                 except pr.CredentialError as exc:
                     _LOG.info("closing a WebSocket: its credential is refused (%s)", exc)
                     try:

@@ -26,6 +26,10 @@ class Context:
         self.introspection = True  # whether it may ask for the schema (__schema, __type)
         self.address: str | None = None  # the client's network address, when served
         self.response: Any = None  # an HTTP request's response, for headers to set
+        # a WebSocket's connection_init payload (strawberry sets it), and where one let in
+        # without a credential keeps the token it signed in with (graphql_api.auth)
+        self.connection_params: Any = None
+        self.ws_pending: dict[str, str] | None = None
         store = service.store
 
         async def load_runs(keys: list[str]) -> list[list[dict[str, Any]]]:

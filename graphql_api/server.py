@@ -22,9 +22,10 @@ from strawberry.asgi import GraphQL
 
 from engine import Runtime
 from engine.store import SqlStore
+from engine.store import principals as pr
 from engine.store.feed import Feed
 
-from .auth import Auth, graphql_principal, login_routes
+from .auth import PENDING_KEY, Auth, graphql_principal, login_routes
 from .explorer import NoExplorer, WithExplorer, app_page, explorer_files
 from .extensions import anonymous_fields, bodies_of, parts_of, public_paths, routes_of, schema_for
 from .guards import MAX_BODY, QUERY_TIMEOUT, Guards
@@ -48,6 +49,34 @@ class Api(GraphQL[Context, None]):
         super().__init__(schema, graphql_ide=None)  # the bundled explorer serves /graphql
         self.service = service
         self.introspection = introspection
+        # checks a token a WebSocket's connection_init carries (graphql_api.auth.Auth's)
+        self.check: Any = None
+
+    async def on_ws_connect(self, context: Context) -> Any:
+        """A WebSocket let in without a credential signs in with its connection_init's
+        ``authorization`` (``Bearer <token>``); one without a good token is closed."""
+        from strawberry.exceptions import ConnectionRejectionError
+        from strawberry.types.unset import UNSET
+
+        holder = context.ws_pending
+        if holder is None or self.check is None:
+            return UNSET  # signed in with its handshake
+        params = getattr(context, "connection_params", None) or {}
+        given = params.get("authorization") or params.get("Authorization") \
+            if isinstance(params, dict) else None
+        kind, _, token = str(given or "").partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            raise ConnectionRejectionError({"message": "sign in first: a bearer token in "
+                                            "the connection_init's authorization"})
+        try:
+            principal = await self.check(token.strip(), ("token",))
+        except pr.CredentialError as exc:
+            raise ConnectionRejectionError({"message": str(exc)}) from None
+        holder["credential"] = token.strip()  # watched from now on: revoked, closed
+        context.principal = principal
+        may = principal.admin or (await self.service.policies()).may(principal, "secrets")
+        choose(principal, may, self.service.secrets)
+        return UNSET
 
     async def get_context(self, request: Request | WebSocket, response: Any = None
                           ) -> Context:
@@ -60,6 +89,7 @@ class Api(GraphQL[Context, None]):
             choose(context.principal, may, self.service.secrets)
         if isinstance(response, Response):  # HTTP: strawberry's response to add headers to
             context.response = response
+        context.ws_pending = request.scope.get(PENDING_KEY)
         return context
 
 
@@ -95,11 +125,12 @@ def make_app(service: Service, *, auth: bool = True, node: Any = None,
     # each request a span, under the trace context its headers carry
     own = [p for p in (route.path.split("{", 1)[0] for route in pack_routes
                        if hasattr(route, "path")) if p not in ("", "/")]
-    return TraceRequests(Guards(Auth(inner, service.store, enabled=auth,
-                                     policies=service.policies, own_checks=own,
-                                     public=public_paths(parts),
-                                     anonymous_graphql=bool(anonymous_fields(parts))),
-                                bodies=bodies_of(parts), query_timeout=query_timeout))
+    checking = Auth(inner, service.store, enabled=auth, policies=service.policies,
+                    own_checks=own, public=public_paths(parts),
+                    anonymous_graphql=bool(anonymous_fields(parts)))
+    api.check = checking.check
+    return TraceRequests(Guards(checking, bodies=bodies_of(parts),
+                                query_timeout=query_timeout))
 
 
 @asynccontextmanager

@@ -216,17 +216,23 @@ def test_the_graphql_surface_is_bounded(served: dict[str, Any]) -> None:
     assert told and "first" in told[0] and "the server failed" not in told[0]
 
 
-def test_a_websocket_is_closed_once_its_token_is_revoked(served: dict[str, Any]) -> None:
+@pytest.mark.parametrize("how", ["handshake", "connection_init"])
+def test_a_websocket_is_closed_once_its_token_is_revoked(served: dict[str, Any],
+                                                          how: str) -> None:
     import anyio
 
     url = served["url"].replace("http://", "ws://")
     token = admin_token(served["store"], "watcher")
     credential_id = token.split(".")[2]
+    headers = bearer(token) if how == "handshake" else {}
+    init: dict[str, Any] = {"type": "connection_init"}
+    if how == "connection_init":  # as a browser does: no headers on a WebSocket
+        init["payload"] = {"authorization": f"Bearer {token}"}
 
     async def session() -> tuple[int | None, float]:
         async with websockets.connect(url, subprotocols=["graphql-transport-ws"],
-                                      additional_headers=bearer(token)) as sock:
-            await sock.send(json.dumps({"type": "connection_init"}))
+                                      additional_headers=headers) as sock:
+            await sock.send(json.dumps(init))
             assert json.loads(await sock.recv())["type"] == "connection_ack"
             await sock.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
                 "query": "subscription { workEvents { seq } }"}}))
@@ -282,3 +288,31 @@ def test_routes_beside_graphql_are_reached_as_the_policies_give(
         assert answer.status_code == 200
     assert httpx.post(served["url"], json=QUERY, headers=bearer(tokens["reader"])).json()[
         "data"] is not None
+
+
+def test_a_websocket_without_a_good_token_in_its_connection_init_is_closed(
+        served: dict[str, Any]) -> None:
+    import anyio
+
+    url = served["url"].replace("http://", "ws://")
+
+    async def closed_with(payload: Any, first: dict[str, Any] | None = None) -> int | None:
+        async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as sock:
+            if first is not None:  # asked before signing in: refused, nothing given
+                await sock.send(json.dumps(first))
+            await sock.send(json.dumps({"type": "connection_init", "payload": payload}))
+            with anyio.fail_after(10):
+                try:
+                    while True:
+                        message = json.loads(await sock.recv())
+                        assert message["type"] != "next", message
+                except websockets.ConnectionClosed as closed:
+                    return closed.rcvd.code if closed.rcvd else None
+
+    for payload in ({}, {"authorization": "Bearer ss1.nope.nope.nope"},
+                    {"authorization": "Basic abc"}):
+        assert anyio.run(closed_with, payload) == 4403, payload
+    assert anyio.run(closed_with, None) in (4400, 4403)  # no payload: the protocol's 4400
+    early = {"id": "1", "type": "subscribe",
+             "payload": {"query": "subscription { workEvents { seq } }"}}
+    assert anyio.run(closed_with, None, early) in (4401, 4403, 4400)
