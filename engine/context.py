@@ -69,6 +69,13 @@ class StageContext:
                 logs.sink(self.work_id, self.path, self.attempt))
         return self._logger
 
+    @property
+    def store(self) -> Any:
+        """The store this work is kept in (an :class:`engine.store.SqlStore`, or None
+        when the runtime has none): for a pack's own tables, read and written by its
+        stages (each write its own short transaction, outside the work's events)."""
+        return self.services.store
+
     async def service(self, name: str) -> Any:
         """The work's instance of service ``name``, created on first use."""
         return await self.services.get(name)

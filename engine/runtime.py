@@ -621,7 +621,8 @@ class Runtime(Debugging):
                                    self._tokens.get(work_id, 0))
 
         runner = WorkRunner(plan, work_id, clock=self.clock,
-                            services=ServiceScope(self._services), worker=self.worker,
+                            services=ServiceScope(self._services, self.store),
+                            worker=self.worker,
                             dry_run=dry_run, on_event=self.on_event, sink=sink,
                             snapshot=snapshot, history=history, gate=self.gate,
                             logs=None if dry_run is not None else self.logs)

@@ -78,10 +78,13 @@ def dependency_order(depends_on: Mapping[str, Sequence[str]]) -> list[str]:
 
 
 class ServiceScope:
-    """The services of one work, created lazily and closed together."""
+    """The services of one work, created lazily and closed together; ``store`` is the
+    store the work is kept in (None without one), for a pack that keeps tables of its
+    own beside the works (a channel's state, a counter shared by every node)."""
 
-    def __init__(self, services: Mapping[str, Service]) -> None:
+    def __init__(self, services: Mapping[str, Service], store: Any = None) -> None:
         self._services = services
+        self.store = store
         self._values: dict[str, Any] = {}
         self._order: list[str] = []
         self._locks: dict[str, anyio.Lock] = {}

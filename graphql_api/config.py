@@ -34,6 +34,14 @@ Every setting, its section and its default::
                                    # sources, targets, keys and jobs, nested tables,
                                    # see workers.actions.backups.config; file only
 
+    [messaging]                    # the messaging pack (--app workers.actions.messaging:app):
+                                   # templates_dir, attempts, backoff, max_backoff, rate,
+                                   # burst, and nested tables of senders (smtp, twilio,
+                                   # telegram: endpoints, credentials), channels (email,
+                                   # sms, chat: senders used in turn, a rate limit) and
+                                   # inline templates; see workers.actions.messaging.config;
+                                   # file only
+
 An environment variable ``STEPSAGA_<SECTION>_<KEY>`` (``STEPSAGA_SERVE_PORT=9000``,
 ``STEPSAGA_STORE_URL=...``) overrides the file; a command-line flag overrides both.
 ``STEPSAGA_WORKER_WORKERS`` takes a comma-free list separated by spaces.
@@ -183,7 +191,15 @@ def _backups(value: dict[str, Any]) -> dict[str, Any]:
 
 # sections of nested tables a domain pack checks as a whole (from the file only); the
 # pack's app reads them from the settings it is given
-_PACKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"backups": _backups}
+def _messaging(value: dict[str, Any]) -> dict[str, Any]:
+    from workers.actions.messaging.config import parse
+
+    parse(value)  # a MessagingConfigError (a ValueError) naming the key
+    return value
+
+
+_PACKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"backups": _backups,
+                                                                "messaging": _messaging}
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     **{section: {key: default for key, (_, default) in keys.items()}

@@ -32,8 +32,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = ["audit", "catalog", "commands", "deletions", "events", "health_checks", "leases",
-           "lock_holders", "lock_waiters", "metadata", "rate_buckets", "sagas", "schedules",
-           "snapshots", "stage_runs", "worker_events", "workers", "works"]
+           "lock_holders", "lock_waiters", "messaging_channels", "metadata", "rate_buckets",
+           "sagas", "schedules", "snapshots", "stage_runs", "worker_events", "workers", "works"]
 
 metadata = sa.MetaData()
 
@@ -359,4 +359,18 @@ work_logs = sa.Table(  # what stage code logged through ctx.logger (engine.workl
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("node", sa.String(200)),  # the worker that ran the stage
     sa.Index("work_logs_work", "work_id", "position"),
+)
+
+messaging_channels = sa.Table(  # the messaging pack's channels (workers.actions.messaging)
+    "messaging_channels", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # email, sms, chat
+    sa.Column("senders", sa.Text, nullable=False),  # JSON list of [messaging.senders] names
+    sa.Column("state", sa.String(20), nullable=False),  # active, paused, deleted
+    # messages handed to a sender so far: +1 in one statement per message, so every node
+    # takes the next sender in turn (round robin across nodes)
+    sa.Column("turns", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("changed_by", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float(precision=53), nullable=False),
+    sa.Column("updated_at", sa.Float(precision=53), nullable=False),
 )
