@@ -165,7 +165,7 @@ def messaging_sagas(config: MessagingConfig, pack: MessagingPack | None = None
     """The pack's saga (see the module docstring) over ``config``."""
     pack = pack or MessagingPack(config)
     retry = RetryPolicy(attempts=config.attempts, wait=tenacity.wait_exponential_jitter(
-        initial=config.backoff, max=config.max_backoff, exp_base=2,
+        multiplier=config.backoff, max=config.max_backoff, exp_base=2,
         jitter=config.backoff / 2))
     return [Saga(
         name=SEND_SAGA, description="render a message from its template and send it over "
