@@ -64,12 +64,16 @@ async def ended(store: SqlStore, work_ids: list[str], seconds: float = 30.0
                          f"{ {w: r.get('status') for w, r in rows.items()} }")
 
 
-async def statuses_become(store: SqlStore, work_ids: list[str], status: str,
-                          seconds: float = 20.0) -> None:
+HELD = "hold/held[0]/resume"  # a held message's Wait for the channel's resumption
+
+
+async def held(store: SqlStore, work_ids: list[str], seconds: float = 20.0) -> None:
+    """Wait (bounded) until every work waits in its hold for the channel to resume."""
+    rows: list[dict[str, Any]] = []
     for _ in range(int(seconds / 0.05)):
         rows = [await store.work(w) or {} for w in work_ids]
-        if all(r.get("status") == status for r in rows):
+        if all(r.get("current_stage") == HELD for r in rows):
             return
         await anyio.sleep(0.05)
-    raise AssertionError(f"not all {status} after {seconds} s: "
-                         f"{[r.get('status') for r in rows]}")
+    raise AssertionError(f"not all held after {seconds} s: "
+                         f"{[(r.get('status'), r.get('current_stage')) for r in rows]}")

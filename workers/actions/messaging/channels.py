@@ -161,8 +161,11 @@ class Channels:
             raise ChannelError(f"kind: expected one of {', '.join(CHANNEL_KINDS)}, got "
                                f"{kind!r:.60}", field="kind")
         assert isinstance(kind, str)
-        names = senders_of(kind, list(senders) if isinstance(senders, list | tuple)
-                           else senders, self.config.senders, "senders", ChannelError)
+        try:
+            names = senders_of(kind, list(senders) if isinstance(senders, list | tuple)
+                               else senders, self.config.senders, "senders")
+        except MessagingConfigError as exc:
+            raise ChannelError(str(exc), field="senders") from None
         await self._seed()
         now = time.time()
 

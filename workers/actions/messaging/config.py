@@ -210,11 +210,13 @@ def _from_phone(value: str, where: str) -> str:
     return value
 
 
-def senders_of(kind: str, senders: Any, known: Mapping[str, SenderSpec], where: str,
-               error: type[ValueError] = MessagingConfigError) -> tuple[str, ...]:
+def senders_of(kind: str, senders: Any, known: Mapping[str, SenderSpec], where: str
+               ) -> tuple[str, ...]:
     """A channel's list of sender names checked against the configured senders: each
     known, of a provider for ``kind``, named once, at least one. The config's channels
-    and those the API creates are checked here alike."""
+    and those the API creates are checked here alike; a :class:`MessagingConfigError`
+    naming ``where``."""
+    error = MessagingConfigError
     if not isinstance(senders, list | tuple) or not senders:
         raise error(f"{where}: expected a list of one or more sender names, "
                     f"got {senders!r:.60}")
