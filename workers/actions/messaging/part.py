@@ -75,7 +75,9 @@ SendResult = Annotated[MessageQueued | NotFound | WrongState | InvalidInput | Co
 def _refused(exc: MessagingError) -> Errors:
     if isinstance(exc, ChannelError):
         return error_result(ApiError(exc.kind, str(exc), field=exc.field))
-    field = str(exc).split(":", 1)[0]
+    # the pack's messages start with the field at fault: "to: expected ...",
+    # "template 'x' (x.txt): 'name' is undefined ..."
+    field = str(exc).split(":", 1)[0].split(" ", 1)[0]
     return InvalidInput(message=str(exc), field=field if field.isidentifier() else None)
 
 
@@ -183,9 +185,10 @@ def messaging_part(pack: MessagingPack) -> ApiPart:
                              "queued for the worker nodes).")
         async def send_message(self, info: Info, channel: str, template: str, to: str,
                                context: JSON | None = None) -> SendResult:
-            try:
+            try:  # the check stage's rules, at once: a bad message is never queued
                 data = message(channel, template, to, cast(Any, context))
-                await pack.channels(service_of(info).store).get(channel)
+                found = await pack.channels(service_of(info).store).get(channel)
+                pack.render(found, data)
             except MessagingError as exc:
                 return _refused(exc)
             await require(info, "write", {"saga": SEND_SAGA, "input": data})
