@@ -152,20 +152,19 @@ class Channels:
                      by: str = "") -> Channel:
         """A new channel of ``kind`` (email, sms or chat) sending through ``senders``
         (names in ``[messaging.senders]`` of providers for that kind), active."""
+        field = "name"
         try:
-            check_name(name, "name")
-        except MessagingConfigError as exc:
-            raise ChannelError(str(exc), field="name") from None
-        assert isinstance(name, str)
-        if kind not in CHANNEL_KINDS:
-            raise ChannelError(f"kind: expected one of {', '.join(CHANNEL_KINDS)}, got "
-                               f"{kind!r:.60}", field="kind")
-        assert isinstance(kind, str)
-        try:
+            name = check_name(name, "name")
+            field = "kind"
+            if kind not in CHANNEL_KINDS:
+                raise MessagingConfigError(f"kind: expected one of {', '.join(CHANNEL_KINDS)}"
+                                           f", got {kind!r:.60}")
+            kind = str(kind)
+            field = "senders"
             names = senders_of(kind, list(senders) if isinstance(senders, list | tuple)
                                else senders, self.config.senders, "senders")
         except MessagingConfigError as exc:
-            raise ChannelError(str(exc), field="senders") from None
+            raise ChannelError(str(exc), field=field) from None
         await self._seed()
         now = time.time()
 
@@ -218,9 +217,8 @@ class Channels:
     async def purge(self, name: object, *, by: str = "") -> int:
         """Cancel every message queued for the channel; how many were told to."""
         channel = await self.find(name) if isinstance(name, str) else None
-        if channel is None:
-            await self.get(name, "name")  # the error naming it
-            raise AssertionError("unreachable")
+        if channel is None:  # a deleted one is purged still: what it had queued goes
+            channel = await self.get(name, "name")  # the error naming it
         cancelled = 0
         for message in await self.queued(channel.name):
             if await self._command(message["work_id"], Command(
@@ -259,6 +257,7 @@ class Channels:
 
         row = await self.store.transaction(take)
         if row is None:
-            await self.get(name)  # the error naming it
-            raise AssertionError("unreachable")
+            await self.get(name)  # raises, naming it
+            raise ChannelError(f"channel {name!r} was deleted", kind="not_found",
+                               field="channel")  # between the two reads
         return int(row.turns), self._shown(row)

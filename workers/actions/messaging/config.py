@@ -29,6 +29,7 @@ expected. The section, as TOML::
     from = "noreply@example.com"
     tls = "none"               # none | starttls | tls
     timeout = 30.0
+    connections = 1            # connections kept open to the server (a message each)
     # twilio: url = "https://api.twilio.com", account_sid, auth_token, from (+E.164),
     #         timeout
     # telegram: url = "https://api.telegram.org", token, timeout

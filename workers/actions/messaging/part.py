@@ -174,11 +174,11 @@ def messaging_part(pack: MessagingPack) -> ApiPart:
             await allowed(info, "admin", name)
             channels = pack.channels(service_of(info).store)
             try:
+                gone = await channels.get(name, "name")
                 cancelled = await channels.delete(name, by=actor(info, ""))
-                channel = await channels.find(name)
             except MessagingError as exc:
                 return _refused(exc)
-            assert channel is not None
+            channel = await channels.find(name) or gone
             return ChannelChanged(channel=await shown(info, channel), messages=cancelled)
 
         @strawberry.mutation(description="Send a message: its work id (messaging.send, "

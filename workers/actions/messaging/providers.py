@@ -9,7 +9,9 @@ provider's id for it, or raises :class:`SendError` (retryable or not).
 
 - ``smtp`` (email): SMTP through ``aiosmtplib``, plain text and, when the template
   has one, an HTML alternative; the Message-ID is made from the work's id, the same
-  on every attempt, so a receiver can tell a repeat.
+  on every attempt, so a receiver can tell a repeat. A sender opens up to
+  ``connections`` connections (one message at a time on each) and keeps one open
+  after a message only for the next message already waiting for it.
 - ``twilio`` (sms): the shape of Twilio's Messages resource: a form POST to
   ``{url}/2010-04-01/Accounts/{account_sid}/Messages.json`` with Basic auth,
   ``To``, ``From`` and ``Body``; 201 with the message's ``sid``.
@@ -29,6 +31,7 @@ from email.utils import make_msgid
 from typing import Any, ClassVar
 
 import aiosmtplib
+import anyio
 import httpx
 
 from .errors import MessageInputError, SendError
@@ -98,37 +101,84 @@ class Smtp(Provider):
     channel = "email"
     settings: ClassVar[Mapping[str, Any]] = {
         "host": "127.0.0.1", "port": 25, "username": "", "password": "", "from": "",
-        "tls": "none", "timeout": 30.0}
+        "tls": "none", "timeout": 30.0, "connections": 1}
     required = ("from",)
     choices: ClassVar[Mapping[str, tuple[str, ...]]] = {"tls": ("none", "starttls", "tls")}
 
-    async def send(self, message: Rendered) -> str:
+    def __init__(self, name: str, options: Mapping[str, Any]) -> None:
+        super().__init__(name, options)
+        # at most `connections` open at once; one is kept open after a message only for
+        # a message of this process already waiting for it (so an idle sender holds no
+        # connection, and nothing is left open when the process stops)
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._slots: anyio.Semaphore | None = None
+        self._waiting = 0
+
+    def mail(self, message: Rendered) -> EmailMessage:
+        """The message as MIME: text, and an HTML alternative when there is one."""
         o = self.options
         mail = EmailMessage()
         mail["From"], mail["To"], mail["Subject"] = o["from"], message.to, message.subject
         domain = o["from"].rpartition("@")[2] or "localhost"
-        msgid = f"<{message.key}@{domain}>" if message.key else make_msgid(domain=domain)
-        mail["Message-ID"] = msgid
+        mail["Message-ID"] = f"<{message.key}@{domain}>" if message.key else \
+            make_msgid(domain=domain)
         mail.set_content(message.text)
         if message.html:
             mail.add_alternative(message.html, subtype="html")
+        return mail
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        o = self.options
+        client = aiosmtplib.SMTP(hostname=o["host"], port=o["port"],
+                                 username=o["username"] or None,
+                                 password=o["password"] or None, timeout=o["timeout"],
+                                 use_tls=o["tls"] == "tls", start_tls=o["tls"] == "starttls")
+        await client.connect()
+        return client
+
+    async def send(self, message: Rendered) -> str:
+        mail = self.mail(message)
+        if self._slots is None:
+            self._slots = anyio.Semaphore(self.options["connections"])
+        self._waiting += 1
         try:
-            await aiosmtplib.send(mail, hostname=o["host"], port=o["port"],
-                                  username=o["username"] or None,
-                                  password=o["password"] or None,
-                                  use_tls=o["tls"] == "tls", start_tls=o["tls"] == "starttls",
-                                  timeout=o["timeout"])
-        except aiosmtplib.SMTPRecipientsRefused as exc:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            client = self._idle.pop() if self._idle else None
+            try:
+                try:
+                    if client is None or not client.is_connected:
+                        client = await self._connect()
+                    await client.send_message(mail)
+                except aiosmtplib.SMTPServerDisconnected:
+                    # a kept connection the server closed meanwhile: once more on a new one
+                    client = await self._connect()
+                    await client.send_message(mail)
+            except BaseException as exc:
+                if client is not None:
+                    client.close()
+                if isinstance(exc, aiosmtplib.SMTPException | OSError):
+                    raise self._error(exc, message) from None
+                raise
+            self._idle.append(client)
+            while len(self._idle) > self._waiting:
+                self._idle.pop(0).close()
+        finally:
+            self._slots.release()
+        return str(mail["Message-ID"])
+
+    def _error(self, exc: BaseException, message: Rendered) -> SendError:
+        o = self.options
+        if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
             codes = [r.code for r in exc.recipients]
-            raise self._refused(f"the server refused {message.to}: {exc}",
-                                retryable=all(400 <= c < 500 for c in codes)) from None
-        except aiosmtplib.SMTPResponseException as exc:
-            raise self._refused(f"the server answered {exc.code} {exc.message}",
-                                retryable=400 <= exc.code < 500) from None
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise self._refused(f"cannot reach {o['host']}:{o['port']}: {exc}",
-                                retryable=True) from None
-        return msgid
+            return self._refused(f"the server refused {message.to}: {exc}",
+                                 retryable=all(400 <= c < 500 for c in codes))
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            return self._refused(f"the server answered {exc.code} {exc.message}",
+                                 retryable=400 <= exc.code < 500)
+        return self._refused(f"cannot reach {o['host']}:{o['port']}: {exc}", retryable=True)
 
 
 async def _post(provider: Provider, url: str, *, seconds: float,
