@@ -168,3 +168,35 @@ async def test_bad_input_fails_at_once_and_sends_nothing(
     assert expected in json.loads(row["error"])["message"]
     assert runs["check"]["attempts"] == 1 and "deliver" not in runs  # never retried
     assert mail_server.mails == [] and providers.state.sms == []
+
+
+async def test_another_saga_sends_through_the_pack_and_a_repeat_sends_once(
+        providers: ProviderServer, tmp_path: Any) -> None:
+    from engine import Saga, SagaRef, Stage
+    from workers.actions.messaging import message
+    from workers.node import WorkerApp
+
+    async def confirm(ctx: Any, order: dict[str, Any]) -> dict[str, Any]:
+        return message("sms", "code", order["phone"], {"code": order["number"]})
+
+    pack = messaging_app(config=parse(config(http=providers)))
+    orders = Saga(name="orders.confirm", stages=[
+        Stage(name="compose", transaction=confirm),
+        SagaRef(name="notify", saga="messaging.send")])
+    app = WorkerApp.combine([pack, WorkerApp(sagas=[orders])])
+    async with SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/s.sqlite") as store:
+        async with nodes(app, store), Runtime(app.sagas, store=store) as rt:
+            work_id = await rt.start("orders.confirm", {"phone": "+441632960961",
+                                                        "number": 42}, run=False)
+            row = (await ended(store, [work_id]))[work_id]
+            # send_message with a work id derived from the caller's key: a repeat (after
+            # a crash) finds the first message instead of sending a second
+            first = await send_message(rt, "sms", "code", "+441632960961", {"code": 1},
+                                       work_id="msg-order-42")
+            again = await send_message(rt, "sms", "code", "+441632960961", {"code": 1},
+                                       work_id="msg-order-42")
+            assert first == again == "msg-order-42"
+            await ended(store, [first])
+    assert row["status"] == "completed", row
+    assert json.loads(row["output"])["sender"] == "sms0"
+    assert [m["body"] for m in providers.state.sms] == ["Your code: 42", "Your code: 1"]
