@@ -41,7 +41,8 @@ def test_a_good_section_is_read_with_its_defaults() -> None:
     cfg = parse(GOOD)
     assert cfg.senders["m"].options == {"host": "127.0.0.1", "port": 25, "username": "",
                                         "password": "", "from": "a@example.com",
-                                        "tls": "none", "timeout": 30.0, "connections": 1}
+                                        "tls": "none", "timeout": 30.0, "connections": 1,
+                                        "linger": 0.05}
     assert cfg.senders["s"].options["url"] == "https://api.twilio.com"
     assert (cfg.channels["email"].rate, cfg.channels["email"].burst) == (5.0, 2)
     assert set(cfg.rate_limits()) == {"messaging:email"}

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -69,18 +70,21 @@ class Channels:
         self.store = store
         self.config = config
         self._seeded = False
+        self._asking: dict[str, builtins.list[_Turn]] = {}  # channel -> turns asked
 
     # ------------------------------------------------------------ reading
 
     def _shown(self, row: Any) -> Channel:
-        spec = self.config.channels.get(row.name)
-        declared = spec is not None and row.state != "deleted"
-        return Channel(name=row.name, kind=spec.kind if declared and spec else row.kind,
+        row = row._mapping if hasattr(row, "_mapping") else row
+        spec = self.config.channels.get(row["name"])
+        declared = spec is not None and row["state"] != "deleted"
+        return Channel(name=row["name"],
+                       kind=spec.kind if declared and spec else row["kind"],
                        senders=spec.senders if declared and spec else
-                       tuple(json.loads(row.senders)),
-                       state=row.state, turns=int(row.turns), declared=declared,
-                       changed_by=row.changed_by, created_at=row.created_at,
-                       updated_at=row.updated_at)
+                       tuple(json.loads(row["senders"])),
+                       state=row["state"], turns=int(row["turns"]), declared=declared,
+                       changed_by=row["changed_by"], created_at=row["created_at"],
+                       updated_at=row["updated_at"])
 
     async def _seed(self) -> None:
         """The declared channels get their rows (once per process; kept when there)."""
@@ -107,16 +111,14 @@ class Channels:
         query = sa.select(table).order_by(table.c.name)
         if not deleted:
             query = query.where(table.c.state != "deleted")
-        async with self.store.reader.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        [rows] = await self.store.rows(query)
         return [self._shown(r) for r in rows]
 
     async def find(self, name: str) -> Channel | None:
         """The channel ``name`` (deleted or not), or None."""
         await self._seed()
-        async with self.store.reader.connect() as conn:
-            row = (await conn.execute(sa.select(table).where(table.c.name == name))).first()
-        return None if row is None else self._shown(row)
+        [rows] = await self.store.rows(sa.select(table).where(table.c.name == name))
+        return self._shown(rows[0]) if rows else None
 
     async def get(self, name: object, field: str = "channel") -> Channel:
         """The channel ``name``; a :class:`ChannelError` if there is none (or deleted)."""
@@ -137,7 +139,7 @@ class Channels:
         query = sa.select(works.c.work_id, works.c.status, works.c.input).where(
             works.c.saga == SEND_SAGA, works.c.status.not_in(_ENDED)).order_by(
             works.c.created_at, works.c.work_id)
-        async with self.store.reader.connect() as conn:
+        async with self.store.reader.connect() as conn:  # a scan: not on the event loop
             rows = (await conn.execute(query)).all()
         found = []
         for row in rows:
@@ -246,18 +248,63 @@ class Channels:
         return True
 
     async def take_turn(self, name: str) -> tuple[int, Channel]:
-        """One more message for channel ``name``: its number (1, 2, ...), in one
-        atomic statement whichever node asks, and the channel as it is."""
+        """One more message for channel ``name``: its number (1, 2, ...), unique across
+        every node, and the channel as it is.
+
+        The messages of this process that ask together share one statement, ``UPDATE
+        ... SET turns = turns + k ... RETURNING``, and take the k numbers it reserved in
+        the order they asked: atomic on SQLite and PostgreSQL alike, no number given
+        twice nor skipped, and one write however many ask at once (on SQLite a write
+        transaction each would queue on the write lock)."""
         await self._seed()
+        turn = _Turn()
+        waiting = self._asking.setdefault(name, [])
+        waiting.append(turn)
+        if len(waiting) == 1:  # nobody takes turns for this channel now: this one does
+            with anyio.CancelScope(shield=True):  # the others wait on it
+                while waiting:
+                    batch = waiting[:]
+                    await self._reserve(name, batch)
+                    del waiting[:len(batch)]
+                    for one in batch:
+                        one.done.set()
+                del self._asking[name]
+        else:
+            await turn.done.wait()
+        if turn.error is not None:
+            raise turn.error
+        assert turn.channel is not None
+        return turn.number, turn.channel
+
+    async def _reserve(self, name: str, batch: builtins.list[_Turn]) -> None:
         statement = (table.update().where(table.c.name == name, table.c.state != "deleted")
-                     .values(turns=table.c.turns + 1).returning(*table.c))
+                     .values(turns=table.c.turns + len(batch)).returning(*table.c))
 
         def take(conn: Connection) -> Any:
             return conn.execute(statement).first()
 
-        row = await self.store.transaction(take)
-        if row is None:
-            await self.get(name)  # raises, naming it
-            raise ChannelError(f"channel {name!r} was deleted", kind="not_found",
-                               field="channel")  # between the two reads
-        return int(row.turns), self._shown(row)
+        try:
+            row = await self.store.transaction(take)
+            if row is None:
+                await self.get(name)  # raises, naming it
+                raise ChannelError(f"channel {name!r} was deleted", kind="not_found",
+                                   field="channel")  # between the two reads
+        except Exception as exc:
+            for one in batch:
+                one.error = exc
+            return
+        channel, last = self._shown(row), int(row.turns)
+        for i, one in enumerate(batch):
+            one.number, one.channel = last - len(batch) + 1 + i, channel
+
+
+class _Turn:
+    """One message asking for its turn (see :meth:`Channels.take_turn`)."""
+
+    __slots__ = ("channel", "done", "error", "number")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.number = 0
+        self.channel: Channel | None = None
+        self.error: Exception | None = None

@@ -29,7 +29,8 @@ expected. The section, as TOML::
     from = "noreply@example.com"
     tls = "none"               # none | starttls | tls
     timeout = 30.0
-    connections = 1            # connections kept open to the server (a message each)
+    connections = 1            # connections to the server at once (a message on each)
+    linger = 0.05              # seconds a connection stays open for a next message
     # twilio: url = "https://api.twilio.com", account_sid, auth_token, from (+E.164),
     #         timeout
     # telegram: url = "https://api.telegram.org", token, timeout
@@ -190,8 +191,9 @@ def _sender(name: str, value: Any) -> SenderSpec:
                                            f"{', '.join(allowed)}, got {options[key]!r:.60}")
         elif isinstance(default, int):
             options[key] = _number(data, key, where, default, low=1, whole=True)
-        else:
-            options[key] = _number(data, key, where, default, low=0.001)
+        else:  # seconds: a timeout must be some
+            options[key] = _number(data, key, where, default,
+                                   low=0.001 if key == "timeout" else 0.0)
     _done(data, where, ", ".join(["kind", *provider.settings]))
     for key in provider.required:
         if not options[key]:

@@ -11,7 +11,8 @@ provider's id for it, or raises :class:`SendError` (retryable or not).
   has one, an HTML alternative; the Message-ID is made from the work's id, the same
   on every attempt, so a receiver can tell a repeat. A sender opens up to
   ``connections`` connections (one message at a time on each) and keeps one open
-  after a message only for the next message already waiting for it.
+  after a message only for a message waiting for it, or coming within ``linger``
+  seconds (so an idle sender holds no connection).
 - ``twilio`` (sms): the shape of Twilio's Messages resource: a form POST to
   ``{url}/2010-04-01/Accounts/{account_sid}/Messages.json`` with Basic auth,
   ``To``, ``From`` and ``Body``; 201 with the message's ``sid``.
@@ -101,7 +102,7 @@ class Smtp(Provider):
     channel = "email"
     settings: ClassVar[Mapping[str, Any]] = {
         "host": "127.0.0.1", "port": 25, "username": "", "password": "", "from": "",
-        "tls": "none", "timeout": 30.0, "connections": 1}
+        "tls": "none", "timeout": 30.0, "connections": 1, "linger": 0.05}
     required = ("from",)
     choices: ClassVar[Mapping[str, tuple[str, ...]]] = {"tls": ("none", "starttls", "tls")}
 
@@ -113,6 +114,7 @@ class Smtp(Provider):
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots: anyio.Semaphore | None = None
         self._waiting = 0
+        self._arrived: anyio.Event | None = None  # set when a message comes to wait
 
     def mail(self, message: Rendered) -> EmailMessage:
         """The message as MIME: text, and an HTML alternative when there is one."""
@@ -141,6 +143,8 @@ class Smtp(Provider):
         if self._slots is None:
             self._slots = anyio.Semaphore(self.options["connections"])
         self._waiting += 1
+        if self._arrived is not None:
+            self._arrived.set()
         try:
             await self._slots.acquire()
         finally:
@@ -163,6 +167,12 @@ class Smtp(Provider):
                     raise self._error(exc, message) from None
                 raise
             self._idle.append(client)
+            if not self._waiting and self.options["linger"] > 0:
+                # a message may be on its way: the connection waits a moment for it
+                self._arrived = anyio.Event()
+                with anyio.move_on_after(self.options["linger"]):
+                    await self._arrived.wait()
+                self._arrived = None
             while len(self._idle) > self._waiting:
                 self._idle.pop(0).close()
         finally:

@@ -35,6 +35,7 @@ from engine import (
     RetryPolicy,
     Runtime,
     Saga,
+    Sleep,
     Stage,
     StageContext,
     Wait,
@@ -121,14 +122,15 @@ class MessagingPack:
         checked = _message(data)
         channel = await self.channels(ctx.store).get(checked["channel"])
         self.render(channel, checked)
-        return checked
+        # the channel's state as read now: hold's choice (deliver reads the message only)
+        return {**checked, "paused": channel.state == "paused"}
 
     async def choose(self, ctx: StageContext, data: Any) -> str:
-        channel = await self.channels(ctx.store).find(data["channel"])
-        return "held" if channel is not None and channel.state == "paused" else "open"
+        return "held" if data.get("paused") else "open"
 
     async def resumed(self, ctx: StageContext, output: Any) -> bool:
-        return await self.choose(ctx, _message(output)) == "open"
+        channel = await self.channels(ctx.store).find(_message(output)["channel"])
+        return channel is None or channel.state != "paused"
 
     async def deliver(self, ctx: StageContext, data: Any) -> dict[str, Any]:
         checked = _message(data)
@@ -156,9 +158,6 @@ class MessagingPack:
             f"{f['sender']}: {f['error']}" for f in failures),
             retryable=any(f["retryable"] for f in failures))
 
-    async def passed(self, ctx: StageContext, data: Any) -> Any:
-        return data
-
 
 def messaging_sagas(config: MessagingConfig, pack: MessagingPack | None = None
                     ) -> list[Saga]:
@@ -172,7 +171,7 @@ def messaging_sagas(config: MessagingConfig, pack: MessagingPack | None = None
         "a channel, each sender in turn", input_schema=_INPUT_SCHEMA, stages=[
             Stage(name="check", transaction=pack.check),
             Branch(name="hold", choose=pack.choose, cases=[
-                Stage(name="open", transaction=pack.passed),
+                Sleep(name="open", seconds=0),  # no call: the message passes through
                 Loop(name="held", until=pack.resumed, max_iterations=_HOLD_ROUNDS,
                      body=Wait(name="resume", signal=RESUME_SIGNAL)),
             ]),
