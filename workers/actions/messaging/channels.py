@@ -75,7 +75,7 @@ class Channels:
     # ------------------------------------------------------------ reading
 
     def _shown(self, row: Any) -> Channel:
-        row = row._mapping if hasattr(row, "_mapping") else row
+        row = getattr(row, "_mapping", row)  # a Row of RETURNING, or a mapping of rows()
         spec = self.config.channels.get(row["name"])
         declared = spec is not None and row["state"] != "deleted"
         return Channel(name=row["name"],
@@ -136,17 +136,17 @@ class Channels:
 
     async def queued(self, name: str) -> builtins.list[dict[str, Any]]:
         """The messages of channel ``name`` not ended yet: work id, status and input."""
+        if self.store.dialect == "postgresql":
+            channel = sa.cast(works.c.input, postgresql.JSONB)["channel"].astext
+        else:
+            channel = sa.func.json_extract(works.c.input, "$.channel")
         query = sa.select(works.c.work_id, works.c.status, works.c.input).where(
-            works.c.saga == SEND_SAGA, works.c.status.not_in(_ENDED)).order_by(
-            works.c.created_at, works.c.work_id)
+            works.c.saga == SEND_SAGA, works.c.status.not_in(_ENDED),
+            channel == name).order_by(works.c.created_at, works.c.work_id)
         async with self.store.reader.connect() as conn:  # a scan: not on the event loop
             rows = (await conn.execute(query)).all()
-        found = []
-        for row in rows:
-            data = json.loads(row.input) if row.input else None
-            if isinstance(data, dict) and data.get("channel") == name:
-                found.append({"work_id": row.work_id, "status": row.status, "input": data})
-        return found
+        return [{"work_id": row.work_id, "status": row.status, "input": json.loads(row.input)}
+                for row in rows]
 
     # ------------------------------------------------------------ changing
 

@@ -166,7 +166,11 @@ def messaging_sagas(config: MessagingConfig, pack: MessagingPack | None = None
     retry = RetryPolicy(attempts=config.attempts, wait=tenacity.wait_exponential_jitter(
         multiplier=config.backoff, max=config.max_backoff, exp_base=2,
         jitter=config.backoff / 2))
+    # the retry policy comes from the config, so the definition's hash changes with
+    # it; the stages stay the same, so a node goes on with the messages created under
+    # any config (as the backups pack's sagas do)
     return [Saga(
+        version=1, continues=(1,),
         name=SEND_SAGA, description="render a message from its template and send it over "
         "a channel, each sender in turn", input_schema=_INPUT_SCHEMA, stages=[
             Stage(name="check", transaction=pack.check),
