@@ -72,7 +72,8 @@ async def test_an_email_from_its_template_reaches_the_smtp_server(
 
 async def test_three_senders_take_the_messages_in_turn_across_two_nodes(
         providers: ProviderServer, store_url: str) -> None:
-    app = messaging_app(config=parse(config(http=providers)))
+    cfg = parse(config(http=providers))
+    app = messaging_app(config=cfg)
     count = 12
     async with SqlStore.open(store_url) as store, SqlStore.open(store_url) as other:
         async with Runtime(app.sagas, store=store) as rt:  # queued before a node runs
@@ -81,7 +82,7 @@ async def test_three_senders_take_the_messages_in_turn_across_two_nodes(
         async with nodes(app, store, concurrency=2), nodes(app, other, concurrency=2,
                                                                 name="other"):
             rows = await ended(store, ids)
-            channel = await Channels(store, app_config(app)).get("sms")
+            channel = await Channels(store, cfg).get("sms")
     assert {r["status"] for r in rows.values()} == {"completed"}
     # one message to each sender after the other: exactly a third each
     assert Counter(m["account_sid"] for m in providers.state.sms) == {
@@ -99,11 +100,6 @@ async def test_three_senders_take_the_messages_in_turn_across_two_nodes(
 async def _events(url: str, work_id: str) -> list[Any]:
     async with SqlStore.open(url) as store:
         return list(await store.read(work_id))
-
-
-def app_config(app: Any) -> Any:
-    """The config an app's saga was built with (its stages are the pack's methods)."""
-    return app.sagas[0].stages[0].transaction.__self__.config
 
 
 async def test_a_failing_sender_hands_its_messages_to_the_next(
@@ -200,3 +196,17 @@ async def test_another_saga_sends_through_the_pack_and_a_repeat_sends_once(
     assert row["status"] == "completed", row
     assert json.loads(row["output"])["sender"] == "sms0"
     assert [m["body"] for m in providers.state.sms] == ["Your code: 42", "Your code: 1"]
+
+
+async def test_a_message_queued_under_one_config_is_sent_by_a_node_of_another(
+        providers: ProviderServer, tmp_path: Any) -> None:
+    before = messaging_app(config=parse(config(http=providers, attempts=2)))
+    after = messaging_app(config=parse(config(http=providers, attempts=5, backoff=0.02)))
+    assert before.sagas[0] is not after.sagas[0]
+    async with SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/s.sqlite") as store:
+        async with Runtime(before.sagas, store=store) as rt:
+            work_id = await send_message(rt, "sms", "code", "+441632960961", {"code": 3})
+        async with nodes(after, store):
+            row = (await ended(store, [work_id]))[work_id]
+    assert row["status"] == "completed"
+    assert [m["body"] for m in providers.state.sms] == ["Your code: 3"]
