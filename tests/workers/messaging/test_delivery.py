@@ -7,7 +7,12 @@ is sent again once they are back; bad input fails at once with nothing sent."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +23,8 @@ from workers.actions.messaging import Channels, messaging_app, parse, retry_mess
 
 from .conftest import ended, nodes
 from .servers import MailServer, ProviderServer
+
+ROOT = Path(__file__).resolve().parents[3]
 
 TEMPLATES = {"welcome": {"subject": "Welcome, {{ name }}",
                          "text": "Hello {{ name }}, your code is {{ code }}.",
@@ -70,20 +77,62 @@ async def test_an_email_from_its_template_reaches_the_smtp_server(
     assert html.get_content().strip() == "<p>Hello <b>&lt;Ada&gt;</b></p>"  # autoescaped
 
 
-async def test_three_senders_take_the_messages_in_turn_across_two_nodes(
-        providers: ProviderServer, store_url: str) -> None:
-    cfg = parse(config(http=providers))
+def toml(section: dict[str, Any]) -> str:
+    """A [messaging] section as a config file holds it."""
+    lines = ["[messaging]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in section.items() if not isinstance(v, dict)]
+    for part in ("senders", "channels", "templates"):
+        for name, table in section[part].items():
+            lines.append(f"[messaging.{part}.{name}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+class WorkerProcess:
+    """``stepsaga worker --app workers.actions.messaging:app --config ...``."""
+
+    def __init__(self, url: str, config: Path, name: str) -> None:
+        self.name = name
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "graphql_api.cli", "worker", "--store", url,
+             "--config", str(config), "--app", "workers.actions.messaging:app",
+             "--worker", "main=2", "--drain-deadline", "5", "--node-id", name],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def ready(self) -> None:
+        assert self.process.stdout is not None
+        if not self.process.stdout.readline():  # one line once registered
+            raise AssertionError(f"{self.name} died: {self.process.communicate()[1]}")
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.communicate(timeout=60)[1]
+
+
+async def test_three_senders_take_the_messages_in_turn_across_two_worker_processes(
+        providers: ProviderServer, store_url: str, tmp_path: Path) -> None:
+    section = config(http=providers)
+    cfg = parse(section)
+    file = tmp_path / "stepsaga.toml"
+    file.write_text(toml(section))
     app = messaging_app(config=cfg)
-    count = 12
-    async with SqlStore.open(store_url) as store, SqlStore.open(store_url) as other:
-        async with Runtime(app.sagas, store=store) as rt:  # queued before a node runs
-            ids = [await send_message(rt, "sms", "code", "+441632960961", {"code": i})
-                   for i in range(count)]
-        async with nodes(app, store, concurrency=2), nodes(app, other, concurrency=2,
-                                                                name="other"):
-            rows = await ended(store, ids)
+    count = 30
+    async with SqlStore.open(store_url) as store:  # the schema, before the nodes start
+        nodes_ = [WorkerProcess(store_url, file, f"node{i}") for i in range(2)]
+        try:
+            for node in nodes_:
+                node.ready()
+            async with Runtime(app.sagas, store=store) as rt:
+                ids = [await send_message(rt, "sms", "code", "+441632960961", {"code": i})
+                       for i in range(count)]
+            rows = await ended(store, ids, 60)
             channel = await Channels(store, cfg).get("sms")
-    assert {r["status"] for r in rows.values()} == {"completed"}
+            events = {w: await store.read(w) for w in ids}
+        finally:
+            errors = [node.stop() for node in nodes_]
+    assert {r["status"] for r in rows.values()} == {"completed"}, errors
     # one message to each sender after the other: exactly a third each
     assert Counter(m["account_sid"] for m in providers.state.sms) == {
         "AC0": count // 3, "AC1": count // 3, "AC2": count // 3}
@@ -91,15 +140,10 @@ async def test_three_senders_take_the_messages_in_turn_across_two_nodes(
     assert turns == list(range(1, count + 1)) and channel.turns == count
     assert sorted(m["body"] for m in providers.state.sms) == sorted(
         f"Your code: {i}" for i in range(count))
-    # both nodes delivered some
-    workers = {e.worker.split("/")[0] for w in ids for e in await _events(store_url, w)
-               if e.event.path == "deliver" and e.worker}
-    assert workers == {"node0", "other0"}
-
-
-async def _events(url: str, work_id: str) -> list[Any]:
-    async with SqlStore.open(url) as store:
-        return list(await store.read(work_id))
+    # both processes delivered some
+    delivered_by = {e.worker.split("/")[0] for stream in events.values() for e in stream
+                    if e.event.path == "deliver" and e.worker}
+    assert delivered_by == {"node0", "node1"}
 
 
 async def test_a_failing_sender_hands_its_messages_to_the_next(
