@@ -172,3 +172,11 @@ async def test_channels_and_messages_through_the_api(
         "messagingChannels"]] == ["sms"]
     assert ask(create, n="alerts", k="sms", s=["sms0"])["createMessagingChannel"][
         "state"] == "active"
+
+    # the operators' actions on channels are in the audit log, with the reason given
+    log = ask("{ auditLog { entries { action target reason } } }")["auditLog"]["entries"]
+    done = [(e["action"], e["target"]) for e in log]
+    assert ("pauseMessagingChannel", "alerts") in done
+    assert ("purgeMessagingChannel", "alerts") in done
+    assert ("deleteMessagingChannel", "alerts") in done
+    assert {"action": "pauseMessagingChannel", "target": "alerts", "reason": "test"} in log
