@@ -122,7 +122,8 @@ def messaging_part(pack: MessagingPack) -> ApiPart:
         @strawberry.mutation(description="A new channel of kind email, sms or chat sending "
                              "through senders of [messaging.senders], used in turn.")
         async def create_messaging_channel(self, info: Info, name: str, kind: str,
-                                           senders: list[str]) -> ChannelResult:
+                                           senders: list[str], reason: str = ""
+                                           ) -> ChannelResult:
             await allowed(info, "admin", name)
             try:
                 made = await pack.channels(service_of(info).store).create(
