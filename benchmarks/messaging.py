@@ -12,7 +12,9 @@ program, in the same run, to the same loopback SMTP server.
 - ``signup`` (``signup.ratio_vs_argon2``) belongs to the users pack and is not
   measured here.
 
-``--quick``: 300 messages (well under five minutes here).
+Each of ``--rounds`` (3) runs the plain program then stepsaga; the medians are
+compared (this machine's load varies from one second to the next). ``--quick``: 300
+messages a round (well under five minutes here).
 
     python benchmarks/messaging.py --quick
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -184,39 +187,50 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32,
                         help="works the stepsaga node runs at once")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="plain and stepsaga runs, alternated; the medians compared")
     parser.add_argument("--quick", action="store_true", help="300 messages")
     args = parser.parse_args()
     if args.quick:
         args.messages = 300
     server = SmtpServer()
     work = Path(tempfile.mkdtemp(prefix="messaging-bench-"))
+    plain_rates: list[float] = []
+    our_rates: list[float] = []
+    created: list[float] = []
     try:
-        plain_seconds = anyio.run(plain, server.port, args.senders, args.messages)
-        after_plain = server.accepted()
-        ours = anyio.run(through_stepsaga, server.port, args.senders, args.messages,
-                         args.concurrency, work / "store.sqlite")
-        after_ours = server.accepted() - after_plain
+        for round_ in range(args.rounds):
+            before = server.accepted()
+            plain_seconds = anyio.run(plain, server.port, args.senders, args.messages)
+            after_plain = server.accepted() - before
+            ours = anyio.run(through_stepsaga, server.port, args.senders, args.messages,
+                             args.concurrency, work / f"store{round_}.sqlite")
+            after_ours = server.accepted() - before - after_plain
+            if after_plain != args.messages or after_ours != args.messages or \
+                    ours["statuses"] != {"completed": args.messages}:
+                raise SystemExit(f"not every message arrived: plain {after_plain}, "
+                                 f"stepsaga {after_ours}, works {ours['statuses']}")
+            plain_rates.append(args.messages / plain_seconds)
+            our_rates.append(args.messages / ours["seconds"])
+            created.append(ours["created_seconds"])
     finally:
         server.stop()
         for path in work.iterdir():
             path.unlink()
         work.rmdir()
-    if after_plain != args.messages or after_ours != args.messages or \
-            ours["statuses"] != {"completed": args.messages}:
-        raise SystemExit(f"not every message arrived: plain {after_plain}, stepsaga "
-                         f"{after_ours}, works {ours['statuses']}")
-    plain_rate = args.messages / plain_seconds
-    our_rate = args.messages / ours["seconds"]
+    plain_rate, our_rate = statistics.median(plain_rates), statistics.median(our_rates)
     print(json.dumps({
         "parameters": {"messages": args.messages, "senders": args.senders,
-                       "concurrency": args.concurrency, "quick": args.quick,
-                       "store": "sqlite", "cpus": os.cpu_count()},
+                       "concurrency": args.concurrency, "rounds": args.rounds,
+                       "quick": args.quick, "store": "sqlite", "cpus": os.cpu_count()},
         "email": {"plain_per_second": round(plain_rate, 1),
                   "stepsaga_per_second": round(our_rate, 1),
-                  "stepsaga_seconds": round(ours["seconds"], 3),
-                  "stepsaga_created_seconds": round(ours["created_seconds"], 3),
+                  "plain_rounds": [round(r, 1) for r in plain_rates],
+                  "stepsaga_rounds": [round(r, 1) for r in our_rates],
+                  "stepsaga_created_seconds": round(statistics.median(created), 3),
                   "ratio_vs_plain": round(our_rate / plain_rate, 3),
-                  "goal_ratio": GOAL_RATIO},
+                  "goal_ratio": GOAL_RATIO,
+                  "goal_met": our_rate / plain_rate >= GOAL_RATIO},
         "signup": {"ratio_vs_argon2": None, "note": "measured with the users pack"},
     }))
 
