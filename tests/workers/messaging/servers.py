@@ -35,6 +35,7 @@ class Mail:
     to: list[str]
     message: EmailMessage
     at: float
+    peer: Any = None  # the client's (host, port): one per connection
 
 
 class MailServer:
@@ -55,7 +56,8 @@ class MailServer:
         parsed = message_from_bytes(envelope.content, policy=policy.default)
         with self.lock:
             self.mails.append(Mail(mail_from=envelope.mail_from, to=list(envelope.rcpt_tos),
-                                   message=parsed, at=time.monotonic()))  # type: ignore[arg-type]
+                                   message=parsed, at=time.monotonic(),  # type: ignore[arg-type]
+                                   peer=session.peer))
         return "250 Message accepted for delivery"
 
     def start(self) -> MailServer:

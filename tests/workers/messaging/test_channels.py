@@ -150,3 +150,21 @@ async def test_an_smtp_sender_that_refuses_hands_over_and_a_permanent_refusal_is
             runs = {r["path"]: r for r in await store.stage_runs(last)}
     assert row["status"] == "failed" and runs["deliver"]["attempts"] == 1
     assert "550" in json.loads(row["error"])["message"]
+
+
+async def test_an_smtp_sender_keeps_its_connection_for_the_messages_waiting(
+        mail_server: MailServer, tmp_path: Any) -> None:
+    section = config(mail_server)
+    section["channels"]["email"]["senders"] = ["mail0"]
+    app = messaging_app(config=parse(section))
+    async with SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/s.sqlite") as store:
+        async with Runtime(app.sagas, store=store) as rt:
+            ids = [await send_message(rt, "email", "welcome", f"u{i}@example.com",
+                                      {"name": "U", "code": i}) for i in range(8)]
+        async with nodes(app, store, concurrency=8):
+            rows = await ended(store, ids)
+    assert {r["status"] for r in rows.values()} == {"completed"}
+    assert sorted(m.to[0] for m in mail_server.mails) == sorted(
+        f"u{i}@example.com" for i in range(8))
+    # one connection at a time (connections = 1), handed from message to message
+    assert len({m.peer for m in mail_server.mails}) < 8

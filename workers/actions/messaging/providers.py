@@ -98,6 +98,8 @@ def _retryable_status(status: int) -> bool:
 
 
 class Smtp(Provider):
+    """Email over SMTP (see the module docstring)."""
+
     kind = "smtp"
     channel = "email"
     settings: ClassVar[Mapping[str, Any]] = {
@@ -169,13 +171,14 @@ class Smtp(Provider):
             self._idle.append(client)
             if not self._waiting and self.options["linger"] > 0:
                 # a message may be on its way: the connection waits a moment for it
-                self._arrived = anyio.Event()
+                arrived = self._arrived = anyio.Event()
                 with anyio.move_on_after(self.options["linger"]):
-                    await self._arrived.wait()
-                self._arrived = None
-            while len(self._idle) > self._waiting:
-                self._idle.pop(0).close()
+                    await arrived.wait()
+                if self._arrived is arrived:
+                    self._arrived = None
         finally:
+            while len(self._idle) > self._waiting:  # none kept that nobody waits for
+                self._idle.pop(0).close()
             self._slots.release()
         return str(mail["Message-ID"])
 
@@ -211,6 +214,8 @@ async def _post(provider: Provider, url: str, *, seconds: float,
 
 
 class Twilio(Provider):
+    """SMS through an HTTP API in the shape of Twilio's Messages resource."""
+
     kind = "twilio"
     channel = "sms"
     settings: ClassVar[Mapping[str, Any]] = {
@@ -236,6 +241,8 @@ class Twilio(Provider):
 
 
 class Telegram(Provider):
+    """Chat through a bot API in the shape of Telegram's ``sendMessage``."""
+
     kind = "telegram"
     channel = "chat"
     settings: ClassVar[Mapping[str, Any]] = {
