@@ -19,6 +19,7 @@ from .errors import (
     MessagingError,
     SendError,
 )
+from .hooks import notifier
 from .providers import PROVIDERS, Provider, Rendered, Smtp, Telegram, Twilio
 from .sagas import MessagingPack, message, messaging_sagas, retry_message, send_message
 from .templates import Templates
@@ -27,5 +28,5 @@ __all__ = ["PROVIDERS", "RESUME_SIGNAL", "SEND_SAGA", "Channel", "ChannelError",
            "ChannelSpec", "Channels", "MessageInputError", "MessagingConfig",
            "MessagingConfigError", "MessagingError", "MessagingPack", "Provider", "Rendered",
            "SendError", "SenderSpec", "Smtp", "Telegram", "TemplateSpec", "Templates",
-           "Twilio", "app", "message", "messaging_app", "messaging_sagas", "parse",
+           "Twilio", "app", "message", "messaging_app", "messaging_sagas", "notifier", "parse",
            "retry_message", "send_message"]
