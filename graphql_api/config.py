@@ -56,6 +56,14 @@ Every setting, its section and its default::
                                    # or digital), stock; every setting documented in
                                    # workers.actions.orders.config; file only
 
+    [messaging]                    # the messaging pack (--app workers.actions.messaging:app):
+                                   # templates_dir, attempts, backoff, max_backoff, rate,
+                                   # burst, and nested tables of senders (smtp, twilio,
+                                   # telegram: endpoints, credentials), channels (email,
+                                   # sms, chat: senders used in turn, a rate limit) and
+                                   # inline templates; see workers.actions.messaging.config;
+                                   # file only
+
 An environment variable ``STEPSAGA_<SECTION>_<KEY>`` (``STEPSAGA_SERVE_PORT=9000``,
 ``STEPSAGA_STORE_URL=...``) overrides the file; a command-line flag overrides both.
 ``STEPSAGA_WORKER_WORKERS`` takes a comma-free list separated by spaces.
@@ -226,11 +234,19 @@ def _orders(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def _messaging(value: dict[str, Any]) -> dict[str, Any]:
+    from workers.actions.messaging.config import parse
+
+    parse(value)  # a MessagingConfigError (a ValueError) naming the key
+    return value
+
+
 # sections of nested tables checked as a whole (from the file only): a domain pack's (its
 # app reads them from the settings it is given) and the API clients' limits
 _PACKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"backups": _backups,
                                                                   "limits": _limits,
-                                                                  "orders": _orders}
+                                                                  "orders": _orders,
+                                                                  "messaging": _messaging}
 # the plain keys of those sections, with their defaults (the nested tables have none)
 _PACK_DEFAULTS: dict[str, dict[str, Any]] = {"limits": {"file": "", "reload": 1.0}}
 

@@ -36,10 +36,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = ["audit", "catalog", "commands", "deletions", "events", "health_checks", "leases",
-           "lock_holders", "lock_waiters", "metadata", "order_cart_lines", "order_carts",
-           "order_keys", "order_refunds", "order_reservations", "order_stock", "orders",
-           "quota_charges", "rate_buckets", "sagas", "schedules", "snapshots", "stage_runs",
-           "worker_events", "workers", "works"]
+           "lock_holders", "lock_waiters", "messaging_channels", "metadata",
+           "order_cart_lines", "order_carts", "order_keys", "order_refunds",
+           "order_reservations", "order_stock", "orders", "quota_charges", "rate_buckets",
+           "sagas", "schedules", "snapshots", "stage_runs", "worker_events", "workers",
+           "works"]
 
 metadata = sa.MetaData()
 
@@ -454,4 +455,18 @@ order_refunds = sa.Table(
     sa.Column("created_at", sa.Float(precision=53), nullable=False),
     sa.Column("updated_at", sa.Float(precision=53), nullable=False),
     sa.Index("order_refunds_order", "order_id"),
+)
+
+messaging_channels = sa.Table(  # the messaging pack's channels (workers.actions.messaging)
+    "messaging_channels", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # email, sms, chat
+    sa.Column("senders", sa.Text, nullable=False),  # JSON list of [messaging.senders] names
+    sa.Column("state", sa.String(20), nullable=False),  # active, paused, deleted
+    # messages handed to a sender so far: +1 in one statement per message, so every node
+    # takes the next sender in turn (round robin across nodes)
+    sa.Column("turns", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("changed_by", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float(precision=53), nullable=False),
+    sa.Column("updated_at", sa.Float(precision=53), nullable=False),
 )

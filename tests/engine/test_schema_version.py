@@ -41,6 +41,7 @@ async def test_an_older_schema_is_brought_up_to_date(tmp_path: Path) -> None:
             for table in ("order_refunds", "order_reservations", "orders",
                           "order_cart_lines", "order_carts", "order_keys", "order_stock"):
                 await conn.exec_driver_sql(f"DROP TABLE {table}")
+            await conn.exec_driver_sql("DROP TABLE messaging_channels")
             await conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0013'")
     async with SqlStore.open(url) as store:
         assert await schema_revision(store) == head_revision()

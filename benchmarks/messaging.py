@@ -1,0 +1,239 @@
+"""Messaging: emails delivered per second through stepsaga against a plain aiosmtplib
+program, in the same run, to the same loopback SMTP server.
+
+- ``email``: ``--messages`` emails rendered from the same Jinja2 template (text and
+  HTML) to an aiosmtpd server in a process of its own. stepsaga: a worker node on a
+  SQLite store (every message a durable work: created, checked, delivered, each step
+  committed) with a channel of ``--senders`` SMTP senders, one connection each, the
+  messages created while the node runs; the time runs from the first creation to the
+  last completion. The plain program: ``--senders`` tasks, each with one aiosmtplib
+  connection, rendering and sending its share. ``ratio_vs_plain``: stepsaga's rate
+  over the plain one's (the goal: at least 0.5).
+- ``signup`` (``signup.ratio_vs_argon2``) belongs to the users pack and is not
+  measured here.
+
+Each of ``--rounds`` (3) runs the plain program then stepsaga; the medians are
+compared (this machine's load varies from one second to the next). ``--quick``: 300
+messages a round (well under five minutes here).
+
+    python benchmarks/messaging.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+GOAL_RATIO = 0.5
+TEMPLATE = {"subject": "Your order {{ number }}",
+            "text": "Hello {{ name }},\n\nyour order {{ number }} is on its way.\n",
+            "html": "<p>Hello <b>{{ name }}</b>, your order {{ number }} is on its way.</p>"}
+
+SERVER = """
+import sys, threading
+from aiosmtpd.controller import Controller
+
+class Count:
+    def __init__(self):
+        self.n = 0
+        self.lock = threading.Lock()
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.n += 1
+        return "250 OK"
+
+port = int(sys.argv[1])
+handler = Count()
+controller = Controller(handler, hostname="127.0.0.1", port=port)
+controller.start()
+print("ready", flush=True)
+for line in sys.stdin:
+    print(handler.n, flush=True)
+controller.stop()
+"""
+
+
+class SmtpServer:
+    """aiosmtpd in a process of its own, counting what it accepted."""
+
+    def __init__(self) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.process = subprocess.Popen([sys.executable, "-c", SERVER, str(self.port)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True)
+        assert self.process.stdout is not None and self.process.stdin is not None
+        if self.process.stdout.readline().strip() != "ready":
+            raise SystemExit("the SMTP server did not start")
+
+    def accepted(self) -> int:
+        assert self.process.stdout is not None and self.process.stdin is not None
+        self.process.stdin.write("?\n")
+        self.process.stdin.flush()
+        return int(self.process.stdout.readline())
+
+    def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(30)
+
+
+def section(port: int, senders: int, connections: int = 1) -> dict[str, Any]:
+    return {"templates": {"order": TEMPLATE}, "attempts": 3, "backoff": 0.05,
+            "senders": {f"mail{i}": {"kind": "smtp", "port": port, "connections": connections,
+                                     "from": f"shop{i}@example.com"}
+                        for i in range(senders)},
+            "channels": {"email": {"kind": "email",
+                                   "senders": [f"mail{i}" for i in range(senders)]}}}
+
+
+async def plain(port: int, senders: int, messages: int) -> float:
+    """``senders`` connections, each sending its share in turn; the seconds it took."""
+    import aiosmtplib
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
+    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+    html_env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=True)
+    subject, text = env.from_string(TEMPLATE["subject"]), env.from_string(TEMPLATE["text"])
+    html = html_env.from_string(TEMPLATE["html"])
+
+    async def one_sender(i: int) -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        await client.connect()
+        for n in range(i, messages, senders):
+            context = {"name": f"user{n}", "number": n}
+            mail = EmailMessage()
+            mail["From"], mail["To"] = f"shop{i}@example.com", f"user{n}@example.com"
+            mail["Subject"] = subject.render(context)
+            mail["Message-ID"] = f"<plain-{n}@example.com>"
+            mail.set_content(text.render(context))
+            mail.add_alternative(html.render(context), subtype="html")
+            await client.send_message(mail)
+        client.close()
+
+    began = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for i in range(senders):
+            tg.start_soon(one_sender, i)
+    return time.perf_counter() - began
+
+
+async def through_stepsaga(port: int, senders: int, messages: int, concurrency: int,
+                           store_path: Path) -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    from engine import Runtime
+    from engine.store import SqlStore
+    from engine.store.schema import works
+    from workers.actions.messaging import messaging_app, parse, send_message
+    from workers.node import WorkerSpec
+
+    app = messaging_app(config=parse(section(port, senders)))
+    async with SqlStore.open(f"sqlite+aiosqlite:///{store_path}") as store:
+        node = app.node(store, [WorkerSpec(name="main", concurrency=concurrency)],
+                        node_id="bench", poll_interval=0.02)
+        ids: list[str] = []
+        async with anyio.create_task_group() as tg:
+            await tg.start(node.run)
+            began = time.perf_counter()
+            async with Runtime(app.sagas, store=store) as rt:
+                async def create(first: int) -> None:  # as concurrent requests would
+                    for n in range(first, messages, concurrency):
+                        ids.append(await send_message(
+                            rt, "email", "order", f"user{n}@example.com",
+                            {"name": f"user{n}", "number": n}))
+
+                async with anyio.create_task_group() as creators:
+                    for first in range(min(concurrency, messages)):
+                        creators.start_soon(create, first)
+            created = time.perf_counter() - began
+            ended = sa.select(sa.func.count()).select_from(works).where(
+                works.c.saga == "messaging.send",
+                works.c.status.in_(("completed", "failed", "cancelled")))
+            for _ in range(600 * 50):
+                async with store.reader.connect() as conn:
+                    if (await conn.execute(ended)).scalar_one() >= messages:
+                        break
+                await anyio.sleep(0.02)
+            seconds = time.perf_counter() - began
+            await node.drain(5.0)
+        statuses: dict[str, int] = {}
+        for work_id in ids:
+            status = ((await store.work(work_id)) or {}).get("status", "missing")
+            statuses[status] = statuses.get(status, 0) + 1
+    return {"seconds": seconds, "created_seconds": created, "statuses": statuses}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--senders", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=32,
+                        help="works the stepsaga node runs at once")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="plain and stepsaga runs, alternated; the medians compared")
+    parser.add_argument("--quick", action="store_true", help="300 messages")
+    args = parser.parse_args()
+    if args.quick:
+        args.messages = 300
+    server = SmtpServer()
+    work = Path(tempfile.mkdtemp(prefix="messaging-bench-"))
+    plain_rates: list[float] = []
+    our_rates: list[float] = []
+    created: list[float] = []
+    try:
+        for round_ in range(args.rounds):
+            before = server.accepted()
+            plain_seconds = anyio.run(plain, server.port, args.senders, args.messages)
+            after_plain = server.accepted() - before
+            ours = anyio.run(through_stepsaga, server.port, args.senders, args.messages,
+                             args.concurrency, work / f"store{round_}.sqlite")
+            after_ours = server.accepted() - before - after_plain
+            if after_plain != args.messages or after_ours != args.messages or \
+                    ours["statuses"] != {"completed": args.messages}:
+                raise SystemExit(f"not every message arrived: plain {after_plain}, "
+                                 f"stepsaga {after_ours}, works {ours['statuses']}")
+            plain_rates.append(args.messages / plain_seconds)
+            our_rates.append(args.messages / ours["seconds"])
+            created.append(ours["created_seconds"])
+    finally:
+        server.stop()
+        for path in work.iterdir():
+            path.unlink()
+        work.rmdir()
+    plain_rate, our_rate = statistics.median(plain_rates), statistics.median(our_rates)
+    print(json.dumps({
+        "parameters": {"messages": args.messages, "senders": args.senders,
+                       "concurrency": args.concurrency, "rounds": args.rounds,
+                       "quick": args.quick, "store": "sqlite", "cpus": os.cpu_count()},
+        "email": {"plain_per_second": round(plain_rate, 1),
+                  "stepsaga_per_second": round(our_rate, 1),
+                  "plain_rounds": [round(r, 1) for r in plain_rates],
+                  "stepsaga_rounds": [round(r, 1) for r in our_rates],
+                  "stepsaga_created_seconds": round(statistics.median(created), 3),
+                  "ratio_vs_plain": round(our_rate / plain_rate, 3),
+                  "goal_ratio": GOAL_RATIO,
+                  "goal_met": our_rate / plain_rate >= GOAL_RATIO},
+        "signup": {"ratio_vs_argon2": None, "note": "measured with the users pack"},
+    }))
+
+
+if __name__ == "__main__":
+    main()
