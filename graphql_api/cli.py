@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -491,6 +492,7 @@ _SETTINGS = {"store": ("store", "url"), "app": ("serve", "app"), "host": ("serve
              "park_after": ("worker", "park_after"),
              "drain_deadline": ("worker", "drain_deadline"), "node_id": ("worker", "node_id"),
              "http": ("worker", "http"), "log_format": ("log", "format"),
+             "ssl_certfile": ("serve", "ssl_certfile"), "ssl_keyfile": ("serve", "ssl_keyfile"),
              "log_level": ("log", "level")}
 
 
@@ -514,12 +516,13 @@ async def _serve(args: argparse.Namespace, app: Any, specs: list[Any]) -> int:
         sockets = [s for srv in server.servers for s in srv.sockets]
         host, port = sockets[0].getsockname()[:2] if sockets else (args.host, args.port)
         shown = f"[{host}]" if ":" in str(host) else host
-        told: dict[str, Any] = {"ready": True, "url": f"http://{shown}:{port}/graphql",
+        scheme = "https" if args.ssl_certfile else "http"
+        told: dict[str, Any] = {"ready": True, "url": f"{scheme}://{shown}:{port}/graphql",
                                 "store": _hidden(args.store), "workers": not args.no_workers,
                                 "auth": not args.no_auth}
         if login is not None:
             # the first start of a fresh store: its administrator signs in once with this
-            told["login_url"] = f"http://{shown}:{port}{login}"
+            told["login_url"] = f"{scheme}://{shown}:{port}{login}"
             print(f"stepsaga: a fresh store: sign in as its administrator at "
                   f"{told['login_url']} (once, within 15 minutes); scripts get tokens "
                   f"with 'stepsaga token create'", file=sys.stderr, flush=True)
@@ -530,7 +533,7 @@ async def _serve(args: argparse.Namespace, app: Any, specs: list[Any]) -> int:
                 explorer=bool(args.explorer), command_timeout=args.command_timeout,
                 query_timeout=args.query_timeout,
                 limits=LimitsSource(args.settings["limits"], args.config),
-                secrets=args.secrets,
+                secrets=args.secrets, tls=(args.ssl_certfile, args.ssl_keyfile),
                 node_options={"node_id": args.node_id, "lease_ttl": args.lease_ttl,
                               "park_after": args.park_after}, ready=ready)
     print(json.dumps({"stopped": True}), flush=True)
@@ -639,6 +642,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="local development only: no sign-in, every request an "
                             "administrator (refused on any address but loopback)")
     serve.add_argument("--node-id", help="this node's id (default host:pid:random)")
+    serve.add_argument("--ssl-certfile", default=None, metavar="FILE",
+                       help="serve HTTPS (and WSS) with this certificate chain (PEM)")
+    serve.add_argument("--ssl-keyfile", default=None, metavar="FILE",
+                       help="the certificate's private key (PEM)")
     serve.add_argument("--config", metavar="FILE",
                        help="a TOML file of settings (see graphql_api.config); flags and "
                             "STEPSAGA_<SECTION>_<KEY> variables override it")
@@ -675,6 +682,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from .server import check_loopback
 
                 check_loopback(args.host)
+            if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+                raise ValueError("--ssl-certfile and --ssl-keyfile go together (serve."
+                                 "ssl_certfile and serve.ssl_keyfile)")
+            for label in ("ssl_certfile", "ssl_keyfile"):
+                found = getattr(args, label)
+                if found and not os.path.isfile(found):
+                    raise ValueError(f"--{label.replace('_', '-')} {found!r}: no such file")
             specs, app = _node_args(args)
         except ValueError as exc:
             parser.error(str(exc))

@@ -16,6 +16,8 @@ Every setting, its section and its default::
     explorer = false               # true: GraphiQL at /graphql, and introspection
     command_timeout = 10.0         # seconds a mutation waits for the work's holder
     query_timeout = 30.0           # seconds a GraphQL request over HTTP may take (503 after)
+    ssl_certfile = ""              # HTTPS and WSS: a certificate chain (PEM), with
+    ssl_keyfile = ""               # its private key; cookies are Secure then
 
     [worker]                       # the worker node of stepsaga serve and stepsaga worker
     workers = ["main=10"]          # NAME=N or NAME=N:saga1,saga2
@@ -202,7 +204,9 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
               # GraphiQL at /graphql and introspection (off: a client learns the schema
               # from its documentation, not from a production server)
               "explorer": (_flag, False),
-              "command_timeout": (_positive, 10.0), "query_timeout": (_positive, 30.0)},
+              "command_timeout": (_positive, 10.0), "query_timeout": (_positive, 30.0),
+              # HTTPS and WSS through uvicorn: a certificate chain and its key (PEM)
+              "ssl_certfile": (_text, ""), "ssl_keyfile": (_text, "")},
     "worker": {"workers": (_workers, ["main=10"]), "lease_ttl": (_positive, 10.0),
                "park_after": (_seconds, 60.0), "drain_deadline": (_seconds, 30.0),
                "node_id": (_text, ""), "http": (_http, "")},

@@ -1,8 +1,9 @@
 """What every response and request of the server passes through besides auth: security
-headers on every response, a bound on a request's body (a GraphQL document and its
-variables; a pack's route may set its own, as the file pack's uploads do), refused
-early with 413 rather than read whole, and a time bound on a GraphQL request over HTTP
-(503, code ``timeout``, when it is over before an answer began)."""
+headers on every response (and Strict-Transport-Security over HTTPS), a bound on a
+request's body (a GraphQL document and its variables; a pack's route may set its own,
+as the file pack's uploads do), refused early with 413 rather than read whole, and a
+time bound on a GraphQL request over HTTP (503, code ``timeout``, when it is over
+before an answer began)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ class Guards:
             await self.app(scope, receive, send)
             return
         bound = self._bound(scope["path"])
+        if scope.get("scheme") == "https":  # browsers keep to HTTPS for this host from now on
+            send = self._strict(send)
         if bound is None:
             await self.app(scope, receive, self._headed(send))
             return
@@ -95,6 +98,15 @@ class Guards:
                            "page)", "extensions": {"code": "timeout"}}]},
                 status_code=503, headers={"Retry-After": "1"})(
                     scope, receive, self._headed(send))
+
+    @staticmethod
+    def _strict(send: Send) -> Send:
+        async def with_hsts(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []),
+                                      (b"strict-transport-security", b"max-age=31536000")]
+            await send(message)
+        return with_hsts
 
     @staticmethod
     def _headed(send: Send) -> Send:

@@ -220,7 +220,8 @@ async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequ
                 no_workers: bool = False, node_options: dict[str, Any] | None = None,
                 ready: Any = None, command_timeout: float = 10.0, auth: bool = True,
                 explorer: bool = False, query_timeout: float | None = QUERY_TIMEOUT,
-                limits: LimitsSource | None = None, secrets: Any = None) -> None:
+                limits: LimitsSource | None = None, secrets: Any = None,
+                tls: tuple[str | None, str | None] = (None, None)) -> None:
     """``stepsaga serve``: API and (unless ``no_workers``) a worker node on one store,
     until SIGTERM or SIGINT; then the server stops taking requests, closes its
     subscriptions and the node hands its works on. ``ready(server, login)`` is called
@@ -230,7 +231,9 @@ async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequ
     ``auth=False`` (local development) is refused on any address but loopback;
     ``explorer``: GraphiQL at /graphql, and introspection (both off by default);
     ``limits``: the clients' rate limits and quotas (graphql_api.limits); ``secrets``:
-    the deployment's key for fields schemas mark secret (engine.secrets)."""
+    the deployment's key for fields schemas mark secret (engine.secrets); ``tls``: a
+    certificate chain and its key (PEM files) to serve HTTPS and WSS with, through
+    uvicorn (cookies are Secure then)."""
     if not auth:
         check_loopback(host)
         _LOG.warning("AUTH IS OFF (--no-auth): every request to http://%s:%s is an "
@@ -254,7 +257,8 @@ async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequ
                                         # small JSON messages: compressing costs more CPU
                                         # than it saves on loopback and LANs
                                         ws_per_message_deflate=False,
-                                        ws_max_size=MAX_BODY)
+                                        ws_max_size=MAX_BODY, ssl_certfile=tls[0],
+                                        ssl_keyfile=tls[1])
                 server = _Server(config)
                 stopped = anyio.Event()
 
