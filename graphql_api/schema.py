@@ -60,7 +60,8 @@ from .audit import AUDITED_ACTIONS, Audited
 from .context import Context
 from .observability import OperationTimer
 
-__all__ = ["MAX_ALIASES", "MAX_DEPTH", "MAX_TOKENS", "Context", "build", "schema"]
+__all__ = ["MAX_ALIASES", "MAX_COMPLEXITY", "MAX_DEPTH", "MAX_TOKENS", "Context", "build",
+           "complexity", "schema"]
 
 _LOG = logging.getLogger("stepsaga.api")
 
@@ -162,6 +163,11 @@ class Subscription:
 MAX_DEPTH = 12  # fields within fields: a work's stage runs' ... well under it
 MAX_ALIASES = 30  # one field asked for under many names: an alias bomb
 MAX_TOKENS = 4000  # a document's size in GraphQL tokens
+# what answering may cost: a field 1, times the page (``first``) of each list around it
+# (a list without ``first``: LIST_GUESS), so a page of works each with a page of its
+# events counts both; 1,000 works with their stage runs and 3 events each pass
+MAX_COMPLEXITY = 50_000
+LIST_GUESS = 10
 
 
 def _expected(error: GraphQLError) -> bool:
@@ -200,6 +206,85 @@ class MaskUnexpected(MaskErrors):
         if getattr(self.execution_context.context, "principal", None) is None:
             return False
         return not _expected(error)
+
+
+class Complexity(SchemaExtension):
+    """An operation whose cost (:data:`MAX_COMPLEXITY`) is over the bound is refused
+    before it runs, saying what it would cost."""
+
+    def on_execute(self) -> Iterator[None]:
+        document = self.execution_context.graphql_document
+        if document is not None:
+            found = complexity(document, self.execution_context.variables or {},
+                               self.execution_context.operation_name)
+            if found > MAX_COMPLEXITY:
+                raise GraphQLError(
+                    f"the request would cost {found:,} (a field 1, times the page of each "
+                    f"list around it), over the bound of {MAX_COMPLEXITY:,}: ask for smaller "
+                    "pages or fewer fields", extensions={"code": "too_complex"})
+        yield
+
+
+def complexity(document: Any, variables: Mapping[str, Any],
+               operation: str | None = None) -> int:
+    """What answering ``document``'s operation may cost (see :data:`MAX_COMPLEXITY`)."""
+    from graphql import (
+        FieldNode,
+        FragmentDefinitionNode,
+        FragmentSpreadNode,
+        InlineFragmentNode,
+        OperationDefinitionNode,
+        VariableNode,
+        value_from_ast_untyped,
+    )
+
+    fragments = {d.name.value: d for d in document.definitions
+                 if isinstance(d, FragmentDefinitionNode)}
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)
+                  and (operation is None or (d.name is not None and d.name.value == operation))]
+
+    def page(field: Any) -> int:
+        for argument in field.arguments or ():
+            if argument.name.value in ("first", "maxSteps", "history"):
+                value = variables.get(argument.value.name.value) \
+                    if isinstance(argument.value, VariableNode) \
+                    else value_from_ast_untyped(argument.value)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    return max(1, value)
+        return LIST_GUESS
+
+    def cost(selections: Any, seen: frozenset[str]) -> int:
+        total = 0
+        for node in selections or ():
+            if isinstance(node, FieldNode):
+                inner = node.selection_set.selections if node.selection_set else ()
+                if not inner:
+                    total += 1
+                    continue
+                below = cost(inner, seen)
+                listed = any(a.name.value in ("first", "maxSteps", "history")
+                             for a in node.arguments or ())
+                total += 1 + (page(node) if listed or _listed(node) else 1) * below
+            elif isinstance(node, InlineFragmentNode):
+                total += cost(node.selection_set.selections, seen)
+            elif isinstance(node, FragmentSpreadNode):
+                name = node.name.value
+                if name in fragments and name not in seen:
+                    total += cost(fragments[name].selection_set.selections, seen | {name})
+        return total
+
+    return max((cost(o.selection_set.selections, frozenset()) for o in operations),
+               default=0)
+
+
+# fields that answer a list without a page argument (each counts LIST_GUESS)
+_LISTS = frozenset({"stageRuns", "allWorkers", "allSagas", "allStages", "stages",
+                    "schedules", "services", "pendingCommands", "children", "principals",
+                    "credentials", "entries", "aggregate", "checks", "holders", "waiters"})
+
+
+def _listed(node: Any) -> bool:
+    return str(node.name.value) in _LISTS
 
 
 class Introspection(SchemaExtension):
@@ -253,7 +338,7 @@ def build(*, query: type = Query, mutation: type = Mutation,
         # request gets its own, the caches are shared at module level by strawberry)
         extensions=[lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
                     lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-                    lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+                    lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS), Complexity,
                     MaskUnexpected, Introspection,
                     lambda: Authorize(actions=actions, anonymous=anonymous),
                     lambda: ParserCache(maxsize=512), lambda: ValidationCache(maxsize=512),

@@ -214,6 +214,15 @@ def test_the_graphql_surface_is_bounded(served: dict[str, Any]) -> None:
     huge = httpx.post(url, headers=headers, content=b'{"query": "' + b" " * (1024 * 1024)
                       + b'{ allSagas { name } }"}')
     assert huge.status_code == 413 and "bytes at most" in huge.text
+    # too costly: a page of works each with a page of events, refused before it runs;
+    # a big page of works with a few events each passes
+    costly = errors("{ allWorks(first: 1000) { edges { node { events(first: 1000) { seq } "
+                    "} } } }")
+    assert any("would cost 1,003,001" in m and "over the bound of 50,000" in m
+               for m in costly), costly
+    assert errors("query($n: Int!) { allWorks(first: $n) { edges { node { workId "
+                  "stageRuns { path } events(first: 3) { seq } } } } }".replace(
+                      "$n: Int!", "$n: Int! = 1000")) == []
     # a bad argument still says what is wrong (only what broke here is masked)
     told = errors("{ allWorks(first: -1) { totalCount } }")
     assert told and "first" in told[0] and "the server failed" not in told[0]
