@@ -65,8 +65,9 @@ class WorkRunner(UserCalls):
                  sink: Callable[[list[RecordedEvent], WorkState], Awaitable[None]] | None = None,
                  snapshot: WorkState | None = None,
                  history: Iterable[RecordedEvent] = (), gate: Gate | None = None,
-                 logs: Any = None) -> None:
+                 logs: Any = None, metrics: bool = True) -> None:
         self.plan = plan
+        self.metrics = metrics  # count its durable events in engine.metrics
         self.logs = logs  # where ctx.logger's records go (engine.worklogs.WorkLogs)
         self.raised: dict[tuple[str, str], BaseException] = {}
         self.work_id = work_id
@@ -187,7 +188,7 @@ class WorkRunner(UserCalls):
                 if self._flushed is not None:
                     self._flushed.set()
                     self._flushed = None
-        counted = self.dry_run is None
+        counted = self.dry_run is None and self.metrics
         saga = self.plan.name
         for recorded, observe in pending:
             if counted:

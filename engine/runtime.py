@@ -148,7 +148,8 @@ class Runtime(Debugging):
                  store: Store | None = None, keep_finished: int = 256,
                  lease: Lease | None = None, gate: Gate | None = None,
                  lease_ttl: float = 10.0, store_retry_for: float = 30.0,
-                 on_error: Callable[[ErrorReport], Any] | None = None) -> None:
+                 on_error: Callable[[ErrorReport], Any] | None = None,
+                 metrics: bool = True, keep_logs: bool = True) -> None:
         if not isinstance(keep_finished, int) or keep_finished < 0:
             raise ValueError(f"keep_finished must be an integer >= 0, got {keep_finished!r}")
         for label, value in (("lease_ttl", lease_ttl), ("store_retry_for", store_retry_for)):
@@ -191,8 +192,12 @@ class Runtime(Debugging):
         # r.exception) if r.exception else sentry_sdk.capture_message(r.error["message"])
         self.on_error = on_error
         # what stage code logs through ctx.logger, kept with its work in the store
-        # (with a SqlStore: a store of another kind has no table for them)
-        self.logs = WorkLogs(cast(Any, store), worker) if hasattr(store, "reader") else None
+        # (with a SqlStore: a store of another kind has no table for them); keep_logs=False
+        # leaves them to Python's logging only
+        self.logs = WorkLogs(cast(Any, store), worker) \
+            if keep_logs and hasattr(store, "reader") else None
+        # the works' figures in engine.metrics (off: this runtime counts nothing there)
+        self.metrics = bool(metrics)
         self._sagas: dict[str, Saga] = {}
         for saga in sagas:
             if not isinstance(saga, Saga):
@@ -624,7 +629,8 @@ class Runtime(Debugging):
                             services=ServiceScope(self._services), worker=self.worker,
                             dry_run=dry_run, on_event=self.on_event, sink=sink,
                             snapshot=snapshot, history=history, gate=self.gate,
-                            logs=None if dry_run is not None else self.logs)
+                            logs=None if dry_run is not None else self.logs,
+                            metrics=self.metrics)
         if sink is not None and not queued and self.lease is not None:
             runner.park_after = self.lease.park_after
             box = self.store

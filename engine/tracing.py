@@ -32,11 +32,16 @@ tracer = trace.get_tracer("stepsaga")
 _EMPTY = Context()
 
 
+_SILENT = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+
+
 def enabled() -> bool:
-    """Whether a tracer provider is set (an SDK's, or any other). Until one is, every
-    span would be a no-op: the engine then opens none, which keeps its hot path as fast
-    as without tracing (a no-op span and its context still cost a few microseconds)."""
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    """Whether a tracer provider that records is set (an SDK's, or any other but the
+    API's no-op one). Until one is, every span would be a no-op (the invalid span, which
+    carries no context either): the engine then opens none, which keeps its hot path as
+    fast as without tracing (a no-op span and its context still cost a few
+    microseconds each)."""
+    return not isinstance(trace.get_tracer_provider(), _SILENT)
 
 
 def carrier() -> dict[str, str] | None:
