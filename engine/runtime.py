@@ -746,13 +746,14 @@ class Runtime(Debugging):
         assert self._tg is not None
         state = runner.state
         try:
-            if not tracing.enabled():
+            tracer = tracing.active()
+            if tracer is None:
                 await runner.run(self._tg)
             else:
-                with tracing.tracer.start_as_current_span(
-                        f"work {state.saga}", context=tracing.parent_context(state.trace),
-                        attributes={"stepsaga.saga": state.saga,
-                                    "stepsaga.work_id": runner.work_id}) as span:
+                with tracing.Span(tracer, f"work {state.saga}",
+                                  {"stepsaga.saga": state.saga,
+                                   "stepsaga.work_id": runner.work_id},
+                                  tracing.parent_context(state.trace)) as span:
                     try:
                         await runner.run(self._tg)
                     finally:
