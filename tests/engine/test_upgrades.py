@@ -1,7 +1,8 @@
 """Upgrades with live nodes, on a SQLite file and a real PostgreSQL: a node of the
 version before the newest migration (a real process knowing one revision less) runs
 works while a node of this version migrates the store under it, and goes on running
-works after; started again on the migrated store, it refuses, naming both revisions.
+works after, still ready (its /readyz says the schema is newer than it knows); started
+again on the migrated store, it refuses, naming both revisions.
 
 The store is taken back to the revision before the newest by that migration's own
 downgrade, so each new migration is tested here as it comes (it must be additive, and
@@ -9,6 +10,7 @@ have a downgrade)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from alembic import command
 from alembic.config import Config
@@ -115,11 +118,11 @@ async def test_an_older_node_runs_on_while_a_newer_one_migrates(store_url: str,
     hold.touch()
     common = ("worker", "--store", store_url, "--app", APP, "--worker", "w=4",
               "--lease-ttl", "2")
-    old = Node(*common, "--node-id", "old", older=older,
+    old = Node(*common, "--node-id", "old", "--http", "127.0.0.1:0", older=older,
                env={"STEPSAGA_TEST_HOLD": str(hold)})
     new = None
     try:
-        old.ready()
+        readyz = json.loads(old.ready())["http"] + "/readyz"
         async with SqlStore.open(store_url, create=False) as store:
             assert await schema_revision(store) == previous  # it migrated nothing
             async with Runtime(sagas(), store=store) as client:
@@ -137,6 +140,13 @@ async def test_an_older_node_runs_on_while_a_newer_one_migrates(store_url: str,
             assert await schema_revision(store) == head_revision()
         code, err = new.stop()
         assert code == 0, err
+        async with httpx.AsyncClient(timeout=10) as client:
+            ready = await client.get(readyz)
+        assert ready.status_code == 200, ready.text  # it runs on, and says why
+        assert ready.json()["checks"]["migrations"] == {"ok": True, "detail": (
+            f"the store's schema is at revision {head_revision()}, newer than this node's "
+            f"{previous}: it runs on (migrations only add), but would not start again; "
+            "upgrade it")}
 
         hold.unlink()  # the old node's works go on, on the migrated store
         assert await _statuses(store_url, held, "completed") == ["completed"] * 4
