@@ -10,7 +10,8 @@ backups pack (``[backups.targets]``: a directory or an S3 bucket, where a day's 
 rewritten with the new lines appended, as objects cannot be appended to). :func:`sweep` archives a
 batch and deletes those works through :func:`engine.store.deletion.delete_work`, so
 each deletion is in the ``deletions`` audit table (``by`` ``retention``, the reason
-naming the age). A line is written and flushed to disk before its work is deleted: a
+naming the age), and in the operators' audit log (``auditLog``: principal ``retention``,
+action ``deleteWork``). A line is written and flushed to disk before its work is deleted: a
 crash in between archives that work again at the next sweep (at least once; a reader
 keeps the last line of a work id).
 
@@ -56,7 +57,7 @@ import sqlalchemy as sa
 
 from engine import RetryPolicy, Saga, Stage
 from engine.state import TERMINAL
-from engine.store import SqlStore
+from engine.store import SqlStore, audit
 from engine.store.deletion import delete_work
 from engine.store.schema import works
 
@@ -184,13 +185,16 @@ async def sweep(store: SqlStore, retention: Retention, *, now: float | None = No
     deleted = 0
     for row, _ in rows:
         days = retention.age_of(row["saga"])
+        reason = f"retention: ended over {days:g} days ago, archived to {retention.place}"
         try:
-            await delete_work(store, row["work_id"], by=by,
-                              reason=f"retention: ended over {days:g} days ago, archived "
-                                     f"to {retention.place}")
-            deleted += 1
+            await delete_work(store, row["work_id"], by=by, reason=reason)
         except LookupError:  # deleted meanwhile (another sweep, a person)
             continue
+        deleted += 1
+        # in the operators' audit log too, as a deleteWork through the API is
+        await audit.record(store, principal=by, action="deleteWork", target_kind="work",
+                           target=row["work_id"], reason=reason,
+                           details={"saga": row["saga"], "status": row["status"]})
     return {"archived": len(rows), "deleted": deleted, "more": len(found) == limit}
 
 

@@ -18,6 +18,7 @@ import pytest
 from engine import Runtime, Saga, Stage
 from engine.clock import ManualClock
 from engine.store import SqlStore
+from engine.store.audit import entries as audit_entries
 from engine.store.deletion import deletions_of
 from engine.worklogs import logs_of
 from tests.graphql_api.wire import Served
@@ -80,6 +81,10 @@ async def test_old_finished_works_are_archived_then_deleted(store_url: str,
         assert sorted(a["work_id"] for a in audit) == sorted(made["old_short"])
         assert {a["deleted_by"] for a in audit} == {"retention"}
         assert all("ended over 7 days ago" in a["reason"] for a in audit)
+        logged = await audit_entries(store, principal="retention")  # the operators' log
+        assert sorted((e["action"], e["target_kind"], e["target"]) for e in logged) == \
+            sorted(("deleteWork", "work", w) for w in made["old_short"])
+        assert {e["details"]["saga"] for e in logged} == {"short"}
         # 25 days later the long saga's work is past its 30 days, the new one its 7
         assert (await sweep(store, retention, now=now + 25 * DAY))["deleted"] == 2
         assert await store.work(made["old_paused"][0]) is not None
