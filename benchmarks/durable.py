@@ -54,7 +54,7 @@ identical rounds, where the CPU time per saga stays within about a tenth.
 Run from the repository root (``--quick`` takes about two minutes)::
 
     python benchmarks/durable.py --quick
-    python benchmarks/durable.py --observability --quick
+    python benchmarks/durable.py --observability --quick   # about three minutes
 """
 
 from __future__ import annotations
@@ -650,7 +650,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="measure instead the cost of metrics, tracing and log capture "
                              "on SQLite throughput (no DBOS needed)")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="--observability: rounds of off, noop and sdk (5; 3 quick)")
+                        help="--observability: rounds of off, noop and sdk (7; 5 quick)")
     parser.add_argument("--sqlite-synchronous", default="FULL",
                         choices=["OFF", "NORMAL", "FULL", "EXTRA"],
                         help="PRAGMA synchronous on every SQLite side (WAL on all)")
@@ -659,7 +659,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.sagas = args.sagas or (3000 if q else 10_000)
     args.dbos_sagas = args.dbos_sagas or (1000 if q else 3000)
     args.seq = args.seq if args.seq is not None else (200 if q else 1000)
-    args.rounds = args.rounds or (3 if q else 5)
+    args.rounds = args.rounds or (5 if q else 7)
     args.insert_seconds = args.insert_seconds or (2.0 if q else 5.0)
     args.dbos_modes = [m.strip() for m in args.dbos_modes.split(",") if m.strip()]
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -671,8 +671,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--backends: {backend!r} is not one of {', '.join(GOALS)}")
     if not args.dbos_modes or not args.backends:
         parser.error("--dbos-modes and --backends need at least one entry")
-    if min(args.inflight, args.sagas, args.dbos_sagas, args.seq) < 1:
-        parser.error("--inflight, --sagas, --dbos-sagas and --seq must be positive")
+    if min(args.inflight, args.sagas, args.dbos_sagas, args.seq, args.rounds) < 1:
+        parser.error("--inflight, --sagas, --dbos-sagas, --seq and --rounds must be positive")
     return args
 
 
