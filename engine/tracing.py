@@ -1,6 +1,6 @@
 """OpenTelemetry spans of works and stage calls, through ``opentelemetry-api`` only: the
-SDK (and so whether and where spans go) is the user's choice; without one every span is
-a no-op.
+SDK (and so whether and where spans go) is the user's choice; without one (or with the
+API's ``NoOpTracerProvider``) the engine opens no span at all (:func:`active` is None).
 
 - A work records the trace context current when it was created (a ``createWork``
   request's span, a user's own span around :meth:`engine.Runtime.start`) in its
