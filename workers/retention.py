@@ -7,7 +7,8 @@ where the archive goes: gzip-compressed JSON lines, one file per day the works e
 (``works-2026-12-03.jsonl.gz``), one line per work: its row (saga, status, input,
 output, times) and every event of its stream; in a ``directory``, or a ``target`` of the
 backups pack (``[backups.targets]``: a directory or an S3 bucket, where a day's object is
-rewritten with the new lines appended, as objects cannot be appended to). :func:`sweep` archives a
+replaced by the old one, copied by the server, followed by the new lines, as objects
+cannot be appended to). :func:`sweep` archives a
 batch and deletes those works through :func:`engine.store.deletion.delete_work`, so
 each deletion is in the ``deletions`` audit table (``by`` ``retention``, the reason
 naming the age), and in the operators' audit log (``auditLog``: principal ``retention``,
@@ -49,7 +50,6 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -121,39 +121,23 @@ class Retention:
 def _archive(retention: Retention,
              rows: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
     """Add one line per work to its day's file, durably (in a thread): appended and
-    fsynced in a directory; a target's object written anew with the lines appended
-    (each addition a gzip member: one stream to readers)."""
+    fsynced in a directory; on S3 the day's object replaced by one that has the old one
+    (copied by the server) then the new lines (``S3Storage.append``)."""
     by_day: dict[str, list[str]] = {}
     for row, stream in rows:
         day = dt.datetime.fromtimestamp(row["finished_at"] or row["updated_at"],
                                         dt.UTC).date().isoformat()
         by_day.setdefault(day, []).append(json.dumps({"work": row, "events": stream},
                                                      default=str) + "\n")
-    if retention.target is not None:
-        from .actions.backups.targets import open_storage
+    from .actions.backups.config import TargetSpec
+    from .actions.backups.targets import open_storage
 
-        storage = open_storage(retention.target)
-        for day, lines in by_day.items():
-            key = f"works-{day}.jsonl.gz"
-            member = gzip.compress("".join(lines).encode())
-            before = storage.get(key) or b""
-            writer = storage.writer(key)
-            try:
-                writer.write(before + member)
-            except BaseException:
-                writer.abort()
-                raise
-            writer.commit()
-        return
-    directory = Path(retention.directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    spec = retention.target or TargetSpec(name="archive", kind="directory",
+                                          path=str(retention.directory))
+    storage = open_storage(spec)
     for day, lines in by_day.items():
-        path = directory / f"works-{day}.jsonl.gz"
-        with open(path, "ab") as raw:
-            with gzip.GzipFile(fileobj=raw, mode="ab") as packed:
-                packed.write("".join(lines).encode())
-            raw.flush()
-            os.fsync(raw.fileno())
+        # a gzip member added to the day's file: the members read as one stream
+        storage.append(f"works-{day}.jsonl.gz", gzip.compress("".join(lines).encode()))
 
 
 async def sweep(store: SqlStore, retention: Retention, *, now: float | None = None,
