@@ -32,9 +32,29 @@ SQLAlchemy's ``commit`` event on DBOS's engines, and by stepsaga's store itself
 (``SqlStore.commits``: on PostgreSQL a group commit is one statement sent straight
 through the driver, which SQLAlchemy's events do not see).
 
+With ``--observability`` it measures instead what seeing the sagas costs, on the SQLite
+throughput run: the same saga (each stage writes a DEBUG record through ``ctx.logger``,
+the first an INFO one too) with everything off (no metrics: ``Runtime(metrics=False)``,
+``StoreConfig(metrics=False)``; no log capture: ``keep_logs=False``; no tracer provider,
+so the engine opens no span) against the same with metrics, log capture and tracing on,
+once with OpenTelemetry's no-op tracer provider (``noop``) and once with the SDK's
+``TracerProvider`` exporting through a ``BatchSpanProcessor`` to an in-memory exporter
+(``sdk``; its queue holds every span: none is dropped, and the spans exported are
+counted). Every side runs with the garbage collector tuned as ``stepsaga serve`` and
+``stepsaga worker`` tune it (``graphql_api.cli.tune_gc_for_long_run``). Each round runs
+the three in fresh child processes, one after the other, in an order rotated from round
+to round. A ratio is the cost on over the cost off: the median
+over rounds of the child's CPU time (all its threads: the event loop, SQLite's writer,
+the span exporter) per saga in the throughput run, 1.0 being free. Keys
+``observability.ratio_noop`` (goal <= 1.1) and ``observability.ratio_sdk`` (goal <= 1.6).
+The throughput itself (``sagas_per_s``, ``throughput_ratio_*``: median sagas/s off over
+on) is reported too; on a machine shared with other work it varies up to twice between
+identical rounds, where the CPU time per saga stays within about a tenth.
+
 Run from the repository root (``--quick`` takes about two minutes)::
 
     python benchmarks/durable.py --quick
+    python benchmarks/durable.py --observability --quick   # about three minutes
 """
 
 from __future__ import annotations
@@ -79,6 +99,8 @@ GOALS = {  # backend: (min throughput ratio vs DBOS, max p50 ratio vs DBOS)
     "postgres": (15.0, 0.4),
 }
 DBOS_MODES = ("threads", "start_workflow")
+OBSERVED = ("off", "noop", "sdk")  # what --observability compares, see the docstring
+OBSERVABILITY_GOALS = {"noop": 1.1, "sdk": 1.6}  # at most this cost over "off"
 
 
 def _log(message: str) -> None:
@@ -243,6 +265,134 @@ def run_stepsaga(url: str, seq: int, sagas: int, inflight: int, warmup: int,
                     "events_per_saga": round(events / sagas, 2), "durability": settings}
 
     return anyio.run(main, backend="asyncio")
+
+
+# ------------------------------------------------------------------ observability
+
+
+async def _logged_inc(ctx: Any, value: int) -> int:
+    if ctx.path == "s0":
+        ctx.logger.info("starting from %s", value)  # kept in the store at once
+    ctx.logger.debug("adding one to %s", value)  # held, dropped when the work completes
+    return value + 1
+
+
+def run_observed(url: str, mode: str, sagas: int, inflight: int, warmup: int,
+                 synchronous: str) -> dict[str, Any]:
+    """Throughput with observability ``mode`` (off, noop, sdk): sagas/s, and what was
+    seen (spans exported, log records kept) to show it was on."""
+    from opentelemetry import trace
+
+    exporter = provider = None
+    if mode == "noop":
+        trace.set_tracer_provider(trace.NoOpTracerProvider())
+    elif mode == "sdk":
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        # a queue that holds every span of the run: a full queue drops spans, which
+        # would make the SDK look cheaper than it is
+        provider.add_span_processor(BatchSpanProcessor(
+            exporter, max_queue_size=(sagas + warmup) * (STAGES + 1) + 1024))
+        trace.set_tracer_provider(provider)
+    on = mode != "off"
+    saga = Saga(name="five", stages=[Stage(name=f"s{i}", transaction=_logged_inc)
+                                     for i in range(STAGES)])
+
+    async def main() -> dict[str, Any]:
+        config = StoreConfig(url=url, sqlite_synchronous=synchronous, metrics=on)
+        async with SqlStore.open(config=config) as store:
+            async with Runtime([saga], store=store, metrics=on, keep_logs=on) as runtime:
+                async def one() -> None:
+                    result = await runtime.run("five", 0)
+                    if result.status != "completed" or result.output != STAGES:
+                        raise RuntimeError(f"saga ended {result.status} with "
+                                           f"{result.output!r}")
+
+                for _ in range(warmup):
+                    await one()
+                # the collector tuned as stepsaga serve and stepsaga worker tune it
+                from graphql_api.cli import tune_gc_for_long_run
+
+                tune_gc_for_long_run()
+                left = sagas
+
+                async def worker() -> None:
+                    nonlocal left
+                    while left > 0:
+                        left -= 1
+                        await one()
+
+                start, cpu = time.perf_counter(), time.process_time()
+                async with anyio.create_task_group() as tg:
+                    for _ in range(min(inflight, sagas)):
+                        tg.start_soon(worker)
+                elapsed = time.perf_counter() - start
+                cpu = time.process_time() - cpu
+            from engine.store.schema import work_logs
+
+            async with store.engine.connect() as conn:  # the runtime flushed them closing
+                kept = (await conn.execute(
+                    sa.select(sa.func.count()).select_from(work_logs))).scalar_one()
+        return {"sagas_per_s": round(sagas / elapsed, 1),
+                "cpu_us_per_saga": round(cpu / sagas * 1e6, 1), "log_records_kept": kept}
+
+    figures = anyio.run(main, backend="asyncio")
+    if provider is not None and exporter is not None:
+        provider.force_flush(60_000)
+        figures["spans_exported"] = len(exporter.get_finished_spans())
+        provider.shutdown()
+    return figures
+
+
+def run_observability(args: argparse.Namespace) -> dict[str, Any]:
+    """Alternating rounds of off, noop and sdk on fresh SQLite files; the ratios."""
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in OBSERVED}
+    expected_spans = (args.sagas + args.warmup) * (STAGES + 1)  # a work's and its stages'
+    expected_logs = args.sagas + args.warmup  # the first stage's INFO record
+    with tempfile.TemporaryDirectory(prefix="stepsaga-observed-") as base:
+        for round_ in range(args.rounds):
+            order = OBSERVED[round_ % 3:] + OBSERVED[:round_ % 3]
+            for mode in order:
+                file = Path(base) / f"{mode}-{round_}.sqlite"
+                _log(f"observability round {round_ + 1}/{args.rounds}: {mode}, "
+                     f"{args.sagas} sagas {args.inflight} in flight")
+                got = _in_child(run_observed, f"sqlite+aiosqlite:///{file}", mode,
+                                args.sagas, args.inflight, args.warmup,
+                                args.sqlite_synchronous)
+                wanted = {"off": (0, None), "noop": (expected_logs, None),
+                          "sdk": (expected_logs, expected_spans)}[mode]
+                if (got["log_records_kept"], got.get("spans_exported")) != wanted:
+                    raise RuntimeError(f"{mode}: {got} does not show what was on "
+                                       f"(log records kept, spans exported: {wanted})")
+                runs[mode].append(got)
+                file.unlink()
+    rate = {mode: statistics.median(r["sagas_per_s"] for r in runs[mode]) for mode in runs}
+    cpu = {mode: statistics.median(r["cpu_us_per_saga"] for r in runs[mode]) for mode in runs}
+    figures: dict[str, Any] = {
+        "rounds": args.rounds,
+        "sagas_per_s": rate,
+        "sagas_per_s_by_round": {m: [r["sagas_per_s"] for r in runs[m]] for m in runs},
+        "cpu_us_per_saga": cpu,
+        "cpu_us_per_saga_by_round": {m: [r["cpu_us_per_saga"] for r in runs[m]]
+                                     for m in runs},
+        "spans_per_round_sdk": expected_spans,
+        "log_records_kept_per_round": expected_logs,
+    }
+    goals = {}
+    for mode, goal in OBSERVABILITY_GOALS.items():
+        ratio = _ratio(cpu[mode], cpu["off"])
+        figures[f"ratio_{mode}"] = ratio
+        figures[f"throughput_ratio_{mode}"] = _ratio(rate["off"], rate[mode])
+        goals[f"ratio_{mode}"] = {"goal": f"<= {goal:g}",
+                                  "met": ratio is not None and ratio <= goal}
+    figures["goals"] = goals
+    return figures
 
 
 # ------------------------------------------------------------------ DBOS
@@ -496,6 +646,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "fastest counts (threads,start_workflow)")
     parser.add_argument("--backends", default="sqlite,postgres",
                         help="comma-separated: sqlite, postgres")
+    parser.add_argument("--observability", action="store_true",
+                        help="measure instead the cost of metrics, tracing and log capture "
+                             "on SQLite throughput (no DBOS needed)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="--observability: rounds of off, noop and sdk (7; 5 quick)")
     parser.add_argument("--sqlite-synchronous", default="FULL",
                         choices=["OFF", "NORMAL", "FULL", "EXTRA"],
                         help="PRAGMA synchronous on every SQLite side (WAL on all)")
@@ -504,6 +659,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.sagas = args.sagas or (3000 if q else 10_000)
     args.dbos_sagas = args.dbos_sagas or (1000 if q else 3000)
     args.seq = args.seq if args.seq is not None else (200 if q else 1000)
+    args.rounds = args.rounds or (5 if q else 7)
     args.insert_seconds = args.insert_seconds or (2.0 if q else 5.0)
     args.dbos_modes = [m.strip() for m in args.dbos_modes.split(",") if m.strip()]
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -515,8 +671,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--backends: {backend!r} is not one of {', '.join(GOALS)}")
     if not args.dbos_modes or not args.backends:
         parser.error("--dbos-modes and --backends need at least one entry")
-    if min(args.inflight, args.sagas, args.dbos_sagas, args.seq) < 1:
-        parser.error("--inflight, --sagas, --dbos-sagas and --seq must be positive")
+    if min(args.inflight, args.sagas, args.dbos_sagas, args.seq, args.rounds) < 1:
+        parser.error("--inflight, --sagas, --dbos-sagas, --seq and --rounds must be positive")
     return args
 
 
@@ -542,6 +698,8 @@ def _version(name: str) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.observability:
+        return observability_report(args)
     if importlib.util.find_spec("dbos") is None:
         raise SystemExit("DBOS Transact is missing: pip install -e '.[bench,postgres]'")
     started = time.perf_counter()
@@ -580,6 +738,36 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report["all_goals_met"] = all(
         "goals" in report[b] and all(goal["met"] for goal in report[b]["goals"].values())
         for b in args.backends)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def observability_report(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "benchmark": "durable.observability",
+        "params": {"quick": args.quick, "inflight": args.inflight, "sagas": args.sagas,
+                   "warmup": args.warmup, "rounds": args.rounds, "stages": STAGES,
+                   "sqlite_synchronous": args.sqlite_synchronous},
+        "environment": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                        "sqlite": sqlite3.sqlite_version,
+                        "opentelemetry_sdk": _version("opentelemetry-sdk"),
+                        "prometheus_client": _version("prometheus-client"), "git": _git()},
+        "definitions": {
+            "off": "Runtime(metrics=False, keep_logs=False), StoreConfig(metrics=False), "
+                   "no tracer provider",
+            "noop": "metrics and log capture on, trace.NoOpTracerProvider()",
+            "sdk": "metrics and log capture on, the SDK's TracerProvider with a "
+                   "BatchSpanProcessor to an InMemorySpanExporter",
+            "ratio_noop": "median CPU time per saga noop over off (the process's, all "
+                          "threads, in the throughput run)",
+            "ratio_sdk": "median CPU time per saga sdk over off",
+            "throughput_ratio_noop": "median sagas/s off over median sagas/s noop",
+            "throughput_ratio_sdk": "median sagas/s off over median sagas/s sdk",
+        },
+        "observability": run_observability(args),
+    }
+    report["all_goals_met"] = all(g["met"] for g in report["observability"]["goals"].values())
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
 

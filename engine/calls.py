@@ -146,10 +146,11 @@ class UserCalls:
                      payload={"error": error})
 
     async def _execute(self, call: Call) -> Event:
-        if not tracing.enabled():
+        tracer = tracing.active()
+        if tracer is None:
             return await self._call(call)
         path = call.path
-        with tracing.tracer.start_as_current_span(f"{call.kind} {path}", attributes={
+        with tracing.Span(tracer, f"{call.kind} {path}", {
                 "stepsaga.saga": self.plan.name, "stepsaga.work_id": self.work_id,
                 "stepsaga.path": path, "stepsaga.attempt": call.attempt,
                 "stepsaga.kind": call.kind,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import StageFailure
 from .services import ServiceScope
+from .worklogs import WorkLogger
 
 if TYPE_CHECKING:
     from .worklogs import WorkLogs
@@ -59,8 +60,6 @@ class StageContext:
         and the attempt, and are kept with the work in the store (DEBUG ones only if
         the work fails; see :mod:`engine.worklogs`)."""
         if self._logger is None:
-            from .worklogs import WorkLogger
-
             logs = self._logs
             self._logger = WorkLogger(_LOG, {
                 "work_id": self.work_id, "stage": self.path, "attempt": self.attempt,

@@ -38,7 +38,10 @@ metric                                        labels                            
 ``process_*``, ``python_gc_*``, ``python_info``  what prometheus-client collects   various
 ============================================  ===================================  =========
 
-Only events recorded for real count (not those of a dry run). The work and stage
+Only events recorded for real count (not those of a dry run), and only those of a
+runtime with ``metrics=True`` (the default; ``Runtime(metrics=False)`` counts nothing
+here, nor does a store opened with ``StoreConfig(metrics=False)``: what
+``benchmarks/durable.py --observability`` compares). The work and stage
 figures are taken where the events become durable (:func:`observe`), one dictionary
 lookup per event and a cached labelled child per (saga, stage), so the engine's hot path
 stays fast.

@@ -65,10 +65,11 @@ class WorkRunner(UserCalls):
                  sink: Callable[[list[RecordedEvent], WorkState], Awaitable[None]] | None = None,
                  snapshot: WorkState | None = None,
                  history: Iterable[RecordedEvent] = (), gate: Gate | None = None,
-                 logs: Any = None, secrets: Any = None) -> None:
+                 logs: Any = None, secrets: Any = None, metrics: bool = True) -> None:
         self.plan = plan
         # the key that opens the secrets in a call's input (engine.secrets.Secrets)
         self.secrets = secrets
+        self.metrics = metrics  # count its durable events in engine.metrics
         self.logs = logs  # where ctx.logger's records go (engine.worklogs.WorkLogs)
         self.raised: dict[tuple[str, str], BaseException] = {}
         self.work_id = work_id
@@ -189,7 +190,7 @@ class WorkRunner(UserCalls):
                 if self._flushed is not None:
                     self._flushed.set()
                     self._flushed = None
-        counted = self.dry_run is None
+        counted = self.dry_run is None and self.metrics
         saga = self.plan.name
         for recorded, observe in pending:
             if counted:

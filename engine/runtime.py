@@ -150,7 +150,8 @@ class Runtime(Debugging):
                  lease: Lease | None = None, gate: Gate | None = None,
                  lease_ttl: float = 10.0, store_retry_for: float = 30.0,
                  on_error: Callable[[ErrorReport], Any] | None = None,
-                 secrets: Secrets | None = None) -> None:
+                 secrets: Secrets | None = None, metrics: bool = True,
+                 keep_logs: bool = True) -> None:
         if not isinstance(keep_finished, int) or keep_finished < 0:
             raise ValueError(f"keep_finished must be an integer >= 0, got {keep_finished!r}")
         for label, value in (("lease_ttl", lease_ttl), ("store_retry_for", store_retry_for)):
@@ -195,8 +196,12 @@ class Runtime(Debugging):
         # r.exception) if r.exception else sentry_sdk.capture_message(r.error["message"])
         self.on_error = on_error
         # what stage code logs through ctx.logger, kept with its work in the store
-        # (with a SqlStore: a store of another kind has no table for them)
-        self.logs = WorkLogs(cast(Any, store), worker) if hasattr(store, "reader") else None
+        # (with a SqlStore: a store of another kind has no table for them); keep_logs=False
+        # leaves them to Python's logging only
+        self.logs = WorkLogs(cast(Any, store), worker) \
+            if keep_logs and hasattr(store, "reader") else None
+        # the works' figures in engine.metrics (off: this runtime counts nothing there)
+        self.metrics = bool(metrics)
         self._sagas: dict[str, Saga] = {}
         for saga in sagas:
             if not isinstance(saga, Saga):
@@ -637,7 +642,7 @@ class Runtime(Debugging):
                             dry_run=dry_run, on_event=self.on_event, sink=sink,
                             snapshot=snapshot, history=history, gate=self.gate,
                             logs=None if dry_run is not None else self.logs,
-                            secrets=self.secrets)
+                            secrets=self.secrets, metrics=self.metrics)
         if sink is not None and not queued and self.lease is not None:
             runner.park_after = self.lease.park_after
             box = self.store
@@ -753,13 +758,14 @@ class Runtime(Debugging):
         assert self._tg is not None
         state = runner.state
         try:
-            if not tracing.enabled():
+            tracer = tracing.active()
+            if tracer is None:
                 await runner.run(self._tg)
             else:
-                with tracing.tracer.start_as_current_span(
-                        f"work {state.saga}", context=tracing.parent_context(state.trace),
-                        attributes={"stepsaga.saga": state.saga,
-                                    "stepsaga.work_id": runner.work_id}) as span:
+                with tracing.Span(tracer, f"work {state.saga}",
+                                  {"stepsaga.saga": state.saga,
+                                   "stepsaga.work_id": runner.work_id},
+                                  tracing.parent_context(state.trace)) as span:
                     try:
                         await runner.run(self._tg)
                     finally:

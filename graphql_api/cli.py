@@ -349,18 +349,26 @@ def _canonical_url(url: str) -> str:
     return sa.make_url(url).render_as_string(hide_password=False)
 
 
-def load_app(spec: str, settings: dict[str, dict[str, Any]] | None = None) -> Any:
+def load_app(spec: str, settings: dict[str, dict[str, Any]] | None = None,
+             store_url: str | None = None) -> Any:
     """``module:attribute``: a Saga, a list of them, a :class:`workers.node.WorkerApp`,
     or a function returning one of these; always returned as a WorkerApp. A function
     with a ``settings`` parameter is given the settings (graphql_api.config.load's), so
     a pack reads its section (``workers.actions.backups:app`` its ``[backups]``).
-    Several, comma-separated, are one app (``WorkerApp.combine``)."""
+    Several, comma-separated, are one app (``WorkerApp.combine``). Settings with a
+    ``[retention]`` section add the retention saga and its schedule
+    (:func:`workers.retention.retention_app`, sweeping the store at ``store_url``)."""
     from workers.node import WorkerApp
+    from workers.retention import retention_app
 
     specs = [part.strip() for part in spec.split(",") if part.strip()]
     if not specs:
         raise ValueError(f"--app {spec!r}: use module:attribute, e.g. myapp.sagas:SAGAS")
     apps = [_load_one_app(one, settings) for one in specs]
+    url = store_url or (settings or {}).get("store", {}).get("url")
+    retention = retention_app(settings, url) if url else None
+    if retention is not None:
+        apps.append(retention)
     try:
         return WorkerApp.combine(apps)
     except Exception as exc:
@@ -420,7 +428,7 @@ async def _worker(args: argparse.Namespace, specs: list[Any]) -> int:
 
     from engine.store import SqlStore
 
-    app = load_app(args.app, getattr(args, "settings", None))
+    app = load_app(args.app, getattr(args, "settings", None), args.store)
     async with SqlStore.open(args.store) as store:
         node = app.node(store, specs, node_id=args.node_id, lease_ttl=args.lease_ttl,
                         drain_deadline=args.drain_deadline, park_after=args.park_after,
@@ -474,7 +482,7 @@ def _node_args(args: argparse.Namespace) -> tuple[list[Any], Any]:
         check_store_url(args.store)
     except ValueError as bad:
         raise ValueError(f"--store: {bad}") from None
-    app = load_app(args.app, getattr(args, "settings", None))
+    app = load_app(args.app, getattr(args, "settings", None), args.store)
     names = {saga.name for saga in app.sagas}
     for spec in specs:
         unknown = sorted(set(spec.sagas or ()) - names)

@@ -66,6 +66,19 @@ Every setting, its section and its default::
                                    # inline templates; see workers.actions.messaging.config;
                                    # file only
 
+    [retention]                    # empty (the default): none. Set, stepsaga serve and
+                                   # worker run the retention saga on its schedule
+                                   # (workers.retention); file only. Its settings, with
+                                   # their defaults; one of directory and target:
+    # directory = ""               # where the day files (works-DAY.jsonl.gz) go
+    # target = ""                  # or a target of [backups.targets] (directory or s3)
+    # default_days = 0             # finished works of sagas not in ages kept this long
+    #                              # after they ended (0: for ever)
+    # schedule = "17 3 * * *"      # cron of the sweep
+    # timezone = "UTC"
+    # batch = 500                  # works archived then deleted per round of the sweep
+    # [retention.ages]             # days by saga, e.g. signup = 30
+
 An environment variable ``STEPSAGA_<SECTION>_<KEY>`` (``STEPSAGA_SERVE_PORT=9000``,
 ``STEPSAGA_STORE_URL=...``) overrides the file; a command-line flag overrides both.
 ``STEPSAGA_WORKER_WORKERS`` takes a comma-free list separated by spaces.
@@ -217,40 +230,53 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
 
 
 
-def _limits(value: dict[str, Any]) -> dict[str, Any]:
+def _limits(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     from .limits import parse
 
     parse(value)  # a ValueError naming the key (limits.rule[0].rate: ...)
     return value
 
 
-def _backups(value: dict[str, Any]) -> dict[str, Any]:
+def _backups(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     from workers.actions.backups.config import parse
 
     parse(value)  # a BackupConfigError (a ValueError) naming the field
     return value
 
 
-def _orders(value: dict[str, Any]) -> dict[str, Any]:
+def _orders(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     from workers.actions.orders.config import parse
 
     parse(value)  # an OrderConfigError (a ValueError) naming the key
     return value
 
 
-def _messaging(value: dict[str, Any]) -> dict[str, Any]:
+def _messaging(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     from workers.actions.messaging.config import parse
 
     parse(value)  # a MessagingConfigError (a ValueError) naming the key
     return value
 
 
-# sections of nested tables checked as a whole (from the file only): a domain pack's (its
-# app reads them from the settings it is given) and the API clients' limits
-_PACKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"backups": _backups,
-                                                                  "limits": _limits,
-                                                                  "orders": _orders,
-                                                                  "messaging": _messaging}
+def _retention(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    from workers.retention import parse
+
+    targets = {}
+    if data.get("backups"):  # a target named is one of the backups pack's
+        from workers.actions.backups.config import parse as parse_backups
+
+        targets = dict(parse_backups(data["backups"]).targets)
+    parse(value, targets)  # a ValueError naming the key
+    return value
+
+
+# sections of nested tables checked as a whole (from the file only; ``data``: the whole
+# file, for a reference to another section): a domain pack's (its app reads them from
+# the settings it is given), stepsaga serve and worker's [retention], the API clients'
+# [limits]
+_PACKS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = {
+    "backups": _backups, "retention": _retention, "limits": _limits, "orders": _orders,
+    "messaging": _messaging}
 # the plain keys of those sections, with their defaults (the nested tables have none)
 _PACK_DEFAULTS: dict[str, dict[str, Any]] = {"limits": {"file": "", "reload": 1.0}}
 
@@ -293,7 +319,7 @@ def load(path: str | os.PathLike[str] | None = None,
                                   f"([{section}]), got {values!r:.60}")
             if section in _PACKS:
                 try:
-                    found[section] = _PACKS[section](values)
+                    found[section] = _PACKS[section](values, data)
                 except ValueError as exc:
                     raise ConfigError(f"config file {str(path)!r}: {exc}") from None
                 continue

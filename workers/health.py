@@ -173,16 +173,17 @@ async def follow(store: SqlStore, *, after: int | None, interval: float,
 async def readiness(store: SqlStore, node: Any = None, *, within: float = 2.0
                     ) -> dict[str, Any]:
     """Whether this process can do its work now (``/readyz``): the store answers
-    within ``within`` seconds, its schema is at the revision this code needs, and
-    workers run (``node``: this process's worker node, its workers active; without
-    one, an API-only node: some live node publishes its catalog). ``services``: the
+    within ``within`` seconds, its schema is at the revision this code needs (or at a
+    newer one, which a newer node migrated it to while this one ran), and workers run
+    (``node``: this process's worker node, its workers active; without one, an
+    API-only node: some live node publishes its catalog). ``services``: the
     health graph of ``node`` as its latest round found it (a service down makes the
     works that need it wait, not the node unready).
 
     Returns ``{"ready": bool, "checks": {name: {"ok", "detail"}}, "services": {...}}``.
     """
     from engine.store.catalog import published
-    from engine.store.migrate import head_revision, schema_revision
+    from engine.store.migrate import head_revision, is_newer, schema_revision
 
     checks: dict[str, dict[str, Any]] = {}
     needed = head_revision()
@@ -199,11 +200,17 @@ async def readiness(store: SqlStore, node: Any = None, *, within: float = 2.0
         live = []
     else:
         checks["store"] = {"ok": True, "detail": ""}
-        checks["migrations"] = {
-            "ok": found == needed,
-            "detail": "" if found == needed else
-            f"the store's schema is at revision {found or 'none'}; this node needs {needed} "
-            "(run stepsaga migrate)"}
+        if found == needed:
+            checks["migrations"] = {"ok": True, "detail": ""}
+        elif is_newer(found):  # a newer node migrated under this one: it runs on
+            checks["migrations"] = {"ok": True, "detail": (
+                f"the store's schema is at revision {found}, newer than this node's "
+                f"{needed}: it runs on (migrations only add), but would not start again; "
+                "upgrade it")}
+        else:
+            checks["migrations"] = {"ok": False, "detail": (
+                f"the store's schema is at revision {found or 'none'}; this node needs "
+                f"{needed} (run stepsaga migrate)")}
     if node is not None:
         active = [name for name, w in node.workers().items() if w["status"] == "active"]
         running = node.running

@@ -158,15 +158,22 @@ def _postgres_batch(batch: Sequence[_Append]) -> tuple[str, list[Any]]:
         # any claim of that worker); if one is not,
         # 'ok' is empty and nothing is written (the caller then raises LeaseLostError)
         parts = [f"lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({APPEND_LOCK}) AS held)",
-                 # FOR SHARE: no claim takes these leases over until this commit ends
-                 "held AS MATERIALIZED (SELECT l.work_id FROM lock, leases l JOIN "
+                 # FOR SHARE: no claim takes these leases over until this commit ends.
+                 # The lock is a one-time filter, evaluated before anything is read,
+                 # and 'fence' reads it too, so it is taken whatever the plan: with
+                 # 'lock' in the join instead, a plan that joined the leases first
+                 # never scanned it when no lease was to be checked (a queued work's
+                 # creation), whose position then committed unlocked, out of commit
+                 # order, and a feed that had read past it never delivered it
+                 "held AS MATERIALIZED (SELECT l.work_id FROM leases l JOIN "
                  "unnest($1::text[], $2::text[], $3::text[], $4::int4[]) "
                  "AS f(work_id, owner, worker, token) "
                  "ON l.work_id = f.work_id AND l.owner = f.owner AND l.worker = f.worker "
                  "AND (f.token = 0 OR l.token = f.token) "
+                 "WHERE (SELECT count(*) FROM lock) = 1 "
                  "FOR SHARE OF l)",
                  "fence AS MATERIALIZED (SELECT cardinality($1::text[]) - "
-                 "(SELECT count(*) FROM held) AS lost)",
+                 "(SELECT count(*) FROM held) AS lost FROM lock)",
                  "ok AS MATERIALIZED (SELECT lost FROM fence WHERE lost = 0)"]
         number = 5
         for index, (table, keys) in enumerate(tables):

@@ -19,7 +19,7 @@ from ..events import RecordedEvent
 from .schema import leases, sagas
 from .sql import SqlStore
 
-__all__ = ["copy_store", "head_revision", "migrate_engine", "schema_revision"]
+__all__ = ["copy_store", "head_revision", "is_newer", "migrate_engine", "schema_revision"]
 
 _SCRIPTS = Path(__file__).with_name("migrations")
 
@@ -42,8 +42,8 @@ def _upgrade(connection: Connection) -> None:
     else:  # SQLite: the write lock first, so nobody migrates between our look and our DDL
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     found = _revision(connection)
-    head, known = _known()
-    if found is not None and found not in known:
+    head, _ = _known()
+    if found is not None and is_newer(found):
         # a newer stepsaga migrated the store: running on tables this code does not know
         # could write what the newer nodes misread (older nodes already running carry on:
         # migrations within a minor version only add)
@@ -66,6 +66,13 @@ def _known() -> tuple[str, frozenset[str]]:
 def head_revision() -> str:
     """The schema revision this version of stepsaga needs (its newest migration)."""
     return _known()[0]
+
+
+def is_newer(revision: str | None) -> bool:
+    """Whether a store at ``revision`` was migrated by a newer stepsaga (a revision this
+    code does not know): a node already running carries on there (migrations within a
+    minor version only add), a node starting refuses (:class:`SchemaTooNewError`)."""
+    return revision is not None and revision not in _known()[1]
 
 
 def _revision(connection: Connection) -> str | None:

@@ -76,6 +76,8 @@ class StoreConfig:
     snapshot_every: int = 200  # events between snapshots of a work's state
     max_batch: int = 256  # appends per group commit at most: smaller batches let the
     # event loop prepare the next one while the last one is being written
+    metrics: bool = True  # time statements and group commits (engine.metrics); off, the
+    # store measures nothing (benchmarks/durable.py --observability compares the two)
 
 
 _GROUP_COMMIT_SECONDS = metrics.DB_SECONDS.labels("group_commit")
@@ -164,9 +166,10 @@ class SqlStore:
         engine = _make_engine(config)
         sync_engine = _make_sync_engine(config) if engine.dialect.name == "sqlite" else None
         store = cls(engine, config, sync_engine)
-        _time_statements(engine.sync_engine)
-        if sync_engine is not None:
-            _time_statements(sync_engine)
+        if config.metrics:
+            _time_statements(engine.sync_engine)
+            if sync_engine is not None:
+                _time_statements(sync_engine)
         try:
             if create:
                 await store.create_schema()
@@ -425,11 +428,13 @@ class SqlStore:
     async def _commit(self, batch: list[_Append]) -> None:
         self._written = None
         committed = None
+        measured = self.config.metrics
         began = time.perf_counter()
         try:
             await self._write(batch)
-            _GROUP_COMMIT_SECONDS.observe(time.perf_counter() - began)
-            metrics.GROUP_COMMIT_EVENTS.observe(sum(len(item.records) for item in batch))
+            if measured:
+                _GROUP_COMMIT_SECONDS.observe(time.perf_counter() - began)
+                metrics.GROUP_COMMIT_EVENTS.observe(sum(len(item.records) for item in batch))
             if self._written is not None:
                 committed = Committed(self._written, batch)
         except Exception as exc:
@@ -448,7 +453,8 @@ class SqlStore:
             flush.done.set()
             # the longest an append of it waited: one figure per group commit, not per
             # append (a histogram's observe is a measurable part of an append's cost)
-            _APPEND_SECONDS.observe(now - flush.began)
+            if measured:
+                _APPEND_SECONDS.observe(now - flush.began)
         for listener in self._commit_listeners:
             listener(committed)
 

@@ -9,7 +9,7 @@ import anyio
 from prometheus_client import REGISTRY
 
 from engine import Runtime, Saga, Stage
-from engine.store import SqlStore
+from engine.store import SqlStore, StoreConfig
 from workers import leases
 
 
@@ -56,3 +56,19 @@ async def test_works_run_here_are_counted_from_their_events(tmp_path: Any) -> No
     assert sample("stepsaga_stage_duration_seconds_count", saga="metered", stage="b",
                   outcome="completed") == stages + 5
     assert sample("stepsaga_group_commit_events_sum") == commits + events
+
+
+async def test_a_runtime_and_a_store_with_metrics_off_count_nothing(tmp_path: Any) -> None:
+    names = [("stepsaga_works_created_total", {"saga": "metered"}),
+             ("stepsaga_works_finished_total", {"saga": "metered", "status": "completed"}),
+             ("stepsaga_group_commit_events_count", {}),
+             ("stepsaga_event_append_seconds_count", {}),
+             ("stepsaga_db_query_seconds_count", {"operation": "select"})]
+    before = [sample(name, **labels) for name, labels in names]
+    config = StoreConfig(url=f"sqlite+aiosqlite:///{tmp_path}/s.sqlite", metrics=False)
+    async with SqlStore.open(config=config) as store, \
+            Runtime([ONE], store=store, metrics=False) as rt:
+        for i in range(3):
+            assert (await rt.run("metered", i)).status == "completed"
+        assert len(await store.read_all()) > 0  # a select, not timed
+    assert [sample(name, **labels) for name, labels in names] == before

@@ -126,3 +126,23 @@ async def test_a_work_s_logs_read_through_the_api(tmp_path: Path) -> None:
                                          context_value=Context(service))
             assert wrong.errors is not None
             assert "levels: 'loud' is not a level" in wrong.errors[0].message
+
+
+async def test_a_record_is_formatted_when_kept_and_a_runtime_may_keep_none(
+        tmp_path: Path) -> None:
+    async def odd(ctx: Any, n: int) -> int:
+        ctx.logger.debug("%d parcels and %d", n)  # one argument short: shown, not raised
+        ctx.logger.warning("at %s%%", n)
+        raise StageFailure("no", retryable=False)
+
+    broken = Saga(name="broken", stages=[Stage(name="odd", transaction=odd)])
+    async with SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/s.sqlite") as store:
+        async with Runtime([broken], store=store) as runtime:
+            kept = (await runtime.run("broken", 7)).work_id
+        async with Runtime([broken], store=store, keep_logs=False) as runtime:
+            unkept = (await runtime.run("broken", 8)).work_id
+        records = await logs_of(store, kept)
+        assert [(r["level"], r["message"]) for r in sorted(records, key=lambda r: r["time"])
+                ] == [("DEBUG", "'%d parcels and %d' (7,) (could not format: not enough "
+                                "arguments for format string)"), ("WARNING", "at 7%")]
+        assert await logs_of(store, unkept) == []

@@ -1,11 +1,14 @@
 """The sagas of the operations tests: one that completes, one that retries once and
 completes, one whose second stage fails so the first is compensated (the compensation
-failing once, then retried)."""
+failing once, then retried); and one whose stage waits while the file named by
+$STEPSAGA_TEST_HOLD exists (a node killed there holds its works)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import anyio
 import tenacity
 
 from engine import RetryPolicy, Saga, Stage, StageFailure
@@ -30,6 +33,15 @@ async def undo(ctx: Any, value: Any, output: Any, reason: Any) -> None:
         raise RuntimeError("the first undo fails")
 
 
+async def hold(ctx: Any, n: int) -> int:
+    marker = os.environ.get("STEPSAGA_TEST_HOLD")
+    for _ in range(6000):  # two minutes at most
+        if marker is None or not await anyio.Path(marker).exists():
+            break
+        await anyio.sleep(0.02)
+    return n + 1
+
+
 QUICK = RetryPolicy(attempts=3, wait=tenacity.wait_fixed(0.01))
 
 
@@ -40,4 +52,6 @@ def sagas() -> list[Saga]:
             Saga(name="doomed", stages=[
                 Stage(name="a", transaction=tick, compensation=undo,
                       compensation_retry=QUICK),
-                Stage(name="b", transaction=refuse)])]
+                Stage(name="b", transaction=refuse)]),
+            Saga(name="held", stages=[Stage(name="a", transaction=hold),
+                                      Stage(name="b", transaction=tick)])]

@@ -53,6 +53,10 @@ def test_a_bad_file_is_refused_naming_the_key(tmp_path: Path) -> None:
         '[worker]\nhttp = "nowhere"\n': "worker.http (in '{}'): expected HOST:PORT",
         '[sever]\nport = 1\n': "config file '{}': unknown section [sever]",
         'port = \n': "config file '{}' is not valid TOML",
+        '[retention]\ndirectory = "/tmp/a"\n[retention.ages]\nsignup = -1\n':
+            "config file '{}': retention.ages.signup must be a number of days > 0, got -1",
+        '[retention]\ntarget = "offsite"\n': "config file '{}': retention.target: 'offsite' "
+                                            "is not a target of [backups.targets] (have none)",
     }
     for i, (text, message) in enumerate(cases.items()):
         bad = tmp_path / f"bad{i}.toml"

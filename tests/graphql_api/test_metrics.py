@@ -1,8 +1,10 @@
-"""/metrics scraped over HTTP from two real processes on one SQLite file (``stepsaga
-serve`` and a worker-only ``stepsaga worker --http``), compared with the stored events."""
+"""/metrics scraped over HTTP from real processes on one SQLite file (``stepsaga serve``
+and worker-only ``stepsaga worker --http`` nodes, one taking over the works of a killed
+one), compared with the stored events."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +15,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine import Runtime
+from engine.store import SqlStore
 from tests.auth import bearer
 
+from .ops_app import sagas as ops_sagas
 from .wire import CREATE, TOKENS, Served, ask, http
 
 OPS_APP = "tests.graphql_api.ops_app:sagas"
@@ -118,3 +123,60 @@ async def test_metrics_of_two_processes_add_up_to_the_stored_events(
     assert total(samples, "process_resident_memory_bytes") > 0
     assert total(samples, "python_gc_collections_total") >= 0
     assert ("python_gc_collections_total", (("generation", "0"),)) in samples[1]
+
+
+async def test_a_node_counts_the_works_it_took_over_from_a_killed_one(tmp_path: Path) -> None:
+    """A worker killed while it holds works; another takes them over once their leases
+    expire: its stepsaga_lease_takeovers_total is the number of works whose stored
+    events were written by both."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.sqlite'}"
+    held = tmp_path / "hold"
+    held.touch()
+    async with SqlStore.open(url) as store, Runtime(ops_sagas(), store=store) as rt:
+        ids = [await rt.start("held", i, run=False) for i in range(4)]
+    common = ("worker", "--store", url, "--app", OPS_APP, "--worker", "w=4",
+              "--lease-ttl", "1")
+    victim = Served(*common, "--node-id", "victim", env={"STEPSAGA_TEST_HOLD": str(held)})
+    heir = None
+    try:
+        victim.ready()
+
+        async def started_by(prefix: str) -> set[str]:
+            async with SqlStore.open(url, create=False) as store:
+                return {work_id for work_id in ids for r in await store.read(work_id)
+                        if r.event.type == "stage.transaction.started"
+                        and (r.worker or "").startswith(prefix)}
+
+        for _ in range(1200):  # a minute at most
+            if await started_by("victim/") == set(ids):  # it holds all four, mid-stage
+                break
+            await anyio.sleep(0.05)
+        assert await started_by("victim/") == set(ids)
+        victim.process.send_signal(signal.SIGKILL)
+        victim.process.communicate(timeout=30)
+        held.unlink()
+        heir = Served(*common, "--node-id", "heir", "--http", "127.0.0.1:0")
+        page = heir.ready()["http"] + "/metrics"
+        works: dict[str, str] = {}
+        for _ in range(1200):
+            async with SqlStore.open(url, create=False) as store:
+                works = {w["work_id"]: w["status"] for w in await store.works(limit=10)}
+            if all(works.get(i) == "completed" for i in ids):
+                break
+            await anyio.sleep(0.05)
+        assert [works.get(i) for i in ids] == ["completed"] * 4
+        async with SqlStore.open(url, create=False) as store:
+            streams = {i: await store.read(i) for i in ids}
+        changed_hands = sum(
+            {(r.worker or "").split("/")[0] for r in stream} >= {"victim", "heir"}
+            for stream in streams.values())
+        samples = scrape(page)
+        assert changed_hands == 4
+        assert total([samples], "stepsaga_lease_takeovers_total", saga="held") == \
+            changed_hands
+        assert total([samples], "stepsaga_lease_takeovers_total") == changed_hands
+    finally:
+        for process in (heir, victim):
+            if process is not None and process.process.poll() is None:
+                code, _, err = process.stop()
+                assert code == 0, err

@@ -127,3 +127,38 @@ async def test_own_commits_are_handed_over_unread_with_their_stored_positions(
             twin = stored[(recorded.work_id, recorded.seq)]
             assert (recorded.position, recorded.time, recorded.event, recorded.worker) == \
                 (twin.position, twin.time, twin.event, twin.worker)
+
+
+async def test_an_append_without_a_lease_to_check_takes_the_append_lock_too(
+        postgres_url: str) -> None:
+    """Positions follow commit order only if every append takes the append lock: one
+    that skipped it (a queued work's creation, whose group commit checks no lease) could
+    commit an earlier position after a feed had read past it, and that event would
+    never reach a subscriber. Held by another transaction, the lock keeps it waiting."""
+    import asyncpg
+
+    from engine.store.batch import APPEND_LOCK
+
+    holder = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
+    try:
+        async with SqlStore.open(postgres_url) as store, Runtime([SAGA], store=store) as rt:
+            made: list[str] = []
+
+            async def create() -> None:
+                made.append(await rt.start("s", 1, run=False))  # queued: no lease
+
+            for i in range(10):  # queued works: free lease rows, the plan's statistics
+                await rt.start("s", i, run=False)
+            await holder.execute("ANALYZE leases")
+            transaction = holder.transaction()
+            await transaction.start()
+            await holder.execute(f"SELECT pg_advisory_xact_lock({APPEND_LOCK})")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(create)
+                await anyio.sleep(0.5)  # long enough for a commit that does not wait
+                assert made == [], "the append committed without the append lock"
+                assert await holder.fetchval("SELECT count(*) FROM events") == 10
+                await transaction.rollback()  # the lock goes: the append commits
+            assert len(made) == 1 and await store.work(made[0]) is not None
+    finally:
+        await holder.close()

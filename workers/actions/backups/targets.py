@@ -19,9 +19,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import TargetSpec
+from .config import MIN_PART, TargetSpec
 from .errors import TargetError
 from .streams import CHUNK
+
+COPY_PART = 1024 * 1024 * 1024  # bytes of an object copied per part by append()
 
 __all__ = ["DirectoryStorage", "S3Storage", "Storage", "Writer", "open_storage"]
 
@@ -43,6 +45,7 @@ class Storage(Protocol):
     def keys(self, prefix: str) -> list[str]: ...
     def delete(self, key: str) -> None: ...
     def abort_uploads(self, key: str) -> int: ...
+    def append(self, key: str, data: bytes) -> None: ...
 
 
 def _safe(key: str) -> str:
@@ -153,6 +156,18 @@ class DirectoryStorage:
             path.parent.rmdir()  # the backup's folder, once empty
         except OSError:
             pass
+
+    def append(self, key: str, data: bytes) -> None:
+        """``data`` added at the end of object ``key`` (made if missing), durably."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        made = not path.exists()
+        with open(path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if made:
+            _sync_dir(path.parent)
 
     def abort_uploads(self, key: str) -> int:
         partial = self._path(key).with_name(self._path(key).name + ".partial")
@@ -305,6 +320,49 @@ class S3Storage:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.spec.bucket, Key=self._key(key))
+
+    def append(self, key: str, data: bytes) -> None:
+        """``data`` added at the end of object ``key`` (made if missing). An object
+        cannot be appended to: it is replaced by one whose first parts are copies of the
+        old one made by the server (``UploadPartCopy``: nothing downloaded), whose last
+        part is ``data``; an old one smaller than a part (5 MiB) is read and sent again."""
+        from botocore.exceptions import ClientError
+
+        size = self.size(key) or 0
+        if size < MIN_PART:
+            before = (self.get(key) or b"") if size else b""
+            try:
+                self.client.put_object(Bucket=self.spec.bucket, Key=self._key(key),
+                                       Body=before + data)
+            except ClientError as exc:
+                raise self._error(exc, f"cannot write {key!r}") from None
+            return
+        bucket, name = self.spec.bucket, self._key(key)
+        try:
+            upload = self.client.create_multipart_upload(Bucket=bucket, Key=name)["UploadId"]
+        except ClientError as exc:
+            raise self._error(exc, f"cannot start the upload of {key!r}") from None
+        try:
+            parts = []
+            # copies of equal size, at most COPY_PART each (S3 takes up to 5 GiB) and so
+            # at least 5 MiB (only the last part, data, may be smaller)
+            count = -(-size // COPY_PART)
+            length = -(-size // count)
+            for number, start in enumerate(range(0, size, length), 1):
+                end = min(start + length, size) - 1
+                found = self.client.upload_part_copy(
+                    Bucket=bucket, Key=name, UploadId=upload, PartNumber=number,
+                    CopySource={"Bucket": bucket, "Key": name},
+                    CopySourceRange=f"bytes={start}-{end}")
+                parts.append({"PartNumber": number, "ETag": found["CopyPartResult"]["ETag"]})
+            found = self.client.upload_part(Bucket=bucket, Key=name, UploadId=upload,
+                                            PartNumber=len(parts) + 1, Body=data)
+            parts.append({"PartNumber": len(parts) + 1, "ETag": found["ETag"]})
+            self.client.complete_multipart_upload(Bucket=bucket, Key=name, UploadId=upload,
+                                                  MultipartUpload={"Parts": parts})
+        except ClientError as exc:
+            self.client.abort_multipart_upload(Bucket=bucket, Key=name, UploadId=upload)
+            raise self._error(exc, f"cannot append to {key!r}") from None
 
     def abort_uploads(self, key: str) -> int:
         """Abort every unfinished multipart upload of ``key`` (a crashed attempt's)."""
