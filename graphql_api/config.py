@@ -34,6 +34,13 @@ Every setting, its section and its default::
                                    # sources, targets, keys and jobs, nested tables,
                                    # see workers.actions.backups.config; file only
 
+    [files]                        # the files pack (--app workers.actions.files:app):
+                                   # staging = "" (where uploads wait for their saga),
+                                   # repositories (directory or s3), keys (secret or
+                                   # ed25519) and buckets (repository, encrypt_names,
+                                   # encrypt_content, sign, sign_key), nested tables,
+                                   # see workers.actions.files.config; file only
+
 An environment variable ``STEPSAGA_<SECTION>_<KEY>`` (``STEPSAGA_SERVE_PORT=9000``,
 ``STEPSAGA_STORE_URL=...``) overrides the file; a command-line flag overrides both.
 ``STEPSAGA_WORKER_WORKERS`` takes a comma-free list separated by spaces.
@@ -181,9 +188,17 @@ def _backups(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def _files(value: dict[str, Any]) -> dict[str, Any]:
+    from workers.actions.files.config import parse
+
+    parse(value)  # a FilesConfigError (a ValueError) naming the field
+    return value
+
+
 # sections of nested tables a domain pack checks as a whole (from the file only); the
 # pack's app reads them from the settings it is given
-_PACKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"backups": _backups}
+_PACKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"backups": _backups,
+                                                                 "files": _files}
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     **{section: {key: default for key, (_, default) in keys.items()}

@@ -68,6 +68,7 @@ class Storage(Protocol):
     def abort_uploads(self, key: str) -> int: ...
     def page(self, prefix: str, after: str, limit: int) -> list[tuple[str, int]]: ...
     def rename(self, key: str, new: str) -> None: ...
+    def version(self, key: str) -> str | None: ...
 
 
 def _safe(key: str, error: type[StageFailure]) -> str:
@@ -202,6 +203,14 @@ class DirectoryStorage:
                     and path.is_file():
                 found.append((key, path.stat().st_size))
         return sorted(found)[:limit]
+
+    def version(self, key: str) -> str | None:
+        """What changes whenever the object under ``key`` is written (None: no object)."""
+        try:
+            found = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        return f"{found.st_ino}:{found.st_size}:{found.st_mtime_ns}"
 
     def rename(self, key: str, new: str) -> None:
         """``key`` under the name ``new`` (replacing what had it), at once."""
@@ -384,6 +393,16 @@ class S3Storage:
             raise self._error(exc, f"cannot list {prefix!r}") from None
         return [(o["Key"][len(self.spec.prefix):], int(o["Size"]))
                 for o in found.get("Contents", [])][:limit]
+
+    def version(self, key: str) -> str | None:
+        """What changes whenever the object under ``key`` is written (None: no object)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            found = self.client.head_object(Bucket=self.spec.bucket, Key=self._key(key))
+        except ClientError:
+            return None
+        return f"{found['ETag']}:{found['LastModified'].isoformat()}"
 
     def rename(self, key: str, new: str) -> None:
         """``key`` under the name ``new`` (a server-side copy, then the old deleted)."""

@@ -1,0 +1,250 @@
+"""How a file is kept: a header, then its content, encrypted and signed as its
+bucket says, as a stream (memory stays at a segment or two whatever the size).
+
+An object is ``MAGIC``, the header's length (4 bytes) and the header (JSON: format
+version, content type, plain size, whether it is encrypted, how it is signed, the work
+that wrote it), then the body. Everything is bound to a *context*: the SHA-256 of the
+magic, the header, the bucket's name and the file's name, so an object copied under
+another name or into another bucket, or with its header changed, fails its checks.
+
+- Encryption: AES-256-GCM in authenticated segments (:mod:`workers.actions.shared.aead`)
+  with the context as associated data.
+- Signing: the body (cipher text when encrypted) cut into segments of ``SIGNED`` bytes,
+  each a flag byte (1 on the last), its length (4 bytes), its bytes and a tag over
+  SHA-256(context, segment number, flag, bytes): HMAC-SHA256 (32 bytes) or Ed25519
+  (64 bytes). A reader checks each segment before it gives any of its bytes on, and
+  the last one's flag, so nothing altered, reordered, dropped or cut short gets through.
+
+>>> seal = Seal()
+>>> stored = b"".join(seal.write([b"hello"], {"content_type": "text/plain", "size": 5},
+...                              "docs", "a.txt"))
+>>> header, body = seal.read(iter([stored]), "docs", "a.txt")
+>>> header["content_type"], b"".join(body)
+('text/plain', b'hello')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+
+from ..shared.aead import AesDecrypt, AesEncrypt
+from .errors import TamperedError, WrongKeyError
+
+__all__ = ["MAGIC", "SIGNED", "Seal"]
+
+MAGIC = b"SSFILE1\0"
+SIGNED = 1024 * 1024  # bytes of body per signed segment
+ENCRYPTED = 256 * 1024  # bytes of plain text per AES-GCM segment
+MAX_HEADER = 16 * 1024
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Seal:
+    """A bucket's way of keeping content: ``content_key`` (32 bytes: AES-256-GCM),
+    ``sign`` (``hmac-sha256`` with ``sign_key`` 32 bytes, ``ed25519`` with an
+    ``Ed25519PrivateKey``) and the names of the keys, for messages."""
+
+    content_key: bytes | None = None
+    content_key_name: str = ""
+    sign: str = ""
+    sign_key: Any = None
+    sign_key_name: str = ""
+
+    # ------------------------------------------------------------ writing
+
+    def write(self, chunks: Iterable[bytes], header: dict[str, Any], bucket: str,
+              name: str) -> Iterator[bytes]:
+        """The stored bytes of a file of these plain chunks (``header``: its content
+        type and size, and what else the writer records)."""
+        head = json.dumps({**header, "v": VERSION, "encrypted": self.content_key is not None,
+                           "signed": self.sign or None}, sort_keys=True).encode()
+        if len(head) > MAX_HEADER:
+            raise TamperedError(f"a file's header is at most {MAX_HEADER} bytes")
+        yield MAGIC + struct.pack(">I", len(head)) + head
+        context = _context(head, bucket, name)
+        body: Iterable[bytes] = chunks
+        if self.content_key is not None:
+            body = _through(AesEncrypt(self.content_key, aad=context, segment=ENCRYPTED),
+                            body)
+        if self.sign:
+            body = self._signed(body, context)
+        yield from body
+
+    def _tag(self, digest: bytes) -> bytes:
+        if self.sign == "hmac-sha256":
+            return hmac.digest(self.sign_key, digest, "sha256")
+        return bytes(self.sign_key.sign(digest))
+
+    def _signed(self, body: Iterable[bytes], context: bytes) -> Iterator[bytes]:
+        buffer = bytearray()
+        number = 0
+        for chunk in body:
+            buffer += chunk
+            while len(buffer) > SIGNED:  # keep one byte back: the last segment is flagged
+                yield self._segment(context, number, 0, bytes(buffer[:SIGNED]))
+                del buffer[:SIGNED]
+                number += 1
+        yield self._segment(context, number, 1, bytes(buffer))
+
+    def _segment(self, context: bytes, number: int, flag: int, data: bytes) -> bytes:
+        digest = _digest(context, number, flag, data)
+        return bytes([flag]) + struct.pack(">I", len(data)) + data + self._tag(digest)
+
+    # ------------------------------------------------------------ reading
+
+    def read(self, stored: Iterator[bytes], bucket: str, name: str
+             ) -> tuple[dict[str, Any], Iterator[bytes]]:
+        """The header of a stored file and its plain content, checked as it goes:
+        ``TamperedError`` (``WrongKeyError``) as soon as something does not check,
+        before any byte of what does not is given."""
+        buffer = bytearray()
+        for chunk in stored:
+            buffer += chunk
+            if len(buffer) >= len(MAGIC) + 4:
+                break
+        if bytes(buffer[:len(MAGIC)]) != MAGIC:
+            raise TamperedError(f"file {name!r} of bucket {bucket!r}: the object does not "
+                                "start like a file this pack wrote (altered, or not ours)")
+        (length,) = struct.unpack(">I", buffer[len(MAGIC):len(MAGIC) + 4])
+        if length > MAX_HEADER:
+            raise TamperedError(f"file {name!r} of bucket {bucket!r}: its header is damaged")
+        while len(buffer) < len(MAGIC) + 4 + length:
+            more = next(stored, None)
+            if more is None:
+                raise TamperedError(f"file {name!r} of bucket {bucket!r}: the object ends "
+                                    "inside its header (truncated)")
+            buffer += more
+        head = bytes(buffer[len(MAGIC) + 4:len(MAGIC) + 4 + length])
+        try:
+            header = json.loads(head)
+            assert isinstance(header, dict) and header.get("v") == VERSION
+        except (ValueError, AssertionError):
+            raise TamperedError(f"file {name!r} of bucket {bucket!r}: its header is "
+                                "damaged") from None
+        self._expect(header, bucket, name)
+        context = _context(head, bucket, name)
+        rest = bytes(buffer[len(MAGIC) + 4 + length:])
+        body: Iterator[bytes] = _prepend(rest, stored)
+        if self.sign:
+            body = self._verified(body, context, bucket, name)
+        if self.content_key is not None:
+            body = _through(AesDecrypt(self.content_key, self.content_key_name,
+                                       integrity=TamperedError, wrong_key=WrongKeyError,
+                                       aad=context, segment=ENCRYPTED,
+                                       what=f"file {name!r} of bucket {bucket!r}"), body)
+        return header, _sized(body, header.get("size"), bucket, name)
+
+    def _expect(self, header: dict[str, Any], bucket: str, name: str) -> None:
+        where = f"file {name!r} of bucket {bucket!r}"
+        if self.sign and header.get("signed") != self.sign:
+            raise TamperedError(f"{where}: the bucket signs its files with {self.sign}, this "
+                                f"one says {header.get('signed')!r} (altered, or written "
+                                "before the bucket was signed); refused")
+        if self.content_key is not None and not header.get("encrypted"):
+            raise TamperedError(f"{where}: the bucket encrypts its files, this one says it "
+                                "is not encrypted (altered, or written before); refused")
+        if self.content_key is None and header.get("encrypted"):
+            raise WrongKeyError(f"{where}: the file is encrypted and the bucket has no "
+                                "encrypt_content key to decrypt it")
+
+    def _check(self, digest: bytes, tag: bytes) -> bool:
+        if self.sign == "hmac-sha256":
+            return hmac.compare_digest(hmac.digest(self.sign_key, digest, "sha256"), tag)
+        try:
+            self.sign_key.public_key().verify(tag, digest)
+        except InvalidSignature:
+            return False
+        return True
+
+    def _verified(self, body: Iterator[bytes], context: bytes, bucket: str, name: str
+                  ) -> Iterator[bytes]:
+        size = 32 if self.sign == "hmac-sha256" else 64
+        where = f"file {name!r} of bucket {bucket!r}"
+        buffer = bytearray()
+        number = 0
+        ended = False
+        for chunk in _then_end(body):
+            if chunk is not None:
+                buffer += chunk
+            while len(buffer) >= 5:
+                if ended:
+                    raise TamperedError(f"{where}: bytes after its last signed segment "
+                                        "(altered); refused")
+                flag = buffer[0]
+                (length,) = struct.unpack(">I", buffer[1:5])
+                if flag not in (0, 1) or length > SIGNED:
+                    raise TamperedError(f"{where}: a signed segment's header is damaged "
+                                        "(altered); refused")
+                if len(buffer) < 5 + length + size:
+                    break
+                data = bytes(buffer[5:5 + length])
+                tag = bytes(buffer[5 + length:5 + length + size])
+                del buffer[:5 + length + size]
+                if not self._check(_digest(context, number, flag, data), tag):
+                    raise TamperedError(f"{where}: its signature ({self.sign}, key "
+                                        f"{self.sign_key_name!r}) does not verify at "
+                                        f"segment {number}: the file was altered; refused")
+                number += 1
+                ended = flag == 1
+                if data:
+                    yield data
+            if chunk is None and (not ended or buffer):
+                raise TamperedError(f"{where}: the file ends before its last signed "
+                                    "segment (truncated); refused")
+
+
+def _context(head: bytes, bucket: str, name: str) -> bytes:
+    found = hashlib.sha256(MAGIC + head)
+    found.update(struct.pack(">I", len(bucket.encode())) + bucket.encode())
+    found.update(name.encode())
+    return found.digest()
+
+
+def _digest(context: bytes, number: int, flag: int, data: bytes) -> bytes:
+    found = hashlib.sha256(context)
+    found.update(struct.pack(">QB", number, flag))
+    found.update(data)
+    return found.digest()
+
+
+def _then_end(chunks: Iterator[bytes]) -> Iterator[bytes | None]:
+    yield from chunks
+    yield None
+
+
+def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest
+
+
+def _through(codec: Any, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    for chunk in chunks:
+        out = codec.update(chunk)
+        if out:
+            yield out
+    tail = codec.finish()
+    if tail:
+        yield tail
+
+
+def _sized(body: Iterator[bytes], size: Any, bucket: str, name: str) -> Iterator[bytes]:
+    seen = 0
+    for chunk in body:
+        seen += len(chunk)
+        if isinstance(size, int) and seen > size:
+            raise TamperedError(f"file {name!r} of bucket {bucket!r}: more bytes than its "
+                                f"header's {size} (altered); refused")
+        yield chunk
+    if isinstance(size, int) and seen != size:
+        raise TamperedError(f"file {name!r} of bucket {bucket!r}: {seen} bytes, its header "
+                            f"says {size} (truncated or altered); refused")
