@@ -8,6 +8,7 @@ import types
 import pytest
 
 PACKAGES = ["engine", "engine.store", "workers", "workers.actions", "workers.actions.backups",
+            "workers.actions.files", "workers.actions.shared",
             "graphql_api"]
 
 
