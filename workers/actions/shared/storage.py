@@ -420,8 +420,15 @@ class S3Storage:
 
     def abort_uploads(self, key: str) -> int:
         """Abort every unfinished multipart upload of ``key`` (a crashed attempt's)."""
-        found = self.client.list_multipart_uploads(Bucket=self.spec.bucket,
-                                                   Prefix=self._key(key))
+        from botocore.exceptions import ClientError
+
+        try:
+            found = self.client.list_multipart_uploads(Bucket=self.spec.bucket,
+                                                       Prefix=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
+                return 0  # nothing was ever uploaded there
+            raise self._error(exc, f"cannot list the uploads of {key!r}") from None
         uploads = [u for u in found.get("Uploads", []) if u["Key"] == self._key(key)]
         for upload in uploads:
             self.client.abort_multipart_upload(Bucket=self.spec.bucket, Key=upload["Key"],
