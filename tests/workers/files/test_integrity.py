@@ -114,9 +114,12 @@ async def test_another_key_is_refused(tmp_path: Path, repository: Where, mode: s
         _, body = open_bucket(parse(other), "docs").open("a.bin", stored)
         with pytest.raises(WrongKeyError, match="does not decrypt with key 'main'"):
             b"".join(body)
+        _, body = open_bucket(parse(table), "docs").open("a.bin")
+        assert b"".join(body) == data
         return
     stored = open_bucket(parse(table), "docs").stored("a.bin")
     _, body = open_bucket(parse(other), "docs").open("a.bin", stored)
     with pytest.raises(TamperedError, match=r"signature .* does not verify at segment 0"):
         b"".join(body)
-    assert data  # the file itself is untouched
+    _, body = open_bucket(parse(table), "docs").open("a.bin")  # the right keys still read it
+    assert b"".join(body) == data
