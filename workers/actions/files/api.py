@@ -13,8 +13,10 @@ session), each running a file saga (the request's principal needs ``write`` on
 - ``PUT /files/{bucket}/{key}``: the body is the file (its Content-Type the file's),
   ``?replace=true`` to replace one. 201.
 - ``GET /files/{bucket}/{key}``: the file, streamed, every segment checked as it goes
-  (after ``files.download`` checked it whole), with its Content-Type; a ``Range:
-  bytes=A-B`` (or ``A-``, ``-N``) gets 206 and those bytes.
+  (after ``files.download`` checked it whole: a tampered file is refused before its
+  first byte is sent), with its Content-Type; a ``Range: bytes=A-B`` (or ``A-``,
+  ``-N``) gets 206 and those bytes (read from the file's start: every segment before
+  them is checked too).
 - ``DELETE /files/{bucket}/{key}``: 200 with the record.
 - ``GET /files/{bucket}?prefix=&after=&limit=``: a page of names, ``next`` the
   cursor of the next page (null at the end).

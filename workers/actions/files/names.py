@@ -2,12 +2,12 @@
 
 A key is a relative path of segments joined by ``/``: no empty segment, no ``.`` or
 ``..`` (nothing climbs out of its bucket), no control character, at most 1024 bytes
-and 200 bytes a segment (150 when names are encrypted, so the stored segment stays
-under a file system's 255). Stored, it is ``<bucket>/<key>``; in a bucket with
-``encrypt_names`` each segment is encrypted with AES-SIV (deterministic: the same name
-always gives the same stored name, so a lookup finds it and a listing by a prefix of
-whole segments asks the repository for that stored prefix), bound to the bucket, in
-URL-safe base64.
+and 200 bytes a segment (640 and 150 when names are encrypted, so the stored name
+stays under S3's 1024 bytes and a segment under a file system's 255). Stored, it is
+``<bucket>/<key>``; in a bucket with ``encrypt_names`` each segment is encrypted with
+AES-SIV (deterministic: the same name always gives the same stored name, so a lookup
+finds it and a listing by a prefix of whole segments asks the repository for that
+stored prefix), bound to the bucket, in URL-safe base64.
 
 >>> check_key("photos/2024/cat.jpg")
 'photos/2024/cat.jpg'
@@ -34,6 +34,7 @@ from .errors import FilesConfigError
 __all__ = ["Names", "check_key", "check_prefix"]
 
 MAX_KEY = 1024
+MAX_SECRET_KEY = 640  # encrypted, a name grows by a third and 22 bytes a part (S3: 1024)
 MAX_SEGMENT = 200
 MAX_SECRET_SEGMENT = 150
 # names the repositories keep for themselves: a directory's object being written
@@ -44,9 +45,11 @@ def _controls(text: str) -> bool:
     return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
 
 
-def check_key(key: Any, field: str = "key", *, encrypted: bool = False) -> str:
+def check_key(key: Any, field: str = "key", *, encrypted: bool = False,
+              cursor: bool = False) -> str:
     """``key`` if it is a file's name that stays in its bucket; else FilesConfigError
-    naming ``field``."""
+    naming ``field``. ``cursor``: a listing's cursor (a stored name: the bounds on a
+    name's length are not its)."""
     if not isinstance(key, str) or not key:
         raise FilesConfigError(f"{field}: expected a file's name (a non-empty string), got "
                                f"{key!r:.60}")
@@ -63,8 +66,12 @@ def check_key(key: Any, field: str = "key", *, encrypted: bool = False) -> str:
     if any(not p for p in parts):
         raise FilesConfigError(f"{field}: {key!r:.80} has an empty part (a '//' or a "
                                "trailing '/')")
-    if len(key.encode()) > MAX_KEY:
-        raise FilesConfigError(f"{field}: a name is at most {MAX_KEY} bytes, got "
+    if cursor:
+        return key
+    longest = MAX_SECRET_KEY if encrypted else MAX_KEY
+    if len(key.encode()) > longest:
+        raise FilesConfigError(f"{field}: a name is at most {longest} bytes"
+                               f"{' (names are encrypted)' if encrypted else ''}, got "
                                f"{len(key.encode())}")
     top = MAX_SECRET_SEGMENT if encrypted else MAX_SEGMENT
     for part in parts:

@@ -244,7 +244,7 @@ class _Pack:
             prefix = check_prefix(data.get("prefix"))
             after = data.get("after") or ""
             if after:
-                check_key(after, "after")
+                check_key(after, "after", cursor=True)
             limit = data.get("limit", 100)
             if isinstance(limit, bool) or not isinstance(limit, int) or \
                     not 1 <= limit <= MAX_LIMIT:
