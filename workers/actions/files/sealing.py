@@ -90,14 +90,19 @@ class Seal:
         for chunk in body:
             buffer += chunk
             while len(buffer) > SIGNED:  # keep one byte back: the last segment is flagged
-                yield self._segment(context, number, 0, bytes(buffer[:SIGNED]))
+                with memoryview(buffer) as view:
+                    data = bytes(view[:SIGNED])
                 del buffer[:SIGNED]
+                yield from self._segment(context, number, 0, data)
                 number += 1
-        yield self._segment(context, number, 1, bytes(buffer))
+        yield from self._segment(context, number, 1, bytes(buffer))
 
-    def _segment(self, context: bytes, number: int, flag: int, data: bytes) -> bytes:
-        digest = _digest(context, number, flag, data)
-        return bytes([flag]) + struct.pack(">I", len(data)) + data + self._tag(digest)
+    def _segment(self, context: bytes, number: int, flag: int, data: bytes
+                 ) -> Iterator[bytes]:
+        tag = self._tag(_digest(context, number, flag, data))
+        yield bytes([flag]) + struct.pack(">I", len(data))
+        yield data  # not joined: a segment's bytes are copied once
+        yield tag
 
     # ------------------------------------------------------------ reading
 
@@ -186,8 +191,9 @@ class Seal:
                                         "(altered); refused")
                 if len(buffer) < 5 + length + size:
                     break
-                data = bytes(buffer[5:5 + length])
-                tag = bytes(buffer[5 + length:5 + length + size])
+                with memoryview(buffer) as view:
+                    data = bytes(view[5:5 + length])
+                    tag = bytes(view[5 + length:5 + length + size])
                 del buffer[:5 + length + size]
                 if not self._check(_digest(context, number, flag, data), tag):
                     raise TamperedError(f"{where}: its signature ({self.sign}, key "

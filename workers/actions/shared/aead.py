@@ -44,7 +44,7 @@ class AesEncrypt:
         self._number = 0
         self._started = False
 
-    def _segment(self, plain: bytes, last: bool) -> bytes:
+    def _segment(self, plain: bytes | memoryview, last: bool) -> bytes:
         flag = b"\1" if last else b"\0"
         nonce = self._prefix + struct.pack(">I", self._number) + flag
         self._number += 1
@@ -52,16 +52,17 @@ class AesEncrypt:
         return flag + struct.pack(">I", len(sealed)) + sealed
 
     def update(self, data: bytes) -> bytes:
-        out = bytearray()
+        out: list[bytes] = []
         if not self._started:
-            out += MAGIC + self._prefix
+            out.append(MAGIC + self._prefix)
             self._started = True
         self._buffer += data
         # keep at least one byte back: the last segment is sealed with the flag set
         while len(self._buffer) > self._size:
-            out += self._segment(bytes(self._buffer[:self._size]), False)
+            with memoryview(self._buffer) as view:
+                out.append(self._segment(view[:self._size], False))
             del self._buffer[:self._size]
-        return bytes(out)
+        return b"".join(out)
 
     def finish(self) -> bytes:
         head = self.update(b"")
@@ -95,7 +96,7 @@ class AesDecrypt:
 
     def update(self, data: bytes) -> bytes:
         self._buffer += data
-        out = bytearray()
+        out: list[bytes] = []
         what = self._what
         if self._prefix is None:
             if len(self._buffer) < len(MAGIC) + 7:
@@ -116,11 +117,11 @@ class AesDecrypt:
                                       "was altered)")
             if len(self._buffer) < 5 + length:
                 break
-            sealed = bytes(self._buffer[5:5 + length])
-            del self._buffer[:5 + length]
             nonce = self._prefix + struct.pack(">I", self._number) + bytes([flag])
             try:
-                out += self._aead.decrypt(nonce, sealed, self._aad)
+                with memoryview(self._buffer) as view:
+                    out.append(self._aead.decrypt(nonce, view[5:5 + length], self._aad))
+                del self._buffer[:5 + length]
             except InvalidTag:
                 if self._number == 0:
                     raise self._wrong_key(
@@ -131,7 +132,7 @@ class AesDecrypt:
                                       "authentication (the object was altered)") from None
             self._number += 1
             self._ended = flag == 1
-        return bytes(out)
+        return b"".join(out)
 
     def finish(self) -> bytes:
         out = self.update(b"")
