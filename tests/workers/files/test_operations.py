@@ -170,3 +170,22 @@ async def test_long_encrypted_names_page_through(tmp_path: Path, repository: Whe
     for key in keys:
         _, body = open_bucket(config, "docs").open(key)
         assert b"".join(body) == key.encode()
+
+
+async def test_two_uploads_of_one_name_at_once(tmp_path: Path, repository: Where) -> None:
+    """Each holds the file's lock while it writes: one writes, the other then finds the
+    file there and is refused; what is stored is the first's, whole."""
+    config = parse(section(tmp_path, repository.table, docs=MODES["hmac"]))
+    contents = [os.urandom(2_500_000), os.urandom(2_500_000)]
+    async with running(files_app(config=config, api=False), str(tmp_path / "s.sqlite")) as rt:
+        ids = [await rt.start("files.upload", {"bucket": "docs", "key": "same.bin",
+                                               **stage(config, [data])})
+               for data in contents]
+        done = [await rt.wait(work_id) for work_id in ids]
+    assert sorted(d.status for d in done) == ["completed", "failed"]
+    (won,) = [d for d in done if d.status == "completed"]
+    (lost,) = [d for d in done if d.status == "failed"]
+    assert "has a file 'same.bin' already" in lost.error["message"]
+    _, body = open_bucket(config, "docs").open("same.bin")
+    assert hashlib.sha256(b"".join(body)).hexdigest() == won.output["sha256"]
+    assert list(repository.objects()) == ["docs/same.bin"]

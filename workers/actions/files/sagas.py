@@ -29,6 +29,7 @@ more): its ``work.completed`` event is the change feed's entry (:mod:`.changes`)
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -70,6 +71,13 @@ def _content_type(value: Any) -> str:
         raise FilesConfigError(f"content_type: expected a media type like text/plain, got "
                                f"{value!r:.60}")
     return value
+
+
+def _lock(bucket: Bucket, stored: str) -> str:
+    """The lock of one file of a repository (a digest of its stored name: a lock's
+    name is at most 200 characters, a stored name may be 1024)."""
+    digest = hashlib.sha256(stored.encode()).hexdigest()[:40]
+    return f"files:{bucket.spec.repository}:{digest}"
 
 
 def _aside(ctx: StageContext, which: str = "object") -> str:
@@ -126,7 +134,7 @@ class _Pack:
                      "staged": data["staged"], "size": path.stat().st_size,
                      "content_type": _content_type(data.get("content_type")),
                      "replace": _flag(data, "replace"),
-                     "lock": f"files:{bucket.spec.repository}:{stored}"}
+                     "lock": _lock(bucket, stored)}
         except FilesError as exc:
             if not exc.retryable:  # it will not be taken: nothing of it is kept
                 discard(self.config, data.get("staged"))
@@ -181,8 +189,6 @@ class _Pack:
         data = _input(data, "files.download", '{"bucket", "key"}')
 
         def run() -> dict[str, Any]:
-            import hashlib
-
             bucket = self.bucket(data.get("bucket"))
             key = data.get("key")
             header, body = bucket.open(key, bucket.stored(key))
@@ -293,8 +299,7 @@ class _Pack:
             return {"bucket": source.name, "key": data["key"], "stored": stored,
                     "version": version, "to_bucket": target.name, "to_key": to_key,
                     "to_stored": to_stored, "replace": _flag(data, "replace"),
-                    "lock": f"files:{target.spec.repository}:{to_stored}",
-                    "source_lock": f"files:{source.spec.repository}:{stored}"}
+                    "lock": _lock(target, to_stored), "source_lock": _lock(source, stored)}
 
         return await anyio.to_thread.run_sync(run)
 
