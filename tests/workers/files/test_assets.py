@@ -175,12 +175,25 @@ def test_the_asset_routes(served: dict[str, Any], tmp_path: Path) -> None:
             assert gone.status_code == 200 and gone.json()["op"] == "delete"
             assert http.get(f"/files/{bucket}/notes.txt", headers=auth).status_code == 404
         # bad input: named, nothing written
-        for path, status, text in (("/files/nope/a.txt", 400, "bucket: 'nope' is not one of"),
+        for path, status, text in (("/files/nope/a.txt", 400, "bucket: unknown bucket 'nope'"),
                                    ("/files/docs/a%1Bb.txt", 400, "control characters"),
                                    ("/files/docs/a/%2E%2E/%2E%2E/b", 400, "climbs out")):
             refused = http.put(path, content=b"x", headers=auth)
             assert refused.status_code == status, (path, refused.text)
             assert text in refused.json()["error"], refused.text
+        boundary = "b0undary"
+        refused = http.post("/files/nope", content=_multipart(boundary, {}, "a", b"x", "a/b"),
+                            headers={**auth, "Content-Type": "multipart/form-data; "
+                                                            f"boundary={boundary}"})
+        assert refused.status_code == 400 and "unknown bucket 'nope'" in refused.text
+        no_file = http.post("/files/docs", content=b"--b\r\n\r\n--b--\r\n", headers={
+            **auth, "Content-Type": "multipart/form-data; boundary=b"})
+        assert no_file.status_code == 400
+        assert no_file.json()["error"] == "file: the form has no 'file' part"
+        not_a_form = http.post("/files/docs", content=b"x", headers={
+            **auth, "Content-Type": "text/plain"})
+        assert not_a_form.status_code == 400
+        assert "expected multipart/form-data" in not_a_form.json()["error"]
         assert not list((tmp_path / "staging").iterdir())  # nothing left staged
         # tampered: refused with a clear error, never sent
         (stored,) = [p for p in (tmp_path / "repo" / "docs" / "reports").iterdir()

@@ -54,6 +54,7 @@ from .buckets import open_bucket
 from .changes import CHANGES, change_of
 from .config import FilesConfig
 from .errors import FilesError
+from .names import check_key
 from .staging import Staged, discard
 
 __all__ = ["files_part"]
@@ -102,8 +103,22 @@ def _flag(value: str | None) -> bool:
 
 
 def _routes(config: FilesConfig, service: Any) -> list[Route]:
+    def early(bucket: str, key: str | None = None) -> Response | None:
+        """A request naming an unknown bucket or a bad key is refused before its body
+        is read (the upload's saga checks them again)."""
+        try:
+            spec = config.bucket(bucket)
+            if key is not None:
+                check_key(key, encrypted=bool(spec.encrypt_names))
+        except FilesError as exc:
+            return _error(400, str(exc), type(exc).__name__)
+        return None
+
     async def upload_form(request: Request) -> Response:
         bucket = request.path_params["bucket"]
+        refused = early(bucket)
+        if refused is not None:
+            return refused
         try:
             fields, staged = await _parse_form(request, config)
         except FilesError as exc:
@@ -118,6 +133,9 @@ def _routes(config: FilesConfig, service: Any) -> list[Route]:
         return await _upload(request, input)
 
     async def upload_body(request: Request) -> Response:
+        refused = early(request.path_params["bucket"], request.path_params["key"])
+        if refused is not None:
+            return refused
         staged = Staged(config)
         try:
             async for chunk in request.stream():
