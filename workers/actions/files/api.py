@@ -15,8 +15,9 @@ session), each running a file saga (the request's principal needs ``write`` on
 - ``GET /files/{bucket}/{key}``: the file, streamed, every segment checked as it goes
   (after ``files.download`` checked it whole: a tampered file is refused before its
   first byte is sent), with its Content-Type; a ``Range: bytes=A-B`` (or ``A-``,
-  ``-N``) gets 206 and those bytes (read from the file's start: every segment before
-  them is checked too).
+  ``-N``) gets 206 and those bytes: only the segments holding them are read and
+  checked, first by ``files.download`` then as they stream (another Range, several
+  ranges: the whole file).
 - ``DELETE /files/{bucket}/{key}``: 200 with the record.
 - ``GET /files/{bucket}?prefix=&after=&limit=``: a page of names, ``next`` the
   cursor of the next page (null at the end).
@@ -32,7 +33,6 @@ subscription (:mod:`.changes`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any, cast
 
@@ -50,7 +50,7 @@ from graphql_api.context import service_of
 from graphql_api.extensions import ApiPart, run_saga
 from graphql_api.service import ApiError
 
-from .buckets import open_bucket
+from .buckets import is_byte_range, open_bucket
 from .changes import CHANGES, change_of
 from .config import FilesConfig
 from .errors import FilesError
@@ -163,27 +163,27 @@ def _routes(config: FilesConfig, service: Any) -> list[Route]:
 
     async def download(request: Request) -> Response:
         bucket, key = request.path_params["bucket"], request.path_params["key"]
+        asked = request.headers.get("range")
+        input = {"bucket": bucket, "key": key}
+        if asked and is_byte_range(asked):  # else (several ranges...) the whole file
+            input["range"] = asked.strip()
         try:
-            found = await _run(service, request, "read", "files.download",
-                               {"bucket": bucket, "key": key}, _LONG)
+            found = await _run(service, request, "read", "files.download", input, _LONG)
         except _Refused as refused:
             return refused.response
         size = int(found["size"])
-        start, end = 0, size - 1
-        status = 200
-        asked = request.headers.get("range")
-        if asked:
-            picked = _range(asked, size)
-            if picked is None:
-                return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
-            start, end = picked
-            status = 206
-        headers = {"Accept-Ranges": "bytes", "Content-Length": str(max(0, end - start + 1)),
-                   "X-Content-SHA256": found["sha256"]}
-        if status == 206:
-            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        body = _stream(config, bucket, key, start, end + 1)
-        return StreamingResponse(body, status_code=status, headers=headers,
+        headers = {"Accept-Ranges": "bytes"}
+        if "range" not in input:
+            first, last, status = 0, size - 1, 200
+            headers["X-Content-SHA256"] = found["sha256"]
+        elif found["range"] is None:
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        else:
+            (first, last), status = found["range"], 206
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        headers["Content-Length"] = str(max(0, last - first + 1))
+        return StreamingResponse(_stream(config, bucket, key, first, last + 1),
+                                 status_code=status, headers=headers,
                                  media_type=found["content_type"])
 
     async def delete(request: Request) -> Response:
@@ -218,43 +218,17 @@ def _routes(config: FilesConfig, service: Any) -> list[Route]:
             Route("/files/{bucket}/{key:path}", delete, methods=["DELETE"])]
 
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-def _range(header: str, size: int) -> tuple[int, int] | None:
-    """A single ``bytes=`` range as (first, last) inside a file of ``size`` bytes;
-    None when it is not satisfiable."""
-    found = _RANGE.match(header.strip())
-    if found is None or found.groups() == ("", ""):
-        return None
-    first, last = found.groups()
-    if not first:  # the last N bytes
-        count = int(last)
-        return (max(0, size - count), size - 1) if count and size else None
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or end < start:
-        return None
-    return start, end
-
-
-async def _stream(config: FilesConfig, bucket: str, key: str, start: int, stop: int
+async def _stream(config: FilesConfig, bucket: str, key: str, first: int, stop: int
                   ) -> AsyncIterator[bytes]:
-    """The bytes [start, stop) of a file, read in a thread, checked as they come."""
+    """The bytes [first, stop) of a file, read in a thread, checked as they come."""
     def opened() -> Iterator[bytes]:
-        _, body = open_bucket(config, bucket).open(key)
+        _, body = open_bucket(config, bucket).open_part(key, first, stop)
         return body
 
     body = await anyio.to_thread.run_sync(opened)
-    at = 0
     try:
-        while at < stop:
-            chunk = await anyio.to_thread.run_sync(next, body, None)
-            if chunk is None:
-                return
-            if at + len(chunk) > start:
-                yield chunk[max(0, start - at):stop - at]
-            at += len(chunk)
+        while (chunk := await anyio.to_thread.run_sync(next, body, None)) is not None:
+            yield chunk
     finally:
         await anyio.to_thread.run_sync(getattr(body, "close", lambda: None))
 

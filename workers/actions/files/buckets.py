@@ -10,6 +10,7 @@ not verify.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,13 +20,47 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..shared.storage import Storage, open_storage
 from .config import BucketSpec, FilesConfig, load_key
-from .errors import MissingFileError, RepositoryError, TamperedError
+from .errors import FilesConfigError, MissingFileError, RepositoryError, TamperedError
 from .names import Names, check_key
 from .sealing import MAGIC, Seal
 
-__all__ = ["ASIDE", "Bucket", "derive", "open_bucket"]
+__all__ = ["ASIDE", "Bucket", "byte_range", "derive", "is_byte_range", "open_bucket"]
 
 ASIDE = ".aside"  # where an operation keeps what it may have to put back (no bucket's)
+
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def is_byte_range(value: str) -> bool:
+    """Whether an HTTP Range header's value is one range of bytes (others are ignored:
+    the whole file is sent)."""
+    found = _RANGE.match(value.strip())
+    return found is not None and found.groups() != ("", "")
+
+
+def byte_range(value: Any, size: int) -> tuple[int, int] | None:
+    """``bytes=A-B`` (or ``A-``, ``-N``) as (first, last) inside a file of ``size``
+    bytes; None when no byte of the file is in it (not satisfiable).
+
+    >>> byte_range("bytes=0-99", 1000), byte_range("bytes=-10", 1000)
+    ((0, 99), (990, 999))
+    >>> byte_range("bytes=1000-", 1000) is None
+    True
+    """
+    found = _RANGE.match(value.strip()) if isinstance(value, str) else None
+    if found is None or found.groups() == ("", ""):
+        raise FilesConfigError(f"range: expected bytes=FIRST-LAST, bytes=FIRST- or "
+                               f"bytes=-COUNT, got {value!r:.60}")
+    first, last = found.groups()
+    if not first:  # the last N bytes
+        count = int(last)
+        return (max(0, size - count), size - 1) if count and size else None
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        return None
+    return start, end
 
 
 def derive(secret: bytes, purpose: str, bucket: str, length: int = 32) -> bytes:
@@ -79,6 +114,16 @@ class Bucket:
         if self.storage.size(stored) is None:
             raise MissingFileError(f"key: bucket {self.name!r} has no file {key!r}")
         return self.seal.read(self.storage.read(stored), self.name, key)
+
+    def open_part(self, key: str, first: int, stop: int, stored: str | None = None
+                  ) -> tuple[dict[str, Any], Iterator[bytes]]:
+        """A file's header and its plain bytes [first, stop), verified as they are
+        read, reading only the segments that hold them."""
+        where = stored or self.stored(key)
+        if self.storage.size(where) is None:
+            raise MissingFileError(f"key: bucket {self.name!r} has no file {key!r}")
+        return self.seal.read_part(lambda a, b: self.storage.read(where, a, b), self.name,
+                                   key, first, stop)
 
     def write(self, key: str, stored: str, chunks: Iterable[bytes], header: dict[str, Any]
               ) -> dict[str, Any]:

@@ -10,9 +10,11 @@ more): its ``work.completed`` event is the change feed's entry (:mod:`.changes`)
   part; a file there already is refused unless ``replace``, then kept aside; locked
   per file; its compensation removes what it wrote and puts the old file back),
   ``finish`` (drops the staged file and what was kept aside).
-- ``files.download`` ``{"bucket", "key"}``: ``verify`` reads the whole file, every
-  signature and authentication tag checked: its size, sha256 and content type (the
-  asset route then streams it, checked again as it goes). A read changes nothing: no
+- ``files.download`` ``{"bucket", "key", "range": optional "bytes=A-B"}``: ``verify``
+  reads the whole file (or the segments holding the range), every signature and
+  authentication tag checked: its size, sha256 (of the whole) and content type, and
+  the range as ``[first, last]`` (null: no byte of the file is in it). The asset
+  route then streams it, checked again as it goes. A read changes nothing: no
   compensation.
 - ``files.delete`` ``{"bucket", "key"}``: ``aside`` (the file moved aside; its
   compensation puts it back), ``drop`` (removed for good).
@@ -37,7 +39,7 @@ import anyio
 
 from engine import RetryPolicy, Saga, Stage, StageContext
 
-from .buckets import ASIDE, Bucket, open_bucket
+from .buckets import ASIDE, Bucket, byte_range, open_bucket
 from .config import FilesConfig
 from .errors import ExistingFileError, FilesConfigError, FilesError, MissingFileError
 from .names import check_key, check_prefix
@@ -186,18 +188,32 @@ class _Pack:
     # ------------------------------------------------------------ download
 
     async def verify(self, ctx: StageContext, data: Any) -> dict[str, Any]:
-        data = _input(data, "files.download", '{"bucket", "key"}')
+        data = _input(data, "files.download", '{"bucket", "key", "range"}')
 
         def run() -> dict[str, Any]:
             bucket = self.bucket(data.get("bucket"))
             key = data.get("key")
-            header, body = bucket.open(key, bucket.stored(key))
-            digest = hashlib.sha256()
-            for chunk in body:
-                digest.update(chunk)
-            return {"op": "download", "bucket": bucket.name, "key": key,
-                    "size": header["size"], "sha256": digest.hexdigest(),
-                    "content_type": header["content_type"],
+            stored = bucket.stored(key)
+            found: dict[str, Any] = {"op": "download", "bucket": bucket.name, "key": key}
+            if data.get("range") is None:
+                header, body = bucket.open(key, stored)
+                digest = hashlib.sha256()
+                for chunk in body:
+                    digest.update(chunk)
+                found["sha256"] = digest.hexdigest()
+            else:
+                told = bucket.header(stored) if bucket.storage.size(stored) is not None \
+                    else None
+                if told is None:
+                    raise MissingFileError(f"key: bucket {bucket.name!r} has no file {key!r}")
+                size = told.get("size")
+                span = byte_range(data["range"], size if isinstance(size, int) else 0)
+                first, stop = (span[0], span[1] + 1) if span else (0, 0)
+                header, body = bucket.open_part(key, first, stop, stored)
+                for _ in body:
+                    pass
+                found["range"] = None if span is None else list(span)
+            return {**found, "size": header["size"], "content_type": header["content_type"],
                     "encrypted": bool(header.get("encrypted")),
                     "signed": header.get("signed")}
 
@@ -387,7 +403,7 @@ def file_sagas(config: FilesConfig) -> list[Saga]:
                  Stage(name="finish", transaction=pack.finish_upload, retry=_RETRY)]),
         Saga(**_ANY_CONFIG, name="files.download",
              description="check a file (every signature) and give its size and type",
-             input_schema=_schema(config, ["key"], key=_KEY),
+             input_schema=_schema(config, ["key"], key=_KEY, range={"type": "string"}),
              stages=[Stage(name="verify", transaction=pack.verify, retry=_RETRY)]),
         Saga(**_ANY_CONFIG, name="files.delete", description="delete a file",
              input_schema=_schema(config, ["key"], key=_KEY),

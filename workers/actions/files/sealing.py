@@ -29,12 +29,13 @@ import hashlib
 import hmac
 import json
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 
+from ..shared.aead import MAGIC as AES_MAGIC
 from ..shared.aead import AesDecrypt, AesEncrypt
 from .errors import TamperedError, WrongKeyError
 
@@ -45,6 +46,8 @@ SIGNED = 1024 * 1024  # bytes of body per signed segment
 ENCRYPTED = 256 * 1024  # bytes of plain text per AES-GCM segment
 MAX_HEADER = 16 * 1024
 VERSION = 1
+_AES_HEAD = len(AES_MAGIC) + 7  # an encrypted stream's magic and nonce prefix
+_AES_EXTRA = 5 + 16  # an encrypted segment's flag, length and tag
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,33 +114,10 @@ class Seal:
         """The header of a stored file and its plain content, checked as it goes:
         ``TamperedError`` (``WrongKeyError``) as soon as something does not check,
         before any byte of what does not is given."""
-        buffer = bytearray()
-        for chunk in stored:
-            buffer += chunk
-            if len(buffer) >= len(MAGIC) + 4:
-                break
-        if bytes(buffer[:len(MAGIC)]) != MAGIC:
-            raise TamperedError(f"file {name!r} of bucket {bucket!r}: the object does not "
-                                "start like a file this pack wrote (altered, or not ours)")
-        (length,) = struct.unpack(">I", buffer[len(MAGIC):len(MAGIC) + 4])
-        if length > MAX_HEADER:
-            raise TamperedError(f"file {name!r} of bucket {bucket!r}: its header is damaged")
-        while len(buffer) < len(MAGIC) + 4 + length:
-            more = next(stored, None)
-            if more is None:
-                raise TamperedError(f"file {name!r} of bucket {bucket!r}: the object ends "
-                                    "inside its header (truncated)")
-            buffer += more
-        head = bytes(buffer[len(MAGIC) + 4:len(MAGIC) + 4 + length])
-        try:
-            header = json.loads(head)
-            assert isinstance(header, dict) and header.get("v") == VERSION
-        except (ValueError, AssertionError):
-            raise TamperedError(f"file {name!r} of bucket {bucket!r}: its header is "
-                                "damaged") from None
+        header, head, rest = _header(stored, bucket, name)
         self._expect(header, bucket, name)
         context = _context(head, bucket, name)
-        rest = bytes(buffer[len(MAGIC) + 4 + length:])
+
         body: Iterator[bytes] = _prepend(rest, stored)
         if self.sign:
             body = self._verified(body, context, bucket, name)
@@ -147,6 +127,75 @@ class Seal:
                                        aad=context, segment=ENCRYPTED,
                                        what=f"file {name!r} of bucket {bucket!r}"), body)
         return header, _sized(body, header.get("size"), bucket, name)
+
+    def read_part(self, read: Callable[[int, int | None], Iterator[bytes]], bucket: str,
+                  name: str, first: int, stop: int) -> tuple[dict[str, Any], Iterator[bytes]]:
+        """The plain bytes [first, stop) of a stored file (``read(a, b)``: its stored
+        bytes [a, b), to its end when b is None), reading only the segments that hold
+        them (and the header, and the first segment for the cipher's prefix), each
+        checked as :meth:`read` checks them. ``stop`` past the file's end: to its end."""
+        opening = read(0, len(MAGIC) + 4 + MAX_HEADER)
+        try:
+            header, head, _ = _header(opening, bucket, name)
+        finally:
+            getattr(opening, "close", lambda: None)()
+        self._expect(header, bucket, name)
+        size = header.get("size")
+        if not isinstance(size, int) or size < 0:
+            raise TamperedError(f"file {name!r} of bucket {bucket!r}: its header is damaged")
+        stop = min(stop, size)
+        context = _context(head, bucket, name)
+        start = len(MAGIC) + 4 + len(head)  # where the body starts
+        if first >= stop:
+            return header, iter(())
+        encrypted_size = _AES_HEAD + _segments(size, ENCRYPTED) * _AES_EXTRA + size
+        body_size = encrypted_size if self.content_key is not None else size
+
+        def body(a: int, b: int) -> Iterator[bytes]:  # the body's bytes [a, b)
+            if not self.sign:
+                return read(start + a, start + b)
+            segment = 5 + SIGNED + self._tag_size()
+            count = _segments(body_size, SIGNED)
+            k0, k1 = a // SIGNED, (b - 1) // SIGNED
+            stored = read(start + k0 * segment,
+                          None if k1 == count - 1 else start + (k1 + 1) * segment)
+            return _cut(self._verified(stored, context, bucket, name, k0, k1 == count - 1),
+                        a - k0 * SIGNED, b - a)
+
+        if self.content_key is None:
+            return header, _sized_part(body(first, stop), stop - first, bucket, name)
+        head_bytes = b"".join(body(0, _AES_HEAD))
+        if head_bytes[:len(AES_MAGIC)] != AES_MAGIC:
+            raise TamperedError(f"file {name!r} of bucket {bucket!r}: its encrypted content "
+                                "does not start as it should (altered)")
+        count = _segments(size, ENCRYPTED)
+        j0, j1 = first // ENCRYPTED, (stop - 1) // ENCRYPTED
+        last = min(ENCRYPTED, size - j1 * ENCRYPTED)
+        a = _AES_HEAD + j0 * (ENCRYPTED + _AES_EXTRA)
+        b = _AES_HEAD + j1 * (ENCRYPTED + _AES_EXTRA) + _AES_EXTRA + last
+        decrypt = AesDecrypt(self.content_key, self.content_key_name,
+                             integrity=TamperedError, wrong_key=WrongKeyError, aad=context,
+                             segment=ENCRYPTED, what=f"file {name!r} of bucket {bucket!r}",
+                             prefix=head_bytes[len(AES_MAGIC):], number=j0)
+
+        def plain() -> Iterator[bytes]:
+            for chunk in body(a, b):
+                out = decrypt.update(chunk)
+                if out:
+                    yield out
+            if j1 == count - 1:
+                tail = decrypt.finish()
+                if tail:
+                    yield tail
+            elif decrypt.pending:
+                raise TamperedError(f"file {name!r} of bucket {bucket!r}: a segment ends "
+                                    "short (altered); refused")
+
+        return header, _sized_part(_cut(plain(), first - j0 * ENCRYPTED, stop - first),
+                                   stop - first, bucket, name)
+
+    def _tag_size(self) -> int:
+        return 32 if self.sign == "hmac-sha256" else 64
 
     def _expect(self, header: dict[str, Any], bucket: str, name: str) -> None:
         where = f"file {name!r} of bucket {bucket!r}"
@@ -170,12 +219,13 @@ class Seal:
             return False
         return True
 
-    def _verified(self, body: Iterator[bytes], context: bytes, bucket: str, name: str
-                  ) -> Iterator[bytes]:
-        size = 32 if self.sign == "hmac-sha256" else 64
+    def _verified(self, body: Iterator[bytes], context: bytes, bucket: str, name: str,
+                  number: int = 0, to_end: bool = True) -> Iterator[bytes]:
+        """The body of the signed segments in ``body`` (from segment ``number``; to the
+        last one, or, unless ``to_end``, as many whole segments as come)."""
+        size = self._tag_size()
         where = f"file {name!r} of bucket {bucket!r}"
         buffer = bytearray()
-        number = 0
         ended = False
         for chunk in _then_end(body):
             if chunk is not None:
@@ -203,9 +253,39 @@ class Seal:
                 ended = flag == 1
                 if data:
                     yield data
-            if chunk is None and (not ended or buffer):
+            if chunk is None and ((to_end and not ended) or buffer):
                 raise TamperedError(f"{where}: the file ends before its last signed "
                                     "segment (truncated); refused")
+
+
+def _header(stored: Iterator[bytes], bucket: str, name: str
+            ) -> tuple[dict[str, Any], bytes, bytes]:
+    """A stored file's header read: (header, its bytes, the bytes read after it)."""
+    buffer = bytearray()
+    for chunk in stored:
+        buffer += chunk
+        if len(buffer) >= len(MAGIC) + 4:
+            break
+    if bytes(buffer[:len(MAGIC)]) != MAGIC:
+        raise TamperedError(f"file {name!r} of bucket {bucket!r}: the object does not "
+                            "start like a file this pack wrote (altered, or not ours)")
+    (length,) = struct.unpack(">I", buffer[len(MAGIC):len(MAGIC) + 4])
+    if length > MAX_HEADER:
+        raise TamperedError(f"file {name!r} of bucket {bucket!r}: its header is damaged")
+    while len(buffer) < len(MAGIC) + 4 + length:
+        more = next(stored, None)
+        if more is None:
+            raise TamperedError(f"file {name!r} of bucket {bucket!r}: the object ends "
+                                "inside its header (truncated)")
+        buffer += more
+    head = bytes(buffer[len(MAGIC) + 4:len(MAGIC) + 4 + length])
+    try:
+        header = json.loads(head)
+        assert isinstance(header, dict) and header.get("v") == VERSION
+    except (ValueError, AssertionError):
+        raise TamperedError(f"file {name!r} of bucket {bucket!r}: its header is "
+                            "damaged") from None
+    return header, head, bytes(buffer[len(MAGIC) + 4 + length:])
 
 
 def _context(head: bytes, bucket: str, name: str) -> bytes:
@@ -241,6 +321,37 @@ def _through(codec: Any, chunks: Iterable[bytes]) -> Iterator[bytes]:
     tail = codec.finish()
     if tail:
         yield tail
+
+
+def _segments(size: int, segment: int) -> int:
+    """How many segments a stream of ``size`` bytes is cut into (at least one: the
+    last, flagged, holds at least one byte unless the stream is empty)."""
+    return max(1, -(-size // segment))
+
+
+def _cut(chunks: Iterable[bytes], skip: int, take: int) -> Iterator[bytes]:
+    """``take`` bytes of ``chunks`` after the first ``skip``."""
+    for chunk in chunks:
+        if take <= 0:
+            return
+        if skip >= len(chunk):
+            skip -= len(chunk)
+            continue
+        piece = chunk[skip:skip + take]
+        skip = 0
+        take -= len(piece)
+        yield piece
+
+
+def _sized_part(body: Iterator[bytes], size: int, bucket: str, name: str
+                ) -> Iterator[bytes]:
+    seen = 0
+    for chunk in body:
+        seen += len(chunk)
+        yield chunk
+    if seen != size:
+        raise TamperedError(f"file {name!r} of bucket {bucket!r}: {seen} bytes where its "
+                            f"header says {size} (truncated or altered); refused")
 
 
 def _sized(body: Iterator[bytes], size: Any, bucket: str, name: str) -> Iterator[bytes]:

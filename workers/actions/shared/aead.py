@@ -77,11 +77,13 @@ class AesEncrypt:
 class AesDecrypt:
     """The decrypting codec; a damaged stream raises ``integrity``, one that does not
     decrypt from its first segment ``wrong_key`` (the pack's error classes), each
-    message starting with ``what``."""
+    message starting with ``what``. Given the stream's ``prefix`` (its nonce prefix,
+    read before), it takes the segments from ``number`` on: a part of the stream."""
 
     def __init__(self, key: bytes, key_name: str, *, integrity: type[Exception],
                  wrong_key: type[Exception], aad: bytes = MAGIC, segment: int = SEGMENT,
-                 what: str = "the aes-gcm step") -> None:
+                 what: str = "the aes-gcm step", prefix: bytes | None = None,
+                 number: int = 0) -> None:
         self._aead = AESGCM(key)
         self._key_name = key_name
         self._integrity = integrity
@@ -90,9 +92,15 @@ class AesDecrypt:
         self._size = segment
         self._what = what
         self._buffer = bytearray()
-        self._prefix: bytes | None = None
-        self._number = 0
+        # given a stream's prefix (read before), the segments from ``number`` on
+        self._prefix: bytes | None = prefix
+        self._number = number
         self._ended = False
+
+    @property
+    def pending(self) -> int:
+        """Bytes taken but not yet part of a whole segment."""
+        return len(self._buffer)
 
     def update(self, data: bytes) -> bytes:
         self._buffer += data

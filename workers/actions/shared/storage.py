@@ -59,7 +59,8 @@ class Storage(Protocol):
     spec: StorageSpec
 
     def writer(self, key: str) -> Writer: ...
-    def read(self, key: str) -> Iterator[bytes]: ...
+    def read(self, key: str, start: int = 0, stop: int | None = None
+             ) -> Iterator[bytes]: ...
     def get(self, key: str) -> bytes | None: ...
     def put_new(self, key: str, data: bytes) -> None: ...
     def size(self, key: str) -> int | None: ...
@@ -127,14 +128,22 @@ class DirectoryStorage:
             raise self.error(f"{self.noun} {self.spec.name!r}: cannot write {key!r}: "
                               f"{exc.strerror}") from None
 
-    def read(self, key: str) -> Iterator[bytes]:
+    def read(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        """The object's bytes [start, stop) (to its end when stop is None)."""
         path = self._path(key)
         try:
             f = open(path, "rb")
         except FileNotFoundError:
             raise self.error(f"{self.noun} {self.spec.name!r}: no object {key!r}") from None
         with f:
-            while chunk := f.read(CHUNK):
+            if start:
+                f.seek(start)
+            left = -1 if stop is None else max(0, stop - start)
+            while left:
+                chunk = f.read(CHUNK if left < 0 else min(CHUNK, left))
+                if not chunk:
+                    return
+                left -= len(chunk) if left > 0 else 0
                 yield chunk
 
     def get(self, key: str) -> bytes | None:
@@ -322,14 +331,23 @@ class S3Storage:
         except Exception as exc:  # botocore's errors have no common root worth naming
             raise self._error(exc, f"cannot start the upload of {key!r}") from None
 
-    def read(self, key: str) -> Iterator[bytes]:
+    def read(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        """The object's bytes [start, stop) (to its end when stop is None)."""
         from botocore.exceptions import ClientError
 
+        options: dict[str, Any] = {"Bucket": self.spec.bucket, "Key": self._key(key)}
+        if stop is not None and stop <= start:
+            return
+        if start or stop is not None:
+            options["Range"] = f"bytes={start}-{'' if stop is None else stop - 1}"
         try:
-            body = self.client.get_object(Bucket=self.spec.bucket, Key=self._key(key))["Body"]
+            body = self.client.get_object(**options)["Body"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
                 raise self.error(f"{self.noun} {self.spec.name!r}: no object {key!r}") from None
+            if code == "InvalidRange":  # past its end: nothing there
+                return
             raise self._error(exc, f"cannot read {key!r}") from None
         try:
             yield from body.iter_chunks(CHUNK)
