@@ -22,7 +22,7 @@ from ..shared.storage import Storage, open_storage
 from .config import BucketSpec, FilesConfig, load_key
 from .errors import FilesConfigError, MissingFileError, RepositoryError, TamperedError
 from .names import Names, check_key
-from .sealing import MAGIC, Seal
+from .sealing import HEADER_BYTES, Seal, read_header
 
 __all__ = ["ASIDE", "Bucket", "byte_range", "derive", "is_byte_range", "open_bucket"]
 
@@ -86,26 +86,16 @@ class Bucket:
     def header(self, stored: str) -> dict[str, Any] | None:
         """The header of the object at ``stored`` as written (unchecked: whose it is),
         None when there is none or it is not a file this pack wrote."""
-        import json
-        import struct
-
         if self.storage.size(stored) is None:
             return None
-        chunks = self.storage.read(stored)
+        opening = self.storage.read(stored, 0, HEADER_BYTES)
         try:
-            first = next(chunks, b"")
+            found, _, _ = read_header(opening, self.name, stored)
+        except TamperedError:
+            return None
         finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-        if not first.startswith(MAGIC) or len(first) < len(MAGIC) + 4:
-            return None
-        (length,) = struct.unpack(">I", first[len(MAGIC):len(MAGIC) + 4])
-        try:
-            found = json.loads(first[len(MAGIC) + 4:len(MAGIC) + 4 + length])
-        except ValueError:
-            return None
-        return found if isinstance(found, dict) else None
+            getattr(opening, "close", lambda: None)()
+        return found
 
     def open(self, key: str, stored: str | None = None
              ) -> tuple[dict[str, Any], Iterator[bytes]]:

@@ -39,12 +39,13 @@ from ..shared.aead import MAGIC as AES_MAGIC
 from ..shared.aead import AesDecrypt, AesEncrypt
 from .errors import TamperedError, WrongKeyError
 
-__all__ = ["MAGIC", "SIGNED", "Seal"]
+__all__ = ["HEADER_BYTES", "MAGIC", "SIGNED", "Seal", "read_header"]
 
 MAGIC = b"SSFILE1\0"
 SIGNED = 1024 * 1024  # bytes of body per signed segment
 ENCRYPTED = 256 * 1024  # bytes of plain text per AES-GCM segment
 MAX_HEADER = 16 * 1024
+HEADER_BYTES = len(MAGIC) + 4 + MAX_HEADER  # what holds a header, whatever its length
 VERSION = 1
 _AES_HEAD = len(AES_MAGIC) + 7  # an encrypted stream's magic and nonce prefix
 _AES_EXTRA = 5 + 16  # an encrypted segment's flag, length and tag
@@ -114,7 +115,7 @@ class Seal:
         """The header of a stored file and its plain content, checked as it goes:
         ``TamperedError`` (``WrongKeyError``) as soon as something does not check,
         before any byte of what does not is given."""
-        header, head, rest = _header(stored, bucket, name)
+        header, head, rest = read_header(stored, bucket, name)
         self._expect(header, bucket, name)
         context = _context(head, bucket, name)
 
@@ -134,9 +135,9 @@ class Seal:
         bytes [a, b), to its end when b is None), reading only the segments that hold
         them (and the header, and the first segment for the cipher's prefix), each
         checked as :meth:`read` checks them. ``stop`` past the file's end: to its end."""
-        opening = read(0, len(MAGIC) + 4 + MAX_HEADER)
+        opening = read(0, HEADER_BYTES)
         try:
-            header, head, _ = _header(opening, bucket, name)
+            header, head, _ = read_header(opening, bucket, name)
         finally:
             getattr(opening, "close", lambda: None)()
         self._expect(header, bucket, name)
@@ -258,7 +259,7 @@ class Seal:
                                     "segment (truncated); refused")
 
 
-def _header(stored: Iterator[bytes], bucket: str, name: str
+def read_header(stored: Iterator[bytes], bucket: str, name: str
             ) -> tuple[dict[str, Any], bytes, bytes]:
     """A stored file's header read: (header, its bytes, the bytes read after it)."""
     buffer = bytearray()
