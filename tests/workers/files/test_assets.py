@@ -224,6 +224,12 @@ def test_the_asset_routes(served: dict[str, Any], tmp_path: Path) -> None:
         assert refused.status_code == 403
         assert "'viewer' may not write works of saga 'files.upload'" in refused.json()["error"]
         assert http.delete("/files/docs/reports/small.txt", headers=reader).status_code == 403
+        boundary = "b0undary"
+        form = http.post("/files/docs", content=_multipart(boundary, {}, "a.bin", data, "a/b"),
+                         headers={**reader, "Content-Type": "multipart/form-data; "
+                                                           f"boundary={boundary}"})
+        assert form.status_code == 403 and "may not write" in form.json()["error"]
+        assert not list((tmp_path / "staging").iterdir())  # refused before it was read
         assert http.get("/files/docs/reports/small.txt", headers=auth).status_code == 200
 
 

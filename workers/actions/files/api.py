@@ -34,6 +34,7 @@ subscription (:mod:`.changes`).
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from fnmatch import fnmatchcase
 from typing import Any, cast
 
 import anyio
@@ -103,20 +104,26 @@ def _flag(value: str | None) -> bool:
 
 
 def _routes(config: FilesConfig, service: Any) -> list[Route]:
-    def early(bucket: str, key: str | None = None) -> Response | None:
-        """A request naming an unknown bucket or a bad key is refused before its body
-        is read (the upload's saga checks them again)."""
+    async def early(request: Request, key: str | None = None) -> Response | None:
+        """An upload naming an unknown bucket or a bad key, or by a principal who may
+        not write works of files.upload at all, is refused before its body is read
+        (the saga and its policy check with the whole input again)."""
         try:
-            spec = config.bucket(bucket)
+            spec = config.bucket(request.path_params["bucket"])
             if key is not None:
                 check_key(key, encrypted=bool(spec.encrypt_names))
         except FilesError as exc:
             return _error(400, str(exc), type(exc).__name__)
+        who = principal_of(request.scope)
+        globs = (await service.policies()).sagas(who, "write")
+        if globs is not None and not any(fnmatchcase("files.upload", g) for g in globs):
+            return _error(403, f"forbidden: {getattr(who, 'name', None)!r} may not write "
+                               "works of saga 'files.upload'", "forbidden")
         return None
 
     async def upload_form(request: Request) -> Response:
         bucket = request.path_params["bucket"]
-        refused = early(bucket)
+        refused = await early(request)
         if refused is not None:
             return refused
         try:
@@ -133,7 +140,7 @@ def _routes(config: FilesConfig, service: Any) -> list[Route]:
         return await _upload(request, input)
 
     async def upload_body(request: Request) -> Response:
-        refused = early(request.path_params["bucket"], request.path_params["key"])
+        refused = await early(request, request.path_params["key"])
         if refused is not None:
             return refused
         staged = Staged(config)
