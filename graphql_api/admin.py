@@ -44,7 +44,7 @@ class Principal:
 @strawberry.type
 class PolicySet:
     """The deployment's policies at one version (each: subject, actions, sagas,
-    condition)."""
+    condition, routes)."""
 
     version: int
     policies: JSON

@@ -14,6 +14,10 @@ authenticated here before anything else sees it (ASGI middleware around the app)
   and on ``/graphql`` the fields a pack lets anonymous clients call (a sign-up, a
   login: graphql_api.extensions), as :data:`ANONYMOUS`. Anything else gets 401 (a
   page: a redirect to the login page).
+- A signed-in principal reaches ``/graphql`` (each field checks its policies) and
+  signing out; any other route (``/metrics``, the UI) only as the policies' ``routes``
+  give it (engine.store.policies ``Policies.reaches``), else 403. A pack's routes check
+  the policies over their sagas themselves.
 - Credentials checked are remembered for ``cache_seconds`` (half a second): a revoked
   token is refused on every node within a second.
 
@@ -62,6 +66,8 @@ ANONYMOUS_KEY = "stepsaga.anonymous"  # set when the middleware let a request in
 # reachable without signing in
 PUBLIC = ("/healthz", "/readyz", "/login", "/auth/login", "/auth/whoami")
 PUBLIC_PREFIXES = ("/ui/assets/",)
+# what any signed-in principal reaches (a GraphQL field checks its own policies)
+_SIGNED_IN = ("/graphql", "/auth/logout")
 # a GraphQL request of a client that has not signed in: it may call a pack's anonymous
 # fields (graphql_api.extensions.ApiPart.anonymous) and nothing else
 ANONYMOUS = pr.Principal(principal_id="", name="(anonymous)", kind=ANONYMOUS_KIND,
@@ -113,8 +119,14 @@ class Auth:
 
     def __init__(self, app: ASGIApp, store: SqlStore, *, enabled: bool = True,
                  cache_seconds: float = 0.5, public: Sequence[str] = (),
-                 anonymous_graphql: bool = False) -> None:
+                 anonymous_graphql: bool = False,
+                 policies: Callable[[], Awaitable[Any]] | None = None,
+                 own_checks: Sequence[str] = ()) -> None:
         self.app = app
+        # the policies in force (the service's, cached), for the routes a principal may
+        # reach; the path prefixes of routes that check what they touch themselves
+        self.policies = policies
+        self.own_checks = tuple(own_checks)
         # paths besides PUBLIC reachable without signing in (a pack's, such as a
         # sign-up's confirmation link), and whether /graphql takes requests without a
         # credential (a pack has fields anonymous clients may call: only those)
@@ -190,6 +202,8 @@ class Auth:
             principal = None
         if problem is None and principal is None and not public:
             problem = (401, "unauthenticated", "sign in first: a bearer token or a session")
+        if problem is None and principal is not None and not public:
+            problem = await self._route_rules(path, principal)
         if problem is not None and not public:
             await self._refuse(scope, receive, send, *problem)
             return
@@ -228,6 +242,16 @@ class Auth:
             tg.start_soon(watch, tg.cancel_scope)
             await self.app(scope, receive, send)
             tg.cancel_scope.cancel()
+
+    async def _route_rules(self, path: str, principal: pr.Principal
+                           ) -> tuple[int, str, str] | None:
+        if self.policies is None or path in _SIGNED_IN or path.startswith(self.own_checks) \
+                or principal.admin:
+            return None
+        if (await self.policies()).reaches(principal, path):
+            return None
+        return (403, "forbidden", f"forbidden: {principal.name!r} may not reach {path} "
+                "(no policy gives it that route)")
 
     async def _cookie_rules(self, scope: Scope, principal: pr.Principal
                             ) -> tuple[int, str, str] | None:

@@ -505,6 +505,7 @@ def _settle(args: argparse.Namespace, settings: dict[str, dict[str, Any]]) -> No
 
 
 async def _serve(args: argparse.Namespace, app: Any, specs: list[Any]) -> int:
+    from .limits import LimitsSource
     from .server import serve
 
     def ready(server: Any, login: str | None = None) -> None:
@@ -527,6 +528,7 @@ async def _serve(args: argparse.Namespace, app: Any, specs: list[Any]) -> int:
                 workers=specs, no_workers=args.no_workers, auth=not args.no_auth,
                 explorer=bool(args.explorer), command_timeout=args.command_timeout,
                 query_timeout=args.query_timeout,
+                limits=LimitsSource(args.settings["limits"], args.config),
                 node_options={"node_id": args.node_id, "lease_ttl": args.lease_ttl,
                               "park_after": args.park_after}, ready=ready)
     print(json.dumps({"stopped": True}), flush=True)

@@ -30,6 +30,12 @@ Every setting, its section and its default::
     format = "text"                # json: one object a line, with work id, stage, attempt
     level = "info"                 # debug, info, warning or error
 
+    [limits]                       # the API clients' rate limits and quotas, reloaded
+    file = ""                      # when the file changes; see graphql_api.limits; file
+    reload = 1.0                   # only: [[limits.rule]] name, clients, routes, rate,
+                                   # burst; [[limits.quota]] name, clients, sagas, works,
+                                   # period
+
     [backups]                      # the backups pack (--app workers.actions.backups:app):
                                    # sources, targets, keys and jobs, nested tables,
                                    # see workers.actions.backups.config; file only
@@ -181,6 +187,13 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
 
 
 
+def _limits(value: dict[str, Any]) -> dict[str, Any]:
+    from .limits import parse
+
+    parse(value)  # a ValueError naming the key (limits.rule[0].rate: ...)
+    return value
+
+
 def _backups(value: dict[str, Any]) -> dict[str, Any]:
     from workers.actions.backups.config import parse
 
@@ -195,14 +208,18 @@ def _files(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-# sections of nested tables a domain pack checks as a whole (from the file only); the
-# pack's app reads them from the settings it is given
+# sections of nested tables checked as a whole (from the file only): a domain pack's (its
+# app reads them from the settings it is given) and the API clients' limits
 _PACKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"backups": _backups,
-                                                                 "files": _files}
+                                                                  "files": _files,
+                                                                  "limits": _limits}
+# the plain keys of those sections, with their defaults (the nested tables have none)
+_PACK_DEFAULTS: dict[str, dict[str, Any]] = {"limits": {"file": "", "reload": 1.0}}
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     **{section: {key: default for key, (_, default) in keys.items()}
-       for section, keys in _CHECKS.items()}, **{section: {} for section in _PACKS}}
+       for section, keys in _CHECKS.items()},
+    **{section: dict(_PACK_DEFAULTS.get(section, {})) for section in _PACKS}}
 """Every setting's default, by section."""
 
 

@@ -13,7 +13,7 @@ from engine.store import queries
 
 from .service import Service
 
-__all__ = ["Context", "context_of", "service_of"]
+__all__ = ["Context", "client_of", "context_of", "service_of"]
 
 
 class Context:
@@ -24,6 +24,8 @@ class Context:
         # who asks (engine.store.principals.Principal; None: in-process Python, trusted)
         self.principal = principal
         self.introspection = True  # whether it may ask for the schema (__schema, __type)
+        self.address: str | None = None  # the client's network address, when served
+        self.response: Any = None  # an HTTP request's response, for headers to set
         store = service.store
 
         async def load_runs(keys: list[str]) -> list[list[dict[str, Any]]]:
@@ -68,3 +70,12 @@ def context_of(info: Info) -> Context:
 
 def service_of(info: Info) -> Service:
     return context_of(info).service
+
+
+def client_of(info: Info) -> tuple[Any, str | None] | None:
+    """Who an API client is, for its quotas: its principal and address (None: Python in
+    this process, which no quota counts)."""
+    context = context_of(info)
+    if context.principal is None:
+        return None
+    return context.principal, context.address

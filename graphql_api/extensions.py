@@ -156,12 +156,21 @@ async def run_saga(info: Any, saga: str, input: Any, *, check: bool = True,
                    request_id: str | None = None, wait: float = 30.0) -> dict[str, Any]:
     """What a pack's field does for an operation that is a saga: a work of ``saga``
     made (the request's principal needs ``write`` on it unless ``check`` is off: an
-    anonymous field, which is its own grant) and waited for; its row once it ended.
+    anonymous field, which is its own grant), charged to its client's quotas
+    (graphql_api.limits; spent: ApiError quota_exceeded, its headers on the response)
+    and waited for; its row once it ended.
     ``graphql_api.service.ApiError`` when it cannot be made or has not ended in time."""
     from .access import require
-    from .context import service_of
+    from .context import client_of, service_of
+    from .results import quota_exceeded
+    from .service import ApiError
 
     if check:
         await require(info, "write", {"saga": saga, "input": input})
-    return await service_of(info).run_work(saga, input, request_id=request_id,
-                                           wait=wait)
+    try:
+        return await service_of(info).run_work(saga, input, request_id=request_id,
+                                               wait=wait, client=client_of(info))
+    except ApiError as exc:
+        if exc.kind == "quota_exceeded":
+            quota_exceeded(exc, info)  # its headers on the response
+        raise

@@ -5,11 +5,14 @@ changes on an error."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import strawberry
 
 from .service import ApiError
 
-__all__ = ["Conflict", "InvalidInput", "NotFound", "WrongState", "error_result"]
+__all__ = ["Conflict", "InvalidInput", "NotFound", "QuotaExceeded", "WrongState",
+           "error_result", "quota_exceeded"]
 
 
 @strawberry.type
@@ -34,6 +37,26 @@ class InvalidInput:
 class Conflict:
     message: str
     field: str | None = None
+
+
+@strawberry.type
+class QuotaExceeded:
+    """The client's quota of works (graphql_api.limits) is spent for now."""
+
+    message: str
+    retry_after: float | None = None  # seconds until it may start one again
+
+
+def quota_exceeded(error: ApiError, info: Any = None) -> QuotaExceeded:
+    """The typed answer to a spent quota; over HTTP its headers (``Retry-After``,
+    ``RateLimit``) go on the response."""
+    response = getattr(getattr(info, "context", None), "response", None)
+    if response is not None:
+        for name, value in error.headers.items():
+            response.headers[name] = value
+    wait = error.headers.get("Retry-After")
+    return QuotaExceeded(message=error.message,
+                         retry_after=None if wait is None else float(wait))
 
 
 def error_result(error: ApiError) -> NotFound | WrongState | InvalidInput | Conflict:

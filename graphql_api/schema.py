@@ -25,6 +25,7 @@ a bare exception, and nothing stored changes on an error.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -40,6 +41,7 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.utils.logging import StrawberryLogger
 
 from . import (
     admin,
@@ -59,6 +61,8 @@ from .context import Context
 from .observability import OperationTimer
 
 __all__ = ["MAX_ALIASES", "MAX_DEPTH", "MAX_TOKENS", "Context", "build", "schema"]
+
+_LOG = logging.getLogger("stepsaga.api")
 
 
 def _node_field() -> type:
@@ -170,6 +174,20 @@ def _expected(error: GraphQLError) -> bool:
                                           | GraphQLError)
 
 
+class _Schema(strawberry.Schema):
+    """strawberry's schema, logging a client's mistakes (a field that does not exist, a
+    bad id, a refused input) as one line at debug level: only an error that broke here
+    is logged as an error, with its traceback, so a client cannot flood the log."""
+
+    def process_errors(self, errors: list[GraphQLError],
+                       execution_context: Any = None) -> None:
+        for error in errors:
+            if _expected(error):
+                _LOG.debug("a request was refused: %s", error.message)
+            else:
+                StrawberryLogger.error(error, execution_context)
+
+
 class MaskUnexpected(MaskErrors):
     """Errors that broke here masked for a request from a client (its context names a
     principal); Python in this process sees them as they are."""
@@ -222,7 +240,7 @@ def build(*, query: type = Query, mutation: type = Mutation,
     mutations that are operator actions recorded in the audit log."""
     actions = {**ACTION_OF, **QUERY_ACTIONS} if actions is None else actions
     _audit(mutation, actions, anonymous)
-    return strawberry.Schema(
+    return _Schema(
         query=query, mutation=mutation, subscription=subscription,
         types=[works.Work, workers_types.Worker, sagas.Saga, sagas.StageInfo, *types],
         # bounds on every request (generous for people and scripts, tight for a bomb);

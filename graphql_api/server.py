@@ -28,6 +28,7 @@ from .auth import Auth, graphql_principal, login_routes
 from .explorer import NoExplorer, WithExplorer, app_page, explorer_files
 from .extensions import anonymous_fields, bodies_of, parts_of, public_paths, routes_of, schema_for
 from .guards import MAX_BODY, QUERY_TIMEOUT, Guards
+from .limits import LimitsSource, RateLimits, settle
 from .observability import QuietServer as _Server
 from .observability import TraceRequests, metrics_endpoint, readyz_endpoint
 from .schema import Context, schema
@@ -51,6 +52,9 @@ class Api(GraphQL[Context, None]):
                           ) -> Context:
         context = Context(self.service, graphql_principal(request.scope))
         context.introspection = self.introspection
+        context.address = request.client.host if request.client else None
+        if isinstance(response, Response):  # HTTP: strawberry's response to add headers to
+            context.response = response
         return context
 
 
@@ -67,6 +71,7 @@ def make_app(service: Service, *, auth: bool = True, node: Any = None,
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
+    pack_routes = list(routes_of(parts, service))
     # plain routes, not a mount: a mount redirects /graphql to /graphql/; a browser
     # opening /graphql gets the explorer, whose files are under /ui
     routes = [Route("/", app_page, methods=["GET"]),
@@ -77,10 +82,16 @@ def make_app(service: Service, *, auth: bool = True, node: Any = None,
                     methods=["GET", "POST"]),
               WebSocketRoute("/graphql", api),
               *login_routes(service.store, app_page),
-              *routes_of(parts, service),
+              *pack_routes,
               Mount("/ui", explorer_files())]
+    inner: ASGIApp = Starlette(routes=routes)
+    if service.limits is not None:  # the clients' rate limits, once auth knows who they are
+        inner = RateLimits(inner, service.store, service.limits)
     # each request a span, under the trace context its headers carry
-    return TraceRequests(Guards(Auth(Starlette(routes=routes), service.store, enabled=auth,
+    own = [p for p in (route.path.split("{", 1)[0] for route in pack_routes
+                       if hasattr(route, "path")) if p not in ("", "/")]
+    return TraceRequests(Guards(Auth(inner, service.store, enabled=auth,
+                                     policies=service.policies, own_checks=own,
                                      public=public_paths(parts),
                                      anonymous_graphql=bool(anonymous_fields(parts))),
                                 bodies=bodies_of(parts), query_timeout=query_timeout))
@@ -88,9 +99,12 @@ def make_app(service: Service, *, auth: bool = True, node: Any = None,
 
 @asynccontextmanager
 async def running_api(store: SqlStore, app: Any, *, node: Any = None,
-                      command_timeout: float = 10.0) -> AsyncIterator[Service]:
+                      command_timeout: float = 10.0, limits: LimitsSource | None = None
+                      ) -> AsyncIterator[Service]:
     """A feed, a runtime for the app's sagas and the service over them, for the block;
-    ``node`` (a worker node in this process) is woken directly by commands sent."""
+    ``node`` (a worker node in this process) is woken directly by commands sent;
+    ``limits``: the clients' rate limits and quotas (graphql_api.limits), whose charges
+    for works that ended it settles each second."""
     from workers.sagas import SagaFollower
 
     follower = SagaFollower(store, code_sagas=list(app.sagas),
@@ -101,10 +115,25 @@ async def running_api(store: SqlStore, app: Any, *, node: Any = None,
             anyio.create_task_group() as tg:
         follower.attach(runtime)  # sagas given as data, enabled and disabled, kept in step
         tg.start_soon(follower.follow, 1.0 if store.dialect == "postgresql" else 0.25)
+        if limits is not None:
+            tg.start_soon(_settling, store)
         yield Service(store, feed, runtime, wake=None if node is None else node.mail,
                       local=None if node is None else node.driven_state,
-                      command_timeout=command_timeout, app=app, follower=follower)
+                      command_timeout=command_timeout, app=app, follower=follower,
+                      limits=limits)
         tg.cancel_scope.cancel()
+
+
+async def _settling(store: SqlStore, every: float = 1.0) -> None:
+    """Settle the quota charges of works that ended, each second (graphql_api.limits);
+    a store that fails for a while is tried again the next second."""
+    while True:
+        await anyio.sleep(every)
+        try:
+            while await settle(store, batch=200) == 200:  # a full batch: more may wait
+                pass
+        except Exception:  # the store is down: the readiness check says so, not this
+            _LOG.debug("settling quota charges failed; trying again", exc_info=True)
 
 
 def check_loopback(host: str) -> None:
@@ -152,7 +181,8 @@ async def _stop_on_signal(server: Any) -> None:
 async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequence[Any],
                 no_workers: bool = False, node_options: dict[str, Any] | None = None,
                 ready: Any = None, command_timeout: float = 10.0, auth: bool = True,
-                explorer: bool = False, query_timeout: float | None = QUERY_TIMEOUT) -> None:
+                explorer: bool = False, query_timeout: float | None = QUERY_TIMEOUT,
+                limits: LimitsSource | None = None) -> None:
     """``stepsaga serve``: API and (unless ``no_workers``) a worker node on one store,
     until SIGTERM or SIGINT; then the server stops taking requests, closes its
     subscriptions and the node hands its works on. ``ready(server, login)`` is called
@@ -160,7 +190,8 @@ async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequ
     it made, on the first start of a fresh store (else None).
 
     ``auth=False`` (local development) is refused on any address but loopback;
-    ``explorer``: GraphiQL at /graphql, and introspection (both off by default)."""
+    ``explorer``: GraphiQL at /graphql, and introspection (both off by default);
+    ``limits``: the clients' rate limits and quotas (graphql_api.limits)."""
     if not auth:
         check_loopback(host)
         _LOG.warning("AUTH IS OFF (--no-auth): every request to http://%s:%s is an "
@@ -172,8 +203,8 @@ async def serve(*, store_url: str, app: Any, host: str, port: int, workers: Sequ
         async with anyio.create_task_group() as tg:
             if node is not None:
                 await tg.start(node.run)
-            async with running_api(store, app, node=node,
-                                   command_timeout=command_timeout) as service:
+            async with running_api(store, app, node=node, command_timeout=command_timeout,
+                                   limits=limits) as service:
                 config = uvicorn.Config(make_app(service, auth=auth, node=node,
                                                  explorer=explorer,
                                                  query_timeout=query_timeout), host=host,

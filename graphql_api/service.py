@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,16 +50,18 @@ DRY_RUN_LIMIT = 10.0
 
 
 class ApiError(Exception):
-    """A request that cannot be done: ``kind`` is not_found, wrong_state, invalid_input or
-    conflict; ``field`` names the argument at fault, ``status`` the work's status."""
+    """A request that cannot be done: ``kind`` is not_found, wrong_state, invalid_input,
+    conflict or quota_exceeded; ``field`` names the argument at fault, ``status`` the
+    work's status, ``headers`` what an HTTP answer carries (a quota's RateLimit)."""
 
     def __init__(self, kind: str, message: str, *, field: str | None = None,
-                 status: str | None = None) -> None:
+                 status: str | None = None, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.field = field
         self.status = status
+        self.headers = dict(headers or {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +126,8 @@ class Service:
 
     def __init__(self, store: SqlStore, feed: Feed, runtime: Runtime, *,
                  wake: Any = None, local: Any = None, command_timeout: float = 10.0,
-                 lost_after: float = 10.0, app: Any = None, follower: Any = None) -> None:
+                 lost_after: float = 10.0, app: Any = None, follower: Any = None,
+                 limits: Any = None) -> None:
         self.store = store
         self.feed = feed
         self.runtime = runtime  # the sagas' plans; creates works for the worker nodes
@@ -143,6 +146,8 @@ class Service:
         # the reducers its aggregate folds with besides the built-in ones
         self.reducers: dict[str, Any] = dict(getattr(app, "reducers", None) or {})
         self.follower = follower  # keeps the runtime in step with the store's sagas
+        # the API clients' quotas (graphql_api.limits.LimitsSource; None: none)
+        self.limits = limits
 
     # ------------------------------------------------------------ sagas
 
@@ -333,10 +338,13 @@ class Service:
     async def create_work(self, saga: str, input: Any, *, paused: bool = False,
                           priority: int = 0, start_at: float | None = None,
                           work_id: str | None = None, breakpoints: Sequence[Any] = (),
-                          request_id: str | None = None) -> tuple[str, bool]:
+                          request_id: str | None = None,
+                          client: tuple[Any, str | None] | None = None) -> tuple[str, bool]:
         """Create a work queued for the worker nodes; its id and whether it is new. A
         request id (or a work id given) makes it idempotent: the same request again
-        answers the work it made; another request with that id is a conflict."""
+        answers the work it made; another request with that id is a conflict.
+        ``client``: the principal and address of the API client asking, whose quotas
+        (graphql_api.limits) a new work is charged to."""
         self.plan(saga)
         if request_id is not None:
             if work_id is not None:
@@ -361,8 +369,35 @@ class Service:
                 raise ApiError("conflict", f"{which} was used before for another work "
                                f"(of saga {had['saga']!r}); use a new one",
                                field="requestId" if request_id is not None else "workId")
+        paid = None
+        if client is not None and self.limits is not None:
+            from .limits import charge
+
+            paid = await charge(self.store, self.limits.current(), *client, saga)
+            if paid.refused is not None:
+                raise ApiError("quota_exceeded", paid.message, headers=paid.headers)
         try:
-            made = await self.runtime.start(saga, input, paused=paused, run=False,
+            made = await self._start(saga, input, paused=paused, priority=priority,
+                                     start_at=start_at, work_id=work_id,
+                                     breakpoints=breakpoints)
+        except BaseException:
+            if paid is not None:
+                from .limits import refund
+
+                with anyio.CancelScope(shield=True):
+                    await refund(self.store, paid)
+            raise
+        if paid is not None:
+            from .limits import keep_charges
+
+            await keep_charges(self.store, made, paid)
+        return made, True
+
+    async def _start(self, saga: str, input: Any, *, paused: bool, priority: int,
+                     start_at: float | None, work_id: str | None,
+                     breakpoints: Sequence[Any]) -> str:
+        try:
+            return await self.runtime.start(saga, input, paused=paused, run=False,
                                             priority=priority, start_at=start_at,
                                             work_id=work_id, breakpoints=breakpoints)
         except WorkStateError as exc:
@@ -374,17 +409,18 @@ class Service:
                 "priority" if "priority" in str(exc) else
                 "workId" if "work id" in str(exc) else "startAt")
             raise ApiError("invalid_input", str(exc), field=field) from None
-        return made, True
 
     async def run_work(self, saga: str, input: Any, *, request_id: str | None = None,
-                       wait: float = 30.0) -> dict[str, Any]:
+                       wait: float = 30.0, client: tuple[Any, str | None] | None = None
+                       ) -> dict[str, Any]:
         """Create a work (as :meth:`create_work`) and wait, up to ``wait`` seconds,
         until it ends: its row then, JSON decoded (status, output, error, ...). What a
         pack's field does
         for an operation that is a saga (an upload, a sign-up's first step); when the
         wait is over, ``ApiError`` wrong_state with the work's status (it goes on)."""
         async with self.feed.subscribe(after=None) as following:
-            work_id, _ = await self.create_work(saga, input, request_id=request_id)
+            work_id, _ = await self.create_work(saga, input, request_id=request_id,
+                                                client=client)
             row = await self.store.work(work_id)
             with anyio.move_on_after(wait):
                 if row is not None and row["status"] not in TERMINAL:

@@ -18,8 +18,16 @@ from engine.errors import ExpressionError
 
 from .access import require
 from .audit import actor
-from .context import service_of
-from .results import Conflict, InvalidInput, NotFound, WrongState, error_result
+from .context import client_of, service_of
+from .results import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+    WrongState,
+    error_result,
+    quota_exceeded,
+)
 from .service import ApiError, Outcome, check_outcome
 from .works import Event, Work, WorkDeleted, work_of
 
@@ -52,8 +60,8 @@ CommandResult = Annotated[CommandTaken | NotFound | WrongState | InvalidInput | 
                           strawberry.union("CommandResult")]
 DeleteWorkResult = Annotated[WorkDeleted | NotFound | WrongState | InvalidInput,
                              strawberry.union("DeleteWorkResult")]
-CreateWorkResult = Annotated[WorkCreated | NotFound | WrongState | InvalidInput | Conflict,
-                             strawberry.union("CreateWorkResult")]
+CreateWorkResult = Annotated[WorkCreated | NotFound | WrongState | InvalidInput | Conflict
+                             | QuotaExceeded, strawberry.union("CreateWorkResult")]
 
 
 @strawberry.input
@@ -92,9 +100,10 @@ async def _create(info: Info, saga: str, input: Any, *, paused: bool, priority: 
         points = [b.build() for b in breakpoints or []]
         created, _ = await service.create_work(
             saga, input, paused=paused, priority=priority, start_at=start_at,
-            work_id=work_id, breakpoints=points, request_id=request_id)
+            work_id=work_id, breakpoints=points, request_id=request_id,
+            client=client_of(info))
     except ApiError as exc:
-        return error_result(exc)
+        return quota_exceeded(exc, info) if exc.kind == "quota_exceeded" else error_result(exc)
     work = await work_of(info, created)
     assert work is not None
     return WorkCreated(work=work)

@@ -13,6 +13,12 @@ step, cancel, retry a compensation, resolve), ``debug`` (breakpoints, edits, rew
 ``admin`` (sagas, workers, schedules, principals, policies, deleting works). The group
 ``admins`` may do everything; a principal no policy names may do nothing.
 
+``routes`` (path globs) are the HTTP routes besides ``/graphql`` a policy's subject may
+reach (``/metrics``; the UI, ``/`` and ``/ui/*``, is open to any principal some policy
+names); a policy may give routes only, without actions::
+
+    {"subject": "principal:prometheus", "routes": ["/metrics"]}
+
 The whole set is one JSON document replaced at once (a version counts the changes), so
 no request ever sees half of a change; every rule about policies lives here, once, and
 the API calls it.
@@ -48,26 +54,32 @@ class Policy:
     sagas: tuple[str, ...] = ("*",)
     condition: str | None = None
     compiled: Expression | None = field(default=None, compare=False, repr=False)
+    routes: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> Policy:
         """A policy from its JSON form, or ``ValueError`` naming what is wrong."""
         if not isinstance(raw, Mapping):
             raise ValueError(f"{where}: a policy is an object, got {raw!r:.60}")
-        unknown = sorted(set(raw) - {"subject", "actions", "sagas", "condition"})
+        unknown = sorted(set(raw) - {"subject", "actions", "sagas", "condition", "routes"})
         if unknown:
             raise ValueError(f"{where}: no setting {unknown[0]!r} (subject, actions, sagas, "
-                             "condition)")
+                             "condition, routes)")
         subject = raw.get("subject")
         kind, _, name = subject.partition(":") if isinstance(subject, str) else ("", "", "")
         if kind not in ("group", "principal") or not name:
             raise ValueError(f"{where}: subject must be 'group:NAME' or 'principal:NAME', "
                              f"got {subject!r:.60}")
-        actions = raw.get("actions")
-        if not isinstance(actions, list) or not actions or \
+        routes = raw.get("routes", [])
+        if not isinstance(routes, list) or \
+                not all(isinstance(r, str) and r.startswith("/") for r in routes):
+            raise ValueError(f"{where}: routes must be a list of paths or globs starting "
+                             f"with '/', got {routes!r:.80}")
+        actions = raw.get("actions", None if not routes else [])
+        if not isinstance(actions, list) or (not actions and not routes) or \
                 not all(a in ACTIONS for a in actions):
-            raise ValueError(f"{where}: actions must be a list of {', '.join(ACTIONS)}, got "
-                             f"{actions!r:.80}")
+            raise ValueError(f"{where}: actions must be a list of {', '.join(ACTIONS)} "
+                             f"(or routes given), got {actions!r:.80}")
         sagas = raw.get("sagas", ["*"])
         if not isinstance(sagas, list) or not sagas or \
                 not all(isinstance(s, str) and s for s in sagas):
@@ -83,13 +95,15 @@ class Policy:
             except ValueError as exc:
                 raise ValueError(f"{where}: condition: {exc}") from None
         return cls(subject=str(subject), actions=frozenset(actions), sagas=tuple(sagas),
-                   condition=condition, compiled=compiled)
+                   condition=condition, compiled=compiled, routes=tuple(routes))
 
     def to_dict(self) -> dict[str, Any]:
         found: dict[str, Any] = {"subject": self.subject, "actions": sorted(self.actions),
                                  "sagas": list(self.sagas)}
         if self.condition is not None:
             found["condition"] = self.condition
+        if self.routes:
+            found["routes"] = list(self.routes)
         return found
 
     def names(self, who: Principal) -> bool:
@@ -106,6 +120,17 @@ class Policies:
 
     def _mine(self, who: Principal, action: str) -> list[Policy]:
         return [p for p in self.policies if action in p.actions and p.names(who)]
+
+    def reaches(self, who: Principal | None, path: str) -> bool:
+        """Whether ``who`` may reach the HTTP route at ``path`` (besides /graphql, whose
+        fields are checked each): a policy's route glob; the UI (``/``, ``/ui/...``) for
+        any principal a policy names."""
+        if who is None or who.admin:
+            return True
+        mine = [p for p in self.policies if p.names(who)]
+        if (path == "/" or path.startswith("/ui/")) and mine:
+            return True
+        return any(fnmatchcase(path, r) for p in mine for r in p.routes)
 
     def may(self, who: Principal | None, action: str) -> bool:
         """Whether ``who`` may do ``action`` on anything at all (None: Python in this

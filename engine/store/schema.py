@@ -32,8 +32,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = ["audit", "catalog", "commands", "deletions", "events", "health_checks", "leases",
-           "lock_holders", "lock_waiters", "metadata", "rate_buckets", "sagas", "schedules",
-           "snapshots", "stage_runs", "worker_events", "workers", "works"]
+           "lock_holders", "lock_waiters", "metadata", "quota_charges", "rate_buckets", "sagas",
+           "schedules", "snapshots", "stage_runs", "worker_events", "workers", "works"]
 
 metadata = sa.MetaData()
 
@@ -345,6 +345,16 @@ audit = sa.Table(  # every operator action: who, what, on what, why (engine.stor
     sa.Column("details", sa.Text, nullable=False),  # JSON: the request's plain arguments
     sa.Index("audit_target", "target_kind", "target", "position"),
     sa.Index("audit_principal", "principal", "position"),
+)
+
+quota_charges = sa.Table(  # a work a quota was charged for, till it ends (graphql_api.limits)
+    "quota_charges", metadata,
+    sa.Column("work_id", _ID, primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),  # the quota's bucket (rate_buckets)
+    sa.Column("rate", sa.Float(precision=53), nullable=False),  # its limit when charged
+    sa.Column("burst", sa.Float(precision=53), nullable=False),
+    sa.Column("principal", sa.String(200), nullable=False),  # who was charged
+    sa.Column("charged_at", sa.Float(precision=53), nullable=False),
 )
 
 work_logs = sa.Table(  # what stage code logged through ctx.logger (engine.worklogs)

@@ -37,6 +37,7 @@ async def test_an_older_schema_is_brought_up_to_date(tmp_path: Path) -> None:
         async with store.engine.begin() as conn:  # as the version before left it
             await conn.exec_driver_sql("DROP TABLE work_logs")
             await conn.exec_driver_sql("DROP TABLE audit")
+            await conn.exec_driver_sql("DROP TABLE quota_charges")
             await conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0013'")
     async with SqlStore.open(url) as store:
         assert await schema_revision(store) == head_revision()

@@ -244,3 +244,41 @@ def test_a_websocket_is_closed_once_its_token_is_revoked(served: dict[str, Any])
 
     code, after = anyio.run(session)
     assert code == 4401 and after < 1.5, (code, after)
+
+
+def test_routes_beside_graphql_are_reached_as_the_policies_give(
+        served: dict[str, Any], tmp_path: Path) -> None:
+    origin, store = served["origin"], served["store"]
+    policies = tmp_path / "p.json"
+    policies.write_text(json.dumps([
+        {"subject": "group:readers", "actions": ["read"]},
+        {"subject": "principal:prometheus", "routes": ["/metrics"]}]))
+    assert cli("policy", "--store", store, "set", str(policies)).returncode == 0
+    reader = cli("token", "--store", store, "create", "reader", "--group", "readers")
+    scraper = cli("token", "--store", store, "create", "prometheus")
+    nobody = cli("token", "--store", store, "create", "customer")
+    tokens = {name: done.stdout.strip() for name, done in
+              (("reader", reader), ("prometheus", scraper), ("customer", nobody))}
+    time.sleep(0.6)  # the server's policies are read again each half second
+
+    def status(name: str, path: str) -> int:
+        return httpx.get(origin + path, headers=bearer(tokens[name])).status_code
+
+    # /metrics: only the principal a policy gives it (and administrators)
+    assert status("prometheus", "/metrics") == 200
+    assert status("reader", "/metrics") == 403
+    refused = httpx.get(origin + "/metrics", headers=bearer(tokens["customer"]))
+    assert refused.status_code == 403
+    assert refused.json()["errors"][0] == {
+        "message": "forbidden: 'customer' may not reach /metrics (no policy gives it that "
+                   "route)", "extensions": {"code": "forbidden"}}
+    assert httpx.get(origin + "/metrics", headers=bearer(served["token"])).status_code == 200
+    # the UI: any principal some policy names; a customer with none is refused
+    assert status("reader", "/") == 200 and status("prometheus", "/") == 200
+    assert status("customer", "/") == 403
+    # /graphql takes them all: its fields check their policies
+    for name in tokens:
+        answer = httpx.post(served["url"], json=QUERY, headers=bearer(tokens[name]))
+        assert answer.status_code == 200
+    assert httpx.post(served["url"], json=QUERY, headers=bearer(tokens["reader"])).json()[
+        "data"] is not None

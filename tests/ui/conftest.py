@@ -38,19 +38,20 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 class Server:
-    """``python -m graphql_api.cli serve`` on a free port (with ``--app`` when given, the
-    explorer when asked for), stopped with SIGTERM; auth on, as for users: ``token`` is
-    an administrator's (made with ``stepsaga token create``), ``http`` a client sending
-    it, ``login_url`` the one-time sign-in link a fresh store's first start prints (None
-    after)."""
+    """``python -m graphql_api.cli serve`` on a free port (with ``--app`` and ``--config``
+    when given, the explorer when asked for), stopped with SIGTERM; auth on, as for
+    users: ``token`` is an administrator's (made with ``stepsaga token create``), ``http``
+    a client sending it, ``login_url`` the one-time sign-in link a fresh store's first
+    start prints (None after)."""
 
     def __init__(self, store: Path, port: int = 0, app: str | None = None,
-                 explorer: bool = False) -> None:
+                 explorer: bool = False, config: Path | None = None) -> None:
         self.store_url = f"sqlite+aiosqlite:///{store}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "graphql_api.cli", "serve", "--store", self.store_url,
              "--port", str(port), *(["--app", app] if app else []),
-             *(["--explorer"] if explorer else [])], cwd=ROOT,
+             *(["--explorer"] if explorer else []),
+             *(["--config", str(config)] if config else [])], cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.process.stdout is not None

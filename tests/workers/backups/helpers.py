@@ -45,6 +45,14 @@ def sqlite_rows(path: Path) -> list[tuple[Any, ...]]:
     return found
 
 
+def add_rows(path: Path, *names: str) -> None:
+    """Rows added to a database make_sqlite made."""
+    with sqlite3.connect(path) as db:
+        db.executemany("INSERT INTO items (name, data) VALUES (?, x'00')",
+                       [(n,) for n in names])
+    db.close()
+
+
 def make_tree(root: Path) -> None:
     (root / "docs" / "deep").mkdir(parents=True)
     (root / "empty").mkdir()
@@ -65,6 +73,38 @@ def tree_of(root: Path) -> dict[str, Any]:
         else:
             found[rel] = ("file", path.read_bytes())
     return found
+
+
+def write_config(tmp_path: Path) -> Path:
+    """A stepsaga.toml with a [backups] section: jobs nightly (scheduled, zstd and
+    AES-GCM, to target here) and plain (on demand, to target there) of the SQLite
+    source at tmp_path/app.sqlite."""
+    config = tmp_path / "stepsaga.toml"
+    config.write_text(f"""
+[backups]
+[backups.keys.main]
+key = "{KEY_HEX}"
+[backups.sources.db]
+kind = "sqlite"
+path = "{tmp_path}/app.sqlite"
+[backups.targets.here]
+kind = "directory"
+path = "{tmp_path}/backups"
+[backups.targets.there]
+kind = "directory"
+path = "{tmp_path}/elsewhere"
+[backups.jobs.nightly]
+source = "db"
+target = "here"
+steps = ["zstd", {{kind = "aes-gcm", key = "main"}}]
+schedule = "0 3 * * *"
+timezone = "Europe/Paris"
+keep_last = 5
+[backups.jobs.plain]
+source = "db"
+target = "there"
+""")
+    return config
 
 
 TOLD: list[dict[str, Any]] = []

@@ -139,6 +139,11 @@ async def test_the_config_names_the_failure_hook(tmp_path: Path) -> None:
     assert done.status == "failed"
     assert [(t["saga"], t["job"], t["stage"]) for t in TOLD] == [
         ("backups.backup", "job", "transfer")]
+    told = TOLD[0]
+    assert (told["version"], told["key"], told["work_id"]) == (1, done.work_id, done.work_id)
+    assert (told["source"], told["target"], told["error_type"]) == (
+        "src", "dst", "workers.actions.backups.errors.SourceError")
+    assert "none.sqlite" in told["error"] and told["backup_id"] and told["failed_at"] > 0
     settings["notify"] = "tests.workers.backups.helpers:nowhere"
     try:
         backups_app(config=parse(settings))
@@ -147,3 +152,36 @@ async def test_the_config_names_the_failure_hook(tmp_path: Path) -> None:
             in str(exc)
     else:
         raise AssertionError("a notify naming nothing was taken")
+
+
+async def test_a_failure_hook_that_raises_is_tried_again_then_leaves_the_work_for_a_person(
+        tmp_path: Path) -> None:
+    """A coroutine hook is awaited; one that raises is tried again with the same key (the
+    compensation's retries), and when every try fails the backup ends
+    compensation_failed: nobody was told, a person must look."""
+    settings = section({"kind": "sqlite", "path": str(tmp_path / "none.sqlite")},
+                       {"kind": "directory", "path": str(tmp_path / "backups")})
+    calls: list[dict[str, Any]] = []
+
+    async def flaky(message: dict[str, Any]) -> None:
+        calls.append(message)
+        if len(calls) < 3:
+            raise ConnectionError("the chat service is away")
+
+    app = backups_app(config=parse(settings), notify=flaky)
+    async with running(app, str(tmp_path / "s.sqlite")) as rt:
+        told = await rt.run("backups.backup", {"job": "job"})
+    assert told.status == "failed"
+    assert [c["key"] for c in calls] == [told.work_id] * 3
+
+    def broken(message: dict[str, Any]) -> None:  # a plain function: run in a thread
+        calls.append(message)
+        raise ConnectionError("the chat service is gone")
+
+    calls.clear()
+    app = backups_app(config=parse(settings), notify=broken)
+    async with running(app, str(tmp_path / "s2.sqlite")) as rt:
+        untold = await rt.run("backups.backup", {"job": "job"})
+    assert untold.status == "compensation_failed"
+    assert len(calls) == 3 and "the chat service is gone" in str(untold.error)
+    assert not list((tmp_path / "backups").glob("job/*/manifest.json"))

@@ -8,6 +8,7 @@ import { COLOURS, TimeChart } from './charts.jsx';
 import {
   appendPoint, applyCheck, applyWorker, columns, loadShare, newestCheck, serviceLayout, stripCells,
 } from './opsview.js';
+import { PackLinks } from './packs.jsx';
 import './ops.css';
 
 const PAGES = ['workers', 'schedules', 'services', 'locks'];
@@ -16,7 +17,8 @@ function when(seconds) {
   return seconds ? new Date(seconds * 1000).toLocaleString() : '';
 }
 
-function Nav({ here, connected }) {
+// The operations pages' links (and the packs' pages this server has)
+export function Nav({ here, connected }) {
   return (
     <header>
       <nav className="ops">
@@ -24,6 +26,7 @@ function Nav({ here, connected }) {
         {PAGES.map((p) => (
           <a key={p} href={`/?${p}`} aria-current={p === here ? 'page' : undefined}>{p}</a>
         ))}
+        <PackLinks here={here} />
       </nav>
       <Away connected={connected} />
     </header>

@@ -4,6 +4,7 @@
 import { useEffect, useState } from 'react';
 import { Away, follow, request, signOut, useConnected } from './api.jsx';
 import { COLOURS, TimeChart } from './charts.jsx';
+import { PackLinks } from './packs.jsx';
 import { applyChange, BUCKETS, COLUMNS, onGrid, ORDERS, REDUCERS, searchFromView,
   viewFromSearch } from './view.js';
 
@@ -279,7 +280,7 @@ export function WorksIndex() {
         <h1>Works</h1>
         <a href="/?catalog">sagas</a>
         <a href="/?workers">workers</a> <a href="/?schedules">schedules</a>
-        <a href="/?services">services</a> <a href="/?locks">locks</a>
+        <a href="/?services">services</a> <a href="/?locks">locks</a> <PackLinks />
         <button type="button" className="sign-out" onClick={signOut}>sign out</button>
         <Away connected={connected} />
       </header>

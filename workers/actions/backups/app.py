@@ -12,9 +12,11 @@ From Python::
     async with Runtime(app.sagas, store=store, gate=NodeGate(store, holder="me")) as rt:
         result = await rt.run("backups.backup", {"job": "nightly"})
 
-Through the API: ``createWork(saga: "backups.backup", input: {job: "nightly"})``, and
-likewise ``backups.restore``, ``backups.verify``, ``backups.retention`` and
-``backups.rollback`` (with a restore's output as its input).
+Through the API (the app's :mod:`.api` part): ``backupJobs``, ``backupManifests``,
+``triggerBackup``, ``verifyBackup``, ``restoreBackup`` and ``rollbackRestore``; or
+``createWork(saga: "backups.backup", input: {job: "nightly"})``, and likewise
+``backups.restore``, ``backups.verify``, ``backups.retention`` and ``backups.rollback``
+(with a restore's output as its input).
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ def backups_app(settings: Mapping[str, Any] | None = None, *,
     place of the config's ``notify``."""
     if config is None:
         config = parse((settings or {}).get("backups"))
+    from .api import api_part  # the pack's GraphQL fields: the one module that knows the API
+
     return WorkerApp(sagas=backup_sagas(config, clock=clock, notify=notify),
-                     schedules=job_schedules(config), schedule_prefix="backups.")
+                     schedules=job_schedules(config), schedule_prefix="backups.",
+                     api=[api_part(config)])
 
 
 def app(settings: Mapping[str, Any] | None = None) -> WorkerApp:

@@ -5,6 +5,7 @@ expected, before anything is dumped or written. The section, as TOML::
 
     [backups]
     notify = "myapp.hooks:backup_failed"  # optional: called with a dict when a backup fails
+                                          # (its keys and how it is called: .notify)
     staging = ""                          # a directory for SQLite snapshots (default: temp)
     restore_paths = []                    # where a restore may write a file or directory
                                           # it is given (into.path); a source's own path

@@ -59,5 +59,5 @@ def list_backups(config: BackupsConfig, job_name: str) -> list[dict[str, Any]]:
             "id": m["id"], "created_at": m["created_at"], "completed_at": m["completed_at"],
             "size": m["final"]["size"], "sha256": m["final"]["sha256"],
             "md5": m["final"]["md5"], "steps": m["steps"], "tools": m["tools"],
-            "object_present": storage.size(m["object"]) == m["final"]["size"]})
+            "object_present": manifests.present(storage, m)})
     return sorted(found, key=lambda b: b["created_at"] or 0.0, reverse=True)

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import IntegrityError
 
-__all__ = ["FORMAT", "VERSION", "encode", "manifest_key", "object_key", "read", "seal"]
+if TYPE_CHECKING:
+    from .targets import Storage
+
+__all__ = ["FORMAT", "VERSION", "encode", "manifest_key", "object_key", "present", "read",
+           "seal"]
 
 FORMAT = "stepsaga.backup.manifest"
 VERSION = 1
@@ -37,6 +41,14 @@ def object_key(job: str, backup_id: str) -> str:
 
 def manifest_key(job: str, backup_id: str) -> str:
     return f"{job}/{backup_id}/manifest.json"
+
+
+def present(storage: Storage, manifest: dict[str, Any]) -> bool:
+    """Whether a backup whose manifest read is whole on its target: its object is there
+    at the size the manifest gives (what retention counts as a verified backup, what
+    ``latest`` picks from and the API's ``verified``; the integrity check recomputes
+    every checksum besides)."""
+    return bool(storage.size(manifest["object"]) == manifest["final"]["size"])
 
 
 def _digest(body: dict[str, Any]) -> str:

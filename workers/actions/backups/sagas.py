@@ -24,7 +24,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 import uuid
@@ -40,6 +39,7 @@ from . import manifest as manifests
 from . import retention, sources
 from .config import BackupsConfig, Job, SourceSpec, StepSpec, load_key, source_table
 from .errors import BackupConfigError, IntegrityError, TargetError
+from .notify import failure, tell
 from .streams import CONTENT_TYPES, Digest, Hashing, make_decoder, make_encoder, pull, push
 from .targets import Storage, open_storage
 
@@ -88,7 +88,7 @@ class _Pack:
                     found = self._manifest(storage, job, backup_id)
                 except IntegrityError:
                     continue
-                if storage.size(found["object"]) != found["final"]["size"]:
+                if not manifests.present(storage, found):
                     continue
                 if newest is None or found["created_at"] > newest["created_at"]:
                     newest = found
@@ -138,17 +138,19 @@ class _Pack:
                 "created_at": self.clock.now()}
 
     async def failed(self, ctx: StageContext, data: Any, output: Any, reason: Any) -> None:
-        """prepare's compensation: the backup failed, whichever stage it was."""
+        """prepare's compensation: the backup failed, whichever stage it was; the hook
+        is told (see :mod:`.notify`)."""
         if self.notify is None:
             return
-        message = {"saga": ctx.saga, "work_id": ctx.work_id,
-                   "job": data.get("job") if isinstance(data, dict) else None,
-                   "backup_id": (output or {}).get("backup_id"),
-                   "stage": getattr(reason, "path", None),
-                   "error": getattr(reason, "message", str(reason))}
-        result = self.notify(message)
-        if inspect.isawaitable(result):
-            await result
+        name = data.get("job") if isinstance(data, dict) else None
+        job = self.config.jobs.get(name) if isinstance(name, str) else None
+        message = failure(
+            saga=ctx.saga, work_id=ctx.work_id, job=None if job is None else job.name,
+            source=None if job is None else job.source,
+            target=None if job is None else job.target,
+            backup_id=(output or {}).get("backup_id"), reason=reason,
+            failed_at=self.clock.now())
+        await tell(self.notify, message)
 
     async def transfer(self, ctx: StageContext, prepared: dict[str, Any]) -> dict[str, Any]:
         job = self.config.job(prepared["job"])
@@ -414,7 +416,7 @@ class _Pack:
                     m = self._manifest(storage, job, backup_id)
                 except (IntegrityError, TargetError):
                     continue  # not a backup this job can restore: left for a person
-                verified = storage.size(m["object"]) == m["final"]["size"]
+                verified = manifests.present(storage, m)
                 found.append({"id": backup_id, "created_at": m["created_at"],
                               "verified": verified})
             keep, drop = retention.select(
