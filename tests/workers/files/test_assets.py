@@ -28,9 +28,9 @@ from .helpers import SECRET_HEX, signer_pem
 SIZE = 3 * 1024 * 1024 + 4321
 
 
-def _config(tmp_path: Path, endpoint: str, bucket: str) -> Path:
+def _config(tmp_path: Path, endpoint: str, bucket: str, extra: str = "") -> Path:
     config = tmp_path / "stepsaga.toml"
-    config.write_text(f"""
+    config.write_text(extra + f"""
 [files]
 staging = "{tmp_path}/staging"
 [files.keys.main]
@@ -64,11 +64,13 @@ sign_key = "signer"
 
 
 @pytest.fixture
-def served(tmp_path: Path, s3_endpoint: str, s3_bucket: str) -> Iterator[dict[str, Any]]:
+def served(request: pytest.FixtureRequest, tmp_path: Path, s3_endpoint: str,
+           s3_bucket: str) -> Iterator[dict[str, Any]]:
     store = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
+    extra = getattr(request, "param", "")  # more of the config (indirect parametrize)
     server = Served("serve", "--store", store, "--port", "0", "--app",
                     "workers.actions.files:app", "--config",
-                    str(_config(tmp_path, s3_endpoint, s3_bucket)))
+                    str(_config(tmp_path, s3_endpoint, s3_bucket, extra)))
     try:
         ready = server.ready()
         ready["origin"] = ready["url"].removesuffix("/graphql")
@@ -286,3 +288,30 @@ async def test_the_graphql_fields_and_the_change_subscription(
         ("delete", "b.txt")]
     assert seen[2]["record"]["to_key"] == "from-media.txt"
     assert [int(c["cursor"]) for c in seen] == sorted(int(c["cursor"]) for c in seen)
+
+
+QUOTA = """
+[[limits.quota]]
+name = "uploads"
+clients = ["*"]
+sagas = ["files.upload"]
+works = 2
+period = 3600.0
+"""
+
+
+@pytest.mark.parametrize("served", [QUOTA], indirect=True)
+def test_a_clients_quota_of_works_holds_for_the_routes(served: dict[str, Any],
+                                                      tmp_path: Path) -> None:
+    auth = bearer(served["token"])
+    with httpx.Client(base_url=served["origin"], timeout=60) as http:
+        for key in ("a.txt", "b.txt"):
+            assert http.put(f"/files/docs/{key}", content=b"x", headers=auth).status_code == 201
+        spent = http.put("/files/docs/c.txt", content=b"x", headers=auth)
+        assert spent.status_code == 429, spent.text
+        assert spent.json()["type"] == "quota_exceeded"
+        assert "quota 'uploads'" in spent.json()["error"]
+        assert "ratelimit" in spent.headers and "retry-after" in spent.headers
+        assert http.get("/files/docs/a.txt", headers=auth).content == b"x"  # not counted
+        assert http.get("/files/docs/c.txt", headers=auth).status_code == 404
+    assert not list((tmp_path / "staging").iterdir())

@@ -24,7 +24,10 @@ session), each running a file saga (the request's principal needs ``write`` on
 
 Errors are JSON ``{"error", "type"}``: 400 bad input (naming the field), 403 not
 allowed, 404 no such file, 409 the file exists (no replace), 416 a range outside the
-file, 422 the stored file fails its checks (it is never sent), 503 the repository.
+file, 422 the stored file fails its checks (it is never sent), 429 the client's quota
+of works is spent (graphql_api.limits: each route's work is charged to it, with its
+RateLimit headers), 503 the repository. The server's request rate limits hold for
+these routes as for ``/graphql``.
 
 GraphQL: ``files(bucket, prefix, after, first)`` (read), ``deleteFile``, ``copyFile``
 and ``moveFile`` (write) running the sagas, and the ``fileChanges(bucket, after)``
@@ -85,11 +88,14 @@ async def _run(service: Any, request: Request, action: str, saga: str, input: An
         name = getattr(who, "name", None)
         raise _Refused(_error(403, f"forbidden: {name!r} may not {action} works of saga "
                                    f"{saga!r}", "forbidden"))
+    client = None if who is None else (who, request.client.host if request.client else None)
     try:
-        row = await service.run_work(saga, input, wait=wait)
-    except ApiError as exc:
-        raise _Refused(_error(400 if exc.kind == "invalid_input" else 503, exc.message,
-                              exc.kind)) from None
+        row = await service.run_work(saga, input, wait=wait, client=client)
+    except ApiError as exc:  # the work's quota (429, with its headers) or a bad input
+        status = {"invalid_input": 400, "quota_exceeded": 429}.get(exc.kind, 503)
+        response = _error(status, exc.message, exc.kind)
+        response.headers.update(exc.headers)
+        raise _Refused(response) from None
     if row["status"] != "completed":
         error = row.get("error") or {}
         kind = str(error.get("type", "")).rpartition(".")[2]
