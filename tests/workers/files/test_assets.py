@@ -258,17 +258,24 @@ async def test_the_graphql_fields_and_the_change_subscription(
     page = ask('{ files(bucket: "media", first: 10) { files { key storedSize } next } }')
     assert sorted(f["key"] for f in page["data"]["files"]["files"]) == ["a.txt", "b.txt"]
     moved = ask('mutation { moveFile(bucket: "media", key: "a.txt", toBucket: "docs", '
-                'toKey: "from-media.txt") { status record error } }')["data"]["moveFile"]
+                'toKey: "from-media.txt") { ... on FileOperation { status record error } } }'
+                )["data"]["moveFile"]
     assert moved["status"] == "completed", moved
     assert moved["record"]["to_bucket"] == "docs" and moved["record"]["size"] == 5
     copied = ask('mutation { copyFile(bucket: "media", key: "b.txt", toKey: "c.txt") '
-                 '{ status record } }')["data"]["copyFile"]
+                 '{ ... on FileOperation { status record } } }')["data"]["copyFile"]
     assert copied["status"] == "completed"
-    failed = ask('mutation { deleteFile(bucket: "media", key: "a.txt") { status error } }')
+    failed = ask('mutation { deleteFile(bucket: "media", key: "a.txt") '
+                 '{ ... on FileOperation { status error } } }')
     assert failed["data"]["deleteFile"] == {
         "status": "failed", "error": "key: bucket 'media' has no file 'a.txt'"}
-    deleted = ask('mutation { deleteFile(bucket: "media", key: "b.txt") { status } }')
+    deleted = ask('mutation { deleteFile(bucket: "media", key: "b.txt") '
+                  '{ ... on FileOperation { status } } }')
     assert deleted["data"]["deleteFile"]["status"] == "completed"
+    unknown = ask('mutation { deleteFile(bucket: "nope", key: "b.txt") '
+                  '{ __typename ... on InvalidInput { message field } } }')["data"]["deleteFile"]
+    assert unknown["__typename"] == "InvalidInput" and unknown["field"] == "input"
+    assert "bucket: 'nope' is not one of" in unknown["message"]
     refused = ask('{ files(bucket: "media", prefix: "../") { next } }')
     assert "prefix: '..' climbs out" in refused["errors"][0]["message"]
     async with httpx.AsyncClient(base_url=origin, timeout=60) as http:

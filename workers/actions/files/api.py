@@ -30,7 +30,9 @@ RateLimit headers), 503 the repository. The server's request rate limits hold fo
 these routes as for ``/graphql``.
 
 GraphQL: ``files(bucket, prefix, after, first)`` (read), ``deleteFile``, ``copyFile``
-and ``moveFile`` (write) running the sagas, and the ``fileChanges(bucket, after)``
+and ``moveFile`` (write) running the sagas, each answering a ``FileOperation`` (the
+work's id, status, record and error) or a typed error (``InvalidInput`` for a bad
+bucket or name, ``QuotaExceeded``...), and the ``fileChanges(bucket, after)``
 subscription (:mod:`.changes`).
 """
 
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from fnmatch import fnmatchcase
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import anyio
 import strawberry
@@ -52,6 +54,15 @@ from graphql_api.access import may_read, require
 from graphql_api.auth import principal_of
 from graphql_api.context import service_of
 from graphql_api.extensions import ApiPart, run_saga
+from graphql_api.results import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+    WrongState,
+    error_result,
+    quota_exceeded,
+)
 from graphql_api.service import ApiError
 
 from .buckets import is_byte_range, open_bucket
@@ -372,11 +383,21 @@ def _operation(row: dict[str, Any]) -> FileOperation:
                          error=error.get("message") if isinstance(error, dict) else error)
 
 
-async def _saga(info: Info, saga: str, input: dict[str, Any]) -> FileOperation:
+FileOperationResult = Annotated[
+    FileOperation | NotFound | InvalidInput | WrongState | Conflict | QuotaExceeded,
+    strawberry.union("FileOperationResult")]
+
+
+async def _saga(info: Info, saga: str, input: dict[str, Any]
+                ) -> FileOperation | NotFound | InvalidInput | WrongState | Conflict | \
+        QuotaExceeded:
+    """The work of ``saga`` run to its end, or the typed error it was refused with."""
     try:
         return _operation(await run_saga(info, saga, input, wait=_LONG))
     except ApiError as exc:
-        raise ValueError(exc.message) from None
+        if exc.kind == "quota_exceeded":
+            return quota_exceeded(exc, info)
+        return error_result(exc)
 
 
 @strawberry.type
@@ -402,13 +423,14 @@ class FilesQuery:
 @strawberry.type
 class FilesMutation:
     @strawberry.mutation
-    async def delete_file(self, info: Info, bucket: str, key: str) -> FileOperation:
+    async def delete_file(self, info: Info, bucket: str, key: str) -> FileOperationResult:
         """Delete a file (runs ``files.delete``)."""
         return await _saga(info, "files.delete", {"bucket": bucket, "key": key})
 
     @strawberry.mutation
     async def copy_file(self, info: Info, bucket: str, key: str, to_key: str,
-                        to_bucket: str | None = None, replace: bool = False) -> FileOperation:
+                        to_bucket: str | None = None, replace: bool = False
+                        ) -> FileOperationResult:
         """Copy a file (runs ``files.copy``; ``to_bucket`` defaults to ``bucket``)."""
         return await _saga(info, "files.copy", {
             "bucket": bucket, "key": key, "to_bucket": to_bucket or bucket, "to_key": to_key,
@@ -416,7 +438,8 @@ class FilesMutation:
 
     @strawberry.mutation
     async def move_file(self, info: Info, bucket: str, key: str, to_key: str,
-                        to_bucket: str | None = None, replace: bool = False) -> FileOperation:
+                        to_bucket: str | None = None, replace: bool = False
+                        ) -> FileOperationResult:
         """Move a file (runs ``files.move``): a move that fails leaves the source."""
         return await _saga(info, "files.move", {
             "bucket": bucket, "key": key, "to_bucket": to_bucket or bucket, "to_key": to_key,
