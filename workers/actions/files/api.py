@@ -75,6 +75,9 @@ from .staging import Staged, discard
 __all__ = ["files_part"]
 
 _LONG = 3600.0  # seconds a route waits for a saga moving a big file
+# seconds a GraphQL field waits for its work, under the server's serve.query_timeout (30 s
+# by default); after it, WrongState: the work goes on (its id in the message)
+_FIELD_WAIT = 25.0
 _FIELD_BYTES = 4096  # the bound on a form's fields other than the file
 _STATUS = {"FilesConfigError": 400, "MissingFileError": 404, "ExistingFileError": 409,
            "TamperedError": 422, "WrongKeyError": 422, "RepositoryError": 503,
@@ -393,7 +396,7 @@ async def _saga(info: Info, saga: str, input: dict[str, Any]
         QuotaExceeded:
     """The work of ``saga`` run to its end, or the typed error it was refused with."""
     try:
-        return _operation(await run_saga(info, saga, input, wait=_LONG))
+        return _operation(await run_saga(info, saga, input, wait=_FIELD_WAIT))
     except ApiError as exc:
         if exc.kind == "quota_exceeded":
             return quota_exceeded(exc, info)
@@ -410,7 +413,7 @@ class FilesQuery:
         input = {"bucket": bucket, "prefix": prefix, "after": after, "limit": first}
         await require(info, "read", {"saga": "files.list", "input": input})
         try:
-            row = await run_saga(info, "files.list", input, check=False)
+            row = await run_saga(info, "files.list", input, check=False, wait=_FIELD_WAIT)
         except ApiError as exc:
             raise ValueError(exc.message) from None
         if row["status"] != "completed":
