@@ -4,9 +4,14 @@ store's locks, as a worker node's does. A pack's conftest imports the fixtures."
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -18,7 +23,9 @@ from engine.store import SqlStore
 from workers.gate import NodeGate
 from workers.node import WorkerApp
 
-__all__ = ["running", "s3_bucket", "s3_client", "s3_endpoint"]
+__all__ = ["Child", "running", "s3_bucket", "s3_client", "s3_endpoint"]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +63,24 @@ async def running(app: WorkerApp, store_path: str,
         gate = NodeGate(store, holder="test", lock_ttl=5.0)
         async with Runtime(app.sagas, store=store, gate=gate, on_event=on_event) as runtime:
             yield runtime
+
+
+class Child:
+    """A pack's worker script (``script``, a file beside the test) in a process of its
+    own, given ``args``; it prints a line once it runs."""
+
+    def __init__(self, script: Path, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(script), *args], cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def ready(self) -> None:
+        assert self.process.stdout is not None
+        if not self.process.stdout.readline():
+            raise AssertionError(f"the worker died: {self.process.communicate()[1]}")
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.communicate(timeout=60)[1]
