@@ -42,9 +42,11 @@ Every setting, its section and its default::
 
     [files]                        # the files pack (--app workers.actions.files:app):
                                    # staging = "" (where uploads wait for their saga),
-                                   # repositories (directory or s3), keys (secret or
-                                   # ed25519) and buckets (repository, encrypt_names,
-                                   # encrypt_content, sign, sign_key), nested tables,
+                                   # staging_ttl = 86400 (seconds till files.sweep
+                                   # removes one never taken), repositories (directory
+                                   # or s3), keys (secret or ed25519) and buckets
+                                   # (repository, encrypt_names, encrypt_content, sign,
+                                   # sign_key), nested tables,
                                    # see workers.actions.files.config; file only
 
 An environment variable ``STEPSAGA_<SECTION>_<KEY>`` (``STEPSAGA_SERVE_PORT=9000``,

@@ -17,18 +17,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from engine import Clock
 from workers.node import WorkerApp
+from workers.schedules import Schedule
 
 from .config import FilesConfig, parse
 from .sagas import file_sagas
 
-__all__ = ["app", "files_app"]
+__all__ = ["app", "files_app", "sweep_schedules"]
+
+
+def sweep_schedules(config: FilesConfig) -> list[Schedule]:
+    """The hourly sweep of stale staged uploads (none when ``staging_ttl`` is 0)."""
+    if not config.staging_ttl:
+        return []
+    return [Schedule(name="files.sweep", saga="files.sweep", cron="17 * * * *",
+                     overlap="skip")]
 
 
 def files_app(settings: Mapping[str, Any] | None = None, *,
-              config: FilesConfig | None = None, api: bool = True) -> WorkerApp:
-    """The pack's sagas (and, with ``api``, its part of the API) from ``config`` or the
-    ``files`` section of ``settings`` (what :func:`graphql_api.config.load` returns)."""
+              config: FilesConfig | None = None, api: bool = True,
+              clock: Clock | None = None) -> WorkerApp:
+    """The pack's sagas and the sweep's schedule (and, with ``api``, its part of the
+    API) from ``config`` or the ``files`` section of ``settings`` (what
+    :func:`graphql_api.config.load` returns)."""
     if config is None:
         config = parse((settings or {}).get("files"))
     parts: list[Any] = []
@@ -36,7 +48,8 @@ def files_app(settings: Mapping[str, Any] | None = None, *,
         from .api import files_part
 
         parts.append(files_part(config))
-    return WorkerApp(sagas=file_sagas(config), api=parts)
+    return WorkerApp(sagas=file_sagas(config, clock=clock), api=parts,
+                     schedules=sweep_schedules(config), schedule_prefix="files.")
 
 
 def app(settings: Mapping[str, Any] | None = None) -> WorkerApp:

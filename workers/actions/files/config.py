@@ -7,6 +7,9 @@ was expected, before anything is written. The section, as TOML::
     staging = ""                            # where uploads wait for their saga (default:
                                             # <temp>/stepsaga-files); the API node and
                                             # the workers running files.upload share it
+    staging_ttl = 86400                     # seconds: staged uploads older than this
+                                            # (never taken: a client gone, a crash) are
+                                            # removed by files.sweep, hourly; 0: never
 
     [files.keys.main]                       # a secret: 32 bytes (AES-256, HMAC)
     key_file = "/etc/stepsaga/files.key"    # raw 32 bytes, or 64 hex digits, or base64
@@ -100,6 +103,7 @@ class FilesConfig:
     keys: Mapping[str, KeySpec] = field(default_factory=dict)
     buckets: Mapping[str, BucketSpec] = field(default_factory=dict)
     staging: str = ""
+    staging_ttl: float = 86400.0
 
     def bucket(self, name: object, where: str = "bucket") -> BucketSpec:
         if not isinstance(name, str) or name not in self.buckets:
@@ -218,11 +222,15 @@ def parse(section: Mapping[str, Any] | None) -> FilesConfig:
     if staging and not staging.startswith("/"):
         raise FilesConfigError(f"files.staging: expected an absolute directory, got "
                                f"{staging!r}")
-    _CHECKS.done(data, "files", "repositories, keys, buckets and staging")
+    ttl = data.pop("staging_ttl", 86400.0)
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl >= 0:
+        raise FilesConfigError(f"files.staging_ttl: expected a number of seconds >= 0, got "
+                               f"{ttl!r:.60}")
+    _CHECKS.done(data, "files", "repositories, keys, buckets, staging and staging_ttl")
     config = FilesConfig(
         repositories={n: _CHECKS.storage(n, v, _CHECKS.where("repositories", n), "repository")
                       for n, v in tables["repositories"].items()},
         keys={n: _key(n, v) for n, v in tables["keys"].items()}, staging=staging)
     buckets = {n: _bucket(n, v, config) for n, v in tables["buckets"].items()}
     return FilesConfig(repositories=config.repositories, keys=config.keys, buckets=buckets,
-                       staging=staging)
+                       staging=staging, staging_ttl=float(ttl))

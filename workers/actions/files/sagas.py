@@ -27,6 +27,9 @@ more): its ``work.completed`` event is the change feed's entry (:mod:`.changes`)
 - ``files.move``: as copy, then ``remove`` (the source deleted, unless it changed since
   it was copied: then the move fails and is compensated), then ``finish``: a failed
   move leaves its source where it was and no copy.
+- ``files.sweep`` ``{"now": optional Unix time}``: removes the staged uploads older than
+  ``files.staging_ttl`` (never taken); the app's schedule ``files.sweep`` runs it
+  hourly. It changes no bucket: its record is no change of the feed.
 """
 
 from __future__ import annotations
@@ -37,13 +40,13 @@ from typing import Any
 
 import anyio
 
-from engine import RetryPolicy, Saga, Stage, StageContext
+from engine import Clock, RetryPolicy, Saga, Stage, StageContext, SystemClock
 
 from .buckets import ASIDE, Bucket, byte_range, open_bucket
 from .config import FilesConfig
 from .errors import ExistingFileError, FilesConfigError, FilesError, MissingFileError
 from .names import check_key, check_prefix
-from .staging import discard, staged_path
+from .staging import discard, staged_path, sweep
 
 __all__ = ["OPS", "file_sagas"]
 
@@ -87,8 +90,9 @@ def _aside(ctx: StageContext, which: str = "object") -> str:
 
 
 class _Pack:
-    def __init__(self, config: FilesConfig) -> None:
+    def __init__(self, config: FilesConfig, clock: Clock) -> None:
         self.config = config
+        self.clock = clock
 
     def bucket(self, name: Any, field: str = "bucket") -> Bucket:
         return open_bucket(self.config, name, field)
@@ -293,6 +297,16 @@ class _Pack:
 
         return await anyio.to_thread.run_sync(run)
 
+    # ------------------------------------------------------------ sweep
+
+    async def sweep(self, ctx: StageContext, data: Any) -> dict[str, Any]:
+        now = (data or {}).get("now") if isinstance(data, dict) else None
+        if now is not None and (isinstance(now, bool) or not isinstance(now, int | float)):
+            raise FilesConfigError(f"now: expected a Unix time in seconds, got {now!r:.40}")
+        found = self.clock.now() if now is None else float(now)
+        removed = await anyio.to_thread.run_sync(sweep, self.config, found)
+        return {"op": "sweep", "removed": removed}
+
     # ------------------------------------------------------------ copy and move
 
     async def check_copy(self, ctx: StageContext, data: Any) -> dict[str, Any]:
@@ -384,9 +398,9 @@ _KEY = {"type": "string", "title": "File name"}
 _ANY_CONFIG: dict[str, Any] = {"version": 1, "continues": (1,)}
 
 
-def file_sagas(config: FilesConfig) -> list[Saga]:
-    """The pack's six sagas (see the module docstring) over ``config``."""
-    pack = _Pack(config)
+def file_sagas(config: FilesConfig, *, clock: Clock | None = None) -> list[Saga]:
+    """The pack's sagas (see the module docstring) over ``config``."""
+    pack = _Pack(config, clock or SystemClock())
     replace = {"type": "boolean", "default": False}
     copy = _schema(config, ["key", "to_key"], key=_KEY, to_key=_KEY, replace=replace,
                    to_bucket={"type": "string"})
@@ -428,4 +442,9 @@ def file_sagas(config: FilesConfig) -> list[Saga]:
                      Stage(name="remove", transaction=pack.remove_source,
                            lock_key="{source_lock}"),
                      Stage(name="finish", transaction=pack.finisher("move"), retry=_RETRY)]),
+        Saga(**_ANY_CONFIG, name="files.sweep",
+             description="remove staged uploads older than files.staging_ttl",
+             input_schema={"type": ["object", "null"],
+                           "properties": {"now": {"type": "number"}}},
+             stages=[Stage(name="sweep", transaction=pack.sweep)]),
     ]

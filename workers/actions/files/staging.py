@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 from .config import FilesConfig
 from .errors import FilesConfigError
 
-__all__ = ["Staged", "discard", "stage", "staged_path"]
+__all__ = ["Staged", "discard", "stage", "staged_path", "sweep"]
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -84,3 +84,24 @@ def discard(config: FilesConfig, staged: Any) -> None:
     """Remove a staged file (nothing when it is gone or not an id)."""
     if isinstance(staged, str) and _ID.match(staged):
         (config.staging_dir() / staged).unlink(missing_ok=True)
+
+
+def sweep(config: FilesConfig, now: float) -> list[str]:
+    """Remove the staged files (and the ones half written) last written more than
+    ``config.staging_ttl`` seconds before ``now``: their uploads will never be taken.
+    The names removed."""
+    root = config.staging_dir()
+    if not root.is_dir():
+        return []
+    removed: list[str] = []
+    for path in sorted(root.iterdir()):
+        name = path.name.removesuffix(".partial")
+        if not _ID.match(name) or not path.is_file():
+            continue  # not ours
+        try:
+            if path.stat().st_mtime < now - config.staging_ttl:
+                path.unlink()
+                removed.append(path.name)
+        except FileNotFoundError:  # taken meanwhile
+            continue
+    return removed
