@@ -85,8 +85,8 @@ async def test_every_operation(tmp_path: Path, repository: Where, mode: str) -> 
         refused = await rt.run("files.copy", {"bucket": "docs", "key": "readme.txt",
                                               "to_bucket": "other", "to_key": "q1-copy.bin"})
         assert refused.status == "failed"
-        assert "has a file 'q1-copy.bin' already; give replace: true" in \
-            refused.error["message"]
+        assert "to_key: bucket 'other' has a file 'q1-copy.bin' already; give replace: " \
+            "true" in refused.error["message"]
         replaced = await _run(rt, "files.copy", {"bucket": "docs", "key": "readme.txt",
                                                  "to_bucket": "other", "to_key": "q1-copy.bin",
                                                  "replace": True})

@@ -100,7 +100,7 @@ class _Pack:
     # ------------------------------------------------------------ writing a file
 
     def _make_room(self, ctx: StageContext, bucket: Bucket, key: str, stored: str,
-                   replace: bool) -> str | None:
+                   replace: bool, field: str = "key") -> str | None:
         """Before a file is written at ``stored``: the file there kept aside when it is
         to be replaced (its aside key), refused when it is not; ours (this work's,
         from an attempt that crashed): written over."""
@@ -112,8 +112,8 @@ class _Pack:
         if bucket.storage.size(stored) is None or (existing or {}).get("work") == ctx.work_id:
             return None
         if not replace:
-            raise ExistingFileError(f"key: bucket {bucket.name!r} has a file {key!r} already; "
-                                    "give replace: true to replace it")
+            raise ExistingFileError(f"{field}: bucket {bucket.name!r} has a file {key!r} "
+                                    "already; give replace: true to replace it")
         bucket.storage.rename(stored, aside)
         return aside
 
@@ -338,7 +338,7 @@ class _Pack:
             source = self.bucket(checked["bucket"])
             target = self.bucket(checked["to_bucket"], "to_bucket")
             aside = self._make_room(ctx, target, checked["to_key"], checked["to_stored"],
-                                    checked["replace"])
+                                    checked["replace"], "to_key")
             header, body = source.open(checked["key"], checked["stored"])
             wrote = target.write(checked["to_key"], checked["to_stored"], body, {
                 "content_type": header["content_type"], "size": header["size"],
