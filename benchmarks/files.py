@@ -15,6 +15,11 @@ pack at all).
   faster; 0.25: it takes four times as long).
 - ``files.memory_growth_mib``: the child's peak resident memory (VmHWM) above what it
   held idle, ready, just before the upload.
+- ``files.http``: the same file through the asset routes of a real ``stepsaga serve
+  --app workers.actions.files:app`` (its own process, a bearer token): a streamed PUT,
+  then a streamed GET into a file; ``ratio_vs_copy`` as above, and
+  ``memory_growth_mib`` of the server process (above its idle memory once it serves).
+  ``--no-http``: the pack's run alone.
 
 ``--quick``: 128 MiB (a smoke run of a few seconds).
 
@@ -133,6 +138,77 @@ def copies(source: Path, work: Path) -> float:
     return seconds
 
 
+def over_http(work: Path, settings: dict[str, Any], source: Path) -> dict[str, Any]:
+    """The file PUT to and GET from a real stepsaga serve of the pack: seconds, sha256
+    of what came back, the server's memory growth."""
+    import httpx
+
+    sys.path.insert(0, str(ROOT))
+    from tests.auth import admin_token
+
+    config = work / "http.toml"
+    files = settings["files"]
+    config.write_text(
+        f'[files]\nstaging = "{files["staging"]}-http"\n'
+        f'[files.keys.k]\nkey = "{KEY_HEX}"\n'
+        f'[files.repositories.here]\nkind = "directory"\npath = "{work}/repo-http"\n'
+        '[files.buckets.bench]\nrepository = "here"\n' + "".join(
+            f'{key} = "{value}"\n' for key, value in files["buckets"]["bench"].items()
+            if key != "repository"))
+    store = f"sqlite+aiosqlite:///{work}/http.sqlite"
+    log = open(work / "serve.log", "w+")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "graphql_api.cli", "serve", "--store", store, "--port", "0",
+         "--app", "workers.actions.files:app", "--config", str(config)], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=log,
+        text=True)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        if not line:
+            log.seek(0)
+            raise SystemExit(f"stepsaga serve did not start: {log.read()[-2000:]}")
+        origin = json.loads(line)["url"].removesuffix("/graphql")
+        auth = {"Authorization": f"Bearer {admin_token(store, 'bench')}"}
+
+        def status(field: str) -> int:
+            for found in Path(f"/proc/{server.pid}/status").read_text().splitlines():
+                if found.startswith(field + ":"):
+                    return int(found.split()[1]) * 1024
+            raise KeyError(field)
+
+        def chunks() -> Any:
+            with open(source, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    yield chunk
+
+        idle = status("VmRSS")
+        digest = hashlib.sha256()
+        with httpx.Client(base_url=origin, headers=auth, timeout=3600) as http:
+            began = time.perf_counter()
+            put = http.put("/files/bench/big.bin", content=chunks(),
+                           headers={"Content-Type": "application/octet-stream"})
+            if put.status_code != 201:
+                raise SystemExit(f"the PUT failed: {put.status_code} {put.text}")
+            uploaded = time.perf_counter()
+            with http.stream("GET", "/files/bench/big.bin") as got, \
+                    open(work / "out-http.bin", "wb") as out:
+                for chunk in got.iter_bytes(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            ended = time.perf_counter()
+        peak = status("VmHWM")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+    return {"seconds": ended - began, "upload_seconds": uploaded - began,
+            "download_seconds": ended - uploaded, "sha256": digest.hexdigest(),
+            "growth_mib": round((peak - idle) / 2**20, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -140,6 +216,8 @@ def main() -> None:
     parser.add_argument("--mode", choices=sorted(MODES), default="both")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dir", default=None, help="where to work (default: a temp dir)")
+    parser.add_argument("--no-http", action="store_true",
+                        help="skip the run through the asset routes of stepsaga serve")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -170,17 +248,31 @@ def main() -> None:
         ours = json.loads(done.stdout.strip().splitlines()[-1])
         if ours["sha256"] != sha:
             raise SystemExit("the file read back is not the file uploaded")
+        results: dict[str, Any] = {
+            "seconds": round(ours["seconds"], 2),
+            "upload_seconds": round(ours["upload_seconds"], 2),
+            "download_seconds": round(ours["download_seconds"], 2),
+            "copy_seconds": round(theirs, 2),
+            "mib_per_s": round(size / ours["seconds"], 1),
+            "ratio_vs_copy": round(theirs / ours["seconds"], 3),
+            "memory_growth_mib": ours["growth_mib"]}
+        if not args.no_http:
+            shutil.rmtree(work / "repo", ignore_errors=True)
+            (work / "out.bin").unlink(missing_ok=True)
+            http = over_http(work, settings, source)
+            if http["sha256"] != sha:
+                raise SystemExit("the file downloaded is not the file uploaded")
+            results["http"] = {
+                "seconds": round(http["seconds"], 2),
+                "upload_seconds": round(http["upload_seconds"], 2),
+                "download_seconds": round(http["download_seconds"], 2),
+                "ratio_vs_copy": round(theirs / http["seconds"], 3),
+                "memory_growth_mib": http["growth_mib"]}
         print(json.dumps({
             "parameters": {"size_mib": size, "mode": args.mode, "seed": args.seed,
                            "quick": args.quick, "cpus": os.cpu_count(),
                            "load": os.getloadavg()},
-            "files": {"seconds": round(ours["seconds"], 2),
-                      "upload_seconds": round(ours["upload_seconds"], 2),
-                      "download_seconds": round(ours["download_seconds"], 2),
-                      "copy_seconds": round(theirs, 2),
-                      "mib_per_s": round(size / ours["seconds"], 1),
-                      "ratio_vs_copy": round(theirs / ours["seconds"], 3),
-                      "memory_growth_mib": ours["growth_mib"]}}, indent=1))
+            "files": results}, indent=1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
