@@ -165,9 +165,8 @@ def _routes(config: FilesConfig, service: Any) -> list[Route]:
             return refused
         staged = Staged(config)
         try:
-            async for chunk in request.stream():
-                if chunk:
-                    await anyio.to_thread.run_sync(staged.write, chunk)
+            async for batch in _batched(request):
+                await anyio.to_thread.run_sync(staged.write, batch)
         except BaseException:
             staged.abort()
             raise
@@ -260,6 +259,19 @@ async def _stream(config: FilesConfig, bucket: str, key: str, first: int, stop: 
         await anyio.to_thread.run_sync(getattr(body, "close", lambda: None))
 
 
+async def _batched(request: Request, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    """A request's body in pieces of about ``size`` bytes (the server gives it in small
+    ones; each piece goes to a thread to be written, a hand-off per piece)."""
+    batch = bytearray()
+    async for chunk in request.stream():
+        batch += chunk
+        if len(batch) >= size:
+            yield bytes(batch)
+            batch.clear()
+    if batch:
+        yield bytes(batch)
+
+
 async def _parse_form(request: Request, config: FilesConfig
                       ) -> tuple[dict[str, str], dict[str, Any] | None]:
     """A multipart form's fields, its ``file`` part streamed to a staged file."""
@@ -326,9 +338,8 @@ async def _parse_form(request: Request, config: FilesConfig
         "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
         "on_part_end": on_part_end})
     try:
-        async for chunk in request.stream():
-            if chunk:
-                await anyio.to_thread.run_sync(parser.write, chunk)
+        async for batch in _batched(request):
+            await anyio.to_thread.run_sync(parser.write, batch)
         parser.finalize()
     except BaseException as exc:
         for one in staged:
