@@ -4,7 +4,8 @@ for it; and the streaming reads and writes the sagas and the asset routes share.
 
 Reading is always checked: :meth:`Bucket.open` gives a file's header and a stream of
 its plain bytes that raises :class:`.errors.TamperedError` before any byte that does
-not verify.
+not verify; :meth:`Bucket.open_part` the same for a span of them (an HTTP Range, read
+by :func:`byte_range`), reading only the segments that hold it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from .sealing import HEADER_BYTES, Seal, read_header
 __all__ = ["ASIDE", "Bucket", "byte_range", "derive", "is_byte_range", "open_bucket"]
 
 ASIDE = ".aside"  # where an operation keeps what it may have to put back (no bucket's)
-
-
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
