@@ -165,8 +165,8 @@ class DirectoryStorage:
             try:
                 os.link(name, final)  # atomic, and refused when the name exists
             except FileExistsError:
-                raise self.error(f"{self.noun} {self.spec.name!r}: {key!r} exists already; a "
-                                  "manifest is never replaced") from None
+                raise self.error(f"{self.noun} {self.spec.name!r}: {key!r} exists already; "
+                                 "an object written with put_new is never replaced") from None
             _sync_dir(final.parent)
         finally:
             os.unlink(name)
@@ -373,8 +373,8 @@ class S3Storage:
                                    IfNoneMatch="*", ContentType="application/json")
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
-                raise self.error(f"{self.noun} {self.spec.name!r}: {key!r} exists already; a "
-                                  "manifest is never replaced") from None
+                raise self.error(f"{self.noun} {self.spec.name!r}: {key!r} exists already; "
+                                 "an object written with put_new is never replaced") from None
             raise self._error(exc, f"cannot write {key!r}") from None
 
     def size(self, key: str) -> int | None:
