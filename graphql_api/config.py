@@ -79,6 +79,15 @@ Every setting, its section and its default::
     # batch = 500                  # works archived then deleted per round of the sweep
     # [retention.ages]             # days by saga, e.g. signup = 30
 
+    [files]                        # the files pack (--app workers.actions.files:app):
+                                   # staging = "" (where uploads wait for their saga),
+                                   # staging_ttl = 86400 (seconds till files.sweep
+                                   # removes one never taken), repositories (directory
+                                   # or s3), keys (secret or ed25519) and buckets
+                                   # (repository, encrypt_names, encrypt_content, sign,
+                                   # sign_key), nested tables,
+                                   # see workers.actions.files.config; file only
+
 An environment variable ``STEPSAGA_<SECTION>_<KEY>`` (``STEPSAGA_SERVE_PORT=9000``,
 ``STEPSAGA_STORE_URL=...``) overrides the file; a command-line flag overrides both.
 ``STEPSAGA_WORKER_WORKERS`` takes a comma-free list separated by spaces.
@@ -244,6 +253,13 @@ def _backups(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def _files(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    from workers.actions.files.config import parse
+
+    parse(value)  # a FilesConfigError (a ValueError) naming the field
+    return value
+
+
 def _orders(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     from workers.actions.orders.config import parse
 
@@ -276,7 +292,7 @@ def _retention(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
 # [limits]
 _PACKS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = {
     "backups": _backups, "retention": _retention, "limits": _limits, "orders": _orders,
-    "messaging": _messaging}
+    "messaging": _messaging, "files": _files}
 # the plain keys of those sections, with their defaults (the nested tables have none)
 _PACK_DEFAULTS: dict[str, dict[str, Any]] = {"limits": {"file": "", "reload": 1.0}}
 

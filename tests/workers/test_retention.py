@@ -34,7 +34,7 @@ from workers.retention import (
     sweep,
 )
 
-from .conftest import s3_client
+from .packs import s3_client
 
 
 async def _inc(ctx: Any, n: int) -> int:

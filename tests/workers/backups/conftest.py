@@ -1,23 +1,17 @@
-"""The backups pack's fixtures: a real S3 server (moto's server mode) on loopback (in
-tests/workers/conftest.py), a real MariaDB server, a real PostgreSQL (tests/pg.py), and a
-runtime on a SQLite store whose gate takes the store's locks, as a worker node's does."""
+"""The backups pack's fixtures: a real S3 server on loopback and a runtime whose gate
+takes the store's locks (tests/workers/packs.py), a real MariaDB server and a real
+PostgreSQL (tests/pg.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 
 import pytest
 
-from engine import RecordedEvent, Runtime
-from engine.store import SqlStore
-from workers.gate import NodeGate
-from workers.node import WorkerApp
-
 from ...mariadb import MariadbServer, MariadbUnavailable
-from ..conftest import s3_client
+from ..packs import running, s3_client
 
-__all__ = ["s3_client"]  # the backups tests import it from here
+__all__ = ["mariadb_server", "running", "s3_client"]
 
 
 @pytest.fixture(scope="session")
@@ -31,16 +25,3 @@ def mariadb_server() -> Iterator[MariadbServer]:
         yield server
     finally:
         server.stop()
-
-
-@asynccontextmanager
-async def running(app: WorkerApp, store_path: str,
-                  on_event: Callable[[RecordedEvent], None] | None = None
-                  ) -> AsyncIterator[Runtime]:
-    """A runtime of the app's sagas on a store (a SQLite file's path, or a URL); its gate
-    holds the store's locks."""
-    url = store_path if "://" in store_path else f"sqlite+aiosqlite:///{store_path}"
-    async with SqlStore.open(url) as store:
-        gate = NodeGate(store, holder="test", lock_ttl=5.0)
-        async with Runtime(app.sagas, store=store, gate=gate, on_event=on_event) as runtime:
-            yield runtime

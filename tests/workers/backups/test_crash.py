@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,10 +16,11 @@ from engine import Runtime
 from engine.store import SqlStore
 from workers.actions.backups import backups_app, parse
 
+from ..packs import Child
 from .conftest import s3_client
 from .helpers import target_table
 
-ROOT = Path(__file__).resolve().parents[3]
+WORKER = Path(__file__).with_name("worker_child.py")
 
 
 async def test_a_backup_cut_off_mid_upload_is_completed_by_another_worker(
@@ -40,7 +39,7 @@ async def test_a_backup_cut_off_mid_upload_is_completed_by_another_worker(
     args = (url, str(config))
     async with SqlStore.open(url) as store, Runtime(
             backups_app(config=parse(settings)).sagas, store=store) as rt:
-        first = Child(*args)
+        first = Child(WORKER, *args)
         try:
             first.ready()
             work_id = await rt.start("backups.backup", {"job": "job"}, run=False)
@@ -58,7 +57,7 @@ async def test_a_backup_cut_off_mid_upload_is_completed_by_another_worker(
         finally:
             first.stop()
         assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads")  # left
-        second = Child(*args)
+        second = Child(WORKER, *args)
         try:
             second.ready()
             for _ in range(1200):
@@ -77,26 +76,6 @@ async def test_a_backup_cut_off_mid_upload_is_completed_by_another_worker(
     manifest = json.loads(client.get_object(Bucket=s3_bucket, Key=keys[1])["Body"].read())
     assert manifest["final"]["size"] == client.head_object(
         Bucket=s3_bucket, Key=keys[0])["ContentLength"] > 30 << 20
-
-
-class Child:
-    """worker_child.py in a process of its own."""
-
-    def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("worker_child.py")), *args],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def ready(self) -> None:
-        assert self.process.stdout is not None
-        if not self.process.stdout.readline():
-            raise AssertionError(f"the worker died: {self.process.communicate()[1]}")
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.communicate(timeout=60)[1]
 
 
 def _toml(data: dict[str, object], prefix: str = "") -> str:

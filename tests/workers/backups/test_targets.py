@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from workers.actions.backups.config import MIN_PART, TargetSpec
-from workers.actions.backups.targets import DirectoryStorage, S3Storage
+from workers.actions.backups.config import TargetSpec
+from workers.actions.backups.targets import open_storage
+from workers.actions.shared.storage import MIN_PART
 
 from .conftest import s3_client
 
 
 def test_a_directory_target_appends_in_place(tmp_path: Path) -> None:
-    storage = DirectoryStorage(TargetSpec(name="here", kind="directory", path=str(tmp_path)))
+    storage = open_storage(TargetSpec(name="here", kind="directory", path=str(tmp_path)))
     storage.append("day/works.jsonl", b"one\n")
     storage.append("day/works.jsonl", b"two\n")
     assert (tmp_path / "day" / "works.jsonl").read_bytes() == b"one\ntwo\n"
@@ -25,9 +26,9 @@ def test_a_directory_target_appends_in_place(tmp_path: Path) -> None:
 @pytest.mark.parametrize("first", [100, MIN_PART + 1234])
 def test_an_s3_target_appends_by_replacing_the_object(
         s3_endpoint: str, s3_bucket: str, first: int) -> None:
-    storage = S3Storage(TargetSpec(name="there", kind="s3", bucket=s3_bucket, prefix="p/",
-                                   endpoint_url=s3_endpoint, access_key_id="test",
-                                   secret_access_key="test"))
+    storage = open_storage(TargetSpec(name="there", kind="s3", bucket=s3_bucket, prefix="p/",
+                                      endpoint_url=s3_endpoint, access_key_id="test",
+                                      secret_access_key="test"))
     head = os.urandom(first)
     storage.append("works.jsonl.gz", head)  # made
     storage.append("works.jsonl.gz", b"tail")

@@ -63,8 +63,6 @@ workers.actions.backups.errors.BackupConfigError: backups.jobs.daily.source: unk
 
 from __future__ import annotations
 
-import base64
-import binascii
 import importlib
 import re
 from collections.abc import Callable, Mapping
@@ -72,17 +70,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..shared.checks import Checks, decode_key
+from ..shared.storage import StorageSpec
 from .errors import BackupConfigError
 
 __all__ = ["BackupsConfig", "Job", "KeySpec", "SourceSpec", "StepSpec", "TargetSpec",
            "load_key", "parse", "source_spec", "source_table"]
 
 SOURCE_KINDS = ("sqlite", "postgres", "mariadb", "directory")
-TARGET_KINDS = ("directory", "s3")
 STEP_KINDS = ("gzip", "zstd", "aes-gcm", "gpg")
-MIN_PART = 5 * 1024 * 1024  # S3's smallest part but the last
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _DB = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -100,18 +96,7 @@ class SourceSpec:
     socket: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TargetSpec:
-    name: str
-    kind: str
-    path: str = ""
-    bucket: str = ""
-    prefix: str = ""
-    endpoint_url: str = ""
-    region: str = "us-east-1"
-    access_key_id: str = ""
-    secret_access_key: str = ""
-    part_size: int = 8 * 1024 * 1024
+TargetSpec = StorageSpec  # a target is a storage of workers.actions.shared
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,53 +163,14 @@ class BackupsConfig:
         return found  # type: ignore[no-any-return]
 
 
-def _where(*parts: str) -> str:
-    return ".".join(("backups", *parts))
-
-
-def _table(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise BackupConfigError(f"{where}: expected a table, got {value!r:.60}")
-    return dict(value)
-
-
-def _text(data: dict[str, Any], key: str, where: str, default: str = "") -> str:
-    value = data.pop(key, default)
-    if not isinstance(value, str):
-        raise BackupConfigError(f"{where}.{key}: expected a string, got {value!r:.60}")
-    if any(ord(c) < 32 for c in value):
-        raise BackupConfigError(f"{where}.{key}: control characters are not allowed, "
-                                f"got {value!r:.60}")
-    return value
-
-
-def _whole(data: dict[str, Any], key: str, where: str, default: int, low: int = 0) -> int:
-    value = data.pop(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise BackupConfigError(f"{where}.{key}: expected a whole number >= {low}, "
-                                f"got {value!r:.60}")
-    return value
-
-
-def _done(data: dict[str, Any], where: str, allowed: str) -> None:
-    if data:
-        raise BackupConfigError(f"{where}.{sorted(data)[0]} is not a setting; {where} has "
-                                f"{allowed}")
-
-
-def _named(name: Any, where: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise BackupConfigError(f"{where}: the name {name!r} must be 1 to 64 letters, digits, "
-                                "'_', '.' or '-', starting with a letter or digit")
-    return name
-
-
-def _kind(data: dict[str, Any], where: str, kinds: tuple[str, ...]) -> str:
-    kind = data.pop("kind", None)
-    if kind not in kinds:
-        raise BackupConfigError(f"{where}.kind: expected one of {', '.join(kinds)}, "
-                                f"got {kind!r}")
-    return str(kind)
+_CHECKS = Checks(BackupConfigError, "backups")
+_where = _CHECKS.where
+_table = _CHECKS.table
+_text = _CHECKS.text
+_whole = _CHECKS.whole
+_done = _CHECKS.done
+_named = _CHECKS.named
+_kind = _CHECKS.kind
 
 
 _SOURCE_FIELDS = {"sqlite": ("path",), "directory": ("path",), "postgres": ("url",),
@@ -266,31 +212,7 @@ def source_spec(name: str, value: Any, where: str) -> SourceSpec:
 
 
 def _target(name: str, value: Any) -> TargetSpec:
-    where = _where("targets", name)
-    data = _table(value, where)
-    kind = _kind(data, where, TARGET_KINDS)
-    if kind == "directory":
-        path = _text(data, "path", where)
-        if not path:
-            raise BackupConfigError(f"{where}.path: a directory target needs a path")
-        _done(data, where, "kind and path")
-        return TargetSpec(name=name, kind=kind, path=path)
-    spec = TargetSpec(name=name, kind=kind, bucket=_text(data, "bucket", where),
-                      prefix=_text(data, "prefix", where),
-                      endpoint_url=_text(data, "endpoint_url", where),
-                      region=_text(data, "region", where, "us-east-1"),
-                      access_key_id=_text(data, "access_key_id", where),
-                      secret_access_key=_text(data, "secret_access_key", where),
-                      part_size=_whole(data, "part_size", where, 8 * 1024 * 1024, MIN_PART))
-    if not _BUCKET.match(spec.bucket):
-        raise BackupConfigError(f"{where}.bucket: expected an S3 bucket name (3 to 63 "
-                                f"lower-case letters, digits, '.' or '-'), got {spec.bucket!r}")
-    if spec.prefix.startswith("/") or ".." in spec.prefix.split("/"):
-        raise BackupConfigError(f"{where}.prefix: must not start with '/' nor hold '..', "
-                                f"got {spec.prefix!r}")
-    _done(data, where, "kind, bucket, prefix, endpoint_url, region, access_key_id, "
-                       "secret_access_key and part_size")
-    return spec
+    return _CHECKS.storage(name, value, _where("targets", name), "target")
 
 
 def _step(value: Any, where: str, keys: Mapping[str, KeySpec]) -> StepSpec:
@@ -370,19 +292,7 @@ def _key(name: str, value: Any) -> KeySpec:
 
 
 def _decode_key(raw: bytes, where: str) -> bytes:
-    text = raw.strip()
-    if len(raw) == 32:
-        return raw
-    try:
-        if len(text) == 64:
-            return binascii.unhexlify(text)
-        found = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        found = b""
-    if len(found) != 32:
-        raise BackupConfigError(f"{where}: expected an AES-256 key (32 bytes, 64 hex digits "
-                                "or base64 of 32 bytes)")
-    return found
+    return decode_key(raw, where, BackupConfigError)
 
 
 def load_key(spec: KeySpec) -> bytes:

@@ -5,12 +5,9 @@ so a chain holds at most a chunk or two in memory per step whatever the size of 
 stream. A backup pushes the source's bytes through the steps in the job's order; a
 restore pulls the object's bytes through their inverses in reverse order.
 
-AES-256-GCM is applied in segments (``SEGMENT`` bytes of plain text each) so that
-every segment is authenticated before any of it is used: the object starts with a
-magic and a random 7-byte nonce prefix; each segment is a flag byte (1 on the last),
-its length (4 bytes) and its cipher text with the tag; its nonce is the prefix, the
-segment's number and the flag, so segments cannot be reordered, dropped or the
-stream cut short without the check failing. A wrong key fails on the first segment.
+AES-256-GCM is applied in authenticated segments (:mod:`workers.actions.shared.aead`,
+which the files pack uses too): every segment is checked before any of it is used,
+and a wrong key fails on the first segment.
 
 GnuPG runs ``gpg`` as a filter process (``--encrypt --recipient`` / ``--decrypt``).
 
@@ -25,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
-import struct
 import subprocess
 import threading
 import zlib
@@ -34,17 +30,14 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 import zstandard
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ..shared.aead import AesDecrypt, AesEncrypt
+from ..shared.storage import CHUNK
 from .config import StepSpec
 from .errors import BackupConfigError, IntegrityError, SourceError, WrongKeyError
 
 __all__ = ["CHUNK", "Codec", "Digest", "Hashing", "make_decoder", "make_encoder", "pull", "push"]
 
-CHUNK = 1024 * 1024  # what sources and targets read and write at a time
-SEGMENT = 64 * 1024
-MAGIC = b"SSAGCM1\0"
 CONTENT_TYPES = {"gzip": "application/gzip", "zstd": "application/zstd",
                  "aes-gcm": "application/vnd.stepsaga.aes-256-gcm",
                  "gpg": "application/pgp-encrypted"}
@@ -178,102 +171,6 @@ class _Zstd:
         pass
 
 
-class _AesEncrypt:
-    def __init__(self, key: bytes) -> None:
-        self._aead = AESGCM(key)
-        self._prefix = os.urandom(7)
-        self._buffer = bytearray()
-        self._number = 0
-        self._started = False
-
-    def _segment(self, plain: bytes, last: bool) -> bytes:
-        flag = b"\1" if last else b"\0"
-        nonce = self._prefix + struct.pack(">I", self._number) + flag
-        self._number += 1
-        sealed = self._aead.encrypt(nonce, plain, MAGIC)
-        return flag + struct.pack(">I", len(sealed)) + sealed
-
-    def update(self, data: bytes) -> bytes:
-        out = bytearray()
-        if not self._started:
-            out += MAGIC + self._prefix
-            self._started = True
-        self._buffer += data
-        # keep at least one byte back: the last segment is sealed with the flag set
-        while len(self._buffer) > SEGMENT:
-            out += self._segment(bytes(self._buffer[:SEGMENT]), False)
-            del self._buffer[:SEGMENT]
-        return bytes(out)
-
-    def finish(self) -> bytes:
-        head = self.update(b"")
-        tail = self._segment(bytes(self._buffer), True)
-        self._buffer.clear()
-        return head + tail
-
-    def close(self) -> None:
-        pass
-
-
-class _AesDecrypt:
-    def __init__(self, key: bytes, key_name: str) -> None:
-        self._aead = AESGCM(key)
-        self._key_name = key_name
-        self._buffer = bytearray()
-        self._prefix: bytes | None = None
-        self._number = 0
-        self._ended = False
-
-    def update(self, data: bytes) -> bytes:
-        self._buffer += data
-        out = bytearray()
-        if self._prefix is None:
-            if len(self._buffer) < len(MAGIC) + 7:
-                return b""
-            if bytes(self._buffer[:len(MAGIC)]) != MAGIC:
-                raise IntegrityError("the aes-gcm step: the object does not start like one "
-                                     "this pack encrypted (altered, or not encrypted)")
-            self._prefix = bytes(self._buffer[len(MAGIC):len(MAGIC) + 7])
-            del self._buffer[:len(MAGIC) + 7]
-        while len(self._buffer) >= 5:
-            if self._ended:
-                raise IntegrityError("the aes-gcm step: bytes after the last segment "
-                                     "(the object was altered)")
-            flag = self._buffer[0]
-            (length,) = struct.unpack(">I", self._buffer[1:5])
-            if flag not in (0, 1) or length > SEGMENT + 16:
-                raise IntegrityError("the aes-gcm step: a segment's header is damaged "
-                                     "(the object was altered)")
-            if len(self._buffer) < 5 + length:
-                break
-            sealed = bytes(self._buffer[5:5 + length])
-            del self._buffer[:5 + length]
-            nonce = self._prefix + struct.pack(">I", self._number) + bytes([flag])
-            try:
-                out += self._aead.decrypt(nonce, sealed, MAGIC)
-            except InvalidTag:
-                if self._number == 0:
-                    raise WrongKeyError(
-                        f"the aes-gcm step: the object does not decrypt with key "
-                        f"{self._key_name!r} (a wrong key, or the object was altered)"
-                    ) from None
-                raise IntegrityError(f"the aes-gcm step: segment {self._number} fails its "
-                                     "authentication (the object was altered)") from None
-            self._number += 1
-            self._ended = flag == 1
-        return bytes(out)
-
-    def finish(self) -> bytes:
-        out = self.update(b"")
-        if not self._ended or self._buffer:
-            raise IntegrityError("the aes-gcm step: the object ends before its last segment "
-                                 "(truncated)")
-        return out
-
-    def close(self) -> None:
-        pass
-
-
 class _Filter:
     """A filter process (gpg): chunks in on its stdin, what it wrote so far out; a thread
     reads its stdout so neither pipe fills up while the other is written."""
@@ -366,7 +263,7 @@ def make_encoder(spec: StepSpec, keys: Mapping[str, bytes]) -> Codec:
     if spec.kind == "zstd":
         return _Zstd(spec.level or 3, False)
     if spec.kind == "aes-gcm":
-        return _AesEncrypt(_key(spec, keys))
+        return AesEncrypt(_key(spec, keys))
     if spec.kind == "gpg":
         return _gpg(spec, False)
     raise BackupConfigError(f"unknown step kind {spec.kind!r}")
@@ -378,7 +275,8 @@ def make_decoder(spec: StepSpec, keys: Mapping[str, bytes]) -> Codec:
     if spec.kind == "zstd":
         return _Zstd(0, True)
     if spec.kind == "aes-gcm":
-        return _AesDecrypt(_key(spec, keys), spec.key)
+        return AesDecrypt(_key(spec, keys), spec.key, integrity=IntegrityError,
+                          wrong_key=WrongKeyError)
     if spec.kind == "gpg":
         return _gpg(spec, True)
     raise BackupConfigError(f"unknown step kind {spec.kind!r}")
