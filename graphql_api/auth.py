@@ -55,9 +55,12 @@ __all__ = [
     "DEVELOPER",
     "SESSION_COOKIE",
     "Auth",
+    "clear_session_cookies",
     "graphql_principal",
     "login_routes",
     "principal_of",
+    "set_session_cookies",
+    "start_session",
 ]
 
 _LOG = logging.getLogger("stepsaga.auth")
@@ -315,21 +318,43 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
+async def start_session(store: SqlStore, name: str, *, label: str = "browser",
+                        seconds: float = SESSION_SECONDS) -> tuple[str, str, dict[str, Any]]:
+    """A new session of principal ``name``: the session credential (the cookie's value),
+    its CSRF token (the page sends it back in ``X-CSRF-Token``) and its row. What
+    signing in on the login page and a pack's login (the users pack's) both do."""
+    session, row = await pr.issue(store, name, kind="session", label=label,
+                                  seconds=seconds)
+    csrf = secrets.token_urlsafe(24)
+    await pr.set_csrf_hash(store, row["credential_id"], _hash(csrf))
+    _LOG.info("signed in: %s", name)
+    return session, csrf, row
+
+
+def set_session_cookies(response: Response, session: str, csrf: str, *, seconds: float,
+                        secure: bool) -> None:
+    """The session's cookies on ``response``: the session HttpOnly, the CSRF token
+    readable by the page, both SameSite=Strict (Secure when served over TLS)."""
+    response.set_cookie(SESSION_COOKIE, session, max_age=int(seconds), httponly=True,
+                        samesite="strict", secure=secure, path="/")
+    response.set_cookie(CSRF_COOKIE, csrf, max_age=int(seconds), httponly=False,
+                        samesite="strict", secure=secure, path="/")
+
+
+def clear_session_cookies(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(CSRF_COOKIE, path="/")
+
+
 async def _start_session(store: SqlStore, principal: pr.Principal, request: Request,
                          target: str) -> Response:
     """A session for ``principal``: its cookies on a response going to ``target``."""
-    session, row = await pr.issue(store, principal.name, kind="session", label="browser",
-                                  seconds=SESSION_SECONDS)
-    csrf = secrets.token_urlsafe(24)
-    await pr.set_csrf_hash(store, row["credential_id"], _hash(csrf))
+    session, csrf, _ = await start_session(store, principal.name)
     wants_json = "application/json" in request.headers.get("accept", "")
     response: Response = JSONResponse({"ok": True, "next": target, "name": principal.name}) \
         if wants_json else RedirectResponse(target, 303)
-    response.set_cookie(SESSION_COOKIE, session, max_age=SESSION_SECONDS, httponly=True,
-                        samesite="strict", secure=_secure(request), path="/")
-    response.set_cookie(CSRF_COOKIE, csrf, max_age=SESSION_SECONDS, httponly=False,
-                        samesite="strict", secure=_secure(request), path="/")
-    _LOG.info("signed in: %s", principal.name)
+    set_session_cookies(response, session, csrf, seconds=SESSION_SECONDS,
+                        secure=_secure(request))
     return response
 
 
@@ -384,8 +409,7 @@ def login_routes(store: SqlStore, page: Callable[[Request], Awaitable[Response]]
         if who is not None and who.credential_id is not None:
             await pr.revoke(store, who.credential_id)
         response = JSONResponse({"ok": True})
-        response.delete_cookie(SESSION_COOKIE, path="/")
-        response.delete_cookie(CSRF_COOKIE, path="/")
+        clear_session_cookies(response)
         return response
 
     async def whoami(request: Request) -> Response:
