@@ -131,7 +131,7 @@ class Provider:
         try:
             try:
                 token = jwt.decode(id_token, await self.keys(), algorithms=_ALGORITHMS)
-            except ValueError:  # a key rotated in since the keys were read
+            except (JoseError, ValueError):  # a key rotated in since they were read?
                 token = jwt.decode(id_token, await self.keys(refresh=True),
                                    algorithms=_ALGORITHMS)
             JWTClaimsRegistry(
