@@ -8,7 +8,6 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -75,14 +74,14 @@ class Env:
 
 
 @asynccontextmanager
-async def running(tmp_path: Path, mail: MailServer, sms: ProviderServer,
+async def running(url: str, mail: MailServer, sms: ProviderServer,
                   **users: Any) -> AsyncIterator[Env]:
-    """The pack's node (and a runtime) on a store of ``tmp_path`` with ``[users]``
+    """The pack's node (and a runtime) on the store at ``url`` with ``[users]``
     settings ``users`` (cheap argon2 unless given)."""
     pack = UsersPack(parse({**CHEAP, **users}),
                      MessagingPack(messaging_parse(messaging_section(mail, sms))))
     app = users_app(pack=pack)
-    async with SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/users.sqlite") as store:
+    async with SqlStore.open(url) as store:
         async with nodes_with_key(app, store), \
                 Runtime(app.sagas, store=store, secrets=KEY) as runtime:
             yield Env(store=store, runtime=runtime, pack=pack, mail=mail, sms=sms)

@@ -6,8 +6,6 @@ by SMS code; secrets never in an event in the clear."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
 
@@ -46,9 +44,9 @@ async def all_events_text(env: Env) -> str:
     return "\n".join(str(r[0]) for r in rows)
 
 
-async def test_a_sign_up_confirmed_by_its_mailed_token(tmp_path: Path, mail_server: MailServer,
-                                                       providers: ProviderServer) -> None:
-    async with running(tmp_path, mail_server, providers) as env:
+async def test_a_sign_up_confirmed_by_its_mailed_token(
+        store_url: str, mail_server: MailServer, providers: ProviderServer) -> None:
+    async with running(store_url, mail_server, providers) as env:
         work_id = await sign_up(env.runtime, env.pack, "Ada@Example.com", PASSWORD)
         token = await mailed_token(mail_server, "ada@example.com")
         pending = await accounts.user(env.store, "ada@example.com")
@@ -86,8 +84,8 @@ async def test_a_sign_up_confirmed_by_its_mailed_token(tmp_path: Path, mail_serv
 
 
 async def test_a_sign_up_not_confirmed_in_time_removes_the_user(
-        tmp_path: Path, mail_server: MailServer, providers: ProviderServer) -> None:
-    async with running(tmp_path, mail_server, providers, confirm_timeout=1.5) as env:
+        store_url: str, mail_server: MailServer, providers: ProviderServer) -> None:
+    async with running(store_url, mail_server, providers, confirm_timeout=1.5) as env:
         work_id = await sign_up(env.runtime, env.pack, "late@example.com", PASSWORD)
         token = await mailed_token(mail_server, "late@example.com")
         assert await accounts.user(env.store, "late@example.com") is not None
@@ -102,8 +100,8 @@ async def test_a_sign_up_not_confirmed_in_time_removes_the_user(
 
 
 async def test_login_wrong_password_unknown_email_and_rate_limit(
-        tmp_path: Path, mail_server: MailServer, providers: ProviderServer) -> None:
-    async with running(tmp_path, mail_server, providers, login_burst=3,
+        store_url: str, mail_server: MailServer, providers: ProviderServer) -> None:
+    async with running(store_url, mail_server, providers, login_burst=3,
                        login_rate=0.001) as env:
         await signed_up(env)
         config, passwords = env.pack.config, env.pack.passwords
@@ -133,8 +131,8 @@ async def test_login_wrong_password_unknown_email_and_rate_limit(
 
 
 async def test_login_is_limited_per_client_address(
-        tmp_path: Path, mail_server: MailServer, providers: ProviderServer) -> None:
-    async with running(tmp_path, mail_server, providers, address_burst=4,
+        store_url: str, mail_server: MailServer, providers: ProviderServer) -> None:
+    async with running(store_url, mail_server, providers, address_burst=4,
                        address_rate=0.001) as env:
         reasons = []
         for i in range(6):
@@ -147,8 +145,8 @@ async def test_login_is_limited_per_client_address(
 
 
 async def test_a_password_reset_revokes_every_session(
-        tmp_path: Path, mail_server: MailServer, providers: ProviderServer) -> None:
-    async with running(tmp_path, mail_server, providers) as env:
+        store_url: str, mail_server: MailServer, providers: ProviderServer) -> None:
+    async with running(store_url, mail_server, providers) as env:
         await signed_up(env)
         config, passwords = env.pack.config, env.pack.passwords
         sessions = [(await login(env.store, config, passwords, "ada@example.com",
@@ -179,8 +177,8 @@ async def test_a_password_reset_revokes_every_session(
 
 
 async def test_phone_confirmation_and_a_reset_by_sms(
-        tmp_path: Path, mail_server: MailServer, providers: ProviderServer) -> None:
-    async with running(tmp_path, mail_server, providers) as env:
+        store_url: str, mail_server: MailServer, providers: ProviderServer) -> None:
+    async with running(store_url, mail_server, providers) as env:
         await signed_up(env)
         ada = await accounts.user(env.store, "ada@example.com")
         assert ada is not None
