@@ -194,6 +194,7 @@ class Auth:
         public = anonymous or path in PUBLIC or path in self.public \
             or path.startswith(PUBLIC_PREFIXES)
         problem: tuple[int, str, str] | None = None  # status, code, message
+        stale = False
         principal: pr.Principal | None = None
         try:
             if bearer is not None:
@@ -209,6 +210,9 @@ class Auth:
         except pr.CredentialError as exc:
             problem = (401, "unauthenticated", str(exc))
             principal = None
+            # a browser cannot drop an HttpOnly cookie itself: a refused session's
+            # cookies are cleared with the refusal, so it may sign in again
+            stale = bearer is None
         pending = (problem is None and principal is None and scope["type"] == "websocket"
                    and path == "/graphql" and bearer is None and session is None)
         if pending:  # it signs in with its connection_init: anonymous till then
@@ -224,7 +228,7 @@ class Auth:
         if problem is None and principal is not None and not public:
             problem = await self._route_rules(path, principal)
         if problem is not None and not public:
-            await self._refuse(scope, receive, send, *problem)
+            await self._refuse(scope, receive, send, *problem, stale=stale)
             return
         scope[SCOPE_KEY] = principal
         scope[ANONYMOUS_KEY] = principal is None
@@ -294,7 +298,7 @@ class Auth:
         return None
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int,
-                      code: str, message: str) -> None:
+                      code: str, message: str, *, stale: bool = False) -> None:
         if scope["type"] == "websocket":
             # refused before the handshake completes: the client sees 403
             await send({"type": "websocket.close", "code": 4401 if status == 401 else 4403,
@@ -311,6 +315,8 @@ class Auth:
                 {"errors": [{"message": message, "extensions": {"code": code}}]},
                 status_code=status, headers={"WWW-Authenticate": "Bearer"}
                 if status == 401 else None)
+        if stale:
+            clear_session_cookies(response)
         await response(scope, receive, send)
 
 

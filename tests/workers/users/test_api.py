@@ -143,7 +143,7 @@ async def test_sign_up_login_reset_and_logout_through_the_api(
             await signed_out(client, url, token_of)
         assert other["__typename"] == "SignedIn"
 
-        browser.cookies.clear()  # a request with a refused cookie is refused as such
+        assert "stepsaga_session" not in browser.cookies  # cleared with the refusal
         again = ask(browser, url, LOGIN, e="ada@example.com",
                     p="a brand new password")["data"]["login"]
         assert again["__typename"] == "SignedIn"
@@ -154,3 +154,64 @@ async def test_sign_up_login_reset_and_logout_through_the_api(
         second.cookies.clear()
         second.cookies.set("stepsaga_session", session)
         await signed_out(second, url, again["csrfToken"])  # ... and the session revoked
+
+
+DONE = "__typename ... on Done { message } ... on InvalidInput { message field } " \
+       "... on NotFound { message field }"
+
+
+async def test_phone_confirmation_and_sessions_through_the_api(
+        served: dict[str, Any], mail_server: MailServer, providers: ProviderServer) -> None:
+    from .conftest import texted_code
+
+    url = served["url"]
+    with httpx.Client() as anonymous, httpx.Client() as browser, \
+            httpx.Client() as second:
+        ask(anonymous, url, SIGN_UP, e="ada@example.com", p=PASSWORD)
+        ask(anonymous, url, CONFIRM, t=await mailed_token(mail_server, "ada@example.com"))
+        csrf = ask(browser, url, LOGIN, e="ada@example.com",
+                   p=PASSWORD)["data"]["login"]["csrfToken"]
+        # a user who has not signed in cannot ask for a code
+        anon = ask(anonymous, url, 'mutation { requestPhoneCode(phone: "+441632960961") '
+                   '{ __typename } }')
+        assert anon["errors"][0]["extensions"]["code"] == "unauthenticated"
+        bad = ask(browser, url, 'mutation { requestPhoneCode(phone: "12") { ' + DONE + " } }",
+                  csrf)["data"]["requestPhoneCode"]
+        assert bad["__typename"] == "InvalidInput" and bad["field"] == "phone"
+        sent = ask(browser, url, 'mutation { requestPhoneCode(phone: "+441632960961") { '
+                   + DONE + " } }", csrf)["data"]["requestPhoneCode"]
+        assert sent["__typename"] == "Done", sent
+        code = await texted_code(providers, "+441632960961")
+        wrong = ask(browser, url, 'mutation { confirmPhone(code: "000000x") { ' + DONE
+                    + " } }", csrf)["data"]["confirmPhone"]
+        assert wrong["__typename"] == "InvalidInput" and wrong["field"] == "code"
+        confirmed = ask(browser, url, "mutation($c: String!) { confirmPhone(code: $c) { "
+                        + DONE + " } }", csrf, c=code)["data"]["confirmPhone"]
+        assert confirmed["__typename"] == "Done", confirmed
+        me = ask(browser, url, "{ me { phone phoneConfirmed } }", csrf)["data"]["me"]
+        assert me == {"phone": "+441632960961", "phoneConfirmed": True}
+
+        # sessions listed and one revoked; another's id is not found
+        other = ask(second, url, LOGIN, e="ada@example.com", p=PASSWORD)["data"]["login"]
+        listed = ask(browser, url, "{ mySessions { id current } }", csrf)["data"]["mySessions"]
+        theirs = [s["id"] for s in listed if not s["current"]]
+        assert len(listed) == 2 and len(theirs) == 1
+        revoked = ask(browser, url, "mutation($i: ID!) { revokeSession(id: $i) { " + DONE
+                      + " } }", csrf, i=theirs[0])["data"]["revokeSession"]
+        assert revoked["__typename"] == "Done"
+        await signed_out(second, url, other["csrfToken"])
+        missing = ask(browser, url, "mutation($i: ID!) { revokeSession(id: $i) { " + DONE
+                      + " } }", csrf, i=theirs[0])["data"]["revokeSession"]
+        assert missing["__typename"] == "NotFound" and missing["field"] == "id"
+
+        # a reset by SMS, now that the phone is confirmed
+        ask(anonymous, url, 'mutation { requestPasswordReset(email: "ada@example.com", '
+            'via: "sms") { __typename } }')
+        sms_code = await texted_code(providers, "+441632960961", count=2)
+        reset = ask(anonymous, url, "mutation($c: String!) { resetPassword(email: "
+                    '"ada@example.com", code: $c, password: "a password by sms") { '
+                    + DONE + " } }", c=sms_code)["data"]["resetPassword"]
+        assert reset["__typename"] == "Done", reset
+        await signed_out(browser, url, csrf)
+        relogged = ask(second, url, LOGIN, e="ada@example.com", p="a password by sms")
+        assert relogged["data"]["login"]["__typename"] == "SignedIn"

@@ -206,3 +206,34 @@ async def test_phone_confirmation_and_a_reset_by_sms(
         await status_of(env.store, reset, ("completed",))
         await login(env.store, env.pack.config, env.pack.passwords, "ada@example.com",
                     "a password by sms")
+
+
+async def test_an_expired_reset_token_and_a_disabled_user_are_refused(
+        store_url: str, mail_server: MailServer, providers: ProviderServer) -> None:
+    async with running(store_url, mail_server, providers, reset_lifetime=1.0) as env:
+        await signed_up(env)
+        work_id = await request_reset(env.runtime, "ada@example.com")
+        token = await mailed_token(mail_server, "ada@example.com", count=2)
+        row = await status_of(env.store, work_id, ("completed",), seconds=30)
+        assert row["status"] == "completed"  # the wait ran out: nothing changed
+        with pytest.raises(TokenError) as expired:
+            await reset_password(env.store, env.pack, KEY, "a brand new password",
+                                 token=token)
+        assert expired.value.reason == "expired"
+        session, _ = await login(env.store, env.pack.config, env.pack.passwords,
+                                 "ada@example.com", PASSWORD)  # the old password holds
+        await accounts.disable(env.store, "ada@example.com")
+        with pytest.raises(pr.CredentialError) as disabled:
+            await pr.verify(env.store, session, kinds=("session",))
+        assert disabled.value.reason == "disabled"
+        with pytest.raises(SignInError) as refused:
+            await login(env.store, env.pack.config, env.pack.passwords, "ada@example.com",
+                        PASSWORD)
+        assert refused.value.reason == "not_active"
+        for bad, field in ((lambda: reset_password(env.store, env.pack, KEY, "short",
+                                                   token=token), "password"),
+                           (lambda: request_reset(env.runtime, "ada@example.com", "fax"),
+                            "via")):
+            with pytest.raises(UserInputError) as wrong:
+                await bad()
+            assert wrong.value.field == field
