@@ -8,7 +8,8 @@ import types
 import pytest
 
 PACKAGES = ["engine", "engine.store", "workers", "workers.actions", "workers.actions.backups",
-            "workers.actions.orders", "workers.actions.messaging", "graphql_api"]
+            "workers.actions.orders", "workers.actions.messaging", "workers.actions.users",
+            "graphql_api"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -12,7 +12,6 @@ store and :mod:`.part` for the API's fields.
 
 from __future__ import annotations
 
-from . import accounts
 from .accounts import check_login, login, revoke_session, sessions, user
 from .app import app, users_app
 from .config import OidcSpec, UsersConfig, parse
@@ -30,7 +29,7 @@ from .sagas import (
 )
 
 __all__ = ["OidcSpec", "Passwords", "SignInError", "TokenError", "UserInputError",
-           "UsersConfig", "UsersConfigError", "UsersError", "UsersPack", "accounts", "app",
+           "UsersConfig", "UsersConfigError", "UsersError", "UsersPack", "app",
            "check_login", "confirm_phone", "confirm_sign_up", "login", "parse",
            "request_phone_code", "request_reset", "reset_password", "revoke_session",
            "sessions", "sign_up", "user", "users_app", "users_sagas"]
