@@ -68,6 +68,7 @@ from .errors import UsersConfigError
 __all__ = ["OidcSpec", "UsersConfig", "parse"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_MAX_SECONDS = 10 * 365 * 86400.0  # what a credential may live at most
 _GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
 
 
@@ -222,6 +223,10 @@ def parse(section: Mapping[str, Any] | None) -> UsersConfig:
             values[key] = tuple(value)
         elif key == "oidc":
             values[key] = _oidc(value)
+    for key in ("confirm_timeout", "reset_lifetime", "code_lifetime", "session_lifetime"):
+        if values.get(key, 0) > _MAX_SECONDS:
+            raise UsersConfigError(f"users.{key}: expected at most 10 years of seconds, "
+                                   f"got {values[key]!r}")
     if values.get("hash_memory_cost", 65536) < 8 * values.get("hash_parallelism", 4):
         raise UsersConfigError("users.hash_memory_cost: argon2 needs at least 8 KiB per "
                                "lane (hash_parallelism)")

@@ -28,12 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from strawberry.types import Info
 
-from graphql_api.auth import (
-    SESSION_SECONDS,
-    clear_session_cookies,
-    set_session_cookies,
-    start_session,
-)
+from graphql_api.auth import clear_session_cookies, set_session_cookies, start_session
 from graphql_api.context import context_of, service_of
 from graphql_api.extensions import ApiPart
 from graphql_api.results import InvalidInput, NotFound
@@ -190,7 +185,7 @@ def users_part(pack: UsersPack) -> ApiPart:
             except SignInError as exc:
                 return LoginRefused(message=str(exc), reason=exc.reason,
                                     retry_after=exc.retry_after)
-            seconds = min(config.session_lifetime, 10 * 365 * 86400.0) or SESSION_SECONDS
+            seconds = config.session_lifetime
             session, csrf, row = await start_session(store, found["name"], label="password",
                                                      seconds=seconds)
             if context.response is not None:
