@@ -65,6 +65,10 @@ def ask(client: httpx.Client, url: str, query: str, csrf: str | None = None,
     return found
 
 
+def get(client: httpx.Client, url: str, **params: str) -> httpx.Response:
+    return client.get(url, params=params, timeout=30)  # the server is another process
+
+
 async def signed_out(client: httpx.Client, url: str, csrf: str) -> None:
     """Wait (5 s at most: the server remembers a credential for half a second) until
     the client's session is refused."""
@@ -99,9 +103,17 @@ async def test_sign_up_login_reset_and_logout_through_the_api(
                              "state": "active"}
         reused = ask(anonymous, url, CONFIRM, t=token)["data"]["confirmSignUp"]
         assert reused["__typename"] == "InvalidInput" and reused["field"] == "token"
+        # the mail's link confirms too (a public route)
+        ask(anonymous, url, SIGN_UP, e="bob@example.com", p=PASSWORD)
+        link = await mailed_token(mail_server, "bob@example.com")
+        base = url.rsplit("/graphql", 1)[0]
+        opened = get(anonymous, f"{base}/users/confirm", token=link)
+        assert opened.status_code == 200 and opened.json() == {"confirmed": True}
+        again = get(anonymous, f"{base}/users/confirm", token=link)
+        assert again.status_code == 400 and again.json()["reason"] == "used"
 
         wrong = ask(anonymous, url, LOGIN, e="ada@example.com", p="not the password")
-        unknown = ask(anonymous, url, LOGIN, e="bob@example.com", p=PASSWORD)
+        unknown = ask(anonymous, url, LOGIN, e="carol@example.com", p=PASSWORD)
         assert wrong["data"]["login"] == unknown["data"]["login"] == {
             "__typename": "LoginRefused", "message": "the email or the password is wrong",
             "reason": "refused"}
