@@ -151,7 +151,7 @@ async def test_a_password_reset_revokes_every_session(
         config, passwords = env.pack.config, env.pack.passwords
         sessions = [(await login(env.store, config, passwords, "ada@example.com",
                                  PASSWORD))[0] for _ in range(2)]
-        work_id = await request_reset(env.runtime, "ada@example.com")
+        work_id = await request_reset(env.runtime, env.pack, "ada@example.com")
         token = await mailed_token(mail_server, "ada@example.com", count=2)
         await reset_password(env.store, env.pack, KEY, "a brand new password", token=token)
         row = await status_of(env.store, work_id, ("completed",))
@@ -171,7 +171,7 @@ async def test_a_password_reset_revokes_every_session(
         assert "a brand new password" not in text and token.split(".")[-1] not in text
         # an unknown email: the work ends having sent nothing
         before = len(mail_server.mails)
-        other = await request_reset(env.runtime, "nobody@example.com")
+        other = await request_reset(env.runtime, env.pack, "nobody@example.com")
         await status_of(env.store, other, ("completed",))
         assert len(mail_server.mails) == before
 
@@ -183,36 +183,46 @@ async def test_phone_confirmation_and_a_reset_by_sms(
         ada = await accounts.user(env.store, "ada@example.com")
         assert ada is not None
         # by SMS only once the phone is confirmed: nothing is sent before
-        early = await request_reset(env.runtime, "ada@example.com", "sms")
+        early = await request_reset(env.runtime, env.pack, "ada@example.com", "sms")
         await status_of(env.store, early, ("completed",))
         assert providers.state.sms == []
-        work_id = await request_phone_code(env.runtime, ada["principal_id"], "+441632960961")
+        work_id = await request_phone_code(env.runtime, env.pack, ada["principal_id"],
+                                           "+441632960961")
         code = await texted_code(providers, "+441632960961")
         with pytest.raises(TokenError):
-            await confirm_phone(env.store, ada["principal_id"],
+            await confirm_phone(env.store, env.pack, ada["principal_id"],
                                 f"{(int(code) + 1) % 10**6:06d}")
-        await confirm_phone(env.store, ada["principal_id"], code)
+        await confirm_phone(env.store, env.pack, ada["principal_id"], code)
         await status_of(env.store, work_id, ("completed",))
         found = await accounts.user(env.store, "ada@example.com")
         assert found is not None and found["phone"] == "+441632960961"
         assert found["phone_confirmed_at"] is not None
         assert code not in await all_events_text(env)
         with pytest.raises(TokenError):
-            await confirm_phone(env.store, ada["principal_id"], code)  # used
-        reset = await request_reset(env.runtime, "ada@example.com", "sms")
+            await confirm_phone(env.store, env.pack, ada["principal_id"], code)  # used
+        reset = await request_reset(env.runtime, env.pack, "ada@example.com", "sms")
         sms_code = await texted_code(providers, "+441632960961", count=2)
         await reset_password(env.store, env.pack, KEY, "a password by sms",
                              email="ada@example.com", code=sms_code)
         await status_of(env.store, reset, ("completed",))
         await login(env.store, env.pack.config, env.pack.passwords, "ada@example.com",
                     "a password by sms")
+        # six digits are not guessed: the tries of a user's codes are rate-limited
+        await request_phone_code(env.runtime, env.pack, ada["principal_id"], "+441632960962")
+        reasons = []
+        for guess in range(6):
+            try:
+                await confirm_phone(env.store, env.pack, ada["principal_id"], f"{guess:06d}")
+            except (TokenError, SignInError) as exc:
+                reasons.append(exc.reason)
+        assert reasons[-1] == "rate_limited" and "unknown" in reasons
 
 
 async def test_an_expired_reset_token_and_a_disabled_user_are_refused(
         store_url: str, mail_server: MailServer, providers: ProviderServer) -> None:
     async with running(store_url, mail_server, providers, reset_lifetime=1.0) as env:
         await signed_up(env)
-        work_id = await request_reset(env.runtime, "ada@example.com")
+        work_id = await request_reset(env.runtime, env.pack, "ada@example.com")
         token = await mailed_token(mail_server, "ada@example.com", count=2)
         row = await status_of(env.store, work_id, ("completed",), seconds=30)
         assert row["status"] == "completed"  # the wait ran out: nothing changed
@@ -232,7 +242,7 @@ async def test_an_expired_reset_token_and_a_disabled_user_are_refused(
         assert refused.value.reason == "not_active"
         for bad, field in ((lambda: reset_password(env.store, env.pack, KEY, "short",
                                                    token=token), "password"),
-                           (lambda: request_reset(env.runtime, "ada@example.com", "fax"),
+                           (lambda: request_reset(env.runtime, env.pack, "ada@example.com", "fax"),
                             "via")):
             with pytest.raises(UserInputError) as wrong:
                 await bad()

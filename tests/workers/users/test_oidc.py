@@ -78,6 +78,7 @@ def test_login_with_an_openid_connect_provider(served: dict[str, Any],
                    and "samesite=strict" in c.lower()
                    for c in done.headers.get_list("set-cookie"))
         me = ask(browser, url, "{ me { email state } mySessions { label current } }", csrf)
+        assert "errors" not in me, me
         assert me["data"] == {"me": {"email": "grace@example.com", "state": "active"},
                               "mySessions": [{"label": "oidc", "current": True}]}
         # the same person again: the same user, a second session

@@ -33,7 +33,7 @@ from engine.store import principals as pr
 from engine.store.schema import credentials, group_members, principals
 from workers.actions.messaging.errors import MessageInputError
 from workers.actions.messaging.providers import check_address
-from workers.limits import take
+from workers.limits import RateLimit, take
 
 from .config import UsersConfig
 from .errors import SignInError, TokenError, UserInputError
@@ -42,7 +42,7 @@ from .passwords import Passwords
 __all__ = ["STATES", "activate", "check_email", "check_login", "check_password",
            "check_phone", "confirm_phone", "create_pending", "disable", "issue_code",
            "issue_token", "login", "redeem_code", "redeem_token", "remove_pending",
-           "revoke_session", "sessions", "set_password", "user", "user_by_id",
+           "revoke_session", "sessions", "set_password", "throttle", "user", "user_by_id",
            "user_id_for"]
 
 STATES = ("pending", "active", "disabled")
@@ -145,13 +145,17 @@ async def remove_pending(store: SqlStore, user_id: str, *, by: str = "users") ->
 
 
 async def activate(store: SqlStore, user_id: str, groups: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A pending user active (confirmed now), in ``groups``; an active one as it is."""
+    """A pending user active (confirmed now; an active one never confirmed, as one an
+    OpenID Connect provider vouches for, confirmed now too), in ``groups``; a disabled
+    one stays disabled."""
     now = time.time()
 
     def run(conn: Connection) -> None:
         conn.execute(sa.update(principals).where(
-            principals.c.principal_id == user_id, principals.c.state == "pending").values(
-                state="active", confirmed_at=now, updated_at=now))
+            principals.c.principal_id == user_id, sa.or_(
+                principals.c.state == "pending", sa.and_(
+                    principals.c.state == "active", principals.c.confirmed_at.is_(None))))
+            .values(state="active", confirmed_at=now, updated_at=now))
         have = {g for (g,) in conn.execute(sa.select(group_members.c.group_name).where(
             group_members.c.principal_id == user_id))}
         for group in sorted(set(groups) - have):
@@ -258,9 +262,22 @@ async def issue_code(store: SqlStore, name: str, user_id: str, *, seconds: float
     return code
 
 
-async def redeem_code(store: SqlStore, user_id: str, code: object) -> str:
+async def throttle(store: SqlStore, key: str, limit: RateLimit) -> None:
+    """A token from the bucket ``key`` (the engine's, shared by every node), or a
+    :class:`SignInError` ``rate_limited`` saying when to try again."""
+    wait = await take(store, key[:200], limit)
+    if wait > 0:
+        raise SignInError(f"too many attempts: try again in {wait:.0f} s",
+                          reason="rate_limited", retry_after=wait)
+
+
+async def redeem_code(store: SqlStore, user_id: str, code: object, *,
+                      limit: RateLimit) -> str:
     """The work of the user's live code when ``code`` is it (used up by this); a
-    :class:`TokenError` when it is not (a wrong code, none sent, expired)."""
+    :class:`TokenError` when it is not (a wrong code, none sent, expired). Every try
+    takes a token of the user's bucket (``limit``): six digits are not guessed within
+    a code's lifetime (a :class:`SignInError` ``rate_limited`` when it is spent)."""
+    await throttle(store, f"users.code:{user_id}", limit)
     if not isinstance(code, str) or not code.strip().isdigit():
         raise TokenError("code: expected the six digits of the message", reason="unknown")
     now = time.time()
@@ -292,12 +309,8 @@ async def check_login(store: SqlStore, config: UsersConfig, passwords: Passwords
     has tried too often (every attempt counts)."""
     name = email.strip().lower()[:200] if isinstance(email, str) else ""
     given = password if isinstance(password, str) else ""
-    for key, limit in ((f"users.login:{name[:180]}", config.account_limit),
-                       (f"users.address:{(address or '-')[:180]}", config.address_limit)):
-        wait = await take(store, key, limit)
-        if wait > 0:
-            raise SignInError(f"too many login attempts: try again in {wait:.0f} s",
-                              reason="rate_limited", retry_after=wait)
+    await throttle(store, f"users.login:{name[:180]}", config.account_limit)
+    await throttle(store, f"users.address:{(address or '-')[:180]}", config.address_limit)
     found = await user(store, name) if name else None
     ok = await passwords.verify(None if found is None else found["password_hash"],
                                 given[:1000])

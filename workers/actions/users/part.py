@@ -90,6 +90,14 @@ class LoginRefused:
 
 
 @strawberry.type
+class RateLimited:
+    """Too many tries (of a code, a reset, an SMS) for now."""
+
+    message: str
+    retry_after: float | None = None
+
+
+@strawberry.type
 class Done:
     message: str
     work_id: str | None = None
@@ -98,7 +106,12 @@ class Done:
 SignUpResult = Annotated[SignedUp | InvalidInput, strawberry.union("SignUpResult")]
 ConfirmResult = Annotated[SignUpConfirmed | InvalidInput, strawberry.union("ConfirmResult")]
 LoginResult = Annotated[SignedIn | LoginRefused | InvalidInput, strawberry.union("LoginResult")]
-DoneResult = Annotated[Done | InvalidInput | NotFound, strawberry.union("UsersDoneResult")]
+DoneResult = Annotated[Done | InvalidInput | NotFound | RateLimited,
+                       strawberry.union("UsersDoneResult")]
+
+
+def _limited(exc: SignInError) -> RateLimited:
+    return RateLimited(message=str(exc), retry_after=exc.retry_after)
 
 
 def _user(row: dict[str, Any]) -> User:
@@ -219,9 +232,11 @@ def users_part(pack: UsersPack) -> ApiPart:
         async def request_password_reset(self, info: Info, email: str,
                                          via: str = "email") -> DoneResult:
             try:
-                work_id = await ops.request_reset(service_of(info).runtime, email, via)
+                work_id = await ops.request_reset(service_of(info).runtime, pack, email, via)
             except UserInputError as exc:
                 return _invalid(exc)
+            except SignInError as exc:
+                return _limited(exc)
             del work_id  # not shown: it would tell whether the account exists
             return Done(message=RESET_ANSWER)
 
@@ -239,6 +254,8 @@ def users_part(pack: UsersPack) -> ApiPart:
                                                    code=code)
             except (UserInputError, TokenError, UsersConfigError) as exc:
                 return _invalid(exc, "code" if code is not None else "token")
+            except SignInError as exc:
+                return _limited(exc)
             row = await ended(service.store, work_id)
             if row is None or row["status"] != "completed":
                 return InvalidInput(message="token: the reset did not end in time",
@@ -252,10 +269,12 @@ def users_part(pack: UsersPack) -> ApiPart:
             if who is None:
                 return InvalidInput(message="sign in as a user first", field="phone")
             try:
-                work_id = await ops.request_phone_code(service_of(info).runtime,
+                work_id = await ops.request_phone_code(service_of(info).runtime, pack,
                                                        who.principal_id, phone)
             except UserInputError as exc:
                 return _invalid(exc)
+            except SignInError as exc:
+                return _limited(exc)
             return Done(message="a code is on its way", work_id=work_id)
 
         @strawberry.mutation
@@ -265,9 +284,11 @@ def users_part(pack: UsersPack) -> ApiPart:
             if who is None:
                 return InvalidInput(message="sign in as a user first", field="code")
             try:
-                work_id = await ops.confirm_phone(store, who.principal_id, code)
+                work_id = await ops.confirm_phone(store, pack, who.principal_id, code)
             except TokenError as exc:
                 return _invalid(exc, "code")
+            except SignInError as exc:
+                return _limited(exc)
             row = await ended(store, work_id)
             if row is None or row["status"] != "completed":
                 return InvalidInput(message="code: the confirmation did not end in time",

@@ -265,6 +265,14 @@ async def _signal(store: SqlStore, work_id: str, name: str, payload: Any, by: st
                                              args={"name": name, "payload": payload}))
 
 
+def _sql(runtime: Runtime) -> SqlStore:
+    store = runtime.store
+    if not isinstance(store, SqlStore):
+        raise UsersConfigError("the users pack keeps its users in the store: give the "
+                               "runtime a SqlStore")
+    return store
+
+
 async def _work_of(store: SqlStore, work_id: str, saga: str) -> dict[str, Any]:
     """The row of the work a token was issued for, which must be of ``saga`` (a code
     sent for another purpose is refused, as unknown here)."""
@@ -285,11 +293,7 @@ async def sign_up(runtime: Runtime, pack: UsersPack, email: object, password: ob
     address = accounts.check_email(email)
     number = None if phone in (None, "") else accounts.check_phone(phone)
     accounts.check_password(pack.config, password)
-    store = runtime.store
-    if not isinstance(store, SqlStore):
-        raise UsersConfigError("the users pack keeps its users in the store: give the "
-                               "runtime a SqlStore")
-    if await accounts.user(store, address) is not None:
+    if await accounts.user(_sql(runtime), address) is not None:
         raise UserInputError(f"email: {address!r} has an account already", field="email")
     hashed = await pack.passwords.hash(str(password))
     return await runtime.start(SIGN_UP, {"email": address, "phone": number,
@@ -304,14 +308,17 @@ async def confirm_sign_up(store: SqlStore, token: object, *, by: str = "users") 
     return work_id
 
 
-async def request_reset(runtime: Runtime, email: object, via: str = "email") -> str:
+async def request_reset(runtime: Runtime, pack: UsersPack, email: object,
+                        via: str = "email") -> str:
     """Start a password reset (its work's id): a token mailed, or a code by SMS once the
     phone is confirmed; for an unknown email nothing is sent, and the answer is the
-    same."""
+    same. Rate-limited per address as logins are (no mail bombing): a
+    :class:`SignInError` ``rate_limited`` when spent."""
     address = accounts.check_email(email)
     if via not in ("email", "sms"):
         raise UserInputError(f"via: expected \"email\" or \"sms\", got {via!r:.40}",
                              field="via")
+    await accounts.throttle(_sql(runtime), f"users.reset:{address}", pack.config.account_limit)
     return await runtime.start(RESET_SAGA, {"email": address, "via": via}, run=False)
 
 
@@ -330,7 +337,8 @@ async def reset_password(store: SqlStore, pack: UsersPack, secrets: Any, passwor
         found = await accounts.user(store, accounts.check_email(email))
         if found is None:
             raise TokenError("code: not the code sent (or none was sent)")
-        work_id = await accounts.redeem_code(store, found["principal_id"], code)
+        work_id = await accounts.redeem_code(store, found["principal_id"], code,
+                                             limit=pack.config.account_limit)
         user_id = found["principal_id"]
     else:
         who, work_id = await accounts.redeem_token(store, token, "reset")
@@ -342,17 +350,22 @@ async def reset_password(store: SqlStore, pack: UsersPack, secrets: Any, passwor
     return work_id
 
 
-async def request_phone_code(runtime: Runtime, user_id: str, phone: object) -> str:
-    """Send a code by SMS to ``phone`` for the user to confirm it (its work's id)."""
+async def request_phone_code(runtime: Runtime, pack: UsersPack, user_id: str,
+                             phone: object) -> str:
+    """Send a code by SMS to ``phone`` for the user to confirm it (its work's id);
+    rate-limited per user (a :class:`SignInError` ``rate_limited`` when spent)."""
     number = accounts.check_phone(phone)
+    await accounts.throttle(_sql(runtime), f"users.sms:{user_id}", pack.config.account_limit)
     return await runtime.start(PHONE_SAGA, {"user_id": user_id, "phone": number},
                                run=False)
 
 
-async def confirm_phone(store: SqlStore, user_id: str, code: object, *,
+async def confirm_phone(store: SqlStore, pack: UsersPack, user_id: str, code: object, *,
                         by: str = "users") -> str:
-    """The phone confirmation the user's code confirms, told so; its work id."""
-    work_id = await accounts.redeem_code(store, user_id, code)
+    """The phone confirmation the user's code confirms, told so; its work id (tries
+    rate-limited per user)."""
+    work_id = await accounts.redeem_code(store, user_id, code,
+                                         limit=pack.config.account_limit)
     given = (await _work_of(store, work_id, PHONE_SAGA)).get("input")
     number = given.get("phone") if isinstance(given, dict) else None
     if not isinstance(number, str):
