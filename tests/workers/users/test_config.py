@@ -61,3 +61,15 @@ def test_the_server_config_checks_and_documents_the_section(tmp_path: Path) -> N
     assert loaded["users"]["confirm_timeout"] == 5
     assert parse(loaded["users"]).oidc.client_secret == "s3cret"  # type: ignore[union-attr]
     assert "[users]" in documented() and "confirm_timeout" in documented()
+
+
+def test_the_mails_templates_are_needed_at_start() -> None:
+    from workers.actions.messaging import MessagingPack
+    from workers.actions.messaging import parse as messaging_parse
+    from workers.actions.users import UsersPack
+
+    with pytest.raises(UsersConfigError) as refused:
+        UsersPack(parse({}), MessagingPack(messaging_parse({"templates": {
+            "users_confirm": {"subject": "Confirm", "text": "{{ link }}"}}})))
+    assert str(refused.value).startswith("users.reset_template: the messaging pack has no "
+                                         "template 'users_reset.txt'")

@@ -35,6 +35,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+import jinja2
+
 from engine import Branch, Command, RetryPolicy, Runtime, Saga, Sleep, Stage, StageContext, Wait
 from engine.store import SqlStore, inbox
 from workers.actions.messaging import MessagingPack, message
@@ -71,6 +73,18 @@ class UsersPack:
     def __init__(self, config: UsersConfig, messaging: MessagingPack) -> None:
         self.config = config
         self.messaging = messaging
+        # the mails every deployment sends: their templates must be there at start (the
+        # SMS ones are needed only where phones are confirmed, when first sent)
+        for key in ("confirm_template", "reset_template"):
+            name = getattr(config, key)
+            try:
+                messaging.templates.env.get_template(f"{name}.txt")
+                messaging.templates.env.get_template(f"{name}.subject")
+            except jinja2.TemplateNotFound as exc:
+                raise UsersConfigError(
+                    f"users.{key}: the messaging pack has no template {exc.name!r} "
+                    f"([messaging.templates.{name}] text and subject, or "
+                    f"{name}.txt and {name}.subject in messaging.templates_dir)") from None
         self.passwords = Passwords(config)
 
     def link(self, path: str, token: str) -> str:
@@ -85,7 +99,10 @@ class UsersPack:
     # ------------------------------------------------------------ users.sign_up
 
     async def create(self, ctx: StageContext, data: Any) -> dict[str, Any]:
-        email = accounts.check_email(data.get("email") if isinstance(data, dict) else None)
+        if not isinstance(data, dict):
+            raise UserInputError("a sign-up's input is {\"email\", \"phone\", "
+                                 "\"password_hash\"}", field="email")
+        email = accounts.check_email(data.get("email"))
         phone = data.get("phone")
         phone = None if phone in (None, "") else accounts.check_phone(phone)
         password_hash = data.get("password_hash")
