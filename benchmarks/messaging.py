@@ -216,7 +216,9 @@ SIGNUP_PASSWORD = "a long enough password"
 def signup_section(port: int) -> dict[str, Any]:
     return {"attempts": 3, "backoff": 0.05,
             "templates": {"users_confirm": {"subject": "Confirm your account",
-                                            "text": "Confirm with the token: {{ token }}"}},
+                                            "text": "Confirm with the token: {{ token }}"},
+                          "users_reset": {"subject": "Reset your password",
+                                          "text": "Reset with {{ link }}"}},
             "senders": {"mail": {"kind": "smtp", "port": port, "connections": 4,
                                  "from": "accounts@example.com"}},
             "channels": {"email": {"kind": "email", "senders": ["mail"]}}}
@@ -244,12 +246,34 @@ def hashes(count: int, concurrency: int) -> float:
     return anyio.run(run)
 
 
-async def signups(server: SmtpServer, count: int, concurrency: int,
-                  store_path: Path) -> dict[str, Any]:
+class Tokens:
+    """The tokens the sign-ups' SMTP server hands back, by recipient (one reader of its
+    lines for every round)."""
+
+    def __init__(self, server: SmtpServer) -> None:
+        import threading
+
+        self.server = server
+        self.found: dict[str, str] = {}
+        self.lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:  # the server's lines: "<to> <token>"
+        assert self.server.process.stdout is not None
+        for line in self.server.process.stdout:
+            to, _, token = line.strip().partition(" ")
+            with self.lock:
+                self.found[to] = token
+
+    def get(self, to: str) -> str | None:
+        with self.lock:
+            return self.found.get(to)
+
+
+async def signups(tokens: Tokens, count: int, concurrency: int, store_path: Path,
+                  prefix: str) -> dict[str, Any]:
     """``count`` sign-ups end to end, ``concurrency`` at once: hashed, created, mailed,
     confirmed with the mailed token, completed; the seconds it took."""
-    import threading
-
     import sqlalchemy as sa
 
     from engine import Runtime
@@ -261,19 +285,8 @@ async def signups(server: SmtpServer, count: int, concurrency: int,
     from workers.actions.users import UsersPack, confirm_sign_up, parse, sign_up, users_app
     from workers.node import WorkerSpec
 
-    tokens: dict[str, str] = {}
-    lock = threading.Lock()
-
-    def read() -> None:  # the server's lines: "<to> <token>"
-        assert server.process.stdout is not None
-        for line in server.process.stdout:
-            to, _, token = line.strip().partition(" ")
-            with lock:
-                tokens[to] = token
-
-    threading.Thread(target=read, daemon=True).start()
     pack = UsersPack(parse({"confirm_timeout": 3600}),
-                     MessagingPack(messaging_parse(signup_section(server.port))))
+                     MessagingPack(messaging_parse(signup_section(tokens.server.port))))
     app = users_app(pack=pack)
     key = Secrets(os.urandom(32))
     async with SqlStore.open(f"sqlite+aiosqlite:///{store_path}") as store:
@@ -286,11 +299,10 @@ async def signups(server: SmtpServer, count: int, concurrency: int,
 
                 async def share(first: int) -> None:  # as concurrent people would
                     for n in range(first, count, concurrency):
-                        email = f"user{n}@example.com"
+                        email = f"{prefix}user{n}@example.com"
                         await sign_up(rt, pack, email, SIGNUP_PASSWORD)
                         for _ in range(120 * 200):
-                            with lock:
-                                token = tokens.get(email)
+                            token = tokens.get(email)
                             if token:
                                 break
                             await anyio.sleep(0.005)
@@ -356,12 +368,13 @@ def main() -> None:
         hash_rates: list[float] = []
         signup_rates: list[float] = []
         tokens_server = SmtpServer(SIGNUP_SERVER)
+        tokens = Tokens(tokens_server)
         try:
             for round_ in range(args.rounds):
                 hash_rates.append(args.signups / hashes(args.signups,
                                                         args.signup_concurrency))
-                found = anyio.run(signups, tokens_server, args.signups,
-                                  args.signup_concurrency, work / f"users{round_}.sqlite")
+                found = anyio.run(signups, tokens, args.signups, args.signup_concurrency,
+                                  work / f"users{round_}.sqlite", f"r{round_}")
                 if found["statuses"] != {"completed": args.signups}:
                     raise SystemExit(f"not every sign-up completed: {found['statuses']}")
                 signup_rates.append(args.signups / found["seconds"])
