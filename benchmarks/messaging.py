@@ -291,7 +291,7 @@ async def signups(tokens: Tokens, count: int, concurrency: int, store_path: Path
     key = Secrets(os.urandom(32))
     async with SqlStore.open(f"sqlite+aiosqlite:///{store_path}") as store:
         node = app.node(store, [WorkerSpec(name="main", concurrency=4 * concurrency)],
-                        node_id="bench", poll_interval=0.02, park_after=0.5, secrets=key)
+                        node_id="bench", poll_interval=0.05, park_after=0.5, secrets=key)
         async with anyio.create_task_group() as tg:
             await tg.start(node.run)
             async with Runtime(app.sagas, store=store, secrets=key) as rt:
@@ -305,7 +305,7 @@ async def signups(tokens: Tokens, count: int, concurrency: int, store_path: Path
                             token = tokens.get(email)
                             if token:
                                 break
-                            await anyio.sleep(0.005)
+                            await anyio.sleep(0.02)
                         else:
                             raise SystemExit(f"no confirmation mail to {email}")
                         await confirm_sign_up(store, token)
