@@ -187,19 +187,29 @@ async def remove_from_groups(store: SqlStore, name: str, groups: Iterable[str]) 
     await store.transaction(run)
 
 
-async def remove(store: SqlStore, name: str, *, by: str = "stepsaga") -> None:
+async def remove(store: SqlStore, name: str, *, by: str = "stepsaga",
+                 state: str | None = None) -> bool:
     """A principal gone, with its groups, its credentials (all refused from now on)
-    and the policies naming it, in one transaction."""
+    and the policies naming it, in one transaction. ``state``: only while the
+    principal is in this state (the users pack's unconfirmed user); whether it was
+    removed."""
     from .policies import forget_in
 
-    def run(conn: Any) -> None:
+    def run(conn: Any) -> bool:
         pid = _principal_id(conn, name)
+        if state is not None:
+            query = sa.select(principals.c.state).where(principals.c.principal_id == pid)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()  # not confirmed meanwhile
+            if conn.execute(query).scalar() != state:
+                return False
         conn.execute(sa.delete(credentials).where(credentials.c.principal_id == pid))
         conn.execute(sa.delete(group_members).where(group_members.c.principal_id == pid))
         conn.execute(sa.delete(principals).where(principals.c.principal_id == pid))
         forget_in(conn, by=by, principal=name)
+        return True
 
-    await store.transaction(run)
+    return bool(await store.transaction(run))
 
 
 async def issue(store: SqlStore, name: str, *, kind: str = "token", label: str = "",

@@ -140,8 +140,10 @@ async def remove_pending(store: SqlStore, user_id: str, *, by: str = "users") ->
     found = await user_by_id(store, user_id)
     if found is None or found["state"] != "pending":
         return False
-    await pr.remove(store, found["name"], by=by)
-    return True
+    try:  # checked again in the removal's transaction: never a user confirmed meanwhile
+        return await pr.remove(store, found["name"], by=by, state="pending")
+    except ValueError:  # removed meanwhile
+        return False
 
 
 async def activate(store: SqlStore, user_id: str, groups: tuple[str, ...] = ()) -> dict[str, Any]:
