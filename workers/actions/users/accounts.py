@@ -313,7 +313,10 @@ async def check_login(store: SqlStore, config: UsersConfig, passwords: Passwords
     given = password if isinstance(password, str) else ""
     await throttle(store, f"users.login:{name[:180]}", config.account_limit)
     await throttle(store, f"users.address:{(address or '-')[:180]}", config.address_limit)
-    found = await user(store, name) if name else None
+    # one query whether the account exists or not (no groups read for one that does)
+    async with store.reader.connect() as conn:
+        found = (await conn.execute(sa.select(principals).where(
+            principals.c.name == name, principals.c.kind == "person"))).mappings().first()
     ok = await passwords.verify(None if found is None else found["password_hash"],
                                 given[:1000])
     if found is None or not ok:
@@ -322,7 +325,7 @@ async def check_login(store: SqlStore, config: UsersConfig, passwords: Passwords
         raise SignInError(f"this account is {found['state']}"
                           + (": confirm the email first" if found["state"] == "pending"
                              else ""), reason="not_active")
-    return found
+    return _shown(found)
 
 
 async def login(store: SqlStore, config: UsersConfig, passwords: Passwords, email: object,
