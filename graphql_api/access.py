@@ -59,13 +59,17 @@ class Authorize(SchemaExtension):
     """Each root field of an operation needs its action on something; refused whole,
     before anything runs, when one is not granted at all. ``actions``: each field's
     (the core's by default, graphql_api.extensions adds a pack's); ``anonymous``: the
-    fields a client that has not signed in may call, and it nothing else."""
+    fields a client that has not signed in may call, and it nothing else; ``own``: the
+    fields any signed-in principal may call whatever its policies (its own account: a
+    pack's ``me``, ``logout``), which check what they touch themselves."""
 
     def __init__(self, *, actions: Mapping[str, str] | None = None,
-                 anonymous: frozenset[str] = frozenset()) -> None:
+                 anonymous: frozenset[str] = frozenset(),
+                 own: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.actions = {**ACTION_OF, **QUERY_ACTIONS} if actions is None else actions
         self.anonymous = anonymous
+        self.own = own
 
     async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
         context = self.execution_context.context
@@ -87,6 +91,8 @@ class Authorize(SchemaExtension):
                             raise GraphQLError(
                                 f"sign in first: {name} needs a bearer token or a session",
                                 extensions={"code": "unauthenticated"})
+                        continue
+                    if name in self.own:
                         continue
                     action = self.actions.get(name, "admin" if kind == "mutation"
                                               else "read")

@@ -55,9 +55,12 @@ __all__ = [
     "DEVELOPER",
     "SESSION_COOKIE",
     "Auth",
+    "clear_session_cookies",
     "graphql_principal",
     "login_routes",
     "principal_of",
+    "set_session_cookies",
+    "start_session",
 ]
 
 _LOG = logging.getLogger("stepsaga.auth")
@@ -191,6 +194,7 @@ class Auth:
         public = anonymous or path in PUBLIC or path in self.public \
             or path.startswith(PUBLIC_PREFIXES)
         problem: tuple[int, str, str] | None = None  # status, code, message
+        stale = False
         principal: pr.Principal | None = None
         try:
             if bearer is not None:
@@ -206,6 +210,9 @@ class Auth:
         except pr.CredentialError as exc:
             problem = (401, "unauthenticated", str(exc))
             principal = None
+            # a browser cannot drop an HttpOnly cookie itself: a refused session's
+            # cookies are cleared with the refusal, so it may sign in again
+            stale = bearer is None
         pending = (problem is None and principal is None and scope["type"] == "websocket"
                    and path == "/graphql" and bearer is None and session is None)
         if pending:  # it signs in with its connection_init: anonymous till then
@@ -221,7 +228,7 @@ class Auth:
         if problem is None and principal is not None and not public:
             problem = await self._route_rules(path, principal)
         if problem is not None and not public:
-            await self._refuse(scope, receive, send, *problem)
+            await self._refuse(scope, receive, send, *problem, stale=stale)
             return
         scope[SCOPE_KEY] = principal
         scope[ANONYMOUS_KEY] = principal is None
@@ -291,7 +298,7 @@ class Auth:
         return None
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int,
-                      code: str, message: str) -> None:
+                      code: str, message: str, *, stale: bool = False) -> None:
         if scope["type"] == "websocket":
             # refused before the handshake completes: the client sees 403
             await send({"type": "websocket.close", "code": 4401 if status == 401 else 4403,
@@ -308,6 +315,8 @@ class Auth:
                 {"errors": [{"message": message, "extensions": {"code": code}}]},
                 status_code=status, headers={"WWW-Authenticate": "Bearer"}
                 if status == 401 else None)
+        if stale:
+            clear_session_cookies(response)
         await response(scope, receive, send)
 
 
@@ -315,21 +324,43 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
+async def start_session(store: SqlStore, name: str, *, label: str = "browser",
+                        seconds: float = SESSION_SECONDS) -> tuple[str, str, dict[str, Any]]:
+    """A new session of principal ``name``: the session credential (the cookie's value),
+    its CSRF token (the page sends it back in ``X-CSRF-Token``) and its row. What
+    signing in on the login page and a pack's login (the users pack's) both do."""
+    session, row = await pr.issue(store, name, kind="session", label=label,
+                                  seconds=seconds)
+    csrf = secrets.token_urlsafe(24)
+    await pr.set_csrf_hash(store, row["credential_id"], _hash(csrf))
+    _LOG.info("signed in: %s", name)
+    return session, csrf, row
+
+
+def set_session_cookies(response: Response, session: str, csrf: str, *, seconds: float,
+                        secure: bool) -> None:
+    """The session's cookies on ``response``: the session HttpOnly, the CSRF token
+    readable by the page, both SameSite=Strict (Secure when served over TLS)."""
+    response.set_cookie(SESSION_COOKIE, session, max_age=int(seconds), httponly=True,
+                        samesite="strict", secure=secure, path="/")
+    response.set_cookie(CSRF_COOKIE, csrf, max_age=int(seconds), httponly=False,
+                        samesite="strict", secure=secure, path="/")
+
+
+def clear_session_cookies(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(CSRF_COOKIE, path="/")
+
+
 async def _start_session(store: SqlStore, principal: pr.Principal, request: Request,
                          target: str) -> Response:
     """A session for ``principal``: its cookies on a response going to ``target``."""
-    session, row = await pr.issue(store, principal.name, kind="session", label="browser",
-                                  seconds=SESSION_SECONDS)
-    csrf = secrets.token_urlsafe(24)
-    await pr.set_csrf_hash(store, row["credential_id"], _hash(csrf))
+    session, csrf, _ = await start_session(store, principal.name)
     wants_json = "application/json" in request.headers.get("accept", "")
     response: Response = JSONResponse({"ok": True, "next": target, "name": principal.name}) \
         if wants_json else RedirectResponse(target, 303)
-    response.set_cookie(SESSION_COOKIE, session, max_age=SESSION_SECONDS, httponly=True,
-                        samesite="strict", secure=_secure(request), path="/")
-    response.set_cookie(CSRF_COOKIE, csrf, max_age=SESSION_SECONDS, httponly=False,
-                        samesite="strict", secure=_secure(request), path="/")
-    _LOG.info("signed in: %s", principal.name)
+    set_session_cookies(response, session, csrf, seconds=SESSION_SECONDS,
+                        secure=_secure(request))
     return response
 
 
@@ -384,8 +415,7 @@ def login_routes(store: SqlStore, page: Callable[[Request], Awaitable[Response]]
         if who is not None and who.credential_id is not None:
             await pr.revoke(store, who.credential_id)
         response = JSONResponse({"ok": True})
-        response.delete_cookie(SESSION_COOKIE, path="/")
-        response.delete_cookie(CSRF_COOKIE, path="/")
+        clear_session_cookies(response)
         return response
 
     async def whoami(request: Request) -> Response:

@@ -88,6 +88,19 @@ Every setting, its section and its default::
                                    # sign_key), nested tables,
                                    # see workers.actions.files.config; file only
 
+    [users]                        # the users pack (--app workers.actions.users:app):
+                                   # email_channel, sms_channel and the templates of the
+                                   # messaging pack it sends through, link_base,
+                                   # confirm_timeout (seconds a sign-up waits for its
+                                   # confirmation), reset_lifetime, code_lifetime,
+                                   # session_lifetime, min_password, groups (a confirmed
+                                   # user's; none: no rights), login_rate, login_burst,
+                                   # address_rate, address_burst, hash_time_cost,
+                                   # hash_memory_cost, hash_parallelism; [users.oidc]
+                                   # issuer, client_id, client_secret or
+                                   # client_secret_file, redirect_uri, scope, timeout;
+                                   # see workers.actions.users.config; file only
+
 An environment variable ``STEPSAGA_<SECTION>_<KEY>`` (``STEPSAGA_SERVE_PORT=9000``,
 ``STEPSAGA_STORE_URL=...``) overrides the file; a command-line flag overrides both.
 ``STEPSAGA_WORKER_WORKERS`` takes a comma-free list separated by spaces.
@@ -267,6 +280,13 @@ def _orders(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def _users(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    from workers.actions.users.config import parse
+
+    parse(value)  # a UsersConfigError (a ValueError) naming the key
+    return value
+
+
 def _messaging(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     from workers.actions.messaging.config import parse
 
@@ -292,7 +312,7 @@ def _retention(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
 # [limits]
 _PACKS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = {
     "backups": _backups, "retention": _retention, "limits": _limits, "orders": _orders,
-    "messaging": _messaging, "files": _files}
+    "messaging": _messaging, "files": _files, "users": _users}
 # the plain keys of those sections, with their defaults (the nested tables have none)
 _PACK_DEFAULTS: dict[str, dict[str, Any]] = {"limits": {"file": "", "reload": 1.0}}
 

@@ -25,6 +25,7 @@ class Context:
         self.principal = principal
         self.introspection = True  # whether it may ask for the schema (__schema, __type)
         self.address: str | None = None  # the client's network address, when served
+        self.secure = False  # served over TLS (cookies set then are Secure)
         self.response: Any = None  # an HTTP request's response, for headers to set
         # a WebSocket's connection_init payload (strawberry sets it), and where one let in
         # without a credential keeps the token it signed in with (graphql_api.auth)

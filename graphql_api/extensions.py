@@ -20,8 +20,8 @@ from typing import Any
 
 from engine.store.policies import ACTIONS  # the one list of actions, the policies'
 
-__all__ = ["ApiPart", "actions_of", "anonymous_fields", "bodies_of", "parts_of", "public_paths",
-           "routes_of", "run_saga", "schema_for"]
+__all__ = ["ApiPart", "actions_of", "anonymous_fields", "bodies_of", "own_fields", "parts_of",
+           "public_paths", "routes_of", "run_saga", "schema_for"]
 
 
 
@@ -35,7 +35,9 @@ class ApiPart:
     ``actions``: a field's GraphQL name to the action it needs (``read``, ``write``,
     ``steer``, ``debug``, ``admin``); a mutation not named needs ``admin``, a query
     ``read``; ``anonymous``: the fields a client that has not signed in may call (and
-    nothing else); ``routes``: called with the server's
+    nothing else); ``own``: the fields any signed-in principal may call whatever its
+    policies (its own account: the users pack's ``me``, ``logout``; each touches the
+    caller's own rows only); ``routes``: called with the server's
     :class:`graphql_api.service.Service`, the starlette routes to serve; ``public``:
     paths among them reachable without signing in."""
 
@@ -46,6 +48,7 @@ class ApiPart:
     types: Sequence[type] = ()
     actions: Mapping[str, str] = field(default_factory=dict)
     anonymous: frozenset[str] = frozenset()
+    own: frozenset[str] = frozenset()
     routes: Callable[[Any], Sequence[Any]] | None = None
     public: Sequence[str] = ()
     # the bound on a request's body under a path prefix of its routes, in bytes (None:
@@ -58,6 +61,7 @@ class ApiPart:
                 raise ValueError(f"API part {self.name!r}: field {name!r} needs action "
                                  f"{action!r}, not one of {', '.join(ACTIONS)}")
         object.__setattr__(self, "anonymous", frozenset(self.anonymous))
+        object.__setattr__(self, "own", frozenset(self.own))
         for path in self.public:
             if not path.startswith("/") or path in ("/graphql", "/"):
                 raise ValueError(f"API part {self.name!r}: public path {path!r} must be a "
@@ -90,6 +94,11 @@ def actions_of(parts: Iterable[ApiPart]) -> dict[str, str]:
 
 def anonymous_fields(parts: Iterable[ApiPart]) -> frozenset[str]:
     return frozenset().union(*(part.anonymous for part in parts))
+
+
+def own_fields(parts: Iterable[ApiPart]) -> frozenset[str]:
+    """The fields any signed-in principal may call (see :class:`ApiPart`)."""
+    return frozenset().union(*(part.own for part in parts))
 
 
 def public_paths(parts: Iterable[ApiPart]) -> tuple[str, ...]:
@@ -150,7 +159,8 @@ def schema_for(parts: tuple[ApiPart, ...]) -> Any:
         subscription=_merged("Subscription", core.Subscription,
                              [p.subscription for p in parts if p.subscription]),
         types=[t for p in parts for t in p.types],
-        actions=actions_of(parts), anonymous=anonymous_fields(parts))
+        actions=actions_of(parts), anonymous=anonymous_fields(parts),
+        own=own_fields(parts))
 
 
 async def run_saga(info: Any, saga: str, input: Any, *, check: bool = True,

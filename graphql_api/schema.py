@@ -318,13 +318,15 @@ def _field_names(document: Any) -> Iterator[str]:
 def build(*, query: type = Query, mutation: type = Mutation,
           subscription: type = Subscription, types: Sequence[type] = (),
           actions: Mapping[str, str] | None = None,
-          anonymous: frozenset[str] = frozenset()) -> strawberry.Schema:
+          anonymous: frozenset[str] = frozenset(),
+          own: frozenset[str] = frozenset()) -> strawberry.Schema:
     """A schema with these root types (the core's, or theirs merged with a pack's:
     graphql_api.extensions.schema_for), each field needing its action (``actions``:
-    the core's by default) and ``anonymous`` callable before signing in; the
-    mutations that are operator actions recorded in the audit log."""
+    the core's by default), ``anonymous`` callable before signing in and ``own`` by
+    anyone signed in (a principal's own account); the mutations that are operator
+    actions recorded in the audit log."""
     actions = {**ACTION_OF, **QUERY_ACTIONS} if actions is None else actions
-    _audit(mutation, actions, anonymous)
+    _audit(mutation, actions, anonymous | own)
     from strawberry.scalars import JSON
 
     from .redaction import JSON_SHOWN
@@ -340,7 +342,7 @@ def build(*, query: type = Query, mutation: type = Mutation,
                     lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
                     lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS), Complexity,
                     MaskUnexpected, Introspection,
-                    lambda: Authorize(actions=actions, anonymous=anonymous),
+                    lambda: Authorize(actions=actions, anonymous=anonymous, own=own),
                     lambda: ParserCache(maxsize=512), lambda: ValidationCache(maxsize=512),
                     OperationTimer])  # stepsaga_api_request_seconds
 

@@ -83,6 +83,7 @@ class Api(GraphQL[Context, None]):
         context = Context(self.service, graphql_principal(request.scope))
         context.introspection = self.introspection
         context.address = request.client.host if request.client else None
+        context.secure = request.url.scheme in ("https", "wss")
         if context.principal is not None:  # how its answers show secrets
             may = context.principal.admin or (await self.service.policies()).may(
                 context.principal, "secrets")

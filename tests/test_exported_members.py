@@ -9,7 +9,7 @@ import pytest
 
 PACKAGES = ["engine", "engine.store", "workers", "workers.actions", "workers.actions.backups",
             "workers.actions.orders", "workers.actions.messaging", "workers.actions.files",
-            "workers.actions.shared", "graphql_api"]
+            "workers.actions.shared", "workers.actions.users", "graphql_api"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -27,13 +27,16 @@ from .schema import credentials, group_members, principals, settings
 from .sql import SqlStore
 
 __all__ = ["ADMINS", "KINDS", "CredentialError", "Principal", "add_to_groups", "count",
-           "create", "credentials_of", "csrf_hash_of", "deployment_id", "find", "issue",
-           "issue_token", "list_all", "parse", "remove", "remove_from_groups", "revoke",
-           "set_csrf_hash", "verify"]
+           "create", "credentials_of", "csrf_hash_of", "deployment_id", "find", "hash_secret",
+           "issue", "issue_token", "list_all", "parse", "remove", "remove_from_groups",
+           "revoke", "set_csrf_hash", "verify"]
 
 ADMINS = "admins"  # the group of administrators, which the first start creates
 KINDS = ("person", "service")
-CREDENTIALS = ("token", "session", "link")
+# a token, a session or a one-time login link; and the users pack's single-use secrets
+# (workers.actions.users): a sign-up's confirmation, a password reset, a phone code.
+# Only tokens and sessions sign in (verify's kinds), each where it is taken.
+CREDENTIALS = ("token", "session", "link", "confirm", "reset", "code")
 PREFIX = "ss1"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
 _DEPLOYMENT_KEY = "deployment_id"
@@ -66,6 +69,11 @@ class Principal:
 
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def hash_secret(secret: str) -> str:
+    """How a credential's secret is kept: its sha256, hex."""
+    return _hash(secret)
 
 
 def _check_name(name: Any, what: str = "a principal's name") -> str:
@@ -179,27 +187,39 @@ async def remove_from_groups(store: SqlStore, name: str, groups: Iterable[str]) 
     await store.transaction(run)
 
 
-async def remove(store: SqlStore, name: str, *, by: str = "stepsaga") -> None:
+async def remove(store: SqlStore, name: str, *, by: str = "stepsaga",
+                 state: str | None = None) -> bool:
     """A principal gone, with its groups, its credentials (all refused from now on)
-    and the policies naming it, in one transaction."""
+    and the policies naming it, in one transaction. ``state``: only while the
+    principal is in this state (the users pack's unconfirmed user); whether it was
+    removed."""
     from .policies import forget_in
 
-    def run(conn: Any) -> None:
+    def run(conn: Any) -> bool:
         pid = _principal_id(conn, name)
+        if state is not None:
+            query = sa.select(principals.c.state).where(principals.c.principal_id == pid)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()  # not confirmed meanwhile
+            if conn.execute(query).scalar() != state:
+                return False
         conn.execute(sa.delete(credentials).where(credentials.c.principal_id == pid))
         conn.execute(sa.delete(group_members).where(group_members.c.principal_id == pid))
         conn.execute(sa.delete(principals).where(principals.c.principal_id == pid))
         forget_in(conn, by=by, principal=name)
+        return True
 
-    await store.transaction(run)
+    return bool(await store.transaction(run))
 
 
 async def issue(store: SqlStore, name: str, *, kind: str = "token", label: str = "",
-                seconds: float = 90 * 86400, limit: int | None = None
-                ) -> tuple[str, dict[str, Any]]:
+                seconds: float = 90 * 86400, limit: int | None = None,
+                secret: str | None = None) -> tuple[str, dict[str, Any]]:
     """A new credential of principal ``name``: the string to give its holder (shown this
     once) and its row. ``limit``: how many live credentials of this kind the principal
-    may hold at most (a ``ValueError`` says so when it has them already)."""
+    may hold at most (a ``ValueError`` says so when it has them already). ``secret``:
+    the caller's (a code a person types, salted by the caller) instead of 256 random
+    bits."""
     if kind not in CREDENTIALS:
         raise ValueError(f"a credential is one of {', '.join(CREDENTIALS)}, got {kind!r}")
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
@@ -210,7 +230,7 @@ async def issue(store: SqlStore, name: str, *, kind: str = "token", label: str =
         raise ValueError("a credential's label is 200 characters at most")
     deployment = await deployment_id(store)
     now = time.time()
-    secret = secrets.token_urlsafe(32)
+    secret = secrets.token_urlsafe(32) if secret is None else secret
     row = {"credential_id": "c" + secrets.token_hex(12), "kind": kind,
            "secret_hash": _hash(secret), "label": label, "created_at": now,
            "expires_at": now + seconds, "revoked_at": None, "csrf_hash": None}

@@ -307,6 +307,14 @@ principals = sa.Table(
     sa.Column("email", sa.String(320)),
     sa.Column("created_at", sa.Float(precision=53), nullable=False),
     sa.Column("disabled_at", sa.Float(precision=53)),  # NULL: may sign in
+    # a user of the users pack (a person who signs in with a password): see
+    # workers.actions.users.accounts; a service or an operator made by stepsaga has none
+    sa.Column("phone", sa.String(32)),  # E.164, once given
+    sa.Column("password_hash", sa.String(255)),  # argon2id, PHC string; NULL: none
+    sa.Column("state", sa.String(20), nullable=False, server_default="active"),
+    sa.Column("updated_at", sa.Float(precision=53)),
+    sa.Column("confirmed_at", sa.Float(precision=53)),  # the email confirmed
+    sa.Column("phone_confirmed_at", sa.Float(precision=53)),
 )
 
 group_members = sa.Table(
