@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from engine.store.policies import ACTIONS  # the one list of actions, the policies'
@@ -68,9 +68,22 @@ class ApiPart:
                                  f"route of its own (starting with /, not /graphql)")
 
 
+@cache
+def _resolved(ref: Any) -> Any:
+    """The part a pack's ``workers.node.ApiRef`` names, made once per reference."""
+    import importlib
+
+    module, _, name = ref.factory.partition(":")
+    return getattr(importlib.import_module(module), name)(*ref.args)
+
+
 def parts_of(app: Any) -> tuple[ApiPart, ...]:
-    """The parts a ``WorkerApp`` (or anything with an ``api``) brings; checked."""
-    parts = tuple(getattr(app, "api", ()) or ())
+    """The parts a ``WorkerApp`` (or anything with an ``api``) brings, those it names by
+    a ``workers.node.ApiRef`` made; checked."""
+    from workers.node import ApiRef
+
+    parts = tuple(_resolved(p) if isinstance(p, ApiRef) else p
+                  for p in getattr(app, "api", ()) or ())
     for part in parts:
         if not isinstance(part, ApiPart):
             raise ValueError(f"an app's api holds graphql_api.extensions.ApiPart values, "

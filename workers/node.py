@@ -67,7 +67,7 @@ from .schedules import Schedule
 from .schedules import ensure as ensure_schedule
 from .schedules import prune as prune_schedules
 
-__all__ = ["WorkerApp", "WorkerNode", "WorkerSpec"]
+__all__ = ["ApiRef", "WorkerApp", "WorkerNode", "WorkerSpec"]
 
 _LOG = logging.getLogger("stepsaga.worker")
 # how often, at most, an idle node marks the works it leaves for another definition
@@ -109,6 +109,16 @@ def _check_concurrency(name: str, concurrency: object) -> None:
                          f"got {concurrency!r}")
 
 
+@dataclass(frozen=True, eq=False)  # a reference is itself: resolved once, by identity
+class ApiRef:
+    """A pack's part of the API named, not imported (workers/ imports nothing of
+    graphql_api/): the server imports ``factory`` (``module:function``) and calls it with
+    ``args`` (graphql_api.extensions.parts_of); a worker node never does."""
+
+    factory: str
+    args: tuple[Any, ...] = ()
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerApp:
     """What ``stepsaga worker --app module:attribute`` runs when it needs more than
@@ -136,7 +146,8 @@ class WorkerApp:
     # error tracker such as sentry-sdk plugs in (see engine.Runtime's on_error)
     on_error: Callable[[Any], Any] | None = None
     # what the app adds to the GraphQL API: graphql_api.extensions.ApiPart values (its
-    # queries, mutations and HTTP routes); a worker node never looks at them
+    # queries, mutations and HTTP routes) or ApiRef names of them (a pack's); a worker
+    # node never looks at them
     api: Sequence[Any] = ()
 
     @classmethod

@@ -11,6 +11,7 @@ import pytest
 
 from graphql_api.cli import load_app
 from graphql_api.config import ConfigError, load
+from graphql_api.extensions import parts_of
 from workers.actions.orders import OrderConfigError, parse
 
 
@@ -95,7 +96,7 @@ def test_the_section_of_a_config_file_reaches_the_app(tmp_path: Path) -> None:
                     '"http://127.0.0.1:9"\nkey = "sk"\n[orders.products.tee]\nprice = 1500\n')
     app = load_app("workers.actions.orders:app", load(path, {}))
     assert sorted(s.name for s in app.sagas) == ["orders.place", "orders.refund"]
-    assert [p.name for p in app.api] == ["orders"]
+    assert [p.name for p in parts_of(app)] == ["orders"]
     path.write_text('[orders.products.tee]\nprice = "cheap"\n')
     with pytest.raises(ConfigError, match=r"orders.products.tee.price: expected a whole"):
         load(path, {})

@@ -12,7 +12,7 @@ import anyio
 from engine import Runtime
 from engine.store import SqlStore
 from engine.store.feed import Feed
-from graphql_api.extensions import schema_for
+from graphql_api.extensions import parts_of, schema_for
 from graphql_api.schema import Context
 from graphql_api.service import Service
 from workers.actions.orders import orders_app
@@ -28,7 +28,7 @@ RESULT = """__typename ... on Order { id status workStatus error amount currency
 
 async def test_orders_through_the_schema(store_url: str, provider: Provider) -> None:
     app = orders_app(config=config_of(provider))
-    schema = schema_for(tuple(app.api))
+    schema = schema_for(parts_of(app))
     async with SqlStore.open(store_url) as store, Feed.running(store) as feed, \
             Runtime(app.sagas, store=store) as runtime, anyio.create_task_group() as tg:
         service = Service(store, feed, runtime)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine import Clock
-from workers.node import WorkerApp
+from workers.node import ApiRef, WorkerApp
 from workers.schedules import Schedule
 
 from .config import BackupsConfig, parse
@@ -50,11 +50,9 @@ def backups_app(settings: Mapping[str, Any] | None = None, *,
     place of the config's ``notify``."""
     if config is None:
         config = parse((settings or {}).get("backups"))
-    from .api import api_part  # the pack's GraphQL fields: the one module that knows the API
-
     return WorkerApp(sagas=backup_sagas(config, clock=clock, notify=notify),
                      schedules=job_schedules(config), schedule_prefix="backups.",
-                     api=[api_part(config)])
+                     api=[ApiRef("graphql_api.packs.backups:api_part", (config,))])
 
 
 def app(settings: Mapping[str, Any] | None = None) -> WorkerApp:

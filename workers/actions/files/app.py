@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine import Clock
-from workers.node import WorkerApp
+from workers.node import ApiRef, WorkerApp
 from workers.schedules import Schedule
 
 from .config import FilesConfig, parse
@@ -43,11 +43,7 @@ def files_app(settings: Mapping[str, Any] | None = None, *,
     :func:`graphql_api.config.load` returns)."""
     if config is None:
         config = parse((settings or {}).get("files"))
-    parts: list[Any] = []
-    if api:
-        from .api import files_part
-
-        parts.append(files_part(config))
+    parts = [ApiRef("graphql_api.packs.files:files_part", (config,))] if api else []
     return WorkerApp(sagas=file_sagas(config, clock=clock), api=parts,
                      schedules=sweep_schedules(config), schedule_prefix="files.")
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from workers.node import WorkerApp
+from workers.node import ApiRef, WorkerApp
 
 from .config import MessagingConfig, parse
 from .sagas import MessagingPack, messaging_sagas
@@ -35,13 +35,11 @@ def messaging_app(settings: Mapping[str, Any] | None = None, *,
                   config: MessagingConfig | None = None) -> WorkerApp:
     """The pack's saga, rate limits and API part, from ``config`` or the ``messaging``
     section of ``settings`` (what :func:`graphql_api.config.load` returns)."""
-    from .part import messaging_part
-
     if config is None:
         config = parse((settings or {}).get("messaging"))
     pack = MessagingPack(config)
     return WorkerApp(sagas=messaging_sagas(config, pack), rate_limits=config.rate_limits(),
-                     api=[messaging_part(pack)])
+                     api=[ApiRef("graphql_api.packs.messaging:messaging_part", (pack,))])
 
 
 def app(settings: Mapping[str, Any] | None = None) -> WorkerApp:

@@ -14,7 +14,7 @@ of the store the node runs on (migration 0016). From Python::
                                                "payment_method": "pm_card_visa"})
         await rt.run("orders.refund", {"order": result.work_id, "amount": 500})
 
-Through the API (see :mod:`workers.actions.orders.api`): ``createCart``,
+Through the API (see :mod:`graphql_api.packs.orders`): ``createCart``,
 ``setCartLine``, ``placeOrder``, ``refundOrder``, ``cart``, ``order``, ``orders``,
 ``products``.
 """
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from workers.node import WorkerApp
+from workers.node import ApiRef, WorkerApp
 
 from .config import OrdersConfig, parse
 from .provider import PaymentProvider
@@ -41,11 +41,9 @@ def orders_app(settings: Mapping[str, Any] | None = None, *,
     ``confirm`` in place of the config's hooks (each called with the order, a dict)."""
     if config is None:
         config = parse((settings or {}).get("orders"))
-    from .api import orders_part  # the GraphQL layer, loaded with the app that serves it
-
     return WorkerApp(sagas=order_sagas(config, provider=provider, ship=ship,
                                        confirm=confirm),
-                     api=[orders_part(config)])
+                     api=[ApiRef("graphql_api.packs.orders:orders_part", (config,))])
 
 
 def app(settings: Mapping[str, Any] | None = None) -> WorkerApp:

@@ -16,7 +16,7 @@ From Python::
         ...  # the mail's token:
         await confirm_sign_up(store, token)
 
-Through the API (see :mod:`workers.actions.users.part`): ``signUp``,
+Through the API (see :mod:`graphql_api.packs.users`): ``signUp``,
 ``confirmSignUp``, ``login``, ``logout``, ``me``, ``mySessions``, ``revokeSession``,
 ``requestPasswordReset``, ``resetPassword``, ``requestPhoneCode``, ``confirmPhone``;
 and with ``[users.oidc]`` the routes ``/auth/oidc/start`` and ``/auth/oidc/callback``.
@@ -29,7 +29,7 @@ from typing import Any
 
 from workers.actions.messaging import MessagingConfig, MessagingPack
 from workers.actions.messaging import parse as messaging_parse
-from workers.node import WorkerApp
+from workers.node import ApiRef, WorkerApp
 
 from .config import UsersConfig, parse
 from .sagas import UsersPack, users_sagas
@@ -51,11 +51,9 @@ def users_app(settings: Mapping[str, Any] | None = None, *,
         if messaging is None:
             messaging = messaging_parse((settings or {}).get("messaging"))
         pack = UsersPack(config, MessagingPack(messaging))
-    from .part import users_part  # the GraphQL layer, loaded with the app that serves it
-
     return WorkerApp(sagas=users_sagas(pack),
                      rate_limits=pack.messaging.config.rate_limits(),
-                     api=[users_part(pack)])
+                     api=[ApiRef("graphql_api.packs.users:users_part", (pack,))])
 
 
 def app(settings: Mapping[str, Any] | None = None) -> WorkerApp:

@@ -39,11 +39,10 @@ from graphql_api.extensions import ApiPart, run_saga
 from graphql_api.results import Conflict, InvalidInput, NotFound, WrongState, error_result
 from graphql_api.service import ApiError
 from workers import schedules as schedule_rows
-
-from .config import BackupsConfig
-from .errors import BackupConfigError
-from .inventory import jobs as job_rows
-from .inventory import list_backups
+from workers.actions.backups.config import BackupsConfig
+from workers.actions.backups.errors import BackupConfigError
+from workers.actions.backups.inventory import jobs as job_rows
+from workers.actions.backups.inventory import list_backups
 
 __all__ = ["ACTIONS", "BackupEndpoint", "BackupJob", "BackupManifest", "BackupRun",
            "BackupRunResult", "BackupStep", "api_part"]

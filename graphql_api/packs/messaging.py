@@ -31,10 +31,9 @@ from graphql_api.context import service_of
 from graphql_api.extensions import ApiPart
 from graphql_api.results import Conflict, InvalidInput, NotFound, WrongState, error_result
 from graphql_api.service import ApiError
-
-from .channels import SEND_SAGA, Channel
-from .errors import ChannelError, MessagingError
-from .sagas import MessagingPack, message
+from workers.actions.messaging.channels import SEND_SAGA, Channel
+from workers.actions.messaging.errors import ChannelError, MessagingError
+from workers.actions.messaging.sagas import MessagingPack, message
 
 __all__ = ["messaging_part"]
 

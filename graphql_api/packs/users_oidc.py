@@ -36,11 +36,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from graphql_api.auth import set_session_cookies, start_session
-
-from . import accounts
-from .config import OidcSpec
-from .errors import SignInError, UserInputError
-from .sagas import UsersPack
+from workers.actions.users import accounts
+from workers.actions.users.config import OidcSpec
+from workers.actions.users.errors import SignInError, UserInputError
+from workers.actions.users.sagas import UsersPack
 
 __all__ = ["OidcError", "Provider", "oidc_routes"]
 

@@ -13,7 +13,7 @@ and a wrong password alike, ``rate_limited`` with ``retryAfter``, ``not_active``
 
 Routes: ``GET /users/confirm?token=`` (the link of the confirmation mail, public), and
 with ``[users.oidc]`` ``/auth/oidc/start`` and ``/auth/oidc/callback`` (public; see
-:mod:`.oidc`).
+:mod:`graphql_api.packs.users_oidc`).
 """
 
 from __future__ import annotations
@@ -32,11 +32,10 @@ from graphql_api.auth import clear_session_cookies, set_session_cookies, start_s
 from graphql_api.context import context_of, service_of
 from graphql_api.extensions import ApiPart
 from graphql_api.results import InvalidInput, NotFound
-
-from . import accounts
-from . import sagas as ops
-from .errors import SignInError, TokenError, UserInputError, UsersConfigError
-from .sagas import UsersPack
+from workers.actions.users import accounts
+from workers.actions.users import sagas as ops
+from workers.actions.users.errors import SignInError, TokenError, UserInputError, UsersConfigError
+from workers.actions.users.sagas import UsersPack
 
 __all__ = ["users_part"]
 
@@ -309,7 +308,7 @@ def users_part(pack: UsersPack) -> ApiPart:
 
         made: list[Any] = [Route("/users/confirm", confirm_link, methods=["GET"])]
         if config.oidc is not None:
-            from .oidc import oidc_routes
+            from .users_oidc import oidc_routes
 
             made += oidc_routes(pack, service)
         return made

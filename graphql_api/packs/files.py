@@ -64,13 +64,12 @@ from graphql_api.results import (
     quota_exceeded,
 )
 from graphql_api.service import ApiError
-
-from .buckets import is_byte_range, open_bucket
-from .changes import CHANGES, change_of
-from .config import FilesConfig
-from .errors import FilesError
-from .names import check_key
-from .staging import Staged, discard
+from workers.actions.files.buckets import is_byte_range, open_bucket
+from workers.actions.files.changes import CHANGES, change_of
+from workers.actions.files.config import FilesConfig
+from workers.actions.files.errors import FilesError
+from workers.actions.files.names import check_key
+from workers.actions.files.staging import Staged, discard
 
 __all__ = ["files_part"]
 
@@ -277,7 +276,7 @@ async def _parse_form(request: Request, config: FilesConfig
     """A multipart form's fields, its ``file`` part streamed to a staged file."""
     from python_multipart.multipart import MultipartParser, parse_options_header
 
-    from .errors import FilesConfigError
+    from workers.actions.files.errors import FilesConfigError
 
     kind, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")

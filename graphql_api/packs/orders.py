@@ -24,11 +24,10 @@ from graphql_api.context import context_of, service_of
 from graphql_api.extensions import ApiPart, run_saga
 from graphql_api.results import InvalidInput, NotFound, WrongState
 from graphql_api.service import ApiError
-
-from . import ledger
-from .config import OrdersConfig
-from .errors import OrderInputError, OrderStateError
-from .sagas import check_order
+from workers.actions.orders import ledger
+from workers.actions.orders.config import OrdersConfig
+from workers.actions.orders.errors import OrderInputError, OrderStateError
+from workers.actions.orders.sagas import check_order
 
 __all__ = ["orders_part"]
 
