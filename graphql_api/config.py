@@ -252,46 +252,15 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
 
 
 
-def _limits(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    from .limits import parse
+def _checked_by(module: str) -> Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]:
+    """A section checked whole by ``module``'s ``parse`` (a ValueError naming the key),
+    imported only when a file has that section."""
+    def check(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        import importlib
 
-    parse(value)  # a ValueError naming the key (limits.rule[0].rate: ...)
-    return value
-
-
-def _backups(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    from workers.actions.backups.config import parse
-
-    parse(value)  # a BackupConfigError (a ValueError) naming the field
-    return value
-
-
-def _files(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    from workers.actions.files.config import parse
-
-    parse(value)  # a FilesConfigError (a ValueError) naming the field
-    return value
-
-
-def _orders(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    from workers.actions.orders.config import parse
-
-    parse(value)  # an OrderConfigError (a ValueError) naming the key
-    return value
-
-
-def _users(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    from workers.actions.users.config import parse
-
-    parse(value)  # a UsersConfigError (a ValueError) naming the key
-    return value
-
-
-def _messaging(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    from workers.actions.messaging.config import parse
-
-    parse(value)  # a MessagingConfigError (a ValueError) naming the key
-    return value
+        importlib.import_module(module).parse(value)
+        return value
+    return check
 
 
 def _retention(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -311,8 +280,9 @@ def _retention(value: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
 # the settings it is given), stepsaga serve and worker's [retention], the API clients'
 # [limits]
 _PACKS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = {
-    "backups": _backups, "retention": _retention, "limits": _limits, "orders": _orders,
-    "messaging": _messaging, "files": _files, "users": _users}
+    "retention": _retention, "limits": _checked_by("graphql_api.limits"),
+    **{pack: _checked_by(f"workers.actions.{pack}.config")
+       for pack in ("backups", "files", "orders", "users", "messaging")}}
 # the plain keys of those sections, with their defaults (the nested tables have none)
 _PACK_DEFAULTS: dict[str, dict[str, Any]] = {"limits": {"file": "", "reload": 1.0}}
 
