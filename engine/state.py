@@ -141,7 +141,7 @@ class WorkState:
     resume_past: dict[str, Any] | None = None
     input_overrides: dict[str, Any] = field(default_factory=dict)
     edits: list[dict[str, Any]] = field(default_factory=list)
-    waiting: dict[str, str] = field(default_factory=dict)  # path -> why its call waits
+    waiting: dict[str, str] = field(default_factory=dict)  # path -> why its call (or Wait) waits
     retries_used: dict[str, int] = field(default_factory=dict)
     completions: int = 0
     compensated: list[str] = field(default_factory=list)
@@ -227,6 +227,7 @@ def _stage(state: WorkState, path: str, time: float, payload: Any) -> StageState
 
 def _finish(state: WorkState, st: StageState, status: str, time: float) -> None:
     state.timers.pop(st.path, None)
+    state.waiting.pop(st.path, None)  # a Wait's signal, had it not come
     st.status = status
     st.finished_at = time
     st.order = state.completions
@@ -349,6 +350,9 @@ def _work_completed(state: WorkState, r: RecordedEvent, p: Any, t: float) -> Non
 
 def _work_compensating(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     state.phase = "compensating"
+    # a Wait left open waits for nothing now (the calls still waiting for a gate do)
+    state.waiting = {path: why for path, why in state.waiting.items()
+                     if path in state.open_calls}
     if p.get("cancelled"):
         state.cancelling = True
     if state.failure is None:
@@ -572,6 +576,8 @@ def _compensation_failed(state: WorkState, r: RecordedEvent, p: Any, t: float) -
 
 def _wait_started(state: WorkState, r: RecordedEvent, p: Any, t: float) -> None:
     st = _stage(state, r.event.path, t, p)
+    # the work shows waiting until the signal comes (or the wait times out)
+    state.waiting[st.path] = f"signal {p.get('signal', '')}"
     timeout = p.get("timeout")
     st.deadline = None if timeout is None else t + timeout
     if st.deadline is not None:

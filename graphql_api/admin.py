@@ -124,6 +124,7 @@ async def delete_principal(info: Info, name: str, reason: str = "") -> Principal
     if row is None:
         return NotFound(message=f"no principal is named {name!r}", field="name")
     await pr.remove(store, name, by=actor(info, ""))
+    service_of(info).policies_changed()
     return Principal.of(row)
 
 
@@ -158,4 +159,5 @@ async def set_policies(info: Info, policies: JSON, expected_version: int | None 
         if "read them again" in str(exc):
             return Conflict(message=str(exc), field="expectedVersion")
         return InvalidInput(message=str(exc), field="policies")
+    service_of(info).policies_changed()
     return PolicySet(version=done.version, policies=done.to_json())

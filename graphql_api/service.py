@@ -174,6 +174,7 @@ class Service:
                                                    code_sagas=code)
             else:
                 row = await saga_rows.delete_saga(self.store, name, by=by)
+                self.policies_changed()  # the policies naming it went with it
         except UnknownSagaError as exc:
             raise ApiError("not_found", str(exc), field="name") from None
         except WorkStateError as exc:
@@ -299,6 +300,11 @@ class Service:
         if self._policies is None or now - self._policies[0] > 0.5:
             self._policies = (now, await policies.load(self.store))
         return self._policies[1]
+
+    def policies_changed(self) -> None:
+        """This node changed the policies (or removed what they name): its next request
+        reads them again, not in half a second."""
+        self._policies = None
 
     async def events(self, work_id: str, *, after: int = 0, first: int = 100
                      ) -> list[RecordedEvent]:

@@ -302,7 +302,7 @@ async def test_a_work_records_its_definition_and_a_changed_one_does_not_go_on_wi
                 definition_hash(compile_saga(v1)), 1)
             assert await runtime.recover() == []  # it leaves the work too
         row = await store.work(work_id)
-        assert row is not None and row["status"] == "running"  # unfinished, in the store
+        assert row is not None and row["status"] == "waiting"  # unfinished, in the store
         # a definition that declares version 1 compatible goes on with it
         async with Runtime([order(version=2, continues=(1,), extra=True)],
                            store=store) as runtime:

@@ -152,7 +152,7 @@ async def test_a_refused_pause_leaves_memory_as_the_store_holds_it(tmp_path: Pat
                     await rt.pause(wid, by="ann", reason="look")
                 assert not rt.state(wid).paused if wid in rt.works() else True
             assert seqs(await store.read(wid)) == seqs(before)
-            assert (await store.work(wid) or {})["status"] == "running"
+            assert (await store.work(wid) or {})["status"] == "waiting"  # on its signal
             # given up here and handed back (or its lease ran out): recover goes on
             async def recovered() -> bool:
                 return await rt.recover() == [wid]

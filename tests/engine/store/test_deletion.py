@@ -39,7 +39,7 @@ async def test_a_finished_work_is_deleted_and_the_deletion_recorded(store_url: s
         kept = await rt.run("s", 2)
         last = max(e.position or 0 for e in await store.read(done.work_id))
         live = await rt.start("w", 0)
-        with pytest.raises(WorkStateError, match=f"work {live} is running; only a finished"):
+        with pytest.raises(WorkStateError, match=f"work {live} is waiting; only a finished"):
             await delete_work(store, live, by="ann")
         with pytest.raises(UnknownWorkError, match="no work has id 'nope'"):
             await delete_work(store, "nope", by="ann")

@@ -38,6 +38,8 @@ async def test_a_paused_channel_holds_its_messages_and_resuming_sends_them(
             for work_id in ids:
                 runs = {r["path"]: r["status"] for r in await store.stage_runs(work_id)}
                 assert runs[HELD] == "running" and "deliver" not in runs, runs
+                # a held message is a waiting work, not a running (nor a failed) one
+                assert (await store.work(work_id) or {})["status"] == "waiting"
             chat = await send_message(rt, "chat", "code", "-100123", {"code": 5})
             assert (await ended(store, [chat]))[chat]["status"] == "completed"
             assert providers.state.sms == []  # nothing sent while paused
