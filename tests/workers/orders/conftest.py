@@ -11,10 +11,16 @@ from typing import Any
 import pytest
 
 from engine import Runtime
+from engine.secrets import Secrets
 from engine.store import SqlStore
 from workers.actions.orders import OrdersConfig, orders_app, parse
 
 from .provider import KEY, Provider, serving
+
+# the deployment's [secrets] key: orders.place's payment method is sealed with it
+SECRETS_HEX = "5e" * 32
+SECRETS = Secrets(bytes.fromhex(SECRETS_HEX))
+SECRETS_TOML = f'[secrets]\nkey = "{SECRETS_HEX}"\n'
 
 
 @pytest.fixture
@@ -38,7 +44,8 @@ def settings(provider: Provider, **extra: Any) -> dict[str, Any]:
 async def running(url: str, config: OrdersConfig, **hooks: Any
                   ) -> AsyncIterator[tuple[Runtime, SqlStore]]:
     async with SqlStore.open(url) as store, Runtime(
-            orders_app(config=config, **hooks).sagas, store=store) as runtime:
+            orders_app(config=config, **hooks).sagas, store=store,
+            secrets=SECRETS) as runtime:
         yield runtime, store
 
 

@@ -15,6 +15,7 @@ import pytest
 from tests.graphql_api.test_extensions import cli, post
 from tests.graphql_api.wire import Served
 
+from .conftest import SECRETS_TOML
 from .provider import KEY, Provider
 
 CART = "id amount currency orderId lines { sku name quantity price }"
@@ -30,7 +31,7 @@ CART_RESULT = f"""__typename ... on Cart {{ {CART} }} ... on InvalidInput {{ mes
 def served(tmp_path: Path, provider: Provider) -> Iterator[dict[str, Any]]:
     store = f"sqlite+aiosqlite:///{tmp_path}/s.sqlite"
     config = tmp_path / "stepsaga.toml"
-    config.write_text(f'[orders.provider]\nurl = "{provider.url}"\nkey = "{KEY}"\n'
+    config.write_text(SECRETS_TOML + f'[orders.provider]\nurl = "{provider.url}"\nkey = "{KEY}"\n'
                       '[orders.products.tee]\nname = "T-shirt"\nprice = 1500\nstock = 3\n'
                       '[orders.products.game]\nname = "Game"\nprice = 2000\n'
                       'kind = "digital"\n')

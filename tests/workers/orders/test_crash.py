@@ -18,7 +18,7 @@ from engine import Runtime
 from engine.store import SqlStore
 from workers.actions.orders import order, orders_app
 
-from .conftest import config_of
+from .conftest import SECRETS, SECRETS_TOML, config_of
 from .provider import KEY, Provider
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -27,12 +27,14 @@ ROOT = Path(__file__).resolve().parents[3]
 async def test_a_worker_killed_mid_charge_does_not_charge_twice(
         store_url: str, provider: Provider, tmp_path: Path) -> None:
     config_file = tmp_path / "stepsaga.toml"
-    config_file.write_text(f'[orders.provider]\nurl = "{provider.url}"\nkey = "{KEY}"\n'
+    config_file.write_text(SECRETS_TOML +
+                           f'[orders.provider]\nurl = "{provider.url}"\nkey = "{KEY}"\n'
                            '[orders.products.tee]\nname = "T-shirt"\nprice = 1500\n'
                            'stock = 5\n')
     provider.hold()
     async with SqlStore.open(store_url) as store, Runtime(
-            orders_app(config=config_of(provider)).sagas, store=store) as rt:
+            orders_app(config=config_of(provider)).sagas, store=store,
+            secrets=SECRETS) as rt:
         work_id = await rt.start("orders.place", {
             "owner": "alice", "email": "alice@example.com", "payment_method": "pm_card_visa",
             "lines": [{"sku": "tee", "quantity": 2}]}, run=False)

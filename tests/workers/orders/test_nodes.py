@@ -11,7 +11,7 @@ from engine import Runtime
 from engine.store import SqlStore
 from workers.actions.orders import add_keys, order, orders_app, stock
 
-from .conftest import config_of
+from .conftest import SECRETS, SECRETS_TOML, config_of
 from .provider import KEY, Provider
 from .test_crash import Child
 
@@ -19,12 +19,13 @@ from .test_crash import Child
 async def test_two_nodes_give_each_key_once(postgres_url: str, provider: Provider,
                                             tmp_path: Path) -> None:
     config_file = tmp_path / "stepsaga.toml"
-    config_file.write_text(f'[orders.provider]\nurl = "{provider.url}"\nkey = "{KEY}"\n'
+    config_file.write_text(SECRETS_TOML +
+                           f'[orders.provider]\nurl = "{provider.url}"\nkey = "{KEY}"\n'
                            '[orders.products.game]\nname = "Game"\nprice = 2000\n'
                            'kind = "digital"\n')
     config = config_of(provider)
     async with SqlStore.open(postgres_url) as store, Runtime(
-            orders_app(config=config).sagas, store=store) as rt:
+            orders_app(config=config).sagas, store=store, secrets=SECRETS) as rt:
         await add_keys(store, config, "game", [f"G-{i}" for i in range(5)])
         nodes = [Child(postgres_url, str(config_file)) for _ in range(2)]
         try:

@@ -9,10 +9,12 @@ from typing import Any
 
 import anyio
 import pytest
+import sqlalchemy as sa
 
+from engine.store.schema import events, works
 from workers.actions.orders import add_keys, cart, create_cart, order, set_line, stock
 
-from .conftest import config_of, running, sqlite_url
+from .conftest import SECRETS, config_of, running, sqlite_url
 from .provider import Provider
 
 ORDER = {"owner": "alice", "email": "alice@example.com", "payment_method": "pm_card_visa"}
@@ -38,6 +40,11 @@ async def test_an_order_is_reserved_charged_issued_and_confirmed(
         placed = await order(store, result.work_id)
         left = await stock(store, config)
         ordered = await cart(store, config, cart_id)
+        async with store.reader.connect() as conn:
+            stored = "\n".join(str(r[0]) for r in (await conn.execute(
+                sa.select(events.c.payload).union_all(sa.select(works.c.input)))).all())
+    # the payment method reached the provider, and is nowhere in the store in the clear
+    assert "pm_card_visa" not in stored and f"v1.{SECRETS.key_id}." in stored
     assert placed is not None and placed["status"] == "completed"
     assert placed["amount"] == 2 * 1500 + 2 * 2000 and placed["currency"] == "usd"
     assert [k["code"] for k in placed["keys"]] == ["K-1", "K-2"]
@@ -45,6 +52,7 @@ async def test_an_order_is_reserved_charged_issued_and_confirmed(
     assert ordered is not None and ordered["order_id"] == result.work_id
     (intent,) = provider.intents.values()
     assert intent["amount"] == 7000 and intent["status"] == "succeeded"
+    assert intent["payment_method"] == "pm_card_visa"
     assert placed["payment_intent"] == intent["id"]
     assert intent["metadata"]["order_id"] == result.work_id
     keys = provider.keys_of("/v1/payment_intents")
@@ -289,7 +297,7 @@ async def test_the_confirmation_can_be_a_saga_run_as_the_last_stage(
     mail = Saga(name="mail.send", stages=[Stage(name="send", transaction=send)])
     config = config_of(provider, confirm_saga="mail.send", confirm_template="thanks")
     async with SqlStore.open(sqlite_url(tmp_path)) as store, Runtime(
-            [*orders_app(config=config).sagas, mail], store=store) as rt:
+            [*orders_app(config=config).sagas, mail], store=store, secrets=SECRETS) as rt:
         done = await rt.run("orders.place", {**ORDER, "lines": [
             {"sku": "tee", "quantity": 1}]})
         big = await rt.run("orders.place", {**ORDER, "lines": [

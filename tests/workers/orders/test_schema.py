@@ -18,7 +18,7 @@ from graphql_api.service import Service
 from workers.actions.orders import orders_app
 from workers.node import WorkerSpec
 
-from .conftest import config_of
+from .conftest import SECRETS, config_of
 from .provider import Provider
 
 RESULT = """__typename ... on Order { id status workStatus error amount currency }
@@ -30,9 +30,11 @@ async def test_orders_through_the_schema(store_url: str, provider: Provider) -> 
     app = orders_app(config=config_of(provider))
     schema = schema_for(parts_of(app))
     async with SqlStore.open(store_url) as store, Feed.running(store) as feed, \
-            Runtime(app.sagas, store=store) as runtime, anyio.create_task_group() as tg:
+            Runtime(app.sagas, store=store, secrets=SECRETS) as runtime, \
+            anyio.create_task_group() as tg:
         service = Service(store, feed, runtime)
-        node = app.node(store, [WorkerSpec(name="main")])  # runs what the API queues
+        # runs what the API queues
+        node = app.node(store, [WorkerSpec(name="main")], secrets=SECRETS)
         await tg.start(node.run)
 
         async def ask(query: str, **variables: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import sys
 
 import anyio
 
+from engine.secrets import Secrets
 from engine.store import SqlStore
 from graphql_api.config import load
 from workers.actions.orders import orders_app
@@ -16,9 +17,11 @@ from workers.node import WorkerSpec
 
 
 async def main(url: str, config: str) -> None:
-    app = orders_app(load(config, {}))
+    settings = load(config, {})
+    app = orders_app(settings)
     async with SqlStore.open(url) as store:
-        node = app.node(store, [WorkerSpec(name="main")], lease_ttl=2.0)
+        node = app.node(store, [WorkerSpec(name="main")], lease_ttl=2.0,
+                        secrets=Secrets.from_config(settings.get("secrets", {})))
         async with anyio.create_task_group() as tg:
             await tg.start(node.run)
             print(json.dumps({"ready": node.node_id}), flush=True)

@@ -6,7 +6,9 @@ Load it with ``stepsaga serve --app workers.actions.orders:app --config stepsaga
 of the store the node runs on (migration 0016). From Python::
 
     app = orders_app(config=parse({...}))
-    async with SqlStore.open(url) as store, Runtime(app.sagas, store=store) as rt:
+    key = Secrets(bytes.fromhex(KEY_HEX))       # the payment method is a secret
+    async with SqlStore.open(url) as store, Runtime(app.sagas, store=store,
+                                                    secrets=key) as rt:
         cart = await create_cart(store, "alice")
         await set_line(store, config, cart, "tee", 2)
         result = await rt.run("orders.place", {"cart": cart, "owner": "alice",

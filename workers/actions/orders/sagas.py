@@ -1,7 +1,10 @@
 """The orders pack's sagas, built from a checked :class:`OrdersConfig`.
 
 - ``orders.place`` ``{"cart": ID, "owner": NAME, "email": ADDRESS, "payment_method":
-  TOKEN}`` (or ``"lines": [{"sku", "quantity"}]`` in place of a cart). Stages:
+  TOKEN}`` (or ``"lines": [{"sku", "quantity"}]`` in place of a cart). The payment
+  method is a secret (engine.secrets): sealed in the store wherever it is carried,
+  redacted in the API and UI; a deployment of this saga needs a ``[secrets] key``.
+  Stages:
 
   ``place``      the order's row (its id is the work's), priced from the catalog, its
                  cart marked ordered; compensation: the order ``failed``, its cart open
@@ -315,7 +318,12 @@ _PLACE_SCHEMA: dict[str, Any] = {
         "lines": {"type": "array", "items": {"type": "object", "properties": {
             "sku": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1}}}},
         "owner": {"type": "string"}, "email": {"type": "string", "format": "email"},
-        "payment_method": {"type": "string", "title": "Payment method token"}}}
+        "payment_method": {"type": "string", "title": "Payment method token",
+                           "secret": True}}}
+# what place and reserve hand on carries the payment method to the charge: sealed there
+# too (the charge's output has it no more)
+_CARRIES_METHOD: dict[str, Any] = {"type": "object", "properties": {
+    "payment_method": {"type": "string", "secret": True}}}
 _REFUND_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["order"], "properties": {
         "order": {"type": "string", "title": "Order id"},
@@ -340,9 +348,10 @@ def order_sagas(config: OrdersConfig, *, provider: PaymentProvider | None = None
                                               "confirm; refunded if it fails after the charge",
              input_schema=_PLACE_SCHEMA, stages=[
                  Stage(name="place", transaction=pack.place, compensation=pack.unplace,
-                       retry=_STORE_RETRY),
+                       retry=_STORE_RETRY, output_schema=_CARRIES_METHOD),
                  Stage(name="reserve", transaction=pack.reserve,
-                       compensation=pack.unreserve, retry=_STORE_RETRY),
+                       compensation=pack.unreserve, retry=_STORE_RETRY,
+                       output_schema=_CARRIES_METHOD),
                  Stage(name="charge", transaction=pack.charge,
                        compensation=pack.refund_charge, retry=_PROVIDER_RETRY),
                  Stage(name="issue", transaction=pack.issue, compensation=pack.revoke,
