@@ -7,7 +7,9 @@ channel's messages to its senders in turn.
   of the config (never their credentials).
 - :meth:`Channels.take_turn` adds one to the channel's counter in one SQL statement
   (``UPDATE ... SET turns = turns + 1 ... RETURNING``), atomic on SQLite and
-  PostgreSQL alike, so messages go to each sender after the other across every node.
+  PostgreSQL alike, so messages go to each sender after the other across every node;
+  ``if_active``: only while the channel is active (a message's check takes its turn
+  and reads the channel's state in that one statement).
 - A paused channel holds its messages: a message's ``hold`` stage waits for the signal
   ``messaging.resume``, which :meth:`Channels.resume` sends to every message queued
   for the channel (its payload is the message, which goes on to be delivered).
@@ -70,7 +72,8 @@ class Channels:
         self.store = store
         self.config = config
         self._seeded = False
-        self._asking: dict[str, builtins.list[_Turn]] = {}  # channel -> turns asked
+        # (channel, if_active) -> turns asked
+        self._asking: dict[tuple[str, bool], builtins.list[_Turn]] = {}
 
     # ------------------------------------------------------------ reading
 
@@ -247,9 +250,10 @@ class Channels:
             return False  # it ended meanwhile, or was removed
         return True
 
-    async def take_turn(self, name: str) -> tuple[int, Channel]:
+    async def take_turn(self, name: str, *, if_active: bool = False) -> tuple[int, Channel]:
         """One more message for channel ``name``: its number (1, 2, ...), unique across
-        every node, and the channel as it is.
+        every node, and the channel as it is; ``if_active``: no number (0) when the
+        channel is not active (the channel says how it is).
 
         The messages of this process that ask together share one statement, ``UPDATE
         ... SET turns = turns + k ... RETURNING``, and take the k numbers it reserved in
@@ -258,17 +262,18 @@ class Channels:
         transaction each would queue on the write lock)."""
         await self._seed()
         turn = _Turn()
-        waiting = self._asking.setdefault(name, [])
+        asking = (name, if_active)
+        waiting = self._asking.setdefault(asking, [])
         waiting.append(turn)
         if len(waiting) == 1:  # nobody takes turns for this channel now: this one does
             with anyio.CancelScope(shield=True):  # the others wait on it
                 while waiting:
                     batch = waiting[:]
-                    await self._reserve(name, batch)
+                    await self._reserve(name, batch, if_active)
                     del waiting[:len(batch)]
                     for one in batch:
                         one.done.set()
-                del self._asking[name]
+                del self._asking[asking]
         else:
             await turn.done.wait()
         if turn.error is not None:
@@ -276,9 +281,13 @@ class Channels:
         assert turn.channel is not None
         return turn.number, turn.channel
 
-    async def _reserve(self, name: str, batch: builtins.list[_Turn]) -> None:
+    async def _reserve(self, name: str, batch: builtins.list[_Turn], if_active: bool
+                       ) -> None:
+        more: Any = len(batch)
+        if if_active:
+            more = sa.case((table.c.state == "active", more), else_=0)
         statement = (table.update().where(table.c.name == name, table.c.state != "deleted")
-                     .values(turns=table.c.turns + len(batch)).returning(*table.c))
+                     .values(turns=table.c.turns + more).returning(*table.c))
 
         def take(conn: Connection) -> Any:
             return conn.execute(statement).first()
@@ -294,8 +303,9 @@ class Channels:
                 one.error = exc
             return
         channel, last = self._shown(row), int(row.turns)
+        taken = not if_active or channel.state == "active"
         for i, one in enumerate(batch):
-            one.number, one.channel = last - len(batch) + 1 + i, channel
+            one.number, one.channel = (last - len(batch) + 1 + i) if taken else 0, channel
 
 
 class _Turn:

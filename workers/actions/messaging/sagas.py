@@ -4,12 +4,14 @@
 
 - ``check``: the channel exists, ``to`` is an address of its kind, the template
   renders with the context (an unknown template or variable fails here, for good,
-  before anything is sent);
+  before anything is sent); when the channel is active the message takes its turn
+  here, in the statement that reads the channel's state;
 - ``hold``: a branch: ``open`` when the channel is active; ``held`` while it is
   paused: a loop waiting for the signal ``messaging.resume`` (the work shows
   *waiting* and holds no worker slot) until the channel is active again;
 - ``deliver``: under the channel's rate limit (key ``messaging:<channel>``), the
-  message goes to the sender whose turn it is (the channel's counter in the store),
+  message goes to the sender whose turn it is (the channel's counter in the store: the
+  turn check took, or one taken now for a message that was held and for each retry),
   and to the next ones in order when one fails; when every sender failed the stage is
   retried with backoff (``[messaging] attempts``, ``backoff``). A message that failed
   for good is a failed work, shown with each sender's error; :func:`retry_message`
@@ -60,6 +62,7 @@ _INPUT_SCHEMA: dict[str, Any] = {
     "examples": [{"channel": "email", "template": "welcome", "to": "ada@example.com",
                   "context": {"name": "Ada"}}]}
 _HOLD_ROUNDS = 10_000  # a held message wakes once per resume: this many at most
+_READY = 4096  # messages checked here whose deliver has not come yet: this many kept
 
 
 def message(channel: str, template: str, to: str, context: Mapping[str, Any] | None = None
@@ -99,6 +102,9 @@ class MessagingPack:
             s.name: PROVIDERS[s.kind](s.name, s.options) for s in config.senders.values()}
         self._channels: weakref.WeakKeyDictionary[SqlStore, Channels] = \
             weakref.WeakKeyDictionary()
+        # work id -> (the message check saw, its channel, as rendered): deliver on this
+        # node sends it without reading the channel or rendering again
+        self._ready: dict[str, tuple[dict[str, Any], Channel, Rendered]] = {}
 
     def channels(self, store: SqlStore | None) -> Channels:
         """The channels of ``store`` (one object per store, so it seeds once)."""
@@ -110,20 +116,32 @@ class MessagingPack:
             found = self._channels[store] = Channels(store, self.config)
         return found
 
-    def render(self, channel: Channel, data: dict[str, Any], key: str = "") -> Rendered:
-        to = check_address(channel.kind, data["to"])
+    def render(self, channel: Channel | str, data: dict[str, Any], key: str = ""
+               ) -> Rendered:
+        """``data`` rendered for ``channel`` (or a channel's kind); an error naming what
+        is wrong with it."""
+        kind = channel if isinstance(channel, str) else channel.kind
+        to = check_address(kind, data["to"])
         subject, text, html = self.templates.render(
-            data["template"], data["context"], email=channel.kind == "email")
+            data["template"], data["context"], email=kind == "email")
         return Rendered(to=to, text=text, subject=subject, html=html, key=key)
 
     # ------------------------------------------------------------ stages
 
     async def check(self, ctx: StageContext, data: Any) -> dict[str, Any]:
         checked = _message(data)
-        channel = await self.channels(ctx.store).get(checked["channel"])
-        self.render(channel, checked)
-        # the channel's state as read now: hold's choice (deliver reads the message only)
-        return {**checked, "paused": channel.state == "paused"}
+        channels = self.channels(ctx.store)
+        # a declared channel's kind is the config's; another's is read (or the error)
+        spec = self.config.channels.get(checked["channel"])
+        kind = spec.kind if spec is not None else (await channels.get(checked["channel"])).kind
+        rendered = self.render(kind, checked, key=ctx.work_id)  # bad input takes no turn
+        turn, channel = await channels.take_turn(checked["channel"], if_active=True)
+        if not turn:  # paused: hold's choice; deliver takes a turn once it is resumed
+            return {**checked, "paused": True}
+        self._ready[ctx.work_id] = (checked, channel, rendered)
+        while len(self._ready) > _READY:
+            self._ready.pop(next(iter(self._ready)))
+        return {**checked, "paused": False, "turn": turn}
 
     async def choose(self, ctx: StageContext, data: Any) -> str:
         return "held" if data.get("paused") else "open"
@@ -134,8 +152,16 @@ class MessagingPack:
 
     async def deliver(self, ctx: StageContext, data: Any) -> dict[str, Any]:
         checked = _message(data)
-        turn, channel = await self.channels(ctx.store).take_turn(checked["channel"])
-        rendered = self.render(channel, checked, key=ctx.work_id)
+        ready = self._ready.pop(ctx.work_id, None)
+        turn = data.get("turn") if ctx.attempt == 1 else None
+        if not isinstance(turn, int) or isinstance(turn, bool) or turn < 1:
+            turn, channel = await self.channels(ctx.store).take_turn(checked["channel"])
+        elif ready is not None and ready[0] == checked:  # checked here, as it is now
+            channel = ready[1]
+        else:  # checked on another node (or its message edited since)
+            channel = await self.channels(ctx.store).get(checked["channel"])
+        rendered = ready[2] if ready is not None and ready[0] == checked else \
+            self.render(channel, checked, key=ctx.work_id)
         count = len(channel.senders)
         failures: list[dict[str, Any]] = []
         for i in range(count):
