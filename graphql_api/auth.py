@@ -73,7 +73,7 @@ ANONYMOUS_KEY = "stepsaga.anonymous"  # set when the middleware let a request in
 # credential the API found there (graphql_api.server.Api.on_ws_connect), for the watch
 PENDING_KEY = "stepsaga.pending"
 # reachable without signing in
-PUBLIC = ("/healthz", "/readyz", "/login", "/auth/login", "/auth/whoami")
+PUBLIC = ("/healthz", "/readyz", "/login", "/auth/login", "/auth/whoami", "/auth/ways")
 PUBLIC_PREFIXES = ("/ui/assets/",)
 # what any signed-in principal reaches (a GraphQL field checks its own policies)
 _SIGNED_IN = ("/graphql", "/auth/logout")
@@ -371,12 +371,17 @@ def _safe_next(value: str | None) -> str:
     return value
 
 
-def login_routes(store: SqlStore, page: Callable[[Request], Awaitable[Response]]
-                 ) -> list[Any]:
+def login_routes(store: SqlStore, page: Callable[[Request], Awaitable[Response]],
+                 ways: Sequence[str] = ("token",)) -> list[Any]:
     """``/login`` (the page; with ``?once=`` a one-time link signs in at once),
-    ``POST /auth/login`` (a token in, a session out), ``POST /auth/logout`` and
-    ``GET /auth/whoami`` (whether the request is signed in, and as whom)."""
+    ``POST /auth/login`` (a token in, a session out), ``POST /auth/logout``,
+    ``GET /auth/whoami`` (whether the request is signed in, and as whom) and
+    ``GET /auth/ways`` (how a person may sign in here, for the page: ``ways``, each of
+    ``token``, ``password`` (a pack's ``login`` mutation) and ``oidc``)."""
     from starlette.routing import Route
+
+    async def sign_in_ways(request: Request) -> Response:
+        return JSONResponse({"ways": list(ways)})
 
     async def login_page(request: Request) -> Response:
         once = request.query_params.get("once")
@@ -425,6 +430,7 @@ def login_routes(store: SqlStore, page: Callable[[Request], Awaitable[Response]]
 
     return [Route("/login", login_page, methods=["GET"]),
             Route("/auth/whoami", whoami, methods=["GET"]),
+            Route("/auth/ways", sign_in_ways, methods=["GET"]),
             Route("/auth/login", login, methods=["POST"]),
             Route("/auth/logout", logout, methods=["POST"])]
 

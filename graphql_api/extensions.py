@@ -21,7 +21,7 @@ from typing import Any
 from engine.store.policies import ACTIONS  # the one list of actions, the policies'
 
 __all__ = ["ApiPart", "actions_of", "anonymous_fields", "bodies_of", "own_fields", "parts_of",
-           "public_paths", "routes_of", "run_saga", "schema_for"]
+           "public_paths", "routes_of", "run_saga", "schema_for", "sign_in_ways"]
 
 
 
@@ -116,6 +116,15 @@ def own_fields(parts: Iterable[ApiPart]) -> frozenset[str]:
 
 def public_paths(parts: Iterable[ApiPart]) -> tuple[str, ...]:
     return tuple(path for part in parts for path in part.public)
+
+
+def sign_in_ways(parts: Iterable[ApiPart]) -> tuple[str, ...]:
+    """How a person signs in on the login page where ``parts`` are served: with a token
+    always; with an email and password when a part lets anonymous clients call
+    ``login``; with OpenID Connect when a part serves ``/auth/oidc/start``."""
+    parts = list(parts)
+    return ("token", *(["password"] if "login" in anonymous_fields(parts) else []),
+            *(["oidc"] if "/auth/oidc/start" in public_paths(parts) else []))
 
 
 def bodies_of(parts: Iterable[ApiPart]) -> dict[str, int | None]:

@@ -27,7 +27,15 @@ from engine.store.feed import Feed
 
 from .auth import PENDING_KEY, Auth, graphql_principal, login_routes
 from .explorer import NoExplorer, WithExplorer, app_page, explorer_files
-from .extensions import anonymous_fields, bodies_of, parts_of, public_paths, routes_of, schema_for
+from .extensions import (
+    anonymous_fields,
+    bodies_of,
+    parts_of,
+    public_paths,
+    routes_of,
+    schema_for,
+    sign_in_ways,
+)
 from .guards import MAX_BODY, QUERY_TIMEOUT, Guards
 from .limits import LimitsSource, RateLimits, settle
 from .observability import QuietServer as _Server
@@ -117,7 +125,7 @@ def make_app(service: Service, *, auth: bool = True, node: Any = None,
               Route("/graphql", WithExplorer(api) if explorer else NoExplorer(api),
                     methods=["GET", "POST"]),
               WebSocketRoute("/graphql", api),
-              *login_routes(service.store, app_page),
+              *login_routes(service.store, app_page, sign_in_ways(parts)),
               *pack_routes,
               Mount("/ui", explorer_files())]
     inner: ASGIApp = Starlette(routes=routes)
