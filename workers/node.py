@@ -381,16 +381,28 @@ class WorkerNode:
             # commands sent to a node id before it started are not its own
             last = await inbox.pending(self.store, inbox.NODE_PREFIX + self.node_id)
             self._node_applied = last[-1].number if last else 0
+            unlisten = None
             if self.store.dialect == "postgresql":
                 await tg.start(self._listen)
             else:
                 tg.start_soon(self._watch_commands)
-            task_status.started()
-            await self._stop.wait()
-            for worker in list(self._workers.values()):
-                await worker.ended.wait()
+                # a work this process's store made free to claim wakes the workers at
+                # once (another process's is found at the next poll)
+                unlisten = self.store.add_commit_listener(self._committed)
+            try:
+                task_status.started()
+                await self._stop.wait()
+                for worker in list(self._workers.values()):
+                    await worker.ended.wait()
+            finally:
+                if unlisten is not None:
+                    unlisten()
             tg.cancel_scope.cancel()
         self._tg = None
+
+    def _committed(self, committed: Any) -> None:
+        if committed is None or committed.made_claimable():
+            self._kick()
 
     async def drain(self, deadline: float | None = None) -> None:
         """Drain every worker (see the module docstring), withdraw the node's catalog,

@@ -45,6 +45,11 @@ class Committed:
     last: int
     batch: Sequence[_Append]
 
+    def made_claimable(self) -> bool:
+        """Whether it left a new work free for a worker node to claim."""
+        return any(item.lease is not None and item.lease.get("owner") is None
+                   for item in self.batch)
+
     def records(self) -> list[RecordedEvent]:
         found = sorted((r for item in self.batch for r in item.records),
                        key=lambda r: (r.work_id, r.seq))

@@ -13,6 +13,7 @@ seq is taken fails with :class:`ConflictError` and writes nothing.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -136,6 +137,11 @@ class SqlStore:
         # hand-off per group commit instead of one per statement (see NOTES.md)
         self._sync_engine = sync_engine
         self._writer_connection: Any = None
+        # SQLite: this process's write transactions take turns here, so that one waits
+        # for another of the same process by a lock handed over at once, not by SQLite's
+        # busy handler, which sleeps up to 100 ms between its tries (other processes'
+        # still meet that). Taken without waiting on the event loop, waiting in threads.
+        self._write_turn = threading.Lock()
         # what a small SQLite commit took lately (seconds, moving average): see _write
         self._commit_cost = 0.0
         self.commits = 0  # group commits written: a measure for benchmarks and metrics
@@ -212,8 +218,9 @@ class SqlStore:
             raw = engine.raw_connection()
             try:
                 dbapi: Any = raw.driver_connection
-                dbapi.execute("BEGIN IMMEDIATE")
-                return _commit_or_roll_back(dbapi, lambda: fn(dbapi))
+                with self._write_turn:
+                    dbapi.execute("BEGIN IMMEDIATE")
+                    return _commit_or_roll_back(dbapi, lambda: fn(dbapi))
             finally:
                 raw.close()
 
@@ -233,6 +240,14 @@ class SqlStore:
             return result
 
         def run(wait: bool = True) -> tuple[bool, _T | None]:
+            if not self._write_turn.acquire(blocking=wait):
+                return False, None  # this process's writer has the lock
+            try:
+                return locked(wait)
+            finally:
+                self._write_turn.release()
+
+        def locked(wait: bool) -> tuple[bool, _T | None]:
             with engine.connect() as conn:
                 if not wait:
                     conn.exec_driver_sql("PRAGMA busy_timeout=0")
@@ -396,20 +411,27 @@ class SqlStore:
         is taken without waiting, and a disk whose small commits average more than
         _INLINE_COST gets the thread.
         """
-        dbapi = self._dbapi()
-        dbapi.execute("PRAGMA busy_timeout=0")
+        if not self._write_turn.acquire(blocking=False):
+            return False  # another write of this process is under way (in a thread)
         try:
-            dbapi.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:  # SQLITE_BUSY: another writer has the lock
-            return False
+            dbapi = self._dbapi()
+            dbapi.execute("PRAGMA busy_timeout=0")
+            try:
+                dbapi.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # SQLITE_BUSY: another writer has the lock
+                return False
+            finally:
+                dbapi.execute(f"PRAGMA busy_timeout={int(self.config.busy_timeout_ms)}")
+            start = time.perf_counter()
+            try:
+                self._written = _commit_or_roll_back(dbapi,
+                                                     lambda: _write_sqlite(dbapi, batch))
+            finally:
+                self._commit_cost = 0.8 * self._commit_cost + 0.2 * (
+                    time.perf_counter() - start)
+            return True
         finally:
-            dbapi.execute(f"PRAGMA busy_timeout={int(self.config.busy_timeout_ms)}")
-        start = time.perf_counter()
-        try:
-            self._written = _commit_or_roll_back(dbapi, lambda: _write_sqlite(dbapi, batch))
-        finally:
-            self._commit_cost = 0.8 * self._commit_cost + 0.2 * (time.perf_counter() - start)
-        return True
+            self._write_turn.release()
 
     def _dbapi(self) -> Any:
         assert self._sync_engine is not None
@@ -422,8 +444,9 @@ class SqlStore:
         # the pool and opening a SQLAlchemy transaction per group commit cost about as much
         # as the commit itself. Only the writer (one task, so one thread at a time) uses it.
         dbapi = self._dbapi()
-        dbapi.execute("BEGIN IMMEDIATE")  # the write lock first: the lease check holds
-        self._written = _commit_or_roll_back(dbapi, lambda: _write_sqlite(dbapi, batch))
+        with self._write_turn:
+            dbapi.execute("BEGIN IMMEDIATE")  # the write lock first: the lease check holds
+            self._written = _commit_or_roll_back(dbapi, lambda: _write_sqlite(dbapi, batch))
 
     async def _commit(self, batch: list[_Append]) -> None:
         self._written = None
