@@ -35,34 +35,32 @@ export function Login() {
     fetch('/auth/ways', { headers: { Accept: 'application/json' } })
       .then((r) => r.json()).then((answer) => setWays(answer.ways || ['token']), () => {});
   }, []);
-  const unanswered = (err) => setProblem(`the server did not answer: ${err.message}`);
-  const withToken = (e) => {
-    e.preventDefault();
+  const post = (url, body, answered) => {
     setBusy(true);
-    fetch('/auth/login', {
+    fetch(url, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-      body: JSON.stringify({ token: token.trim(), next: nextPath() }),
-    }).then((r) => r.json()).then((answer) => {
+      body: JSON.stringify(body),
+    }).then((r) => r.json()).then(answered,
+      (err) => setProblem(`the server did not answer: ${err.message}`))
+      .finally(() => setBusy(false));
+  };
+  const withToken = (e) => {
+    e.preventDefault();
+    post('/auth/login', { token: token.trim(), next: nextPath() }, (answer) => {
       if (answer.ok) window.location.assign(answer.next);
       else setProblem(answer.errors ? answer.errors.map((x) => x.message).join('; ') : 'refused');
-    }, unanswered)
-      .finally(() => setBusy(false));
+    });
   };
   const withPassword = (e) => {
     e.preventDefault();
-    setBusy(true);
-    fetch('/graphql', {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-      body: JSON.stringify({ query: LOGIN, variables: { email: email.trim(), password } }),
-    }).then((r) => r.json()).then((answer) => {
-      const login = answer.data && answer.data.login;
-      if (login && login.__typename === 'SignedIn') window.location.assign(nextPath());
-      else if (answer.errors) setProblem(answer.errors.map((x) => x.message).join('; '));
-      else setProblem(refusal(login));
-    }, unanswered)
-      .finally(() => setBusy(false));
+    post('/graphql', { query: LOGIN, variables: { email: email.trim(), password } },
+      (answer) => {
+        const login = answer.data && answer.data.login;
+        if (login && login.__typename === 'SignedIn') window.location.assign(nextPath());
+        else if (answer.errors) setProblem(answer.errors.map((x) => x.message).join('; '));
+        else setProblem(refusal(login));
+      });
   };
   const oidc = `/auth/oidc/start?next=${encodeURIComponent(nextPath())}`;
   return (
