@@ -55,6 +55,10 @@ def test_a_good_section_is_read_with_its_defaults() -> None:
                                  "telegram"),
     ("senders.m.port", "25", "messaging.senders.m.port: expected a whole number >= 1"),
     ("senders.m.from", None, "messaging.senders.m.from: a smtp sender needs a from"),
+    ("senders.m.from", "Shop <shop>", "messaging.senders.m.from: expected an e-mail "
+                                      "address, or a name and one"),
+    ("senders.m.from", "a@example.com, b@example.com", "messaging.senders.m.from: expected "
+                                                       "an e-mail address"),
     ("senders.m.tls", "maybe", "messaging.senders.m.tls: expected one of none, starttls, tls"),
     ("senders.m.colour", "red", "messaging.senders.m.colour is not a setting"),
     ("senders.s.from", "555", "messaging.senders.s.from: expected a phone number in E.164"),

@@ -77,6 +77,27 @@ async def test_an_email_from_its_template_reaches_the_smtp_server(
     assert html.get_content().strip() == "<p>Hello <b>&lt;Ada&gt;</b></p>"  # autoescaped
 
 
+async def test_a_sender_with_a_name_and_text_beyond_ascii_arrive_as_written(
+        mail_server: MailServer, tmp_path: Any) -> None:
+    section = config(mail_server)
+    section["senders"]["mail0"]["from"] = "Läden Grün <laden@example.com>"
+    app = messaging_app(config=parse(section))
+    async with SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/s.sqlite") as store:
+        async with nodes(app, store), Runtime(app.sagas, store=store) as rt:
+            long = "straße " * 30  # a body line beyond 76 characters, a subject folded
+            work_id = await send_message(rt, "email", "welcome", "ada@example.com",
+                                         {"name": "Zoë " + long, "code": "ünf"})
+            row = (await ended(store, [work_id]))[work_id]
+    assert row["status"] == "completed", row
+    [mail] = mail_server.mails
+    assert mail.mail_from == "laden@example.com"
+    assert str(mail.message["From"]) == "Läden Grün <laden@example.com>"
+    assert str(mail.message["Subject"]) == f"Welcome, Zoë {long}".strip()
+    text = mail.message.get_body(("plain",))
+    assert text is not None
+    assert text.get_content().strip() == f"Hello Zoë {long}, your code is ünf."
+
+
 def toml(section: dict[str, Any]) -> str:
     """A [messaging] section as a config file holds it."""
     lines = ["[messaging]"]

@@ -26,7 +26,7 @@ expected. The section, as TOML::
     port = 25
     username = ""              # empty: no AUTH
     password = ""
-    from = "noreply@example.com"
+    from = "noreply@example.com"  # or a name and an address: "Shop <noreply@example.com>"
     tls = "none"               # none | starttls | tls
     timeout = 30.0
     connections = 1            # connections to the server at once (a message on each)
@@ -65,7 +65,7 @@ from typing import Any
 from workers.limits import RateLimit
 
 from .errors import MessagingConfigError
-from .providers import ADDRESSES, PROVIDERS
+from .providers import ADDRESSES, FROM_EXPECTED, PROVIDERS, email_sender
 
 __all__ = ["CHANNEL_KINDS", "ChannelSpec", "MessagingConfig", "SenderSpec", "TemplateSpec",
            "check_name", "parse", "senders_of"]
@@ -203,6 +203,9 @@ def _sender(name: str, value: Any) -> SenderSpec:
                                    f"{options['url']!r:.60}")
     if kind == "twilio":
         options["from"] = _from_phone(options["from"], f"{where}.from")
+    if kind == "smtp" and email_sender(options["from"]) is None:
+        raise MessagingConfigError(f"{where}.from: {FROM_EXPECTED}, got "
+                                   f"{options['from']!r:.60}")
     return SenderSpec(name=name, kind=kind, options=options)
 
 

@@ -27,18 +27,21 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import make_msgid
+from email import charset, policy
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
+from email.utils import formataddr, getaddresses, make_msgid
 from typing import Any, ClassVar
 
 import aiosmtplib
 import anyio
 import httpx
 
-from .errors import MessageInputError, SendError
+from .errors import MessageInputError, MessagingConfigError, SendError
 
-__all__ = ["ADDRESSES", "PROVIDERS", "Provider", "Rendered", "Smtp", "Telegram", "Twilio",
-           "check_address"]
+__all__ = ["ADDRESSES", "FROM_EXPECTED", "PROVIDERS", "Provider", "Rendered", "Smtp",
+           "Telegram", "Twilio", "check_address", "email_sender"]
 
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
                     r"[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
@@ -60,6 +63,41 @@ def check_address(kind: str, to: object, where: str = "to") -> str:
     if not isinstance(to, str) or len(to) > 254 or not pattern.match(to):
         raise MessageInputError(f"{where}: expected {expected}, got {to!r:.80}")
     return to
+
+
+def email_sender(value: object) -> tuple[str, str] | None:
+    """``(display name, address)`` of an SMTP sender's ``from``: an address, or a name
+    and an address (``Shop <shop@example.com>``); None for anything else.
+
+    >>> email_sender("Ada's shop <shop@example.com>")
+    ("Ada's shop", 'shop@example.com')
+    >>> email_sender("shop@example.com"), email_sender("Shop <shop>")
+    (('', 'shop@example.com'), None)
+    """
+    if not isinstance(value, str) or "\n" in value or "\r" in value:
+        return None
+    found = getaddresses([value])
+    if len(found) != 1:
+        return None
+    name, address = found[0]
+    if len(address) > 254 or not _EMAIL.match(address):
+        return None
+    return name, address
+
+
+FROM_EXPECTED = "expected an e-mail address, or a name and one (Shop <shop@example.com>)"
+# Headers stay as given (compat32 parses none of them back: the modern policy's header
+# parsing was most of a message's cost; one not in ASCII goes out as UTF-8 encoded
+# words), bodies in quoted-printable UTF-8, CRLF lines
+_SMTP_POLICY = policy.compat32.clone(linesep="\r\n")
+_UTF8 = charset.Charset("utf-8")
+_UTF8.body_encoding = charset.QP
+
+
+def _text(body: str, subtype: str) -> MIMENonMultipart:
+    part = MIMENonMultipart("text", subtype, policy=_SMTP_POLICY, charset="utf-8")
+    part.set_payload(body, _UTF8)
+    return part
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,18 +155,28 @@ class Smtp(Provider):
         self._slots: anyio.Semaphore | None = None
         self._waiting = 0
         self._arrived: anyio.Event | None = None  # set when a message comes to wait
+        found = email_sender(self.options["from"])
+        if found is None:  # the config's parse said so already
+            raise MessagingConfigError(f"sender {name!r}: from: {FROM_EXPECTED}, got "
+                                       f"{self.options['from']!r:.80}")
+        self._from = found
 
-    def mail(self, message: Rendered) -> EmailMessage:
+    def mail(self, message: Rendered) -> Message:
         """The message as MIME: text, and an HTML alternative when there is one."""
-        o = self.options
-        mail = EmailMessage()
-        mail["From"], mail["To"], mail["Subject"] = o["from"], message.to, message.subject
-        domain = o["from"].rpartition("@")[2] or "localhost"
+        name, address = self._from
+        text = _text(message.text, "plain")
+        if message.html:
+            mail: Message = MIMEMultipart("alternative", policy=_SMTP_POLICY)
+            mail.attach(text)
+            mail.attach(_text(message.html, "html"))
+        else:
+            mail = text
+        mail["From"] = formataddr((name, address), charset="utf-8")
+        mail["To"] = message.to
+        mail["Subject"] = message.subject
+        domain = address.rpartition("@")[2]
         mail["Message-ID"] = f"<{message.key}@{domain}>" if message.key else \
             make_msgid(domain=domain)
-        mail.set_content(message.text)
-        if message.html:
-            mail.add_alternative(message.html, subtype="html")
         return mail
 
     async def _connect(self) -> aiosmtplib.SMTP:
@@ -142,6 +190,7 @@ class Smtp(Provider):
 
     async def send(self, message: Rendered) -> str:
         mail = self.mail(message)
+        data = mail.as_bytes(policy=_SMTP_POLICY)
         if self._slots is None:
             self._slots = anyio.Semaphore(self.options["connections"])
         self._waiting += 1
@@ -157,11 +206,11 @@ class Smtp(Provider):
                 try:
                     if client is None or not client.is_connected:
                         client = await self._connect()
-                    await client.send_message(mail)
+                    await client.sendmail(self._from[1], [message.to], data)
                 except aiosmtplib.SMTPServerDisconnected:
                     # a kept connection the server closed meanwhile: once more on a new one
                     client = await self._connect()
-                    await client.send_message(mail)
+                    await client.sendmail(self._from[1], [message.to], data)
             except BaseException as exc:
                 if client is not None:
                     client.close()
