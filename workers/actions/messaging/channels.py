@@ -283,14 +283,11 @@ class Channels:
 
     async def _reserve(self, name: str, batch: builtins.list[_Turn], if_active: bool
                        ) -> None:
-        more: Any = len(batch)
-        if if_active:
-            more = sa.case((table.c.state == "active", more), else_=0)
-        statement = (table.update().where(table.c.name == name, table.c.state != "deleted")
-                     .values(turns=table.c.turns + more).returning(*table.c))
+        statement = _TAKE_IF_ACTIVE if if_active else _TAKE
+        values = {"channel": name, "more": len(batch)}
 
         def take(conn: Connection) -> Any:
-            return conn.execute(statement).first()
+            return conn.execute(statement, values).first()
 
         try:
             row = await self.store.transaction(take)
@@ -306,6 +303,17 @@ class Channels:
         taken = not if_active or channel.state == "active"
         for i, one in enumerate(batch):
             one.number, one.channel = (last - len(batch) + 1 + i) if taken else 0, channel
+
+
+def _take(more: Any) -> Any:
+    return (table.update()
+            .where(table.c.name == sa.bindparam("channel"), table.c.state != "deleted")
+            .values(turns=table.c.turns + more).returning(*table.c))
+
+
+# built once: a message's turn is taken on the hot path
+_TAKE = _take(sa.bindparam("more"))
+_TAKE_IF_ACTIVE = _take(sa.case((table.c.state == "active", sa.bindparam("more")), else_=0))
 
 
 class _Turn:
